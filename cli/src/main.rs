@@ -1,0 +1,249 @@
+//! The `kiln` command: compile WebAssembly ahead of time and run it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use kiln_runtime::{CallError, Instance, InstantiationError, Module, Region, RegionConfig, Val, ValType};
+
+/// Exit status when the guest trapped.
+const EXIT_TRAP: u8 = 3;
+/// Exit status for every other failure (bad input, I/O, linking).
+const EXIT_ERROR: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Kiln: an ahead-of-time WebAssembly compiler and slot-based runtime",
+    long_about = "Kiln compiles WebAssembly (.wasm or .wat) ahead of time into native x86-64 ELF \
+shared objects and runs them in reusable memory slots, isolating every trap to the instance that \
+caused it.\n\nExit status: 0 on success, 1 on an error (bad input, I/O, linking), 3 when the \
+guest traps (the trap's spec wording is printed on stderr), 2 for usage errors."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile a module into a native shared object.
+    ///
+    /// Needs the system linker `ld` (binutils); set KILN_LD to use another.
+    Compile {
+        /// The module: a binary (.wasm) or text (.wat) file.
+        input: PathBuf,
+        /// Where to write the shared object.
+        #[arg(short, long, value_name = "OUT.so")]
+        output: PathBuf,
+    },
+    /// Run a module's exported function.
+    ///
+    /// MODULE may be .wasm, .wat (compiled first) or a .so made by `kiln compile`. ARGS are the
+    /// function's arguments: integers in decimal (negative allowed), floats in decimal or as
+    /// `nan`, `inf`, `-inf`. Each result is printed on its own line; integers in signed
+    /// decimal, floats in shortest round-trip decimal (`nan`, `inf`, `-inf`), v128 as hex.
+    Run {
+        /// The module to run.
+        module: PathBuf,
+        /// The exported function to call.
+        #[arg(long, value_name = "NAME")]
+        invoke: Option<String>,
+        /// Arguments for the invoked function (put them after `--` if one starts with `-`).
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Describe a compiled shared object: its imports, exports, functions and trap sites.
+    Inspect {
+        /// A .so made by `kiln compile`.
+        module: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Compile { input, output } => compile(&input, &output).map(|()| ExitCode::SUCCESS),
+        Command::Run { module, invoke, args } => run(&module, invoke.as_deref(), &args),
+        Command::Inspect { module } => inspect(&module).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn compile(input: &Path, output: &Path) -> Result<()> {
+    let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+    let compiler = kiln_compiler::Compiler::new()?;
+    compiler
+        .compile_to_file(&bytes, output)
+        .with_context(|| format!("cannot compile {}", input.display()))
+}
+
+fn is_shared_object(path: &Path) -> Result<bool> {
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let n = std::io::Read::read(&mut file, &mut magic)?;
+    Ok(n == 4 && magic == *b"\x7fELF")
+}
+
+/// Loads MODULE, compiling it first unless it is already a shared object. Returns the module
+/// and the temporary directory holding the compiled object (which must outlive the module).
+fn load(path: &Path) -> Result<(Module, Option<tempfile::TempDir>)> {
+    if is_shared_object(path)? {
+        return Ok((Module::load(path)?, None));
+    }
+    let dir = tempfile::tempdir()?;
+    let so = dir.path().join("module.so");
+    compile(path, &so)?;
+    Ok((Module::load(&so)?, Some(dir)))
+}
+
+fn run(path: &Path, invoke: Option<&str>, args: &[String]) -> Result<ExitCode> {
+    let Some(name) = invoke else {
+        bail!("running WASI commands (`_start`) is not supported yet: use --invoke NAME to call an export");
+    };
+    let (module, _dir) = load(path)?;
+    let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
+    let instance = match Instance::new(&region, &module, &[]) {
+        Ok(instance) => instance,
+        Err(InstantiationError::Trap(trap)) => {
+            eprintln!("wasm trap: {trap}");
+            return Ok(ExitCode::from(EXIT_TRAP));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let func = instance
+        .get_func(name)
+        .with_context(|| format!("the module exports no function named `{name}`"))?;
+    let params = func.ty().params.clone();
+    if params.len() != args.len() {
+        bail!("`{name}` takes {} arguments ({:?}), {} given", params.len(), params, args.len());
+    }
+    let values = args
+        .iter()
+        .zip(&params)
+        .map(|(arg, &ty)| parse_arg(arg, ty).with_context(|| format!("bad argument `{arg}` for a {ty:?} parameter")))
+        .collect::<Result<Vec<_>>>()?;
+    match func.call(&values) {
+        Ok(results) => {
+            for result in results {
+                println!("{}", format_val(result));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(CallError::Trap(trap)) => {
+            eprintln!("wasm trap: {trap}");
+            Ok(ExitCode::from(EXIT_TRAP))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn parse_int(arg: &str, bits: u32) -> Result<i64> {
+    let value: i128 = arg.replace('_', "").parse().context("not a decimal integer")?;
+    let (min, max) = (-(1i128 << (bits - 1)), (1i128 << bits) - 1);
+    if value < min || value > max {
+        bail!("out of range for i{bits}");
+    }
+    Ok(value as i64)
+}
+
+fn parse_float(arg: &str) -> Result<f64> {
+    match arg {
+        "nan" | "+nan" => Ok(f64::NAN),
+        "-nan" => Ok(-f64::NAN),
+        "inf" | "+inf" | "infinity" => Ok(f64::INFINITY),
+        "-inf" | "-infinity" => Ok(f64::NEG_INFINITY),
+        _ => arg.parse().context("not a number"),
+    }
+}
+
+fn parse_arg(arg: &str, ty: ValType) -> Result<Val> {
+    Ok(match ty {
+        ValType::I32 => Val::I32(parse_int(arg, 32)? as i32),
+        ValType::I64 => Val::I64(parse_int(arg, 64)?),
+        ValType::F32 => Val::F32((parse_float(arg)? as f32).to_bits()),
+        ValType::F64 => Val::F64(parse_float(arg)?.to_bits()),
+        ValType::V128 => {
+            let hex = arg.trim_start_matches("0x");
+            Val::V128(u128::from_str_radix(hex, 16).context("v128 arguments are hex")?)
+        }
+        ValType::Ref(_) => bail!("reference arguments cannot be given on the command line"),
+    })
+}
+
+fn format_float(value: f64, is_nan_canonical: bool, payload: u64, negative: bool) -> String {
+    if value.is_nan() {
+        let sign = if negative { "-" } else { "" };
+        if is_nan_canonical {
+            format!("{sign}nan")
+        } else {
+            format!("{sign}nan:{payload:#x}")
+        }
+    } else if value.is_infinite() {
+        if value > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        format!("{value}")
+    }
+}
+
+fn format_val(val: Val) -> String {
+    match val {
+        Val::I32(v) => v.to_string(),
+        Val::I64(v) => v.to_string(),
+        Val::F32(bits) => {
+            let payload = (bits & 0x007f_ffff) as u64;
+            let v = f32::from_bits(bits);
+            if v.is_nan() || v.is_infinite() {
+                format_float(v as f64, payload == 0x40_0000, payload, bits >> 31 == 1)
+            } else {
+                format!("{v}")
+            }
+        }
+        Val::F64(bits) => {
+            let payload = bits & 0x000f_ffff_ffff_ffff;
+            format_float(f64::from_bits(bits), payload == 0x8_0000_0000_0000, payload, bits >> 63 == 1)
+        }
+        other => other.to_string(),
+    }
+}
+
+fn inspect(path: &Path) -> Result<()> {
+    let module = Module::load(path)?;
+    let meta = module.metadata();
+    println!("module {}", path.display());
+    println!("compiled by {}", meta.compiler);
+    println!("imports: {}", meta.imports.len());
+    for import in &meta.imports {
+        println!("  {}::{} {:?}", import.module, import.name, import.kind);
+    }
+    println!("exports: {}", meta.exports.len());
+    for export in &meta.exports {
+        println!("  {} {:?}", export.name, export.kind);
+    }
+    println!("memories: {}  tables: {}  globals: {}", meta.memories.len(), meta.tables.len(), meta.globals.len());
+    println!("defined functions: {}", meta.functions.len());
+    for (i, f) in meta.functions.iter().enumerate() {
+        let ty = &meta.types[f.type_index as usize];
+        println!(
+            "  func {} {:?} -> {:?}: {} bytes, {} trap sites",
+            meta.num_imported_funcs as usize + i,
+            ty.params,
+            ty.results,
+            f.code_len,
+            f.traps.len()
+        );
+    }
+    println!("data segments: {}  element segments: {}", meta.data.len(), meta.elements.len());
+    if let Some(start) = meta.start {
+        println!("start function: {start}");
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Stage 4: compile every function and trampoline with Cranelift and emit one ELF relocatable
+//! object holding the code, the serialized metadata and the module header.
+
+use cranelift_codegen::ir::{self, UserFuncName};
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::FunctionBuilderContext;
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, ModuleRelocTarget};
+use cranelift_object::{ObjectBuilder, ObjectModule};
+use wasmparser::FuncValidatorAllocations;
+use cranelift_wasm::FuncTranslator;
+use kiln_abi::{
+    FunctionInfo, ModuleHeader, ModuleMetadata, TrapCode, TrapSite, VMContextHeader, VMOffsets, VMRuntimeLimits,
+    ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, FUNC_SYMBOL_PREFIX, HOST_TRAMPOLINE_PREFIX,
+    MODULE_MAGIC, MODULE_SYMBOL,
+};
+
+use crate::func_env::{wasm_signature, KilnFuncEnv, ModuleEnv};
+use crate::module::ParsedModule;
+use crate::trampolines;
+use crate::CompileError;
+
+/// The result of compiling one module.
+pub struct CompiledObject {
+    /// ELF relocatable object bytes, ready for [`crate::link::link_shared_object`].
+    pub object: Vec<u8>,
+    /// The metadata embedded in it.
+    pub metadata: ModuleMetadata,
+}
+
+/// The Cranelift ISA for this machine: x86-64 with the host CPU's features, optimised for
+/// speed, position-independent (the output is a shared object).
+pub fn host_isa() -> Result<OwnedTargetIsa, CompileError> {
+    let mut flags = settings::builder();
+    let set = |flags: &mut settings::Builder, name: &str, value: &str| {
+        flags
+            .set(name, value)
+            .map_err(|e| CompileError::Codegen(format!("setting {name}={value}: {e}")))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "is_pic", "true")?;
+    set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
+    set(&mut flags, "preserve_frame_pointers", "true")?;
+    set(&mut flags, "unwind_info", "false")?;
+    // The prologue's stack-limit check (see `VMContextHeader::stack_limit`) replaces probing.
+    set(&mut flags, "enable_probestack", "false")?;
+    let isa_builder = cranelift_native::builder()
+        .map_err(|e| CompileError::Codegen(format!("host CPU not supported: {e}")))?;
+    if !cfg!(target_arch = "x86_64") {
+        return Err(CompileError::Unsupported("Kiln only targets x86-64".to_string()));
+    }
+    isa_builder
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| CompileError::Codegen(e.to_string()))
+}
+
+fn codegen_error(err: impl std::fmt::Display) -> CompileError {
+    CompileError::Codegen(err.to_string())
+}
+
+fn trap_code(code: ir::TrapCode) -> TrapCode {
+    match code {
+        ir::TrapCode::StackOverflow => TrapCode::StackOverflow,
+        ir::TrapCode::HeapOutOfBounds => TrapCode::HeapOutOfBounds,
+        ir::TrapCode::HeapMisaligned => TrapCode::HeapMisaligned,
+        ir::TrapCode::TableOutOfBounds => TrapCode::TableOutOfBounds,
+        ir::TrapCode::IndirectCallToNull => TrapCode::IndirectCallToNull,
+        ir::TrapCode::BadSignature => TrapCode::BadSignature,
+        ir::TrapCode::IntegerOverflow => TrapCode::IntegerOverflow,
+        ir::TrapCode::IntegerDivisionByZero => TrapCode::IntegerDivisionByZero,
+        ir::TrapCode::BadConversionToInteger => TrapCode::BadConversionToInteger,
+        ir::TrapCode::UnreachableCodeReached => TrapCode::UnreachableCodeReached,
+        ir::TrapCode::Interrupt => TrapCode::Interrupt,
+        ir::TrapCode::NullReference | ir::TrapCode::NullI31Ref => TrapCode::NullReference,
+        crate::func_env::TABLE_ACCESS_OUT_OF_BOUNDS => TrapCode::TableAccessOutOfBounds,
+        ir::TrapCode::User(_) => TrapCode::UnreachableCodeReached,
+    }
+}
+
+/// Compiles a parsed module into an object.
+pub(crate) fn compile(isa: &OwnedTargetIsa, parsed: ParsedModule<'_>) -> Result<CompiledObject, CompileError> {
+    let ParsedModule { mut meta, is_func_type, bodies } = parsed;
+    let builder = ObjectBuilder::new(isa.clone(), "kiln-module", cranelift_module::default_libcall_names())
+        .map_err(codegen_error)?;
+    let mut object = ObjectModule::new(builder);
+
+    // Declare every symbol first so functions can call each other by name.
+    let num_imported = meta.num_imported_funcs as usize;
+    let mut func_ids = Vec::with_capacity(bodies.len());
+    for (i, &ty) in meta.func_types[num_imported..].iter().enumerate() {
+        let sig = wasm_signature(&meta.types[ty as usize]);
+        let id = object
+            .declare_function(&format!("{FUNC_SYMBOL_PREFIX}{i}"), Linkage::Local, &sig)
+            .map_err(codegen_error)?;
+        func_ids.push(id);
+    }
+
+    let module_env = ModuleEnv {
+        meta: &meta,
+        offsets: VMOffsets::new(meta.vm_counts()),
+        frontend: isa.frontend_config(),
+        defined_func_ids: func_ids.iter().map(|id| id.as_u32()).collect(),
+    };
+
+    let mut ctx = Context::new();
+    let mut translator = FuncTranslator::new();
+    let mut allocations = FuncValidatorAllocations::default();
+    let mut infos = Vec::with_capacity(bodies.len());
+    for (i, (to_validate, body)) in bodies.into_iter().enumerate() {
+        let type_index = meta.func_types[num_imported + i];
+        ctx.clear();
+        ctx.func.signature = wasm_signature(&meta.types[type_index as usize]);
+        ctx.func.name = UserFuncName::user(0, func_ids[i].as_u32());
+        let vmctx = ctx.func.create_global_value(ir::GlobalValueData::VMContext);
+        let limits = ctx.func.create_global_value(ir::GlobalValueData::Load {
+            base: vmctx,
+            offset: (VMContextHeader::RUNTIME_LIMITS_OFFSET as i32).into(),
+            global_type: ir::types::I64,
+            flags: ir::MemFlags::trusted().with_readonly(),
+        });
+        // Not read-only: the runtime rewrites it on every entry from the host.
+        ctx.func.stack_limit = Some(ctx.func.create_global_value(ir::GlobalValueData::Load {
+            base: limits,
+            offset: (VMRuntimeLimits::STACK_LIMIT_OFFSET as i32).into(),
+            global_type: ir::types::I64,
+            flags: ir::MemFlags::trusted(),
+        }));
+        let mut validator = to_validate.into_validator(allocations);
+        let mut env = KilnFuncEnv::new(&module_env);
+        translator.translate_body(&mut validator, body, &mut ctx.func, &mut env)?;
+        allocations = validator.into_allocations();
+        object.define_function(func_ids[i], &mut ctx).map_err(|e| match e {
+            cranelift_module::ModuleError::Compilation(err) => {
+                CompileError::Codegen(format!("function {}: {err:?}", num_imported + i))
+            }
+            other => codegen_error(other),
+        })?;
+        let compiled = ctx.compiled_code().expect("define_function compiled the function");
+        let mut traps: Vec<TrapSite> = compiled
+            .buffer
+            .traps()
+            .iter()
+            .map(|t| TrapSite { offset: t.offset, code: trap_code(t.code) })
+            .collect();
+        traps.sort_by_key(|t| t.offset);
+        infos.push(FunctionInfo {
+            type_index,
+            code_len: compiled.code_info().total_size,
+            traps,
+        });
+    }
+    drop(module_env);
+    meta.functions = infos;
+
+    // Trampolines: array (host → wasm) for every function type, host (wasm → host) for the
+    // types of imported functions.
+    let mut builder_ctx = FunctionBuilderContext::new();
+    let mut array_trampolines = vec![None; meta.types.len()];
+    let mut host_trampolines = vec![None; meta.types.len()];
+    let imported_types: Vec<u32> = meta.func_types[..num_imported].to_vec();
+    for (t, ty) in meta.types.iter().enumerate() {
+        if !is_func_type[t] {
+            continue;
+        }
+        let sig = trampolines::array_trampoline_signature();
+        let id = object
+            .declare_function(&format!("{ARRAY_TRAMPOLINE_PREFIX}{t}"), Linkage::Local, &sig)
+            .map_err(codegen_error)?;
+        ctx.clear();
+        ctx.func = trampolines::build_array_trampoline(ty, UserFuncName::user(0, id.as_u32()), &mut builder_ctx);
+        object.define_function(id, &mut ctx).map_err(codegen_error)?;
+        array_trampolines[t] = Some(id);
+
+        if imported_types.contains(&(t as u32)) {
+            let id = object
+                .declare_function(&format!("{HOST_TRAMPOLINE_PREFIX}{t}"), Linkage::Local, &wasm_signature(ty))
+                .map_err(codegen_error)?;
+            ctx.clear();
+            ctx.func = trampolines::build_host_trampoline(ty, UserFuncName::user(0, id.as_u32()), &mut builder_ctx);
+            object.define_function(id, &mut ctx).map_err(codegen_error)?;
+            host_trampolines[t] = Some(id);
+        }
+    }
+
+    let metadata_bytes = postcard::to_allocvec(&meta).map_err(codegen_error)?;
+    emit_header(&mut object, &metadata_bytes, &func_ids, &array_trampolines, &host_trampolines)?;
+    let product = object.finish();
+    let bytes = product.emit().map_err(codegen_error)?;
+    Ok(CompiledObject { object: bytes, metadata: meta })
+}
+
+fn define_data(object: &mut ObjectModule, name: &str, linkage: Linkage, desc: &DataDescription) -> Result<DataId, CompileError> {
+    let id = object.declare_data(name, linkage, true, false).map_err(codegen_error)?;
+    object.define_data(id, desc).map_err(codegen_error)?;
+    Ok(id)
+}
+
+/// A data object holding one code address per entry (null where `None`).
+fn define_function_table(object: &mut ObjectModule, name: &str, entries: &[Option<FuncId>]) -> Result<DataId, CompileError> {
+    let mut desc = DataDescription::new();
+    desc.define(vec![0u8; entries.len().max(1) * 8].into_boxed_slice());
+    desc.set_align(8);
+    for (i, entry) in entries.iter().enumerate() {
+        if let Some(id) = entry {
+            let func = desc.import_function(ModuleRelocTarget::user(0, id.as_u32()));
+            desc.write_function_addr((i * 8) as u32, func);
+        }
+    }
+    define_data(object, name, Linkage::Local, &desc)
+}
+
+fn emit_header(
+    object: &mut ObjectModule,
+    metadata: &[u8],
+    functions: &[FuncId],
+    array_trampolines: &[Option<FuncId>],
+    host_trampolines: &[Option<FuncId>],
+) -> Result<(), CompileError> {
+    let mut desc = DataDescription::new();
+    desc.define(metadata.to_vec().into_boxed_slice());
+    let metadata_id = define_data(object, "kiln_metadata", Linkage::Local, &desc)?;
+    let functions_entries: Vec<Option<FuncId>> = functions.iter().copied().map(Some).collect();
+    let functions_id = define_function_table(object, "kiln_functions", &functions_entries)?;
+    let array_id = define_function_table(object, "kiln_array_trampolines", array_trampolines)?;
+    let host_id = define_function_table(object, "kiln_host_trampolines", host_trampolines)?;
+
+    let mut header = vec![0u8; ModuleHeader::SIZE];
+    let mut put = |offset: usize, bytes: &[u8]| header[offset..offset + bytes.len()].copy_from_slice(bytes);
+    put(ModuleHeader::MAGIC_OFFSET, &MODULE_MAGIC);
+    put(ModuleHeader::VERSION_OFFSET, &ABI_VERSION.to_le_bytes());
+    put(ModuleHeader::HEADER_SIZE_OFFSET, &(ModuleHeader::SIZE as u32).to_le_bytes());
+    put(ModuleHeader::METADATA_LEN_OFFSET, &(metadata.len() as u64).to_le_bytes());
+    put(ModuleHeader::NUM_FUNCTIONS_OFFSET, &(functions.len() as u64).to_le_bytes());
+    put(ModuleHeader::NUM_TYPES_OFFSET, &(array_trampolines.len() as u64).to_le_bytes());
+    let mut desc = DataDescription::new();
+    desc.define(header.into_boxed_slice());
+    desc.set_align(8);
+    for (offset, id) in [
+        (ModuleHeader::METADATA_OFFSET, metadata_id),
+        (ModuleHeader::FUNCTIONS_OFFSET, functions_id),
+        (ModuleHeader::ARRAY_TRAMPOLINES_OFFSET, array_id),
+        (ModuleHeader::HOST_TRAMPOLINES_OFFSET, host_id),
+    ] {
+        let gv = desc.import_global_value(ModuleRelocTarget::user(1, id.as_u32()));
+        desc.write_data_addr(offset as u32, gv, 0);
+    }
+    define_data(object, MODULE_SYMBOL, Linkage::Export, &desc)?;
+    Ok(())
+}

@@ -1,0 +1,564 @@
+//! Kiln's `FuncEnvironment`: how translated wasm reaches its instance.
+//!
+//! Every wasm function has the signature `(callee_vmctx, caller_vmctx, wasm params...) -> wasm
+//! results` in Cranelift's `tail` convention. Everything instance-specific is reached through
+//! `callee_vmctx` at offsets from [`kiln_abi::VMOffsets`]; this file is the only place in the
+//! compiler that turns those offsets into loads and stores.
+
+use cranelift_codegen::cursor::FuncCursor;
+use cranelift_codegen::ir::{
+    self, condcodes::IntCC, types, AbiParam, ArgumentPurpose, InstBuilder, MemFlags, Signature,
+    UserExternalName,
+};
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
+use cranelift_entity::PrimaryMap;
+use cranelift_frontend::FunctionBuilder;
+use cranelift_wasm::{
+    wasmparser, FuncEnvironment, FuncIndex, GlobalIndex, GlobalVariable, Heap, HeapData,
+    HeapStyle, MemoryIndex, TableIndex, TargetEnvironment, TypeConvert, TypeIndex, WasmError,
+    WasmHeapType, WasmResult,
+};
+use kiln_abi::{
+    AbiType, FuncType, Libcall, ModuleMetadata, VMContextHeader, VMFuncRef, VMMemoryDefinition,
+    VMMemoryImport, VMOffsets, VMTableDefinition, ValType,
+};
+
+use kiln_abi::{HEAP_GUARD, HEAP_RESERVATION};
+
+/// `table.get`/`table.set` out of bounds ("out of bounds table access"), as opposed to
+/// `call_indirect`'s "undefined element" (`TrapCode::TableOutOfBounds`).
+pub const TABLE_ACCESS_OUT_OF_BOUNDS: ir::TrapCode = ir::TrapCode::User(1);
+
+/// The Cranelift type a wasm value lives in.
+pub fn ir_type(ty: ValType) -> ir::Type {
+    match ty {
+        ValType::I32 => types::I32,
+        ValType::I64 => types::I64,
+        ValType::F32 => types::F32,
+        ValType::F64 => types::F64,
+        ValType::V128 => types::I8X16,
+        ValType::Ref(_) => types::I64,
+    }
+}
+
+/// The Cranelift signature of a wasm function of type `ty`.
+pub fn wasm_signature(ty: &FuncType) -> Signature {
+    let mut sig = Signature::new(CallConv::Tail);
+    sig.params.push(AbiParam::special(types::I64, ArgumentPurpose::VMContext));
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.extend(ty.params.iter().map(|&p| AbiParam::new(ir_type(p))));
+    sig.returns.extend(ty.results.iter().map(|&r| AbiParam::new(ir_type(r))));
+    sig
+}
+
+fn libcall_signature(libcall: Libcall) -> Signature {
+    let abi = |t: AbiType| match t {
+        AbiType::vmctx | AbiType::ptr | AbiType::i64 => types::I64,
+        AbiType::i32 => types::I32,
+    };
+    let mut sig = Signature::new(CallConv::SystemV);
+    sig.params.extend(libcall.params().iter().map(|&t| AbiParam::new(abi(t))));
+    sig.returns.extend(libcall.result().map(|t| AbiParam::new(abi(t))));
+    sig
+}
+
+/// Flags for loads from the VM context and runtime structures: they never trap.
+fn vm_flags() -> MemFlags {
+    MemFlags::trusted()
+}
+
+/// Flags for VM context fields that never change during an instance's life.
+fn vm_readonly() -> MemFlags {
+    MemFlags::trusted().with_readonly()
+}
+
+/// Module-wide facts shared by every function's environment.
+pub struct ModuleEnv<'m> {
+    pub meta: &'m ModuleMetadata,
+    pub offsets: VMOffsets,
+    pub frontend: TargetFrontendConfig,
+    /// Cranelift user-function index of each defined function (namespace 0 in the object).
+    pub defined_func_ids: Vec<u32>,
+}
+
+/// The environment for translating one function.
+pub struct KilnFuncEnv<'a, 'm> {
+    module: &'a ModuleEnv<'m>,
+    heaps: PrimaryMap<Heap, HeapData>,
+    vmctx_gv: Option<ir::GlobalValue>,
+    libcall_sigs: Vec<Option<ir::SigRef>>,
+}
+
+impl<'a, 'm> KilnFuncEnv<'a, 'm> {
+    pub fn new(module: &'a ModuleEnv<'m>) -> Self {
+        KilnFuncEnv {
+            module,
+            heaps: PrimaryMap::new(),
+            vmctx_gv: None,
+            libcall_sigs: vec![None; Libcall::ALL.len()],
+        }
+    }
+
+    fn offsets(&self) -> &VMOffsets {
+        &self.module.offsets
+    }
+
+    fn vmctx_gv(&mut self, func: &mut ir::Function) -> ir::GlobalValue {
+        *self
+            .vmctx_gv
+            .get_or_insert_with(|| func.create_global_value(ir::GlobalValueData::VMContext))
+    }
+
+    /// A global value that loads `vmctx + offset`.
+    fn vmctx_load_gv(&mut self, func: &mut ir::Function, offset: u32, flags: MemFlags) -> ir::GlobalValue {
+        let vmctx = self.vmctx_gv(func);
+        func.create_global_value(ir::GlobalValueData::Load {
+            base: vmctx,
+            offset: (offset as i32).into(),
+            global_type: types::I64,
+            flags,
+        })
+    }
+
+    fn vmctx_value(func: &ir::Function) -> ir::Value {
+        func.special_param(ArgumentPurpose::VMContext)
+            .expect("every Kiln function has a vmctx parameter")
+    }
+
+    fn num_imported_funcs(&self) -> u32 {
+        self.module.meta.num_imported_funcs
+    }
+
+    fn is_imported_func(&self, index: FuncIndex) -> bool {
+        index.as_u32() < self.num_imported_funcs()
+    }
+
+    fn memory_type(&self, index: MemoryIndex) -> kiln_abi::MemoryType {
+        self.module.meta.memories[index.as_u32() as usize]
+    }
+
+    /// Emits a call to a runtime libcall through the VM context's `builtins` table.
+    fn call_libcall(&mut self, pos: &mut FuncCursor, libcall: Libcall, args: &[ir::Value]) -> Option<ir::Value> {
+        let sig = match self.libcall_sigs[libcall as usize] {
+            Some(sig) => sig,
+            None => {
+                let sig = pos.func.import_signature(libcall_signature(libcall));
+                self.libcall_sigs[libcall as usize] = Some(sig);
+                sig
+            }
+        };
+        let vmctx = Self::vmctx_value(pos.func);
+        let builtins = pos.ins().load(types::I64, vm_readonly(), vmctx, VMContextHeader::BUILTINS_OFFSET as i32);
+        let callee = pos.ins().load(types::I64, vm_readonly(), builtins, libcall.table_offset() as i32);
+        let mut call_args = vec![vmctx];
+        call_args.extend_from_slice(args);
+        let call = pos.ins().call_indirect(sig, callee, &call_args);
+        pos.func.dfg.inst_results(call).first().copied()
+    }
+
+    /// Widens an index operand to i64 for a libcall (memory indices may be i32 or i64).
+    fn to_i64(pos: &mut FuncCursor, value: ir::Value) -> ir::Value {
+        if pos.func.dfg.value_type(value) == types::I64 {
+            value
+        } else {
+            pos.ins().uextend(types::I64, value)
+        }
+    }
+
+    fn table_definition(&mut self, builder: &mut FunctionBuilder, table: TableIndex) -> ir::Value {
+        let vmctx = Self::vmctx_value(builder.func);
+        let offset = self.offsets().table(table.as_u32());
+        builder.ins().load(types::I64, vm_readonly(), vmctx, offset as i32)
+    }
+
+    /// Address of element `index` of `table`, trapping with `oob_trap` when out of bounds.
+    fn table_element_addr(&mut self, builder: &mut FunctionBuilder, table: TableIndex, index: ir::Value, oob_trap: ir::TrapCode) -> ir::Value {
+        let def = self.table_definition(builder, table);
+        let base = builder.ins().load(types::I64, vm_flags(), def, VMTableDefinition::BASE_OFFSET as i32);
+        let len = builder.ins().load(types::I64, vm_flags(), def, VMTableDefinition::CURRENT_ELEMENTS_OFFSET as i32);
+        let index = if builder.func.dfg.value_type(index) == types::I64 {
+            index
+        } else {
+            builder.ins().uextend(types::I64, index)
+        };
+        let oob = builder.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, index, len);
+        builder.ins().trapnz(oob, oob_trap);
+        let offset = builder.ins().ishl_imm(index, VMTableDefinition::ELEMENT_SIZE.trailing_zeros() as i64);
+        builder.ins().iadd(base, offset)
+    }
+
+    /// Loads a funcref from a table for `call_indirect`, checking null and the signature.
+    fn checked_funcref(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table: TableIndex,
+        sig_index: TypeIndex,
+        callee: ir::Value,
+    ) -> ir::Value {
+        let addr = self.table_element_addr(builder, table, callee, ir::TrapCode::TableOutOfBounds);
+        let funcref = builder.ins().load(types::I64, vm_flags(), addr, 0);
+        builder.ins().trapz(funcref, ir::TrapCode::IndirectCallToNull);
+        let actual = builder.ins().load(types::I32, vm_flags(), funcref, VMFuncRef::TYPE_ID_OFFSET as i32);
+        let vmctx = Self::vmctx_value(builder.func);
+        let expected = builder.ins().load(
+            types::I32,
+            vm_readonly(),
+            vmctx,
+            self.offsets().type_id(sig_index.as_u32()) as i32,
+        );
+        let mismatch = builder.ins().icmp(IntCC::NotEqual, actual, expected);
+        builder.ins().trapnz(mismatch, ir::TrapCode::BadSignature);
+        funcref
+    }
+
+    /// `(code, callee_vmctx, caller_vmctx ++ args)` for a call through a non-null funcref.
+    fn funcref_call_args(builder: &mut FunctionBuilder, funcref: ir::Value, args: &[ir::Value]) -> (ir::Value, Vec<ir::Value>) {
+        let code = builder.ins().load(types::I64, vm_flags(), funcref, VMFuncRef::CODE_OFFSET as i32);
+        let callee_vmctx = builder.ins().load(types::I64, vm_flags(), funcref, VMFuncRef::VMCTX_OFFSET as i32);
+        let caller_vmctx = Self::vmctx_value(builder.func);
+        let mut call_args = vec![callee_vmctx, caller_vmctx];
+        call_args.extend_from_slice(args);
+        (code, call_args)
+    }
+
+    /// For a direct call: `Some((code, args))` if the callee is imported (call it through its
+    /// funcref in the VM context), `None` if it is defined here (call it by symbol).
+    fn direct_call_args(&mut self, builder: &mut FunctionBuilder, callee_index: FuncIndex, args: &[ir::Value]) -> (Option<ir::Value>, Vec<ir::Value>) {
+        let vmctx = Self::vmctx_value(builder.func);
+        if self.is_imported_func(callee_index) {
+            let base = self.offsets().func_ref(callee_index.as_u32()) as i32;
+            let code = builder.ins().load(types::I64, vm_readonly(), vmctx, base + VMFuncRef::CODE_OFFSET as i32);
+            let callee_vmctx = builder.ins().load(types::I64, vm_readonly(), vmctx, base + VMFuncRef::VMCTX_OFFSET as i32);
+            let mut call_args = vec![callee_vmctx, vmctx];
+            call_args.extend_from_slice(args);
+            (Some(code), call_args)
+        } else {
+            let mut call_args = vec![vmctx, vmctx];
+            call_args.extend_from_slice(args);
+            (None, call_args)
+        }
+    }
+}
+
+impl TypeConvert for KilnFuncEnv<'_, '_> {
+    fn lookup_heap_type(&self, index: wasmparser::UnpackedIndex) -> WasmHeapType {
+        WasmHeapType::ConcreteFunc(self.lookup_type_index(index))
+    }
+
+    fn lookup_type_index(&self, index: wasmparser::UnpackedIndex) -> cranelift_wasm::EngineOrModuleTypeIndex {
+        let index = match index {
+            wasmparser::UnpackedIndex::Module(i) => i,
+            // Rec-group-relative indices only occur with GC types, which Kiln rejects earlier.
+            _ => 0,
+        };
+        cranelift_wasm::EngineOrModuleTypeIndex::Module(cranelift_wasm::ModuleInternedTypeIndex::from_u32(index))
+    }
+}
+
+impl TargetEnvironment for KilnFuncEnv<'_, '_> {
+    fn target_config(&self) -> TargetFrontendConfig {
+        self.module.frontend
+    }
+
+    fn heap_access_spectre_mitigation(&self) -> bool {
+        false
+    }
+
+    fn proof_carrying_code(&self) -> bool {
+        false
+    }
+
+    fn reference_type(&self, _ty: WasmHeapType) -> (ir::Type, bool) {
+        // References are raw pointers (funcref) or opaque host words (externref); Kiln has no
+        // GC, so nothing needs a stack map.
+        (types::I64, false)
+    }
+}
+
+impl FuncEnvironment for KilnFuncEnv<'_, '_> {
+    fn is_wasm_parameter(&self, _signature: &Signature, index: usize) -> bool {
+        // Parameters 0 and 1 are the callee's and the caller's VM contexts.
+        index >= 2
+    }
+
+    fn param_needs_stack_map(&self, _signature: &Signature, _index: usize) -> bool {
+        false
+    }
+
+    fn sig_ref_result_needs_stack_map(&self, _sig_ref: ir::SigRef, _index: usize) -> bool {
+        false
+    }
+
+    fn func_ref_result_needs_stack_map(&self, _func: &ir::Function, _func_ref: ir::FuncRef, _index: usize) -> bool {
+        false
+    }
+
+    fn make_global(&mut self, func: &mut ir::Function, index: GlobalIndex) -> WasmResult<GlobalVariable> {
+        let meta = self.module.meta;
+        let ty = ir_type(meta.globals[index.as_u32() as usize].content);
+        let imported = meta.num_imported_globals;
+        if index.as_u32() >= imported {
+            // Own globals live inside the VM context itself.
+            let gv = self.vmctx_gv(func);
+            let offset = self.offsets().defined_global(index.as_u32() - imported);
+            Ok(GlobalVariable::Memory { gv, offset: (offset as i32).into(), ty })
+        } else {
+            let offset = self.offsets().global(index.as_u32());
+            let gv = self.vmctx_load_gv(func, offset, vm_readonly());
+            Ok(GlobalVariable::Memory { gv, offset: 0.into(), ty })
+        }
+    }
+
+    fn heaps(&self) -> &PrimaryMap<Heap, HeapData> {
+        &self.heaps
+    }
+
+    fn make_heap(&mut self, func: &mut ir::Function, index: MemoryIndex) -> WasmResult<Heap> {
+        let ty = self.memory_type(index);
+        let import = self.offsets().memory(index.as_u32());
+        // The base never moves: every memory owns its whole reservation from the start.
+        let base = self.vmctx_load_gv(func, import + VMMemoryImport::BASE_OFFSET, vm_readonly());
+        let page_size = 1u64 << ty.page_size_log2;
+        let (style, index_type) = if ty.memory64 {
+            let definition = self.vmctx_load_gv(func, import + VMMemoryImport::DEFINITION_OFFSET, vm_readonly());
+            let bound_gv = func.create_global_value(ir::GlobalValueData::Load {
+                base: definition,
+                offset: (VMMemoryDefinition::CURRENT_LENGTH_OFFSET as i32).into(),
+                global_type: types::I64,
+                flags: vm_flags(),
+            });
+            (HeapStyle::Dynamic { bound_gv }, types::I64)
+        } else {
+            (HeapStyle::Static { bound: HEAP_RESERVATION }, types::I32)
+        };
+        Ok(self.heaps.push(HeapData {
+            base,
+            min_size: ty.minimum.saturating_mul(page_size),
+            max_size: ty.maximum.map(|m| m.saturating_mul(page_size)),
+            offset_guard_size: HEAP_GUARD,
+            style,
+            index_type,
+            memory_type: None,
+            page_size_log2: ty.page_size_log2,
+        }))
+    }
+
+    fn make_indirect_sig(&mut self, func: &mut ir::Function, index: TypeIndex) -> WasmResult<ir::SigRef> {
+        let ty = &self.module.meta.types[index.as_u32() as usize];
+        Ok(func.import_signature(wasm_signature(ty)))
+    }
+
+    fn make_direct_func(&mut self, func: &mut ir::Function, index: FuncIndex) -> WasmResult<ir::FuncRef> {
+        let meta = self.module.meta;
+        let ty = &meta.types[meta.func_types[index.as_u32() as usize] as usize];
+        let signature = func.import_signature(wasm_signature(ty));
+        // Imported functions are called through their funcref (see `translate_call`); the name
+        // only matters for defined ones, which are symbols in the same object.
+        let user_index = if self.is_imported_func(index) {
+            u32::MAX
+        } else {
+            self.module.defined_func_ids[(index.as_u32() - self.num_imported_funcs()) as usize]
+        };
+        let name = func.declare_imported_user_function(UserExternalName::new(0, user_index));
+        Ok(func.import_function(ir::ExtFuncData {
+            name: ir::ExternalName::user(name),
+            signature,
+            colocated: true,
+        }))
+    }
+
+    fn translate_call(&mut self, builder: &mut FunctionBuilder, callee_index: FuncIndex, callee: ir::FuncRef, call_args: &[ir::Value]) -> WasmResult<ir::Inst> {
+        let (code, args) = self.direct_call_args(builder, callee_index, call_args);
+        Ok(match code {
+            Some(code) => {
+                let sig = builder.func.dfg.ext_funcs[callee].signature;
+                builder.ins().call_indirect(sig, code, &args)
+            }
+            None => builder.ins().call(callee, &args),
+        })
+    }
+
+    fn translate_call_indirect(&mut self, builder: &mut FunctionBuilder, table_index: TableIndex, sig_index: TypeIndex, sig_ref: ir::SigRef, callee: ir::Value, call_args: &[ir::Value]) -> WasmResult<Option<ir::Inst>> {
+        let funcref = self.checked_funcref(builder, table_index, sig_index, callee);
+        let (code, args) = Self::funcref_call_args(builder, funcref, call_args);
+        Ok(Some(builder.ins().call_indirect(sig_ref, code, &args)))
+    }
+
+    fn translate_return_call(&mut self, builder: &mut FunctionBuilder, callee_index: FuncIndex, callee: ir::FuncRef, call_args: &[ir::Value]) -> WasmResult<()> {
+        let (code, args) = self.direct_call_args(builder, callee_index, call_args);
+        match code {
+            Some(code) => {
+                let sig = builder.func.dfg.ext_funcs[callee].signature;
+                builder.ins().return_call_indirect(sig, code, &args);
+            }
+            None => {
+                builder.ins().return_call(callee, &args);
+            }
+        }
+        Ok(())
+    }
+
+    fn translate_return_call_indirect(&mut self, builder: &mut FunctionBuilder, table_index: TableIndex, sig_index: TypeIndex, sig_ref: ir::SigRef, callee: ir::Value, call_args: &[ir::Value]) -> WasmResult<()> {
+        let funcref = self.checked_funcref(builder, table_index, sig_index, callee);
+        let (code, args) = Self::funcref_call_args(builder, funcref, call_args);
+        builder.ins().return_call_indirect(sig_ref, code, &args);
+        Ok(())
+    }
+
+    fn translate_return_call_ref(&mut self, builder: &mut FunctionBuilder, sig_ref: ir::SigRef, callee: ir::Value, call_args: &[ir::Value]) -> WasmResult<()> {
+        builder.ins().trapz(callee, ir::TrapCode::NullReference);
+        let (code, args) = Self::funcref_call_args(builder, callee, call_args);
+        builder.ins().return_call_indirect(sig_ref, code, &args);
+        Ok(())
+    }
+
+    fn translate_call_ref(&mut self, builder: &mut FunctionBuilder, sig_ref: ir::SigRef, callee: ir::Value, call_args: &[ir::Value]) -> WasmResult<ir::Inst> {
+        builder.ins().trapz(callee, ir::TrapCode::NullReference);
+        let (code, args) = Self::funcref_call_args(builder, callee, call_args);
+        Ok(builder.ins().call_indirect(sig_ref, code, &args))
+    }
+
+    fn translate_memory_grow(&mut self, mut pos: FuncCursor, index: MemoryIndex, _heap: Heap, val: ir::Value) -> WasmResult<ir::Value> {
+        let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
+        let delta = Self::to_i64(&mut pos, val);
+        let old = self.call_libcall(&mut pos, Libcall::memory_grow, &[memory, delta]).unwrap();
+        Ok(if self.memory_type(index).memory64 { old } else { pos.ins().ireduce(types::I32, old) })
+    }
+
+    fn translate_memory_size(&mut self, mut pos: FuncCursor, index: MemoryIndex, _heap: Heap) -> WasmResult<ir::Value> {
+        let ty = self.memory_type(index);
+        let vmctx = Self::vmctx_value(pos.func);
+        let offset = self.offsets().memory(index.as_u32()) + VMMemoryImport::DEFINITION_OFFSET;
+        let definition = pos.ins().load(types::I64, vm_readonly(), vmctx, offset as i32);
+        let bytes = pos.ins().load(types::I64, vm_flags(), definition, VMMemoryDefinition::CURRENT_LENGTH_OFFSET as i32);
+        let pages = pos.ins().ushr_imm(bytes, ty.page_size_log2 as i64);
+        Ok(if ty.memory64 { pages } else { pos.ins().ireduce(types::I32, pages) })
+    }
+
+    fn translate_memory_copy(&mut self, mut pos: FuncCursor, src_index: MemoryIndex, _src_heap: Heap, dst_index: MemoryIndex, _dst_heap: Heap, dst: ir::Value, src: ir::Value, len: ir::Value) -> WasmResult<()> {
+        let dst_mem = pos.ins().iconst(types::I32, dst_index.as_u32() as i64);
+        let src_mem = pos.ins().iconst(types::I32, src_index.as_u32() as i64);
+        let dst = Self::to_i64(&mut pos, dst);
+        let src = Self::to_i64(&mut pos, src);
+        let len = Self::to_i64(&mut pos, len);
+        self.call_libcall(&mut pos, Libcall::memory_copy, &[dst_mem, src_mem, dst, src, len]);
+        Ok(())
+    }
+
+    fn translate_memory_fill(&mut self, mut pos: FuncCursor, index: MemoryIndex, _heap: Heap, dst: ir::Value, val: ir::Value, len: ir::Value) -> WasmResult<()> {
+        let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
+        let dst = Self::to_i64(&mut pos, dst);
+        let len = Self::to_i64(&mut pos, len);
+        self.call_libcall(&mut pos, Libcall::memory_fill, &[memory, dst, val, len]);
+        Ok(())
+    }
+
+    fn translate_memory_init(&mut self, mut pos: FuncCursor, index: MemoryIndex, _heap: Heap, seg_index: u32, dst: ir::Value, src: ir::Value, len: ir::Value) -> WasmResult<()> {
+        let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
+        let segment = pos.ins().iconst(types::I32, seg_index as i64);
+        let dst = Self::to_i64(&mut pos, dst);
+        self.call_libcall(&mut pos, Libcall::memory_init, &[memory, segment, dst, src, len]);
+        Ok(())
+    }
+
+    fn translate_data_drop(&mut self, mut pos: FuncCursor, seg_index: u32) -> WasmResult<()> {
+        let segment = pos.ins().iconst(types::I32, seg_index as i64);
+        self.call_libcall(&mut pos, Libcall::data_drop, &[segment]);
+        Ok(())
+    }
+
+    fn translate_table_size(&mut self, mut pos: FuncCursor, index: TableIndex) -> WasmResult<ir::Value> {
+        let vmctx = Self::vmctx_value(pos.func);
+        let def = pos.ins().load(types::I64, vm_readonly(), vmctx, self.offsets().table(index.as_u32()) as i32);
+        let len = pos.ins().load(types::I64, vm_flags(), def, VMTableDefinition::CURRENT_ELEMENTS_OFFSET as i32);
+        Ok(pos.ins().ireduce(types::I32, len))
+    }
+
+    fn translate_table_grow(&mut self, mut pos: FuncCursor, table_index: TableIndex, delta: ir::Value, init_value: ir::Value) -> WasmResult<ir::Value> {
+        let table = pos.ins().iconst(types::I32, table_index.as_u32() as i64);
+        Ok(self.call_libcall(&mut pos, Libcall::table_grow, &[table, delta, init_value]).unwrap())
+    }
+
+    fn translate_table_get(&mut self, builder: &mut FunctionBuilder, table_index: TableIndex, index: ir::Value) -> WasmResult<ir::Value> {
+        let addr = self.table_element_addr(builder, table_index, index, TABLE_ACCESS_OUT_OF_BOUNDS);
+        Ok(builder.ins().load(types::I64, vm_flags(), addr, 0))
+    }
+
+    fn translate_table_set(&mut self, builder: &mut FunctionBuilder, table_index: TableIndex, value: ir::Value, index: ir::Value) -> WasmResult<()> {
+        let addr = self.table_element_addr(builder, table_index, index, TABLE_ACCESS_OUT_OF_BOUNDS);
+        builder.ins().store(vm_flags(), value, addr, 0);
+        Ok(())
+    }
+
+    fn translate_table_copy(&mut self, mut pos: FuncCursor, dst_table_index: TableIndex, src_table_index: TableIndex, dst: ir::Value, src: ir::Value, len: ir::Value) -> WasmResult<()> {
+        let dst_table = pos.ins().iconst(types::I32, dst_table_index.as_u32() as i64);
+        let src_table = pos.ins().iconst(types::I32, src_table_index.as_u32() as i64);
+        self.call_libcall(&mut pos, Libcall::table_copy, &[dst_table, src_table, dst, src, len]);
+        Ok(())
+    }
+
+    fn translate_table_fill(&mut self, mut pos: FuncCursor, table_index: TableIndex, dst: ir::Value, val: ir::Value, len: ir::Value) -> WasmResult<()> {
+        let table = pos.ins().iconst(types::I32, table_index.as_u32() as i64);
+        self.call_libcall(&mut pos, Libcall::table_fill, &[table, dst, val, len]);
+        Ok(())
+    }
+
+    fn translate_table_init(&mut self, mut pos: FuncCursor, seg_index: u32, table_index: TableIndex, dst: ir::Value, src: ir::Value, len: ir::Value) -> WasmResult<()> {
+        let table = pos.ins().iconst(types::I32, table_index.as_u32() as i64);
+        let segment = pos.ins().iconst(types::I32, seg_index as i64);
+        self.call_libcall(&mut pos, Libcall::table_init, &[table, segment, dst, src, len]);
+        Ok(())
+    }
+
+    fn translate_elem_drop(&mut self, mut pos: FuncCursor, seg_index: u32) -> WasmResult<()> {
+        let segment = pos.ins().iconst(types::I32, seg_index as i64);
+        self.call_libcall(&mut pos, Libcall::elem_drop, &[segment]);
+        Ok(())
+    }
+
+    fn translate_ref_null(&mut self, mut pos: FuncCursor, _ty: WasmHeapType) -> WasmResult<ir::Value> {
+        Ok(pos.ins().iconst(types::I64, 0))
+    }
+
+    fn translate_ref_is_null(&mut self, mut pos: FuncCursor, value: ir::Value) -> WasmResult<ir::Value> {
+        let is_null = pos.ins().icmp_imm(IntCC::Equal, value, 0);
+        Ok(pos.ins().uextend(types::I32, is_null))
+    }
+
+    fn translate_ref_func(&mut self, mut pos: FuncCursor, func_index: FuncIndex) -> WasmResult<ir::Value> {
+        let vmctx = Self::vmctx_value(pos.func);
+        Ok(pos.ins().iadd_imm(vmctx, self.offsets().func_ref(func_index.as_u32()) as i64))
+    }
+
+    fn translate_custom_global_get(&mut self, _builder: &mut FunctionBuilder, _global_index: GlobalIndex) -> WasmResult<ir::Value> {
+        Err(WasmError::Unsupported("custom globals".to_string()))
+    }
+
+    fn translate_custom_global_set(&mut self, _builder: &mut FunctionBuilder, _global_index: GlobalIndex, _val: ir::Value) -> WasmResult<()> {
+        Err(WasmError::Unsupported("custom globals".to_string()))
+    }
+
+    fn translate_atomic_wait(&mut self, _pos: FuncCursor, _index: MemoryIndex, _heap: Heap, _addr: ir::Value, _expected: ir::Value, _timeout: ir::Value) -> WasmResult<ir::Value> {
+        Err(WasmError::Unsupported("memory.atomic.wait".to_string()))
+    }
+
+    fn translate_atomic_notify(&mut self, _pos: FuncCursor, _index: MemoryIndex, _heap: Heap, _addr: ir::Value, _count: ir::Value) -> WasmResult<ir::Value> {
+        Err(WasmError::Unsupported("memory.atomic.notify".to_string()))
+    }
+
+    fn translate_ref_i31(&mut self, _pos: FuncCursor, _val: ir::Value) -> WasmResult<ir::Value> {
+        Err(WasmError::Unsupported("i31 references (GC)".to_string()))
+    }
+
+    fn translate_i31_get_s(&mut self, _pos: FuncCursor, _i31ref: ir::Value) -> WasmResult<ir::Value> {
+        Err(WasmError::Unsupported("i31 references (GC)".to_string()))
+    }
+
+    fn translate_i31_get_u(&mut self, _pos: FuncCursor, _i31ref: ir::Value) -> WasmResult<ir::Value> {
+        Err(WasmError::Unsupported("i31 references (GC)".to_string()))
+    }
+
+    fn is_x86(&self) -> bool {
+        true
+    }
+}

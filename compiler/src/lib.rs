@@ -1,0 +1,108 @@
+//! Kiln's ahead-of-time compiler: wasm in, native x86-64 ELF shared object out.
+//!
+//! The pipeline, one module per stage:
+//! 1. [`module`]: parse and validate with wasmparser, collect the module's description.
+//! 2. [`func_env`] + cranelift-wasm's `FuncTranslator`: each body to Cranelift IR.
+//! 3. [`trampolines`]: host↔wasm entry and exit shims per function type.
+//! 4. [`emit`]: Cranelift compiles everything into an ELF relocatable object together with the
+//!    module header and serialized metadata (see `kiln_abi`).
+//! 5. [`link`]: the system linker turns the object into a shared object.
+
+pub mod emit;
+pub mod func_env;
+pub mod link;
+mod module;
+pub mod trampolines;
+
+use std::borrow::Cow;
+use std::path::Path;
+
+pub use wasmparser::WasmFeatures;
+pub use module::default_features;
+
+/// Identifies the compiler that produced an object (stored in its metadata, part of cache keys).
+pub const COMPILER_VERSION: &str = concat!("kiln-compiler ", env!("CARGO_PKG_VERSION"));
+
+/// Why a module could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The text format could not be parsed.
+    #[error("invalid text format: {0}")]
+    Text(String),
+    /// The binary is malformed or fails validation.
+    #[error("invalid module at offset {offset:#x}: {message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+        /// Byte offset in the binary.
+        offset: usize,
+    },
+    /// Valid wasm that uses something Kiln cannot compile.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Cranelift failed (a Kiln bug).
+    #[error("code generation failed: {0}")]
+    Codegen(String),
+    /// The system linker is missing.
+    #[error("the system linker `{0}` was not found: install binutils (Debian: `apt-get install binutils`) or set KILN_LD")]
+    LinkerNotFound(String),
+    /// The system linker failed.
+    #[error("linking failed: {0}")]
+    Link(String),
+    /// Reading or writing a file failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<cranelift_wasm::WasmError> for CompileError {
+    fn from(err: cranelift_wasm::WasmError) -> Self {
+        match err {
+            cranelift_wasm::WasmError::InvalidWebAssembly { message, offset } => {
+                CompileError::Invalid { message, offset }
+            }
+            cranelift_wasm::WasmError::Unsupported(what) => CompileError::Unsupported(what),
+            other => CompileError::Codegen(other.to_string()),
+        }
+    }
+}
+
+/// Turns user input into a wasm binary: binaries pass through, anything else is parsed as the
+/// text format.
+pub fn wasm_from_input(bytes: &[u8]) -> Result<Cow<'_, [u8]>, CompileError> {
+    if bytes.starts_with(b"\0asm") {
+        Ok(Cow::Borrowed(bytes))
+    } else {
+        wat::parse_bytes(bytes).map_err(|e| CompileError::Text(e.to_string()))
+    }
+}
+
+/// A configured compiler for the host's x86-64.
+pub struct Compiler {
+    isa: cranelift_codegen::isa::OwnedTargetIsa,
+    features: WasmFeatures,
+}
+
+impl Compiler {
+    /// A compiler for this machine's CPU with [`default_features`].
+    pub fn new() -> Result<Compiler, CompileError> {
+        Compiler::with_features(default_features())
+    }
+
+    /// A compiler accepting exactly the given wasm proposals.
+    pub fn with_features(features: WasmFeatures) -> Result<Compiler, CompileError> {
+        Ok(Compiler { isa: emit::host_isa()?, features })
+    }
+
+    /// Compiles wasm (binary) into an ELF relocatable object.
+    pub fn compile_object(&self, wasm: &[u8]) -> Result<emit::CompiledObject, CompileError> {
+        let parsed = module::parse(wasm, self.features)?;
+        emit::compile(&self.isa, parsed)
+    }
+
+    /// Compiles wasm (binary or text) into a shared object at `out`.
+    pub fn compile_to_file(&self, input: &[u8], out: &Path) -> Result<(), CompileError> {
+        let wasm = wasm_from_input(input)?;
+        let object = self.compile_object(&wasm)?;
+        link::link_shared_object(&object.object, out)
+    }
+}

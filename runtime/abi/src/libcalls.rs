@@ -1,0 +1,98 @@
+//! Libcalls: runtime functions compiled code calls through the VM context's `builtins` table.
+//!
+//! [`for_each_libcall!`](crate::for_each_libcall) is the one list. The compiler expands it into
+//! Cranelift signatures, the runtime into its table of `extern "C"` functions (checked against
+//! these signatures at compile time). Parameter kinds: `vmctx` (pointer to the calling
+//! instance's VM context), `ptr`, `i32`, `i64`. Trapping libcalls do not return.
+
+/// Invokes `$m!` with the list of libcalls: `name(param kinds) -> result kind;`.
+#[macro_export]
+macro_rules! for_each_libcall {
+    ($m:ident) => {
+        $m! {
+            /// `memory.grow`: (memory index, delta pages) -> old size in pages, or -1.
+            memory_grow(vmctx, i32, i64) -> i64;
+            /// `memory.fill`: (memory index, dst, byte, len).
+            memory_fill(vmctx, i32, i64, i32, i64) -> ();
+            /// `memory.copy`: (dst memory, src memory, dst, src, len).
+            memory_copy(vmctx, i32, i32, i64, i64, i64) -> ();
+            /// `memory.init`: (memory index, data segment, dst, src, len).
+            memory_init(vmctx, i32, i32, i64, i32, i32) -> ();
+            /// `data.drop`: (data segment).
+            data_drop(vmctx, i32) -> ();
+            /// `table.grow`: (table, delta, init value) -> old size, or -1.
+            table_grow(vmctx, i32, i32, ptr) -> i32;
+            /// `table.fill`: (table, dst, value, len).
+            table_fill(vmctx, i32, i32, ptr, i32) -> ();
+            /// `table.copy`: (dst table, src table, dst, src, len).
+            table_copy(vmctx, i32, i32, i32, i32, i32) -> ();
+            /// `table.init`: (table, element segment, dst, src, len).
+            table_init(vmctx, i32, i32, i32, i32, i32) -> ();
+            /// `elem.drop`: (element segment).
+            elem_drop(vmctx, i32) -> ();
+        }
+    };
+}
+
+macro_rules! define_libcall_enum {
+    ($($(#[$doc:meta])* $name:ident($($param:ident),*) -> $ret:tt;)*) => {
+        /// Index of a libcall in the `builtins` table.
+        #[allow(non_camel_case_types, reason = "variants are named after the wasm instructions")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u32)]
+        pub enum Libcall {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Libcall {
+            /// Every libcall, in table order.
+            pub const ALL: &'static [Libcall] = &[$(Libcall::$name,)*];
+
+            /// The libcall's name.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Libcall::$name => stringify!($name),)*
+                }
+            }
+
+            /// Parameter kinds, in order.
+            pub const fn params(self) -> &'static [AbiType] {
+                match self {
+                    $(Libcall::$name => &[$(AbiType::$param),*],)*
+                }
+            }
+
+            /// Result kind, if any.
+            pub const fn result(self) -> Option<AbiType> {
+                match self {
+                    $(Libcall::$name => define_libcall_enum!(@ret $ret),)*
+                }
+            }
+        }
+    };
+    (@ret ()) => { None };
+    (@ret $t:ident) => { Some(AbiType::$t) };
+}
+
+/// The kind of a libcall parameter or result.
+#[allow(non_camel_case_types, reason = "named like the wasm types they carry")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbiType {
+    /// The calling instance's VM context.
+    vmctx,
+    /// A pointer-sized value.
+    ptr,
+    /// A 32-bit integer.
+    i32,
+    /// A 64-bit integer.
+    i64,
+}
+
+crate::for_each_libcall!(define_libcall_enum);
+
+impl Libcall {
+    /// Byte offset of this libcall's entry in the `builtins` table.
+    pub const fn table_offset(self) -> u32 {
+        self as u32 * core::mem::size_of::<usize>() as u32
+    }
+}

@@ -1,0 +1,323 @@
+//! The module description the compiler serializes (postcard) behind the module header: types,
+//! imports, exports, functions and their trap tables, memories, tables, globals, segments.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::TrapCode;
+
+/// A wasm value type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ValType {
+    /// 32-bit integer.
+    I32,
+    /// 64-bit integer.
+    I64,
+    /// 32-bit float.
+    F32,
+    /// 64-bit float.
+    F64,
+    /// 128-bit vector.
+    V128,
+    /// A reference.
+    Ref(RefType),
+}
+
+/// A reference type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RefType {
+    /// Whether null is a value of the type.
+    pub nullable: bool,
+    /// What it refers to.
+    pub heap: HeapType,
+}
+
+/// What a reference refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HeapType {
+    /// Any function.
+    Func,
+    /// Any host value.
+    Extern,
+    /// A function of the given canonical module type index.
+    ConcreteFunc(u32),
+}
+
+impl RefType {
+    /// `funcref`.
+    pub const FUNCREF: RefType = RefType { nullable: true, heap: HeapType::Func };
+    /// `externref`.
+    pub const EXTERNREF: RefType = RefType { nullable: true, heap: HeapType::Extern };
+}
+
+/// A function type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct FuncType {
+    /// Parameter types.
+    pub params: Vec<ValType>,
+    /// Result types.
+    pub results: Vec<ValType>,
+}
+
+/// Limits and flags of a linear memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryType {
+    /// Initial size in pages.
+    pub minimum: u64,
+    /// Maximum size in pages, if declared.
+    pub maximum: Option<u64>,
+    /// 64-bit indices.
+    pub memory64: bool,
+    /// Shared between threads.
+    pub shared: bool,
+    /// log2 of the page size (16 for 64 KiB pages).
+    pub page_size_log2: u8,
+}
+
+/// Limits and element type of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableType {
+    /// Element type.
+    pub element: RefType,
+    /// Initial size in elements.
+    pub minimum: u64,
+    /// Maximum size, if declared.
+    pub maximum: Option<u64>,
+}
+
+/// Type and mutability of a global.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalType {
+    /// Value type.
+    pub content: ValType,
+    /// Whether `global.set` may change it.
+    pub mutable: bool,
+}
+
+/// One operation of a constant expression, evaluated on a small stack at instantiation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum ConstOp {
+    /// Push an i32.
+    I32Const(i32),
+    /// Push an i64.
+    I64Const(i64),
+    /// Push an f32 (bits).
+    F32Const(u32),
+    /// Push an f64 (bits).
+    F64Const(u64),
+    /// Push a v128.
+    V128Const(u128),
+    /// Push the value of a global (index space including imports).
+    GlobalGet(u32),
+    /// Push a null reference.
+    RefNull,
+    /// Push a reference to a function.
+    RefFunc(u32),
+    /// i32 addition (extended constant expressions).
+    I32Add,
+    /// i32 subtraction.
+    I32Sub,
+    /// i32 multiplication.
+    I32Mul,
+    /// i64 addition.
+    I64Add,
+    /// i64 subtraction.
+    I64Sub,
+    /// i64 multiplication.
+    I64Mul,
+}
+
+/// A constant expression.
+pub type ConstExpr = Vec<ConstOp>;
+
+/// What an import brings in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ImportKind {
+    /// A function of this module type index.
+    Func(u32),
+    /// A table.
+    Table(TableType),
+    /// A memory.
+    Memory(MemoryType),
+    /// A global.
+    Global(GlobalType),
+}
+
+/// One import.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Import {
+    /// Module name.
+    pub module: String,
+    /// Field name.
+    pub name: String,
+    /// What is imported.
+    pub kind: ImportKind,
+}
+
+/// The kind and index (in its index space) of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportKind {
+    /// A function.
+    Func(u32),
+    /// A table.
+    Table(u32),
+    /// A memory.
+    Memory(u32),
+    /// A global.
+    Global(u32),
+}
+
+/// One export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Export {
+    /// Export name.
+    pub name: String,
+    /// What is exported.
+    pub kind: ExportKind,
+}
+
+/// A trapping instruction: its offset from the function's start and its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrapSite {
+    /// Byte offset from the start of the function.
+    pub offset: u32,
+    /// What the trap means.
+    pub code: TrapCode,
+}
+
+/// A defined function's code facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    /// Module type index.
+    pub type_index: u32,
+    /// Length of its machine code in bytes.
+    pub code_len: u32,
+    /// Its trap sites, sorted by offset.
+    pub traps: Vec<TrapSite>,
+}
+
+/// A defined global.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GlobalDef {
+    /// Its type.
+    pub ty: GlobalType,
+    /// Its initializer.
+    pub init: ConstExpr,
+}
+
+/// A defined table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDef {
+    /// Its type.
+    pub ty: TableType,
+    /// Initial value of every element (function references proposal); None means null.
+    pub init: Option<ConstExpr>,
+}
+
+/// Where an element segment goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ElementMode {
+    /// Copied into a table at instantiation, then dropped.
+    Active {
+        /// Table index.
+        table: u32,
+        /// Offset expression.
+        offset: ConstExpr,
+    },
+    /// Available to `table.init` until dropped.
+    Passive,
+    /// Only declares functions for `ref.func`; dropped at instantiation.
+    Declared,
+}
+
+/// An element segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElementSegment {
+    /// Where it goes.
+    pub mode: ElementMode,
+    /// Element type.
+    pub ty: RefType,
+    /// One constant expression per element.
+    pub items: Vec<ConstExpr>,
+}
+
+/// Where a data segment goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DataMode {
+    /// Copied into a memory at instantiation, then dropped.
+    Active {
+        /// Memory index.
+        memory: u32,
+        /// Offset expression.
+        offset: ConstExpr,
+    },
+    /// Available to `memory.init` until dropped.
+    Passive,
+}
+
+/// A data segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSegment {
+    /// Where it goes.
+    pub mode: DataMode,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Everything the runtime needs to know about a compiled module.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModuleMetadata {
+    /// Version string of the compiler that produced the object.
+    pub compiler: String,
+    /// The type section (function types only; other entries are empty placeholders).
+    pub types: Vec<FuncType>,
+    /// Imports, in order.
+    pub imports: Vec<Import>,
+    /// Module type index of every function (imports first).
+    pub func_types: Vec<u32>,
+    /// Number of imported functions.
+    pub num_imported_funcs: u32,
+    /// The defined functions.
+    pub functions: Vec<FunctionInfo>,
+    /// Types of all tables (imports first).
+    pub tables: Vec<TableType>,
+    /// Number of imported tables.
+    pub num_imported_tables: u32,
+    /// The defined tables.
+    pub defined_tables: Vec<TableDef>,
+    /// Types of all memories (imports first).
+    pub memories: Vec<MemoryType>,
+    /// Number of imported memories.
+    pub num_imported_memories: u32,
+    /// Types of all globals (imports first).
+    pub globals: Vec<GlobalType>,
+    /// Number of imported globals.
+    pub num_imported_globals: u32,
+    /// The defined globals.
+    pub defined_globals: Vec<GlobalDef>,
+    /// Exports.
+    pub exports: Vec<Export>,
+    /// Start function, if any.
+    pub start: Option<u32>,
+    /// Element segments.
+    pub elements: Vec<ElementSegment>,
+    /// Data segments.
+    pub data: Vec<DataSegment>,
+}
+
+impl ModuleMetadata {
+    /// The counts a [`crate::VMOffsets`] is computed from.
+    pub fn vm_counts(&self) -> crate::VMCounts {
+        crate::VMCounts {
+            types: self.types.len() as u32,
+            funcs: self.func_types.len() as u32,
+            memories: self.memories.len() as u32,
+            defined_memories: self.memories.len() as u32 - self.num_imported_memories,
+            tables: self.tables.len() as u32,
+            defined_tables: self.defined_tables.len() as u32,
+            globals: self.globals.len() as u32,
+            defined_globals: self.defined_globals.len() as u32,
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The VM context: the per-instance block of memory that compiled code reaches through its
+//! `vmctx` parameter.
+//!
+//! Layout (all offsets from [`VMOffsets`], computed from the module's counts):
+//!
+//! ```text
+//! +--------------------------+ 0
+//! | VMContextHeader          |  runtime limits, libcall table, instance back-pointer
+//! +--------------------------+ type_ids
+//! | u32 per type index       |  canonical signature id, compared by call_indirect
+//! +--------------------------+ memories
+//! | VMMemoryImport per mem   |  heap base (never moves) + pointer to the owner's definition
+//! +--------------------------+ tables
+//! | *mut VMTableDefinition   |  one per table, own or imported
+//! +--------------------------+ globals
+//! | *mut VMGlobalDefinition  |  one per global, own or imported
+//! +--------------------------+ func_refs
+//! | VMFuncRef per function   |  imported ones copied from the exporter, defined ones own
+//! +--------------------------+ defined_memories / defined_tables / defined_globals
+//! | the instance's own state |  what the pointers above point to for non-imported entities
+//! +--------------------------+ size
+//! ```
+//!
+//! The `#[repr(C)]` structs here are the single definition of each layout: the compiler reads
+//! their offsets through the `*_OFFSET` constants, the runtime uses the structs themselves.
+
+use core::mem::{offset_of, size_of};
+
+/// Fixed fields at the start of every VM context.
+#[repr(C)]
+#[derive(Debug)]
+pub struct VMContextHeader {
+    /// The limits shared by every instance of one store (stack limit, interrupt flag). Shared
+    /// because a call that crosses into an imported instance keeps running on the caller's
+    /// stack, so the callee's prologue must check the caller's limit.
+    pub runtime_limits: *const VMRuntimeLimits,
+    /// The runtime's libcall table, indexed by [`crate::Libcall`].
+    pub builtins: *const usize,
+    /// The runtime's own per-instance state (opaque to compiled code).
+    pub instance: *mut u8,
+    /// Reserved, always zero.
+    pub _reserved: u64,
+}
+
+impl VMContextHeader {
+    /// Offset of [`Self::runtime_limits`].
+    pub const RUNTIME_LIMITS_OFFSET: u32 = offset_of!(VMContextHeader, runtime_limits) as u32;
+    /// Offset of [`Self::builtins`].
+    pub const BUILTINS_OFFSET: u32 = offset_of!(VMContextHeader, builtins) as u32;
+    /// Offset of [`Self::instance`].
+    pub const INSTANCE_OFFSET: u32 = offset_of!(VMContextHeader, instance) as u32;
+}
+
+/// Per-store limits, written by the runtime when a call enters the guest.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct VMRuntimeLimits {
+    /// Lowest stack address wasm code may use; every function prologue compares against it.
+    pub stack_limit: usize,
+    /// Non-zero when the guest has been asked to stop (reserved for interruption).
+    pub interrupt: u64,
+}
+
+impl VMRuntimeLimits {
+    /// Offset of [`Self::stack_limit`].
+    pub const STACK_LIMIT_OFFSET: u32 = offset_of!(VMRuntimeLimits, stack_limit) as u32;
+    /// Offset of [`Self::interrupt`].
+    pub const INTERRUPT_OFFSET: u32 = offset_of!(VMRuntimeLimits, interrupt) as u32;
+}
+
+/// A callable function: code, the context it expects as `callee_vmctx`, its canonical type.
+/// Table elements and `funcref` values are pointers to one of these (null is the null ref).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct VMFuncRef {
+    /// Entry point, `tail` calling convention.
+    pub code: *const u8,
+    /// Passed as the callee's `vmctx` (a wasm instance's context or a [`VMHostFuncContext`]).
+    pub vmctx: *mut u8,
+    /// Canonical type id, compared against the caller's expected id by `call_indirect`.
+    pub type_id: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
+}
+
+impl VMFuncRef {
+    /// Offset of [`Self::code`].
+    pub const CODE_OFFSET: u32 = offset_of!(VMFuncRef, code) as u32;
+    /// Offset of [`Self::vmctx`].
+    pub const VMCTX_OFFSET: u32 = offset_of!(VMFuncRef, vmctx) as u32;
+    /// Offset of [`Self::type_id`].
+    pub const TYPE_ID_OFFSET: u32 = offset_of!(VMFuncRef, type_id) as u32;
+    /// Size in bytes.
+    pub const SIZE: u32 = size_of::<VMFuncRef>() as u32;
+}
+
+/// A linear memory's state, owned by the instance that defines it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct VMMemoryDefinition {
+    /// Start of the memory; never moves (the whole reservation is mapped up front).
+    pub base: *mut u8,
+    /// Current size in bytes.
+    pub current_length: u64,
+    /// Largest size in bytes `memory.grow` may reach (declared maximum, capped by the reservation).
+    pub maximum_length: u64,
+}
+
+impl VMMemoryDefinition {
+    /// Offset of [`Self::base`].
+    pub const BASE_OFFSET: u32 = offset_of!(VMMemoryDefinition, base) as u32;
+    /// Offset of [`Self::current_length`].
+    pub const CURRENT_LENGTH_OFFSET: u32 = offset_of!(VMMemoryDefinition, current_length) as u32;
+    /// Size in bytes.
+    pub const SIZE: u32 = size_of::<VMMemoryDefinition>() as u32;
+}
+
+/// How an instance reaches one of its memories, own or imported.
+#[repr(C)]
+#[derive(Debug)]
+pub struct VMMemoryImport {
+    /// Copy of the definition's base, so heap accesses need one load.
+    pub base: *mut u8,
+    /// The owner's definition (for the current length, which can change).
+    pub definition: *mut VMMemoryDefinition,
+}
+
+impl VMMemoryImport {
+    /// Offset of [`Self::base`].
+    pub const BASE_OFFSET: u32 = offset_of!(VMMemoryImport, base) as u32;
+    /// Offset of [`Self::definition`].
+    pub const DEFINITION_OFFSET: u32 = offset_of!(VMMemoryImport, definition) as u32;
+    /// Size in bytes.
+    pub const SIZE: u32 = size_of::<VMMemoryImport>() as u32;
+}
+
+/// A table's state, owned by the instance that defines it. Elements are pointer-sized: a
+/// `*const VMFuncRef` for funcref tables, an opaque host value for externref tables, 0 is null.
+#[repr(C)]
+#[derive(Debug)]
+pub struct VMTableDefinition {
+    /// First element; never moves (room for `maximum_elements` is reserved up front).
+    pub base: *mut usize,
+    /// Current number of elements.
+    pub current_elements: u64,
+    /// Largest number of elements `table.grow` may reach.
+    pub maximum_elements: u64,
+}
+
+impl VMTableDefinition {
+    /// Offset of [`Self::base`].
+    pub const BASE_OFFSET: u32 = offset_of!(VMTableDefinition, base) as u32;
+    /// Offset of [`Self::current_elements`].
+    pub const CURRENT_ELEMENTS_OFFSET: u32 =
+        offset_of!(VMTableDefinition, current_elements) as u32;
+    /// Size in bytes.
+    pub const SIZE: u32 = size_of::<VMTableDefinition>() as u32;
+    /// Size of one element in bytes.
+    pub const ELEMENT_SIZE: u32 = size_of::<usize>() as u32;
+}
+
+/// Storage of one global, large enough for a v128.
+#[repr(C, align(16))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VMGlobalDefinition {
+    /// The value, little endian, in the low bytes.
+    pub storage: [u8; 16],
+}
+
+impl VMGlobalDefinition {
+    /// Size in bytes.
+    pub const SIZE: u32 = size_of::<VMGlobalDefinition>() as u32;
+}
+
+/// The `callee_vmctx` of a host function: the host trampoline calls `host_fn(self, caller_vmctx,
+/// values)` with the System V convention; `values` holds the parameters on entry and the results
+/// on return.
+#[repr(C)]
+#[derive(Debug)]
+pub struct VMHostFuncContext {
+    /// `extern "C" fn(*mut VMHostFuncContext, caller_vmctx: *mut u8, values: *mut ValRaw)`.
+    pub host_fn: *const u8,
+    /// The runtime's data for this function (opaque to compiled code).
+    pub data: *mut u8,
+}
+
+impl VMHostFuncContext {
+    /// Offset of [`Self::host_fn`].
+    pub const HOST_FN_OFFSET: u32 = offset_of!(VMHostFuncContext, host_fn) as u32;
+}
+
+/// How many of each entity a module has; all a [`VMOffsets`] needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VMCounts {
+    /// Entries in the type section.
+    pub types: u32,
+    /// Functions, imported and defined.
+    pub funcs: u32,
+    /// Memories, imported and defined.
+    pub memories: u32,
+    /// Memories defined by the module.
+    pub defined_memories: u32,
+    /// Tables, imported and defined.
+    pub tables: u32,
+    /// Tables defined by the module.
+    pub defined_tables: u32,
+    /// Globals, imported and defined.
+    pub globals: u32,
+    /// Globals defined by the module.
+    pub defined_globals: u32,
+}
+
+/// Byte offsets of every VM context field for one module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VMOffsets {
+    /// The counts these offsets were computed from.
+    pub counts: VMCounts,
+    /// Start of the `u32` type-id array.
+    pub type_ids: u32,
+    /// Start of the [`VMMemoryImport`] array.
+    pub memories: u32,
+    /// Start of the table-definition pointer array.
+    pub tables: u32,
+    /// Start of the global-definition pointer array.
+    pub globals: u32,
+    /// Start of the [`VMFuncRef`] array.
+    pub func_refs: u32,
+    /// Start of the own [`VMMemoryDefinition`]s.
+    pub defined_memories: u32,
+    /// Start of the own [`VMTableDefinition`]s.
+    pub defined_tables: u32,
+    /// Start of the own [`VMGlobalDefinition`]s.
+    pub defined_globals: u32,
+    /// Total size in bytes.
+    pub size: u32,
+}
+
+const fn align_up(value: u32, align: u32) -> u32 {
+    (value + align - 1) & !(align - 1)
+}
+
+const PTR: u32 = size_of::<usize>() as u32;
+
+impl VMOffsets {
+    /// Lays out a VM context for a module with these counts.
+    pub const fn new(counts: VMCounts) -> VMOffsets {
+        let type_ids = size_of::<VMContextHeader>() as u32;
+        let memories = align_up(type_ids + 4 * counts.types, 16);
+        let tables = memories + VMMemoryImport::SIZE * counts.memories;
+        let globals = tables + PTR * counts.tables;
+        let func_refs = globals + PTR * counts.globals;
+        let defined_memories = func_refs + VMFuncRef::SIZE * counts.funcs;
+        let defined_tables = defined_memories + VMMemoryDefinition::SIZE * counts.defined_memories;
+        let defined_globals = align_up(
+            defined_tables + VMTableDefinition::SIZE * counts.defined_tables,
+            16,
+        );
+        let size = defined_globals + VMGlobalDefinition::SIZE * counts.defined_globals;
+        VMOffsets {
+            counts,
+            type_ids,
+            memories,
+            tables,
+            globals,
+            func_refs,
+            defined_memories,
+            defined_tables,
+            defined_globals,
+            size,
+        }
+    }
+
+    /// Offset of the canonical id of type `index`.
+    pub const fn type_id(&self, index: u32) -> u32 {
+        self.type_ids + 4 * index
+    }
+    /// Offset of the [`VMMemoryImport`] of memory `index`.
+    pub const fn memory(&self, index: u32) -> u32 {
+        self.memories + VMMemoryImport::SIZE * index
+    }
+    /// Offset of the definition pointer of table `index`.
+    pub const fn table(&self, index: u32) -> u32 {
+        self.tables + PTR * index
+    }
+    /// Offset of the definition pointer of global `index`.
+    pub const fn global(&self, index: u32) -> u32 {
+        self.globals + PTR * index
+    }
+    /// Offset of the [`VMFuncRef`] of function `index`.
+    pub const fn func_ref(&self, index: u32) -> u32 {
+        self.func_refs + VMFuncRef::SIZE * index
+    }
+    /// Offset of own memory `defined_index`'s definition.
+    pub const fn defined_memory(&self, defined_index: u32) -> u32 {
+        self.defined_memories + VMMemoryDefinition::SIZE * defined_index
+    }
+    /// Offset of own table `defined_index`'s definition.
+    pub const fn defined_table(&self, defined_index: u32) -> u32 {
+        self.defined_tables + VMTableDefinition::SIZE * defined_index
+    }
+    /// Offset of own global `defined_index`'s storage.
+    pub const fn defined_global(&self, defined_index: u32) -> u32 {
+        self.defined_globals + VMGlobalDefinition::SIZE * defined_index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_sizes_are_what_the_compiler_assumes() {
+        assert_eq!(VMFuncRef::SIZE, 24);
+        assert_eq!(VMMemoryImport::SIZE, 16);
+        assert_eq!(VMMemoryDefinition::SIZE, 24);
+        assert_eq!(VMTableDefinition::SIZE, 24);
+        assert_eq!(VMGlobalDefinition::SIZE, 16);
+        assert_eq!(core::mem::align_of::<VMGlobalDefinition>(), 16);
+    }
+
+    #[test]
+    fn offsets_do_not_overlap_and_globals_are_aligned() {
+        let counts = VMCounts {
+            types: 3,
+            funcs: 5,
+            memories: 2,
+            defined_memories: 1,
+            tables: 2,
+            defined_tables: 1,
+            globals: 4,
+            defined_globals: 3,
+        };
+        let o = VMOffsets::new(counts);
+        assert_eq!(o.type_ids as usize, size_of::<VMContextHeader>());
+        assert!(o.type_id(3) <= o.memories);
+        assert_eq!(o.memory(2), o.tables);
+        assert_eq!(o.table(2), o.globals);
+        assert_eq!(o.global(4), o.func_refs);
+        assert_eq!(o.func_ref(5), o.defined_memories);
+        assert_eq!(o.defined_memory(1), o.defined_tables);
+        assert!(o.defined_table(1) <= o.defined_globals);
+        assert_eq!(o.defined_globals % 16, 0);
+        assert_eq!(o.defined_global(3), o.size);
+    }
+
+    #[test]
+    fn empty_module_has_just_a_header() {
+        let o = VMOffsets::new(VMCounts::default());
+        assert_eq!(o.size as usize, size_of::<VMContextHeader>());
+    }
+}

@@ -1,0 +1,130 @@
+//! The context switch between the host and the guest stack.
+//!
+//! `kiln_context_enter(frame)` saves the host's callee-saved registers on the host stack,
+//! records the host stack pointer in `frame.saved_sp`, switches to the guest stack and calls the
+//! array trampoline with `(callee_vmctx, caller_vmctx, values, code)`. A normal return comes
+//! back here and yields 0. A trap resumes at `kiln_context_trap_landing` with the saved stack
+//! pointer (the signal handler edits the interrupted context; host code calls [`unwind`]),
+//! which restores the registers and yields 1. No system call happens on either path.
+
+use std::arch::global_asm;
+use std::cell::Cell;
+use std::mem::offset_of;
+
+/// What `kiln_context_enter` needs; the assembly reads it through the offsets below.
+#[repr(C)]
+struct EntryFrame {
+    trampoline: *const u8,
+    callee_vmctx: *mut u8,
+    caller_vmctx: *mut u8,
+    values: *mut u128,
+    code: *const u8,
+    stack_top: *mut u8,
+    saved_sp: *const Cell<usize>,
+}
+
+global_asm!(
+    ".text",
+    ".p2align 4",
+    ".globl kiln_context_enter",
+    ".type kiln_context_enter,@function",
+    "kiln_context_enter:",
+    "push rbp",
+    "mov rbp, rsp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "sub rsp, 8", // keeps the saved stack pointer 16-byte aligned
+    "mov r12, rdi",
+    "mov rax, [r12 + {saved_sp}]",
+    "mov [rax], rsp",
+    "mov rax, [r12 + {trampoline}]",
+    "mov rdi, [r12 + {callee}]",
+    "mov rsi, [r12 + {caller}]",
+    "mov rdx, [r12 + {values}]",
+    "mov rcx, [r12 + {code}]",
+    "mov rsp, [r12 + {stack_top}]",
+    "call rax",
+    "mov rax, [r12 + {saved_sp}]",
+    "mov rsp, [rax]",
+    "xor eax, eax",
+    "jmp 2f",
+    ".globl kiln_context_trap_landing",
+    "kiln_context_trap_landing:",
+    "mov eax, 1",
+    "2:",
+    "add rsp, 8",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    "ret",
+    ".size kiln_context_enter, .-kiln_context_enter",
+    "",
+    ".p2align 4",
+    ".globl kiln_context_unwind",
+    ".type kiln_context_unwind,@function",
+    // rdi: the saved host stack pointer.
+    "kiln_context_unwind:",
+    "mov rsp, rdi",
+    "jmp kiln_context_trap_landing",
+    ".size kiln_context_unwind, .-kiln_context_unwind",
+    trampoline = const offset_of!(EntryFrame, trampoline),
+    callee = const offset_of!(EntryFrame, callee_vmctx),
+    caller = const offset_of!(EntryFrame, caller_vmctx),
+    values = const offset_of!(EntryFrame, values),
+    code = const offset_of!(EntryFrame, code),
+    stack_top = const offset_of!(EntryFrame, stack_top),
+    saved_sp = const offset_of!(EntryFrame, saved_sp),
+);
+
+extern "C" {
+    fn kiln_context_enter(frame: *const EntryFrame) -> u32;
+    fn kiln_context_trap_landing();
+    fn kiln_context_unwind(saved_sp: usize) -> !;
+}
+
+/// Where a trapped guest resumes: the signal handler points the interrupted context here.
+pub fn trap_landing_address() -> usize {
+    kiln_context_trap_landing as *const () as usize
+}
+
+/// Runs `trampoline(callee_vmctx, caller_vmctx, values, code)` on the guest stack. Returns
+/// `true` if it returned normally, `false` if it trapped.
+///
+/// # Safety
+/// `trampoline` must be an array trampoline matching `code`'s type, `values` must hold enough
+/// slots for its parameters and results, `stack_top` must be the 16-byte-aligned top of an
+/// unused, mapped stack, and `saved_sp` must stay valid until this returns (the trap path reads
+/// it).
+#[allow(clippy::too_many_arguments, reason = "mirrors the trampoline's parameters")]
+pub unsafe fn enter(
+    trampoline: *const u8,
+    callee_vmctx: *mut u8,
+    caller_vmctx: *mut u8,
+    values: *mut u128,
+    code: *const u8,
+    stack_top: *mut u8,
+    saved_sp: *const Cell<usize>,
+) -> bool {
+    debug_assert_eq!(stack_top as usize % 16, 0);
+    let frame = EntryFrame { trampoline, callee_vmctx, caller_vmctx, values, code, stack_top, saved_sp };
+    // SAFETY: forwarded from the caller's contract; `frame` lives on this stack frame for the
+    // whole call. `Cell<usize>` has the layout of `usize`, which the assembly writes.
+    unsafe { kiln_context_enter(&frame) == 0 }
+}
+
+/// Abandons the guest frames and returns `false` from the [`enter`] that saved `saved_sp`.
+///
+/// # Safety
+/// Must be called on the guest stack of a live activation whose saved stack pointer is
+/// `saved_sp`, and no frame between here and that activation may own resources (they are
+/// dropped without running destructors).
+pub unsafe fn unwind(saved_sp: usize) -> ! {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { kiln_context_unwind(saved_sp) }
+}

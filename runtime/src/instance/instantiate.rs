@@ -1,0 +1,403 @@
+//! Lifecycle stage 3, instantiate: take a slot, fill in the VM context, link the imports,
+//! initialise memories, tables and globals, apply the segments, run the start function.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use kiln_abi::{
+    ConstOp, DataMode, ElementMode, ImportKind, MemoryType, ModuleMetadata, TableType, TrapCode,
+    VMContextHeader, VMFuncRef, VMGlobalDefinition, VMMemoryDefinition, VMMemoryImport,
+    VMTableDefinition, ValType,
+};
+
+use super::{Instance, InstanceInner};
+use crate::externs::{Extern, FuncKind, Owner, TableStorage};
+use crate::load::Module;
+use crate::region::Region;
+use crate::store::Store;
+use crate::traps::Trap;
+
+/// Why instantiation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstantiationError {
+    /// Wrong number of imports.
+    #[error("the module has {expected} imports but {given} were provided")]
+    ImportCount {
+        /// Declared imports.
+        expected: usize,
+        /// Provided.
+        given: usize,
+    },
+    /// An import does not match its declaration ("unlinkable" in the spec).
+    #[error("incompatible import type for `{module}::{name}`: {reason}")]
+    Unlinkable {
+        /// Import module name.
+        module: String,
+        /// Import field name.
+        name: String,
+        /// What does not match.
+        reason: String,
+    },
+    /// Every slot of the region is in use.
+    #[error("no free slot in the region")]
+    NoFreeSlot,
+    /// The module needs more than a slot offers, or something Kiln does not support yet.
+    #[error("the module cannot be instantiated here: {0}")]
+    Unsupported(String),
+    /// The instance is still referenced elsewhere.
+    #[error("the instance is still in use")]
+    InUse,
+    /// Mapping memory failed.
+    #[error("memory mapping failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A segment was out of bounds or the start function trapped.
+    #[error("{0}")]
+    Trap(Trap),
+}
+
+fn unlinkable(meta: &ModuleMetadata, index: usize, reason: impl Into<String>) -> InstantiationError {
+    let import = &meta.imports[index];
+    InstantiationError::Unlinkable { module: import.module.clone(), name: import.name.clone(), reason: reason.into() }
+}
+
+/// Limits subtyping: the provided `(min, max)` must fit inside the declared one.
+fn limits_match(actual_min: u64, actual_max: Option<u64>, min: u64, max: Option<u64>) -> bool {
+    actual_min >= min
+        && match max {
+            None => true,
+            Some(max) => actual_max.is_some_and(|m| m <= max),
+        }
+}
+
+fn memory_matches(actual: &MemoryType, current_pages: u64, declared: &MemoryType) -> bool {
+    actual.memory64 == declared.memory64
+        && actual.shared == declared.shared
+        && actual.page_size_log2 == declared.page_size_log2
+        && limits_match(current_pages, actual.maximum, declared.minimum, declared.maximum)
+}
+
+fn table_matches(actual: &TableType, current: u64, declared: &TableType) -> bool {
+    actual.element == declared.element && limits_match(current, actual.maximum, declared.minimum, declared.maximum)
+}
+
+pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, imports: &[Extern]) -> Result<Instance, InstantiationError> {
+    let m = &module.inner;
+    let meta = &m.meta;
+    let offsets = &m.offsets;
+    if imports.len() != meta.imports.len() {
+        return Err(InstantiationError::ImportCount { expected: meta.imports.len(), given: imports.len() });
+    }
+    let defined_memories = meta.memories.len() - meta.num_imported_memories as usize;
+    if defined_memories > 1 {
+        return Err(InstantiationError::Unsupported("more than one defined memory".into()));
+    }
+    if offsets.size as usize > region.layout().vmctx_size {
+        return Err(InstantiationError::Unsupported(format!(
+            "its VM context needs {} bytes, the region's slots hold {}",
+            offsets.size,
+            region.layout().vmctx_size
+        )));
+    }
+    // Check every import before touching a slot.
+    for (i, (import, provided)) in meta.imports.iter().zip(imports).enumerate() {
+        match (&import.kind, provided) {
+            (ImportKind::Func(t), Extern::Func(f)) => {
+                if f.ty != meta.types[*t as usize] {
+                    return Err(unlinkable(meta, i, "function type mismatch"));
+                }
+            }
+            (ImportKind::Memory(declared), Extern::Memory(mem)) => {
+                if !memory_matches(&mem.ty, mem.size_pages(), declared) {
+                    return Err(unlinkable(meta, i, "memory limits or flags do not match"));
+                }
+            }
+            (ImportKind::Table(declared), Extern::Table(table)) => {
+                if !table_matches(&table.ty, table.size(), declared) {
+                    return Err(unlinkable(meta, i, "table type or limits do not match"));
+                }
+            }
+            (ImportKind::Global(declared), Extern::Global(global)) => {
+                if global.ty != *declared {
+                    return Err(unlinkable(meta, i, "global type or mutability does not match"));
+                }
+            }
+            (_, other) => {
+                return Err(unlinkable(meta, i, format!("expected a different kind, got a {}", other.kind_name())));
+            }
+        }
+        if let Some(owner_store) = instance_store(provided) {
+            if !owner_store.same(store) {
+                return Err(unlinkable(meta, i, "it belongs to an instance of another store"));
+            }
+        }
+    }
+
+    let slot = region.take_slot().ok_or(InstantiationError::NoFreeSlot)?;
+    let vmctx = slot.vmctx();
+
+    // Defined tables are created up front; their storage belongs to the instance.
+    let mut tables = Vec::with_capacity(meta.defined_tables.len());
+    for def in &meta.defined_tables {
+        tables.push(TableStorage::new(&def.ty, 0)?);
+    }
+
+    let inner = Arc::new(InstanceInner {
+        module: module.clone(),
+        store: store.clone(),
+        region: region.clone(),
+        slot,
+        vmctx,
+        tables,
+        dropped_data: RefCell::new(vec![false; meta.data.len()]),
+        elements: RefCell::new(vec![None; meta.elements.len()]),
+        imports: imports.to_vec(),
+    });
+    // From here on, dropping `inner` tears the slot down (see teardown.rs).
+    let instance = Instance { inner };
+    initialise(&instance)?;
+    Ok(instance)
+}
+
+fn owner_instance(owner: &Owner) -> Option<&Store> {
+    match owner {
+        Owner::Instance(inner) => Some(&inner.store),
+        Owner::Host(_) => None,
+    }
+}
+
+fn instance_store(ext: &Extern) -> Option<&Store> {
+    match ext {
+        Extern::Func(f) => match &f.kind {
+            FuncKind::Wasm { owner, .. } => Some(&owner.store),
+            FuncKind::Host(_) => None,
+        },
+        Extern::Memory(m) => owner_instance(&m.owner),
+        Extern::Table(t) => owner_instance(&t.owner),
+        Extern::Global(g) => owner_instance(&g.owner),
+    }
+}
+
+/// Writes a value of type `T` into the VM context.
+///
+/// # Safety
+/// `offset` must be a field of type `T` in this instance's VM context.
+unsafe fn write<T>(inner: &InstanceInner, offset: u32, value: T) {
+    // SAFETY: forwarded from the caller; the VM context area is mapped read-write.
+    unsafe { inner.vm_field::<T>(offset).write(value) }
+}
+
+fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
+    let inner = &*instance.inner;
+    let m = &inner.module.inner;
+    let meta = &m.meta;
+    let o = &m.offsets;
+
+    // SAFETY (for every `write` below): offsets come from this module's VMOffsets and the
+    // types are the ones the ABI defines for those fields.
+    unsafe {
+        write(inner, 0, VMContextHeader {
+            runtime_limits: inner.store.inner.limits_ptr(),
+            builtins: crate::libcalls::builtins(),
+            instance: Arc::as_ptr(&instance.inner) as *mut u8,
+            _reserved: 0,
+        });
+        for (t, &id) in m.type_ids.iter().enumerate() {
+            write(inner, o.type_id(t as u32), id);
+        }
+    }
+
+    // Imports, in import order within each index space.
+    let (mut func, mut memory, mut table, mut global) = (0u32, 0u32, 0u32, 0u32);
+    for (import, provided) in meta.imports.iter().zip(&inner.imports) {
+        // SAFETY: see above.
+        unsafe {
+            match (&import.kind, provided) {
+                (ImportKind::Func(t), Extern::Func(f)) => {
+                    let funcref = match &f.kind {
+                        FuncKind::Wasm { funcref, .. } => **funcref,
+                        FuncKind::Host(host) => VMFuncRef {
+                            code: m.host_trampolines[*t as usize],
+                            vmctx: host.vmctx(),
+                            type_id: host.type_id,
+                            _pad: 0,
+                        },
+                    };
+                    write(inner, o.func_ref(func), funcref);
+                    func += 1;
+                }
+                (ImportKind::Memory(_), Extern::Memory(mem)) => {
+                    write(inner, o.memory(memory), VMMemoryImport { base: (*mem.definition).base, definition: mem.definition });
+                    memory += 1;
+                }
+                (ImportKind::Table(_), Extern::Table(t)) => {
+                    write(inner, o.table(table), t.definition);
+                    table += 1;
+                }
+                (ImportKind::Global(_), Extern::Global(g)) => {
+                    write(inner, o.global(global), g.definition);
+                    global += 1;
+                }
+                _ => unreachable!("import kinds were checked before taking a slot"),
+            }
+        }
+    }
+
+    // Own functions.
+    for (i, &code) in m.functions.iter().enumerate() {
+        let index = meta.num_imported_funcs + i as u32;
+        let type_index = meta.func_types[index as usize];
+        // SAFETY: see above.
+        unsafe {
+            write(inner, o.func_ref(index), VMFuncRef { code, vmctx: inner.vmctx, type_id: m.type_ids[type_index as usize], _pad: 0 });
+        }
+    }
+
+    // Own memory (at most one, in the slot's heap).
+    for (d, ty) in meta.memories[meta.num_imported_memories as usize..].iter().enumerate() {
+        let page = 1u64 << ty.page_size_log2;
+        let length = ty.minimum.checked_mul(page).filter(|&l| l <= kiln_abi::HEAP_RESERVATION).ok_or_else(|| {
+            InstantiationError::Unsupported("initial memory larger than 4 GiB".into())
+        })?;
+        let maximum = ty.maximum.map_or(kiln_abi::HEAP_RESERVATION, |mx| mx.saturating_mul(page).min(kiln_abi::HEAP_RESERVATION));
+        if ty.memory64 || ty.shared || ty.page_size_log2 != 16 {
+            return Err(InstantiationError::Unsupported("memory64, shared and custom-page-size memories".into()));
+        }
+        inner.slot.map_heap(crate::sys::unix::mmap::page_align(length as usize))?;
+        let heap = inner.slot.heap();
+        let index = meta.num_imported_memories + d as u32;
+        let def_offset = o.defined_memory(d as u32);
+        // SAFETY: see above.
+        unsafe {
+            write(inner, def_offset, VMMemoryDefinition { base: heap, current_length: length, maximum_length: maximum });
+            write(inner, o.memory(index), VMMemoryImport { base: heap, definition: inner.vm_field(def_offset) });
+        }
+    }
+
+    // Own globals, in order (an initialiser may read imported and earlier globals).
+    for (d, def) in meta.defined_globals.iter().enumerate() {
+        let value = eval_const(inner, &def.init, def.ty.content);
+        let offset = o.defined_global(d as u32);
+        // SAFETY: see above.
+        unsafe {
+            write(inner, offset, VMGlobalDefinition { storage: value.to_le_bytes() });
+            write(inner, o.global(meta.num_imported_globals + d as u32), inner.vm_field::<VMGlobalDefinition>(offset));
+        }
+    }
+
+    // Own tables.
+    for (d, (def, storage)) in meta.defined_tables.iter().zip(&inner.tables).enumerate() {
+        let index = meta.num_imported_tables + d as u32;
+        if let Some(init) = &def.init {
+            let value = eval_const(inner, init, ValType::Ref(def.ty.element)) as usize;
+            // SAFETY: the table storage holds `minimum` accessible elements.
+            unsafe { std::slice::from_raw_parts_mut((*storage.definition_ptr()).base, def.ty.minimum as usize) }.fill(value);
+        }
+        // SAFETY: see above.
+        unsafe { write(inner, o.table(index), storage.definition_ptr()) };
+    }
+
+    // Element segments: evaluate all, apply the active ones in order.
+    let trap = |code| InstantiationError::Trap(Trap::Wasm(code));
+    {
+        let mut elements = inner.elements.borrow_mut();
+        for (i, segment) in meta.elements.iter().enumerate() {
+            let values: Vec<usize> = segment.items.iter().map(|e| eval_const(inner, e, ValType::Ref(segment.ty)) as usize).collect();
+            match &segment.mode {
+                ElementMode::Passive => elements[i] = Some(values),
+                ElementMode::Declared => {}
+                ElementMode::Active { table, offset } => {
+                    let start = eval_const(inner, offset, ValType::I32) as u32 as u64;
+                    // SAFETY: written above (own) or at import.
+                    let def = unsafe { &*(*inner.vm_field::<*mut VMTableDefinition>(o.table(*table))) };
+                    if start + values.len() as u64 > def.current_elements {
+                        return Err(trap(TrapCode::TableAccessOutOfBounds));
+                    }
+                    // SAFETY: bounds checked against the table's current size.
+                    unsafe { std::slice::from_raw_parts_mut(def.base.add(start as usize), values.len()) }.copy_from_slice(&values);
+                }
+            }
+        }
+    }
+
+    // Data segments, in order.
+    {
+        let mut dropped = inner.dropped_data.borrow_mut();
+        for (i, segment) in meta.data.iter().enumerate() {
+            let DataMode::Active { memory, offset } = &segment.mode else { continue };
+            let ty = meta.memories[*memory as usize];
+            let start = eval_const(inner, offset, if ty.memory64 { ValType::I64 } else { ValType::I32 });
+            let start = if ty.memory64 { start as u64 } else { start as u32 as u64 };
+            // SAFETY: written above (own) or at import.
+            let import = unsafe { &*inner.vm_field::<VMMemoryImport>(o.memory(*memory)) };
+            // SAFETY: as above.
+            let def = unsafe { &*import.definition };
+            if start.checked_add(segment.bytes.len() as u64).map_or(true, |end| end > def.current_length) {
+                return Err(trap(TrapCode::HeapOutOfBounds));
+            }
+            // SAFETY: bounds checked against the memory's current size.
+            unsafe { std::ptr::copy_nonoverlapping(segment.bytes.as_ptr(), def.base.add(start as usize), segment.bytes.len()) };
+            dropped[i] = true;
+        }
+    }
+
+    if let Some(start) = meta.start {
+        let func = instance.export_func_by_index(start);
+        func.call(&[]).map_err(|e| match e {
+            crate::CallError::Trap(trap) => InstantiationError::Trap(trap),
+            other => InstantiationError::Unsupported(other.to_string()),
+        })?;
+    }
+    Ok(())
+}
+
+/// Evaluates a constant expression to its raw value.
+pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) -> u128 {
+    let o = &inner.module.inner.offsets;
+    let mut stack: Vec<u128> = Vec::with_capacity(2);
+    for op in expr {
+        let value = match *op {
+            ConstOp::I32Const(v) => v as u32 as u128,
+            ConstOp::I64Const(v) => v as u64 as u128,
+            ConstOp::F32Const(bits) => bits as u128,
+            ConstOp::F64Const(bits) => bits as u128,
+            ConstOp::V128Const(v) => v,
+            ConstOp::RefNull => 0,
+            ConstOp::RefFunc(f) => inner.vm_field::<VMFuncRef>(o.func_ref(f)) as usize as u128,
+            ConstOp::GlobalGet(g) => {
+                // SAFETY: globals referenced by constant expressions precede the expression's
+                // global (validation), so the pointer was written already.
+                unsafe { u128::from_le_bytes((**inner.vm_field::<*mut VMGlobalDefinition>(o.global(g))).storage) }
+            }
+            ConstOp::I32Add | ConstOp::I32Sub | ConstOp::I32Mul => {
+                let b = stack.pop().unwrap_or(0) as u32;
+                let a = stack.pop().unwrap_or(0) as u32;
+                (match *op {
+                    ConstOp::I32Add => a.wrapping_add(b),
+                    ConstOp::I32Sub => a.wrapping_sub(b),
+                    _ => a.wrapping_mul(b),
+                }) as u128
+            }
+            ConstOp::I64Add | ConstOp::I64Sub | ConstOp::I64Mul => {
+                let b = stack.pop().unwrap_or(0) as u64;
+                let a = stack.pop().unwrap_or(0) as u64;
+                (match *op {
+                    ConstOp::I64Add => a.wrapping_add(b),
+                    ConstOp::I64Sub => a.wrapping_sub(b),
+                    _ => a.wrapping_mul(b),
+                }) as u128
+            }
+        };
+        stack.push(value);
+    }
+    stack.pop().unwrap_or(0)
+}
+
+impl Instance {
+    /// A function of this instance by function index (exported or not).
+    pub(crate) fn export_func_by_index(&self, index: u32) -> crate::externs::Func {
+        match self.export_by_kind(kiln_abi::ExportKind::Func(index)) {
+            Extern::Func(f) => f,
+            _ => unreachable!("asked for a function"),
+        }
+    }
+}

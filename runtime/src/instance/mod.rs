@@ -1,0 +1,171 @@
+//! Instances: a module instantiated in a region slot.
+//!
+//! The lifecycle stages each have a file: [`instantiate`] (stage 3), [`run`] (stage 4, calls
+//! through the context switch) and [`teardown`] (stage 5, reset the slot for the next tenant).
+
+mod instantiate;
+mod run;
+mod teardown;
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use kiln_abi::{ExportKind, VMGlobalDefinition, VMMemoryImport, VMTableDefinition};
+
+pub use instantiate::InstantiationError;
+pub use run::CallError;
+
+use crate::externs::{Extern, Func, FuncKind, Global, Memory, Owner, Table, TableStorage};
+use crate::load::Module;
+use crate::region::{Region, Slot};
+use crate::store::Store;
+use crate::values::Val;
+
+/// A live instance. Dropping the last handle to it (instances that import from it hold one)
+/// tears it down and returns its slot to the region.
+pub struct Instance {
+    pub(crate) inner: Arc<InstanceInner>,
+}
+
+/// Everything an instance owns. Its address is stored in the VM context header, so libcalls
+/// and host functions can find it.
+pub(crate) struct InstanceInner {
+    pub module: Module,
+    pub store: Store,
+    pub region: Region,
+    pub slot: Slot,
+    pub vmctx: *mut u8,
+    /// Storage of the tables the module defines.
+    pub tables: Vec<TableStorage>,
+    /// Per data segment: dropped yet?
+    pub dropped_data: RefCell<Vec<bool>>,
+    /// Per element segment: its evaluated elements, `None` once dropped.
+    pub elements: RefCell<Vec<Option<Vec<usize>>>>,
+    /// What it was instantiated with: kept alive, and reused by [`Instance::reset`].
+    pub imports: Vec<Extern>,
+}
+
+// SAFETY: the raw VM context pointer points into the slot this value owns. The RefCells are
+// touched only by libcalls running inside a call, which the store serialises.
+unsafe impl Send for InstanceInner {}
+// SAFETY: as above.
+unsafe impl Sync for InstanceInner {}
+
+impl InstanceInner {
+    /// Pointer to a VM context field.
+    pub(crate) fn vm_field<T>(&self, offset: u32) -> *mut T {
+        // SAFETY: offsets come from the module's VMOffsets, all inside the VM context.
+        unsafe { self.vmctx.add(offset as usize).cast() }
+    }
+
+    /// Current size of own memory 0 in bytes (0 if it has none).
+    pub(crate) fn own_heap_len(&self) -> usize {
+        let meta = &self.module.inner.meta;
+        if meta.memories.len() as u32 > meta.num_imported_memories {
+            let def = self.vm_field::<kiln_abi::VMMemoryDefinition>(self.module.inner.offsets.defined_memory(0));
+            // SAFETY: the definition was written at instantiation.
+            unsafe { (*def).current_length as usize }
+        } else {
+            0
+        }
+    }
+}
+
+impl Instance {
+    /// Instantiates `module` in a free slot of `region`, in a store of its own.
+    pub fn new(region: &Region, module: &Module, imports: &[Extern]) -> Result<Instance, InstantiationError> {
+        Instance::new_in_store(region, &Store::new(), module, imports)
+    }
+
+    /// Instantiates `module` in a free slot of `region`, in `store` (instances that import from
+    /// each other must share a store).
+    pub fn new_in_store(region: &Region, store: &Store, module: &Module, imports: &[Extern]) -> Result<Instance, InstantiationError> {
+        instantiate::instantiate(region, store, module, imports)
+    }
+
+    /// The module it instantiates.
+    pub fn module(&self) -> &Module {
+        &self.inner.module
+    }
+
+    /// The store it belongs to.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The export called `name`.
+    pub fn get_export(&self, name: &str) -> Option<Extern> {
+        let export = self.inner.module.inner.meta.exports.iter().find(|e| e.name == name)?;
+        Some(self.export_by_kind(export.kind))
+    }
+
+    /// The exported function called `name`.
+    pub fn get_func(&self, name: &str) -> Option<Func> {
+        match self.get_export(name)? {
+            Extern::Func(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Every export, in order.
+    pub fn exports(&self) -> Vec<(String, Extern)> {
+        let meta = &self.inner.module.inner.meta;
+        meta.exports.iter().map(|e| (e.name.clone(), self.export_by_kind(e.kind))).collect()
+    }
+
+    fn export_by_kind(&self, kind: ExportKind) -> Extern {
+        let inner = &self.inner;
+        let module = &inner.module.inner;
+        let offsets = &module.offsets;
+        let owner = Owner::Instance(inner.clone());
+        match kind {
+            ExportKind::Func(i) => {
+                let type_index = module.meta.func_types[i as usize];
+                Extern::Func(Func {
+                    ty: module.meta.types[type_index as usize].clone(),
+                    kind: FuncKind::Wasm {
+                        funcref: inner.vm_field(offsets.func_ref(i)),
+                        array_trampoline: module.array_trampolines[type_index as usize],
+                        owner: inner.clone(),
+                    },
+                })
+            }
+            ExportKind::Memory(i) => {
+                // SAFETY: written at instantiation.
+                let definition = unsafe { (*inner.vm_field::<VMMemoryImport>(offsets.memory(i))).definition };
+                Extern::Memory(Memory { definition, ty: module.meta.memories[i as usize], owner })
+            }
+            ExportKind::Table(i) => {
+                // SAFETY: written at instantiation.
+                let definition = unsafe { *inner.vm_field::<*mut VMTableDefinition>(offsets.table(i)) };
+                Extern::Table(Table { definition, ty: module.meta.tables[i as usize], owner })
+            }
+            ExportKind::Global(i) => {
+                // SAFETY: written at instantiation.
+                let definition = unsafe { *inner.vm_field::<*mut VMGlobalDefinition>(offsets.global(i)) };
+                Extern::Global(Global { definition, ty: module.meta.globals[i as usize], owner })
+            }
+        }
+    }
+
+    /// Calls the exported function `name`.
+    pub fn call(&self, name: &str, args: &[Val]) -> Result<Vec<Val>, CallError> {
+        let func = self.get_func(name).ok_or_else(|| CallError::NoSuchExport(name.to_string()))?;
+        func.call(args)
+    }
+
+    /// Tears the instance down and instantiates the same module with the same imports in the
+    /// same store, normally in the same slot. Fails if something else still holds the instance
+    /// (another instance imports from it, or a handle to one of its exports is alive).
+    pub fn reset(self) -> Result<Instance, InstantiationError> {
+        if Arc::strong_count(&self.inner) != 1 {
+            return Err(InstantiationError::InUse);
+        }
+        let region = self.inner.region.clone();
+        let store = self.inner.store.clone();
+        let module = self.inner.module.clone();
+        let imports = self.inner.imports.clone();
+        drop(self); // teardown: the slot goes back to the region
+        Instance::new_in_store(&region, &store, &module, &imports)
+    }
+}

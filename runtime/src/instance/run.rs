@@ -1,0 +1,74 @@
+//! Lifecycle stage 4, run: call a guest function through the context switch.
+
+use kiln_abi::VMFuncRef;
+
+use crate::context;
+use crate::externs::{Func, FuncKind};
+use crate::traps::{signals, Activation, Trap};
+use crate::values::Val;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No function is exported under that name.
+    #[error("no exported function named `{0}`")]
+    NoSuchExport(String),
+    /// The arguments do not match the function's parameters.
+    #[error("argument mismatch: {0}")]
+    BadArguments(String),
+    /// The instance's store is already running a call (re-entrant or concurrent use).
+    #[error("the instance's store is already running a call")]
+    Busy,
+    /// The guest trapped.
+    #[error("{0}")]
+    Trap(Trap),
+}
+
+impl Func {
+    /// Calls the function with `args`, returning its results.
+    pub fn call(&self, args: &[Val]) -> Result<Vec<Val>, CallError> {
+        let ty = &self.ty;
+        if args.len() != ty.params.len() {
+            return Err(CallError::BadArguments(format!("expected {} arguments, got {}", ty.params.len(), args.len())));
+        }
+        for (i, (arg, &param)) in args.iter().zip(&ty.params).enumerate() {
+            if !arg.matches(param) {
+                return Err(CallError::BadArguments(format!("argument {i} is {arg}, expected {param:?}")));
+            }
+        }
+        let FuncKind::Wasm { funcref, array_trampoline, owner } = &self.kind else {
+            return Err(CallError::BadArguments("host functions are called by the guest, not the host".into()));
+        };
+        signals::ensure_installed();
+        let _running = owner.store.inner.begin_call(owner.slot.stack_limit()).ok_or(CallError::Busy)?;
+
+        let mut values = vec![0u128; ty.params.len().max(ty.results.len()).max(1)];
+        for (slot, arg) in values.iter_mut().zip(args) {
+            *slot = arg.to_raw();
+        }
+        // SAFETY: `funcref` points into the owner's VM context, alive through `owner`.
+        let funcref: VMFuncRef = unsafe { **funcref };
+        let activation = Activation::new();
+        let returned = activation.run(|| {
+            // SAFETY: the trampoline was compiled for this function's type (both come from the
+            // exporting module), `values` has room for parameters and results, the owner's
+            // stack is unused (its store is not running anything else) and the activation
+            // outlives the call.
+            unsafe {
+                context::enter(
+                    *array_trampoline,
+                    funcref.vmctx,
+                    owner.vmctx,
+                    values.as_mut_ptr(),
+                    funcref.code,
+                    owner.slot.stack_top(),
+                    &activation.saved_sp,
+                )
+            }
+        });
+        if !returned {
+            return Err(CallError::Trap(activation.take_trap()));
+        }
+        Ok(ty.results.iter().zip(&values).map(|(&t, &raw)| Val::from_raw(raw, t)).collect())
+    }
+}

@@ -1,0 +1,291 @@
+//! Lifecycle stage 1, load: check a `.so` is a Kiln module of this ABI version, `dlopen` it,
+//! read its metadata and register its code for trap handling.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_abi::{ModuleHeader, ModuleMetadata, VMOffsets, ABI_VERSION, MODULE_MAGIC, MODULE_SYMBOL};
+use object::{Object, ObjectSegment, ObjectSymbol};
+
+use crate::sys::unix::dl::Library;
+use crate::traps::registry::{self, Registration, TrapTable};
+use crate::types;
+
+/// Why a shared object could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a Kiln module (not ELF, wrong architecture, truncated, no Kiln header).
+    #[error("{path} is not a Kiln module: {reason}")]
+    NotKiln {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file is a Kiln module of another ABI version.
+    #[error("{path} was compiled for Kiln ABI version {found}, this runtime needs version {expected}: recompile it with `kiln compile`")]
+    AbiMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+        /// Ours.
+        expected: u32,
+    },
+    /// The module's metadata is inconsistent.
+    #[error("{path} is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The dynamic loader refused the file.
+    #[error("cannot load {path}: {reason}")]
+    Dlopen {
+        /// The file.
+        path: PathBuf,
+        /// The loader's message.
+        reason: String,
+    },
+}
+
+/// A loaded module: its code mapped, its metadata decoded. Cheap to clone.
+#[derive(Clone)]
+pub struct Module {
+    pub(crate) inner: Arc<ModuleInner>,
+}
+
+pub(crate) struct ModuleInner {
+    pub meta: ModuleMetadata,
+    pub offsets: VMOffsets,
+    /// Code address of each defined function.
+    pub functions: Vec<*const u8>,
+    /// Per type index: host-to-wasm trampoline (null if none).
+    pub array_trampolines: Vec<*const u8>,
+    /// Per type index: wasm-to-host trampoline (null if none).
+    pub host_trampolines: Vec<*const u8>,
+    /// Per type index: canonical type id.
+    pub type_ids: Vec<u32>,
+    pub path: PathBuf,
+    // Drop order matters: unregister the code, then free the table, then unload the code.
+    _registration: Registration,
+    _trap_table: Box<TrapTable>,
+    _library: Library,
+}
+
+// SAFETY: the raw pointers point into the loaded library's immutable code, which lives as long
+// as this value and may be read from any thread.
+unsafe impl Send for ModuleInner {}
+// SAFETY: as above; nothing here is mutated after loading.
+unsafe impl Sync for ModuleInner {}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module").field("path", &self.inner.path).finish_non_exhaustive()
+    }
+}
+
+fn not_kiln(path: &Path, reason: impl Into<String>) -> LoadError {
+    LoadError::NotKiln { path: path.to_path_buf(), reason: reason.into() }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> LoadError {
+    LoadError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
+}
+
+/// Checks the file before the dynamic loader sees it: an x86-64 ELF shared object whose
+/// segments lie inside the file, exporting a Kiln header of our ABI version. Returns the bytes
+/// of the header's metadata in the file, for comparison after loading.
+fn check_file(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    let file = object::File::parse(bytes).map_err(|e| not_kiln(path, format!("not an ELF object ({e})")))?;
+    if file.format() != object::BinaryFormat::Elf || file.architecture() != object::Architecture::X86_64 || !file.is_64() {
+        return Err(not_kiln(path, "not an x86-64 ELF object"));
+    }
+    if file.kind() != object::ObjectKind::Dynamic {
+        return Err(not_kiln(path, "not a shared object"));
+    }
+    for segment in file.segments() {
+        let (offset, size) = segment.file_range();
+        if offset.checked_add(size).map_or(true, |end| end > bytes.len() as u64) {
+            return Err(not_kiln(path, "truncated: a segment extends past the end of the file"));
+        }
+    }
+    let symbol = file
+        .dynamic_symbols()
+        .find(|s| s.name() == Ok(MODULE_SYMBOL))
+        .ok_or_else(|| not_kiln(path, format!("no `{MODULE_SYMBOL}` symbol")))?;
+    let header = file
+        .segments()
+        .find_map(|seg| {
+            let (addr, size) = (seg.address(), seg.size());
+            let sym = symbol.address();
+            if sym >= addr && sym + ModuleHeader::SIZE as u64 <= addr + size {
+                let data = seg.data().ok()?;
+                let start = (sym - addr) as usize;
+                data.get(start..start + ModuleHeader::SIZE)
+            } else {
+                None
+            }
+        })
+        .ok_or_else(|| not_kiln(path, "the module header is not inside a loadable segment"))?;
+    if header[ModuleHeader::MAGIC_OFFSET..ModuleHeader::MAGIC_OFFSET + 8] != MODULE_MAGIC {
+        return Err(not_kiln(path, format!("`{MODULE_SYMBOL}` does not start with Kiln's magic")));
+    }
+    let version_bytes = &header[ModuleHeader::VERSION_OFFSET..ModuleHeader::VERSION_OFFSET + 4];
+    let version = u32::from_le_bytes(version_bytes.try_into().expect("four bytes"));
+    if version != ABI_VERSION {
+        return Err(LoadError::AbiMismatch { path: path.to_path_buf(), found: version, expected: ABI_VERSION });
+    }
+    let size_bytes = &header[ModuleHeader::HEADER_SIZE_OFFSET..ModuleHeader::HEADER_SIZE_OFFSET + 4];
+    if u32::from_le_bytes(size_bytes.try_into().expect("four bytes")) as usize != ModuleHeader::SIZE {
+        return Err(corrupt(path, "module header has the wrong size"));
+    }
+    Ok(())
+}
+
+/// Copies `count` pointers from a table in the loaded image.
+///
+/// # Safety
+/// `table` must point to `count` readable pointers (or `count` must be 0).
+unsafe fn read_table(table: *const *const u8, count: usize) -> Vec<*const u8> {
+    if count == 0 {
+        return Vec::new();
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { std::slice::from_raw_parts(table, count) }.to_vec()
+}
+
+impl Module {
+    /// Loads the Kiln shared object at `path`.
+    ///
+    /// The file must not be deleted or replaced while the module is loaded (the dynamic loader
+    /// identifies loaded objects by inode).
+    pub fn load(path: impl AsRef<Path>) -> Result<Module, LoadError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+        check_file(path, &bytes)?;
+        let file_len = bytes.len() as u64;
+        drop(bytes);
+
+        // SAFETY: the file is an ELF shared object exporting a Kiln header of our version; Kiln
+        // objects have no initialisers.
+        let library = unsafe { Library::open(path) }
+            .map_err(|reason| LoadError::Dlopen { path: path.to_path_buf(), reason })?;
+        let header_ptr = library
+            .symbol(MODULE_SYMBOL)
+            .ok_or_else(|| not_kiln(path, format!("no `{MODULE_SYMBOL}` symbol after loading")))?;
+        // SAFETY: the symbol names a ModuleHeader-sized object (checked in the file) that the
+        // loader has relocated; it is 8-byte aligned by construction.
+        let header: ModuleHeader = unsafe { std::ptr::read_unaligned(header_ptr as *const ModuleHeader) };
+        if header.magic != MODULE_MAGIC || header.abi_version != ABI_VERSION {
+            return Err(not_kiln(path, "the loaded header differs from the file's (was it replaced while loaded?)"));
+        }
+        if header.metadata_len > file_len || header.metadata.is_null() {
+            return Err(corrupt(path, "metadata length exceeds the file"));
+        }
+        // SAFETY: the metadata lies inside the loaded image (its length is bounded by the file
+        // and its address was relocated by the loader).
+        let metadata = unsafe { std::slice::from_raw_parts(header.metadata, header.metadata_len as usize) };
+        let meta: ModuleMetadata = postcard::from_bytes(metadata)
+            .map_err(|e| corrupt(path, format!("metadata does not decode: {e}")))?;
+        validate_metadata(path, &meta, &header)?;
+
+        // SAFETY: the table lengths were checked against the metadata, which the compiler wrote
+        // together with the tables.
+        let (functions, array_trampolines, host_trampolines) = unsafe {
+            (
+                read_table(header.functions, header.num_functions as usize),
+                read_table(header.array_trampolines, header.num_types as usize),
+                read_table(header.host_trampolines, header.num_types as usize),
+            )
+        };
+
+        let mut sites: Vec<(usize, kiln_abi::TrapCode)> = Vec::new();
+        let (mut code_start, mut code_end) = (usize::MAX, 0usize);
+        for (info, &code) in meta.functions.iter().zip(&functions) {
+            let start = code as usize;
+            code_start = code_start.min(start);
+            code_end = code_end.max(start + info.code_len as usize);
+            sites.extend(info.traps.iter().map(|t| (start + t.offset as usize, t.code)));
+        }
+        sites.sort_by_key(|s| s.0);
+        let trap_table = Box::new(TrapTable {
+            pcs: sites.iter().map(|s| s.0).collect(),
+            codes: sites.iter().map(|s| s.1).collect(),
+        });
+        if code_start == usize::MAX {
+            code_start = 0;
+        }
+        let registration = registry::register(code_start, code_end, &trap_table)
+            .ok_or_else(|| corrupt(path, "too many modules loaded at once"))?;
+
+        let type_ids = meta.types.iter().map(types::canonical_id).collect();
+        let offsets = VMOffsets::new(meta.vm_counts());
+        Ok(Module {
+            inner: Arc::new(ModuleInner {
+                offsets,
+                functions,
+                array_trampolines,
+                host_trampolines,
+                type_ids,
+                path: path.to_path_buf(),
+                meta,
+                _registration: registration,
+                _trap_table: trap_table,
+                _library: library,
+            }),
+        })
+    }
+
+    /// The module's metadata (types, imports, exports, ...).
+    pub fn metadata(&self) -> &ModuleMetadata {
+        &self.inner.meta
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+/// Cross-checks the metadata's counts and indices so later stages can index without checks.
+fn validate_metadata(path: &Path, meta: &ModuleMetadata, header: &ModuleHeader) -> Result<(), LoadError> {
+    let fail = |reason: &str| Err(corrupt(path, reason));
+    if header.num_functions as usize != meta.functions.len()
+        || meta.func_types.len() != meta.num_imported_funcs as usize + meta.functions.len()
+    {
+        return fail("function counts disagree");
+    }
+    if header.num_types as usize != meta.types.len() {
+        return fail("type counts disagree");
+    }
+    if meta.func_types.iter().any(|&t| t as usize >= meta.types.len()) {
+        return fail("function type index out of range");
+    }
+    if (meta.num_imported_memories as usize) > meta.memories.len()
+        || (meta.num_imported_globals as usize) + meta.defined_globals.len() != meta.globals.len()
+        || (meta.num_imported_tables as usize) + meta.defined_tables.len() != meta.tables.len()
+    {
+        return fail("import counts disagree");
+    }
+    let funcs = meta.func_types.len() as u32;
+    let in_range = |kind: &kiln_abi::ExportKind| match *kind {
+        kiln_abi::ExportKind::Func(i) => i < funcs,
+        kiln_abi::ExportKind::Table(i) => (i as usize) < meta.tables.len(),
+        kiln_abi::ExportKind::Memory(i) => (i as usize) < meta.memories.len(),
+        kiln_abi::ExportKind::Global(i) => (i as usize) < meta.globals.len(),
+    };
+    if !meta.exports.iter().all(|e| in_range(&e.kind)) || meta.start.is_some_and(|s| s >= funcs) {
+        return fail("export or start index out of range");
+    }
+    Ok(())
+}

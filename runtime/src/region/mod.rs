@@ -1,0 +1,148 @@
+//! Lifecycle stage 2, regions: address space reserved once for N instance slots.
+//!
+//! ```text
+//! one slot (repeated `slots` times, contiguous):
+//! +-----------------+-------+----------------------+---------------------+----------------+
+//! | VM context area | guard | guest stack          | heap (4 GiB)        | heap guard     |
+//! | (RW, 1 MiB)     | 64KiB | (RW, stack_size)     | RW up to its size   | (2 GiB)        |
+//! +-----------------+-------+----------------------+---------------------+----------------+
+//!                           ^ stack limit = start + host reserve          ^ next slot
+//! ```
+//!
+//! The VM context area and the stack are read-write from the start (pages are committed only
+//! when touched); the heap is made accessible up to the memory's current size. Teardown
+//! discards what the instance touched, so the next tenant starts from zeros.
+
+mod slot;
+
+use std::sync::{Arc, Mutex};
+
+pub use slot::SlotLayout;
+pub(crate) use slot::Slot;
+
+use crate::sys::unix::mmap::{page_align, Mmap};
+
+/// How a region is laid out.
+#[derive(Debug, Clone)]
+pub struct RegionConfig {
+    /// Number of slots (instances that can be alive at once).
+    pub slots: usize,
+    /// Guest stack size per slot, in bytes, including the host reserve.
+    pub stack_size: usize,
+    /// Bytes of each slot's stack kept free for host functions and libcalls the guest calls.
+    pub host_stack_reserve: usize,
+    /// Largest VM context an instance may need (it grows with the module's function count).
+    pub max_vmctx_size: usize,
+}
+
+impl Default for RegionConfig {
+    fn default() -> Self {
+        RegionConfig {
+            slots: 16,
+            stack_size: 2 * 1024 * 1024,
+            host_stack_reserve: 256 * 1024,
+            max_vmctx_size: 1024 * 1024,
+        }
+    }
+}
+
+/// Why a region could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum RegionError {
+    /// The configuration is unusable.
+    #[error("invalid region configuration: {0}")]
+    Config(String),
+    /// The address space could not be reserved.
+    #[error("cannot reserve address space for the region: {0}")]
+    Reserve(#[from] std::io::Error),
+}
+
+/// A set of reusable instance slots. Cheap to clone.
+#[derive(Clone)]
+pub struct Region {
+    pub(crate) inner: Arc<RegionInner>,
+}
+
+pub(crate) struct RegionInner {
+    pub mmap: Mmap,
+    pub layout: SlotLayout,
+    pub free: Mutex<Vec<usize>>,
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region").field("layout", &self.inner.layout).finish_non_exhaustive()
+    }
+}
+
+impl Region {
+    /// Reserves address space for `config.slots` slots.
+    pub fn new(config: RegionConfig) -> Result<Region, RegionError> {
+        if config.slots == 0 {
+            return Err(RegionError::Config("a region needs at least one slot".into()));
+        }
+        if config.host_stack_reserve >= config.stack_size {
+            return Err(RegionError::Config("the host stack reserve must be smaller than the stack".into()));
+        }
+        let layout = SlotLayout::new(&config);
+        let total = layout
+            .slot_size
+            .checked_mul(config.slots)
+            .ok_or_else(|| RegionError::Config("too many slots".into()))?;
+        let mmap = Mmap::reserve(total)?;
+        for index in 0..config.slots {
+            let base = index * layout.slot_size;
+            mmap.make_accessible(base + layout.vmctx_offset, layout.vmctx_size)?;
+            mmap.make_accessible(base + layout.stack_offset, layout.stack_size)?;
+        }
+        // Hand out low slots first (a LIFO free list).
+        let free = (0..config.slots).rev().collect();
+        Ok(Region { inner: Arc::new(RegionInner { mmap, layout, free: Mutex::new(free) }) })
+    }
+
+    /// The per-slot layout.
+    pub fn layout(&self) -> &SlotLayout {
+        &self.inner.layout
+    }
+
+    /// Number of slots not in use.
+    pub fn free_slots(&self) -> usize {
+        self.inner.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Takes a free slot, if any.
+    pub(crate) fn take_slot(&self) -> Option<Slot> {
+        let index = self.inner.free.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        Some(Slot::new(self.inner.clone(), index))
+    }
+}
+
+impl SlotLayout {
+    fn new(config: &RegionConfig) -> SlotLayout {
+        let vmctx_size = page_align(config.max_vmctx_size);
+        let stack_guard = 64 * 1024;
+        let stack_size = page_align(config.stack_size);
+        let stack_offset = vmctx_size + stack_guard;
+        let heap_offset = stack_offset + stack_size;
+        let heap_reservation = kiln_abi_heap::RESERVATION;
+        let heap_guard = kiln_abi_heap::GUARD;
+        SlotLayout {
+            vmctx_offset: 0,
+            vmctx_size,
+            stack_offset,
+            stack_size,
+            host_stack_reserve: page_align(config.host_stack_reserve),
+            heap_offset,
+            heap_reservation,
+            slot_size: heap_offset + heap_reservation + heap_guard,
+        }
+    }
+}
+
+/// Heap reservation sizes; must match what the compiler assumes when it omits bounds checks.
+pub(crate) mod kiln_abi_heap {
+    /// Address space reserved for each 32-bit memory.
+    pub const RESERVATION: usize = kiln_abi::HEAP_RESERVATION as usize;
+    /// Inaccessible space after it.
+    pub const GUARD: usize = kiln_abi::HEAP_GUARD as usize;
+}

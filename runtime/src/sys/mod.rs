@@ -1,0 +1,3 @@
+//! Operating-system calls. Everything that talks to the kernel directly lives below here.
+
+pub mod unix;

@@ -1,0 +1,127 @@
+//! Anonymous memory reservations: reserve address space once, then change protections and
+//! discard contents in place.
+
+use std::io;
+use std::ptr::NonNull;
+
+/// The system page size Kiln assumes (x86-64 Linux).
+pub const PAGE_SIZE: usize = 4096;
+
+/// Rounds `value` up to a multiple of the page size.
+pub const fn page_align(value: usize) -> usize {
+    (value + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+}
+
+/// An owned, page-aligned reservation of address space, unmapped on drop.
+#[derive(Debug)]
+pub struct Mmap {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the reservation is plain memory owned by this value; access to its contents is
+// coordinated by the owners (regions and slots), not by this type.
+unsafe impl Send for Mmap {}
+// SAFETY: as above; `&Mmap` only exposes the address and length.
+unsafe impl Sync for Mmap {}
+
+impl Mmap {
+    /// Reserves `len` bytes of inaccessible address space without committing memory.
+    pub fn reserve(len: usize) -> io::Result<Mmap> {
+        let len = page_align(len.max(PAGE_SIZE));
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches
+        // no existing memory.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mmap { base: NonNull::new(ptr.cast()).expect("mmap never returns null on success"), len })
+    }
+
+    /// Start of the reservation.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    fn check_range(&self, offset: usize, len: usize) {
+        assert!(offset % PAGE_SIZE == 0 && len % PAGE_SIZE == 0, "unaligned range");
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.len), "range outside reservation");
+    }
+
+    /// Makes `[offset, offset + len)` readable and writable.
+    pub fn make_accessible(&self, offset: usize, len: usize) -> io::Result<()> {
+        self.protect(offset, len, libc::PROT_READ | libc::PROT_WRITE)
+    }
+
+    /// Makes `[offset, offset + len)` inaccessible (accesses fault).
+    pub fn make_inaccessible(&self, offset: usize, len: usize) -> io::Result<()> {
+        self.protect(offset, len, libc::PROT_NONE)
+    }
+
+    fn protect(&self, offset: usize, len: usize, prot: libc::c_int) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.check_range(offset, len);
+        // SAFETY: the range lies inside our own reservation (checked above); changing its
+        // protection cannot affect memory we do not own.
+        let rc = unsafe { libc::mprotect(self.as_ptr().add(offset).cast(), len, prot) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Discards the contents of `[offset, offset + len)`: the next read sees zeros.
+    pub fn discard(&self, offset: usize, len: usize) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.check_range(offset, len);
+        // SAFETY: the range lies inside our own private anonymous reservation; MADV_DONTNEED
+        // on it only replaces its pages with zero pages.
+        let rc = unsafe { libc::madvise(self.as_ptr().add(offset).cast(), len, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: we own exactly this mapping; nothing refers to it once its owner is dropped.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discard_zeroes_and_protection_round_trips() {
+        let map = Mmap::reserve(4 * PAGE_SIZE).unwrap();
+        map.make_accessible(PAGE_SIZE, 2 * PAGE_SIZE).unwrap();
+        // SAFETY: the page at PAGE_SIZE was just made accessible.
+        unsafe {
+            *map.as_ptr().add(PAGE_SIZE) = 7;
+            assert_eq!(*map.as_ptr().add(PAGE_SIZE), 7);
+        }
+        map.discard(PAGE_SIZE, PAGE_SIZE).unwrap();
+        // SAFETY: still accessible; its contents were discarded.
+        unsafe { assert_eq!(*map.as_ptr().add(PAGE_SIZE), 0) };
+        map.make_inaccessible(PAGE_SIZE, 2 * PAGE_SIZE).unwrap();
+    }
+}

@@ -1,0 +1,4 @@
+//! Linux implementations: memory mappings and the dynamic loader.
+
+pub mod dl;
+pub mod mmap;
