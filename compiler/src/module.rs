@@ -42,6 +42,7 @@ pub fn default_features() -> WasmFeatures {
         | WasmFeatures::EXTENDED_CONST
         | WasmFeatures::FUNCTION_REFERENCES
         | WasmFeatures::MEMORY64
+        | WasmFeatures::GC_TYPES
 }
 
 fn invalid(err: wasmparser::BinaryReaderError) -> CompileError {
@@ -143,6 +144,9 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
     for payload in Parser::new(0).parse_all(wasm) {
         let payload = payload.map_err(invalid)?;
         if let ValidPayload::Func(func, body) = validator.payload(&payload).map_err(invalid)? {
+            if !features.multi_memory() {
+                check_single_byte_memory_indices(&body)?;
+            }
             bodies.push((func, body));
         }
         match payload {
@@ -287,6 +291,25 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
     }
 
     Ok(ParsedModule { meta, is_func_type, bodies })
+}
+
+/// Without multi-memory, the memory index of `memory.size` and `memory.grow` is a single zero
+/// byte ("zero byte expected"); wasmparser 0.217 accepts a long LEB128 zero there.
+fn check_single_byte_memory_indices(body: &FunctionBody<'_>) -> Result<(), CompileError> {
+    let mut reader = body.get_operators_reader().map_err(invalid)?;
+    let mut pending: Option<usize> = None;
+    while !reader.eof() {
+        let (op, offset) = reader.read_with_offset().map_err(invalid)?;
+        if let Some(start) = pending.take() {
+            if offset - start != 2 {
+                return Err(CompileError::Invalid { message: "zero byte expected".into(), offset: start + 1 });
+            }
+        }
+        if matches!(op, Operator::MemorySize { .. } | Operator::MemoryGrow { .. }) {
+            pending = Some(offset);
+        }
+    }
+    Ok(())
 }
 
 fn convert_element(element: wasmparser::Element<'_>) -> Result<ElementSegment, CompileError> {

@@ -6,14 +6,22 @@
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use crate::instance::InstanceInner;
 
 use kiln_abi::VMRuntimeLimits;
 
 /// A group of instances that can be linked together. Cheap to clone.
+///
+/// The store also keeps alive every instance that was linked to another one of the store
+/// (imports from an instance) until the last `Store` handle is dropped: such an instance's
+/// functions may have been stored in tables it does not own, even if its instantiation failed
+/// half-way (the spec keeps the effects of the segments applied before the failure).
 #[derive(Clone)]
 pub struct Store {
     pub(crate) inner: Arc<StoreInner>,
+    retained: Arc<Mutex<Vec<Arc<InstanceInner>>>>,
 }
 
 pub(crate) struct StoreInner {
@@ -50,7 +58,18 @@ impl Store {
                 limits: UnsafeCell::new(VMRuntimeLimits::default()),
                 running: AtomicBool::new(false),
             }),
+            retained: Arc::default(),
         }
+    }
+
+    /// A handle to an existing store's limits that retains nothing (for `Instance::reset`).
+    pub(crate) fn from_inner(inner: Arc<StoreInner>) -> Store {
+        Store { inner, retained: Arc::default() }
+    }
+
+    /// Keeps `instance` alive as long as this store.
+    pub(crate) fn retain(&self, instance: Arc<InstanceInner>) {
+        self.retained.lock().unwrap_or_else(|e| e.into_inner()).push(instance);
     }
 
     /// Whether two handles refer to the same store.

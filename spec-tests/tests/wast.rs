@@ -1,1 +1,90 @@
-fn main(){}
+//! One libtest-mimic trial per `.wast` file: Kiln's own scripts under `tests/wast/`, and the
+//! official testsuite when `WASM_SPEC_TESTSUITE` points at it (reported as ignored otherwise).
+//!
+//! The official files are checked against `expected-failures.txt`: a file listed there must
+//! still fail (an unexpected pass fails the trial, so the list can only shrink); any other file
+//! must pass with nothing failed and nothing skipped.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn wast_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "wast") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn run(path: &Path, expect_failure: bool) -> Result<(), Failed> {
+    let report = kiln_spec_tests::run_file(path).map_err(|e| Failed::from(format!("{e:#}")))?;
+    let clean = report.counts.failed == 0 && report.counts.skipped == 0;
+    if expect_failure {
+        return if clean {
+            Err(format!("{} now passes: remove it from expected-failures.txt", path.display()).into())
+        } else {
+            Ok(())
+        };
+    }
+    if clean {
+        return Ok(());
+    }
+    let mut message = format!(
+        "{} passed, {} failed, {} skipped\n",
+        report.counts.passed, report.counts.failed, report.counts.skipped
+    );
+    for line in report.failures.iter().chain(&report.skips).take(40) {
+        message.push_str(line);
+        message.push('\n');
+    }
+    Err(message.into())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut trials = Vec::new();
+
+    for path in wast_files(&manifest.join("tests/wast")) {
+        let name = format!("kiln::{}", path.file_stem().unwrap().to_string_lossy());
+        trials.push(Trial::test(name, move || run(&path, false)));
+    }
+
+    let expected_failures: BTreeSet<String> = std::fs::read_to_string(manifest.join("expected-failures.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    match std::env::var_os("WASM_SPEC_TESTSUITE").map(PathBuf::from) {
+        Some(suite) if suite.is_dir() => {
+            for path in wast_files(&suite) {
+                let relative = path.strip_prefix(&suite).unwrap().to_string_lossy().replace('\\', "/");
+                let expect_failure = expected_failures.contains(&relative);
+                let name = format!("spec::{}", relative.trim_end_matches(".wast").replace('/', "::"));
+                trials.push(Trial::test(name, move || run(&path, expect_failure)));
+            }
+        }
+        _ => {
+            trials.push(
+                Trial::test("spec::testsuite", || Ok(()))
+                    .with_ignored_flag(true),
+            );
+            eprintln!("note: WASM_SPEC_TESTSUITE is not set (or not a directory): the official spec testsuite trials are ignored");
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}

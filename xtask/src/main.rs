@@ -1,1 +1,29 @@
-fn main(){}
+//! Project automation: `cargo xtask spec` (more subcommands arrive with their issues).
+
+mod spec;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  spec [--testsuite DIR] [--json FILE] [--jobs N] [FILTER]
+      Run every .wast file under DIR through the whole AOT pipeline and print a table per
+      group (core, and each proposal folder). DIR defaults to $WASM_SPEC_TESTSUITE, else
+      spec-tests/testsuite, else the pinned official testsuite fetched with git into target/.
+      FILTER keeps files whose relative path contains it. --json writes per-file counts.
+      Exits non-zero if a file fails that spec-tests/expected-failures.txt does not list.
+";
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("spec") => spec::run(args.collect()),
+        Some("help") | Some("--help") | Some("-h") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}

@@ -14,7 +14,7 @@ use super::{Instance, InstanceInner};
 use crate::externs::{Extern, FuncKind, Owner, TableStorage};
 use crate::load::Module;
 use crate::region::Region;
-use crate::store::Store;
+use crate::store::{Store, StoreInner};
 use crate::traps::Trap;
 
 /// Why instantiation failed.
@@ -126,7 +126,7 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
             }
         }
         if let Some(owner_store) = instance_store(provided) {
-            if !owner_store.same(store) {
+            if !Arc::ptr_eq(owner_store, &store.inner) {
                 return Err(unlinkable(meta, i, "it belongs to an instance of another store"));
             }
         }
@@ -143,7 +143,7 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
 
     let inner = Arc::new(InstanceInner {
         module: module.clone(),
-        store: store.clone(),
+        store: store.inner.clone(),
         region: region.clone(),
         slot,
         vmctx,
@@ -154,18 +154,21 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
     });
     // From here on, dropping `inner` tears the slot down (see teardown.rs).
     let instance = Instance { inner };
+    if imports.iter().any(|i| instance_store(i).is_some()) {
+        store.retain(instance.inner.clone());
+    }
     initialise(&instance)?;
     Ok(instance)
 }
 
-fn owner_instance(owner: &Owner) -> Option<&Store> {
+fn owner_instance(owner: &Owner) -> Option<&Arc<StoreInner>> {
     match owner {
         Owner::Instance(inner) => Some(&inner.store),
         Owner::Host(_) => None,
     }
 }
 
-fn instance_store(ext: &Extern) -> Option<&Store> {
+fn instance_store(ext: &Extern) -> Option<&Arc<StoreInner>> {
     match ext {
         Extern::Func(f) => match &f.kind {
             FuncKind::Wasm { owner, .. } => Some(&owner.store),
@@ -196,7 +199,7 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
     // types are the ones the ABI defines for those fields.
     unsafe {
         write(inner, 0, VMContextHeader {
-            runtime_limits: inner.store.inner.limits_ptr(),
+            runtime_limits: inner.store.limits_ptr(),
             builtins: crate::libcalls::builtins(),
             instance: Arc::as_ptr(&instance.inner) as *mut u8,
             _reserved: 0,

@@ -18,11 +18,12 @@ pub use run::CallError;
 use crate::externs::{Extern, Func, FuncKind, Global, Memory, Owner, Table, TableStorage};
 use crate::load::Module;
 use crate::region::{Region, Slot};
-use crate::store::Store;
+use crate::store::{Store, StoreInner};
 use crate::values::Val;
 
-/// A live instance. Dropping the last handle to it (instances that import from it hold one)
-/// tears it down and returns its slot to the region.
+/// A live instance: a reference-counted handle. Dropping the last handle to it (instances that
+/// import from it hold one) tears it down and returns its slot to the region.
+#[derive(Clone)]
 pub struct Instance {
     pub(crate) inner: Arc<InstanceInner>,
 }
@@ -31,7 +32,7 @@ pub struct Instance {
 /// and host functions can find it.
 pub(crate) struct InstanceInner {
     pub module: Module,
-    pub store: Store,
+    pub store: Arc<StoreInner>,
     pub region: Region,
     pub slot: Slot,
     pub vmctx: *mut u8,
@@ -86,11 +87,6 @@ impl Instance {
     /// The module it instantiates.
     pub fn module(&self) -> &Module {
         &self.inner.module
-    }
-
-    /// The store it belongs to.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
     }
 
     /// The export called `name`.
@@ -162,7 +158,7 @@ impl Instance {
             return Err(InstantiationError::InUse);
         }
         let region = self.inner.region.clone();
-        let store = self.inner.store.clone();
+        let store = Store::from_inner(self.inner.store.clone());
         let module = self.inner.module.clone();
         let imports = self.inner.imports.clone();
         drop(self); // teardown: the slot goes back to the region

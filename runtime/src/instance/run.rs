@@ -40,7 +40,7 @@ impl Func {
             return Err(CallError::BadArguments("host functions are called by the guest, not the host".into()));
         };
         signals::ensure_installed();
-        let _running = owner.store.inner.begin_call(owner.slot.stack_limit()).ok_or(CallError::Busy)?;
+        let _running = owner.store.begin_call(owner.slot.stack_limit()).ok_or(CallError::Busy)?;
 
         let mut values = vec![0u128; ty.params.len().max(ty.results.len()).max(1)];
         for (slot, arg) in values.iter_mut().zip(args) {

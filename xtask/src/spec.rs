@@ -1,0 +1,260 @@
+//! `cargo xtask spec`: the official spec testsuite through Kiln, with a per-group table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use kiln_spec_tests::Counts;
+
+/// The testsuite commit Kiln is pinned to (the one Wasmtime 25 used).
+const PINNED_COMMIT: &str = "ae5a66933070b705dde56c2a71bf3fbc33282864";
+const TESTSUITE_REPO: &str = "https://github.com/WebAssembly/testsuite.git";
+
+struct Options {
+    testsuite: Option<PathBuf>,
+    json: Option<PathBuf>,
+    jobs: usize,
+    filter: Option<String>,
+}
+
+fn parse(args: Vec<String>) -> Result<Options> {
+    let mut options = Options {
+        testsuite: None,
+        json: None,
+        jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        filter: None,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--testsuite" => options.testsuite = Some(args.next().context("--testsuite needs a directory")?.into()),
+            "--json" => options.json = Some(args.next().context("--json needs a file")?.into()),
+            "--jobs" => options.jobs = args.next().context("--jobs needs a number")?.parse()?,
+            flag if flag.starts_with("--") => bail!("unknown flag `{flag}`"),
+            filter => options.filter = Some(filter.to_string()),
+        }
+    }
+    Ok(options)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Finds the testsuite: the flag, the env var, `spec-tests/testsuite`, else fetch it.
+fn find_testsuite(flag: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = flag {
+        if !dir.is_dir() {
+            bail!("--testsuite {}: not a directory", dir.display());
+        }
+        return Ok(dir);
+    }
+    if let Some(dir) = std::env::var_os("WASM_SPEC_TESTSUITE") {
+        let dir = PathBuf::from(dir);
+        if !dir.is_dir() {
+            bail!("WASM_SPEC_TESTSUITE={}: not a directory", dir.display());
+        }
+        return Ok(dir);
+    }
+    let root = workspace_root();
+    let local = root.join("spec-tests/testsuite");
+    if local.join("i32.wast").is_file() {
+        return Ok(local);
+    }
+    let fetched = root.join("target/wasm-testsuite");
+    if fetched.join("i32.wast").is_file() {
+        return Ok(fetched);
+    }
+    eprintln!("spec: no testsuite found; fetching WebAssembly/testsuite at {PINNED_COMMIT} into {}", fetched.display());
+    let status = (|| -> Result<()> {
+        let git = |args: &[&str]| -> Result<()> {
+            let ok = Command::new("git").args(args).current_dir(&fetched).status()?.success();
+            if !ok {
+                bail!("git {} failed", args.join(" "));
+            }
+            Ok(())
+        };
+        std::fs::create_dir_all(&fetched)?;
+        git(&["init", "-q"])?;
+        git(&["fetch", "-q", "--depth", "1", TESTSUITE_REPO, PINNED_COMMIT])?;
+        git(&["checkout", "-q", "FETCH_HEAD"])?;
+        Ok(())
+    })();
+    if let Err(err) = status {
+        let _ = std::fs::remove_dir_all(&fetched);
+        bail!(
+            "could not fetch the spec testsuite ({err:#}). Point Kiln at a checkout of WebAssembly/testsuite \
+             commit {PINNED_COMMIT} with --testsuite DIR or WASM_SPEC_TESTSUITE=DIR"
+        );
+    }
+    Ok(fetched)
+}
+
+fn wast_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "wast") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// `core` for files at the root, the proposal's folder name otherwise.
+fn group_of(relative: &str) -> String {
+    match relative.strip_prefix("proposals/") {
+        Some(rest) => rest.split('/').next().unwrap_or("proposals").to_string(),
+        None => "core".to_string(),
+    }
+}
+
+fn json_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| match c {
+            '"' => "\\\"".chars().collect::<Vec<_>>(),
+            '\\' => "\\\\".chars().collect(),
+            c if (c as u32) < 0x20 => format!("\\u{:04x}", c as u32).chars().collect(),
+            c => vec![c],
+        })
+        .collect()
+}
+
+pub fn run(args: Vec<String>) -> Result<()> {
+    let options = parse(args)?;
+    let suite = find_testsuite(options.testsuite)?;
+    let files: Vec<(PathBuf, String)> = wast_files(&suite)
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(&suite).unwrap().to_string_lossy().replace('\\', "/");
+            (p, rel)
+        })
+        .filter(|(_, rel)| options.filter.as_ref().map_or(true, |f| rel.contains(f.as_str())))
+        .collect();
+    if files.is_empty() {
+        bail!("no .wast files under {} match", suite.display());
+    }
+    let expected_failures: BTreeSet<String> = std::fs::read_to_string(workspace_root().join("spec-tests/expected-failures.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+
+    eprintln!("spec: running {} files from {} on {} threads", files.len(), suite.display(), options.jobs);
+    let start = Instant::now();
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results: Mutex<Vec<(String, Counts, Vec<String>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..options.jobs.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((path, rel)) = files.get(i) else { break };
+                // Each file on a thread with a generous stack: the harness itself recurses little,
+                // but the parser does on deeply nested scripts.
+                let report = std::thread::scope(|s| {
+                    std::thread::Builder::new()
+                        .stack_size(16 << 20)
+                        .spawn_scoped(s, || kiln_spec_tests::run_file(path))
+                        .expect("spawn")
+                        .join()
+                });
+                let (counts, failures) = match report {
+                    Ok(Ok(report)) => {
+                        let mut lines = report.failures;
+                        lines.extend(report.skips);
+                        (report.counts, lines)
+                    }
+                    Ok(Err(err)) => (Counts { passed: 0, failed: 1, skipped: 0 }, vec![format!("{rel}: {err:#}")]),
+                    Err(_) => (Counts { passed: 0, failed: 1, skipped: 0 }, vec![format!("{rel}: the harness panicked")]),
+                };
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                eprintln!(
+                    "[{n:>3}/{}] {rel}: {} passed, {} failed, {} skipped",
+                    files.len(),
+                    counts.passed,
+                    counts.failed,
+                    counts.skipped
+                );
+                results.lock().unwrap().push((rel.clone(), counts, failures));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let mut groups: BTreeMap<String, (usize, Counts)> = BTreeMap::new();
+    let mut total = Counts::default();
+    let mut unexpected = Vec::new();
+    for (rel, counts, _) in &results {
+        let entry = groups.entry(group_of(rel)).or_default();
+        entry.0 += 1;
+        entry.1.add(*counts);
+        total.add(*counts);
+        let clean = counts.failed == 0 && counts.skipped == 0;
+        let listed = expected_failures.contains(rel);
+        if clean == listed {
+            unexpected.push((rel.clone(), clean));
+        }
+    }
+
+    println!();
+    println!("{:<24} {:>6} {:>9} {:>8} {:>8} {:>8}", "group", "files", "passed", "failed", "skipped", "rate");
+    for (group, (nfiles, c)) in &groups {
+        let rate = 100.0 * c.passed as f64 / c.total().max(1) as f64;
+        println!("{group:<24} {nfiles:>6} {:>9} {:>8} {:>8} {rate:>7.2}%", c.passed, c.failed, c.skipped);
+    }
+    let verbose = std::env::var_os("KILN_SPEC_VERBOSE").is_some();
+    for (rel, counts, failures) in &results {
+        if (counts.failed > 0 || counts.skipped > 0) && (verbose || failures.len() <= 3) {
+            for line in failures.iter().take(if verbose { usize::MAX } else { 3 }) {
+                eprintln!("  {line}");
+            }
+        } else if counts.failed > 0 || counts.skipped > 0 {
+            eprintln!("  {rel}: {} failed, {} skipped (KILN_SPEC_VERBOSE=1 lists them)", counts.failed, counts.skipped);
+        }
+    }
+    if let Some(json) = &options.json {
+        let mut out = String::from("{\"files\":[");
+        for (i, (rel, c, _)) in results.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!(
+                "{{\"path\":\"{}\",\"passed\":{},\"failed\":{},\"skipped\":{}}}",
+                json_escape(rel),
+                c.passed,
+                c.failed,
+                c.skipped
+            ));
+        }
+        out.push_str("]}\n");
+        std::fs::write(json, out).with_context(|| format!("cannot write {}", json.display()))?;
+    }
+    eprintln!("spec: {:.1}s", start.elapsed().as_secs_f64());
+    for (rel, now_clean) in &unexpected {
+        if *now_clean {
+            eprintln!("spec: {rel} now passes but is listed in spec-tests/expected-failures.txt: remove it");
+        } else {
+            eprintln!("spec: {rel} fails but is not listed in spec-tests/expected-failures.txt");
+        }
+    }
+    println!("spec: {} passed, {} failed, {} skipped", total.passed, total.failed, total.skipped);
+    if options.filter.is_none() && !unexpected.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
