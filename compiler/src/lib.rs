@@ -95,8 +95,20 @@ impl Compiler {
 
     /// Compiles wasm (binary) into an ELF relocatable object.
     pub fn compile_object(&self, wasm: &[u8]) -> Result<emit::CompiledObject, CompileError> {
-        let parsed = module::parse(wasm, self.features)?;
-        emit::compile(&self.isa, parsed)
+        // A panic inside Cranelift or cranelift-wasm is a compiler bug, but a server compiling
+        // untrusted modules must get an error, not lose the process.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let parsed = module::parse(wasm, self.features)?;
+            emit::compile(&self.isa, parsed)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(CompileError::Codegen(format!("internal compiler error: {what}")))
+        })
     }
 
     /// Compiles wasm (binary or text) into a shared object at `out`.

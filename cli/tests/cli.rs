@@ -1,0 +1,202 @@
+//! The `kiln` command's contract (DESIGN.md): compile to ET_DYN, run with `--invoke`, trap
+//! wording on stderr with a positive status, clear errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const PROGRAM: &str = r#"
+(module
+  (memory 1)
+  (global $counter (mut i32) (i32.const 0))
+  (global $seeded (mut i64) (i64.const 0))
+  (func $start (global.set $seeded (i64.const 42)))
+  (start $start)
+  (func $fib (export "fib") (param i32) (result i32)
+    (if (result i32) (i32.lt_u (local.get 0) (i32.const 2)) (then (local.get 0))
+      (else (i32.add (call $fib (i32.sub (local.get 0) (i32.const 1)))
+                     (call $fib (i32.sub (local.get 0) (i32.const 2)))))))
+  (func (export "sum_memory") (param $n i32) (result i64)
+    (local $i i32) (local $acc i64)
+    (loop $fill
+      (i32.store (i32.mul (local.get $i) (i32.const 4)) (local.get $i))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $fill (i32.lt_u (local.get $i) (local.get $n))))
+    (local.set $i (i32.const 0))
+    (loop $sum
+      (local.set $acc (i64.add (local.get $acc) (i64.extend_i32_u (i32.load (i32.mul (local.get $i) (i32.const 4))))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $sum (i32.lt_u (local.get $i) (local.get $n))))
+    (local.get $acc))
+  (func (export "seeded") (result i64) (global.get $seeded))
+  (func (export "count") (result i32)
+    (global.set $counter (i32.add (global.get $counter) (i32.const 1)))
+    (global.get $counter))
+  (func (export "divmod") (param i32 i32) (result i32 i32)
+    (i32.div_s (local.get 0) (local.get 1)) (i32.rem_s (local.get 0) (local.get 1)))
+  (func (export "neg") (param i64) (result i64) (i64.sub (i64.const 0) (local.get 0)))
+  (func (export "half") (param f64) (result f64) (f64.mul (local.get 0) (f64.const 0.5)))
+  (func (export "to_int") (param f32) (result i32) (i32.trunc_f32_s (local.get 0)))
+  (type $unary (func (param i32) (result i32)))
+  (table funcref (elem $fib $double))
+  (func $double (param i32) (result i32) (i32.shl (local.get 0) (i32.const 1)))
+  (func (export "dispatch") (param i32 i32) (result i32) (call_indirect (type $unary) (local.get 0) (local.get 1)))
+  (func (export "bad_dispatch") (param i32) (result i64) (call_indirect (result i64) (local.get 0)))
+  (func $forever (export "forever") (param i32) (result i32) (call $forever (i32.add (local.get 0) (i32.const 1))))
+  (func (export "oob") (param i32) (result i32) (i32.load (local.get 0)))
+  (func (export "unreachable") (unreachable)))
+"#;
+
+struct Compiled {
+    _dir: tempfile::TempDir,
+    so: PathBuf,
+    wat: PathBuf,
+}
+
+fn compiled() -> Compiled {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("program.wat");
+    std::fs::write(&wat, PROGRAM).unwrap();
+    let so = dir.path().join("program.so");
+    let out = kiln(&["compile", wat.to_str().unwrap(), "-o", so.to_str().unwrap()]);
+    assert!(out.status.success(), "compile failed: {}", stderr(&out));
+    Compiled { _dir: dir, so, wat }
+}
+
+fn run(module: &Path, name: &str, args: &[&str]) -> Output {
+    let mut all = vec!["run", module.to_str().unwrap(), "--invoke", name, "--"];
+    all.extend_from_slice(args);
+    kiln(&all)
+}
+
+#[test]
+fn compile_writes_an_elf_shared_object() {
+    let c = compiled();
+    let bytes = std::fs::read(&c.so).unwrap();
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    let e_type = u16::from_le_bytes([bytes[16], bytes[17]]);
+    assert_eq!(e_type, 3, "e_type must be ET_DYN");
+}
+
+#[test]
+fn run_prints_each_result_on_its_own_line() {
+    let c = compiled();
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("fib", &["20"], "6765\n"),
+        ("sum_memory", &["1000"], "499500\n"),
+        ("seeded", &[], "42\n"),
+        ("count", &[], "1\n"),
+        ("divmod", &["-7", "2"], "-3\n-1\n"),
+        ("neg", &["9223372036854775807"], "-9223372036854775807\n"),
+        ("half", &["3"], "1.5\n"),
+        ("half", &["inf"], "inf\n"),
+        ("half", &["nan"], "nan\n"),
+        ("dispatch", &["21", "1"], "42\n"),
+        ("dispatch", &["10", "0"], "55\n"),
+    ];
+    for (name, args, expected) in cases {
+        // Through the .so and straight from the text.
+        for module in [&c.so, &c.wat] {
+            let out = run(module, name, args);
+            assert!(out.status.success(), "{name} {args:?}: {}", stderr(&out));
+            assert_eq!(stdout(&out), *expected, "{name} {args:?}");
+        }
+    }
+}
+
+#[test]
+fn traps_print_the_spec_wording_and_exit_with_a_positive_status() {
+    let c = compiled();
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("divmod", &["1", "0"], "integer divide by zero"),
+        ("divmod", &["-2147483648", "-1"], "integer overflow"),
+        ("oob", &["65535"], "out of bounds memory access"),
+        ("forever", &["0"], "call stack exhausted"),
+        ("bad_dispatch", &["0"], "indirect call type mismatch"),
+        ("bad_dispatch", &["5"], "undefined element"),
+        ("unreachable", &[], "unreachable"),
+        ("to_int", &["nan"], "invalid conversion to integer"),
+        ("to_int", &["1e10"], "integer overflow"),
+    ];
+    for (name, args, message) in cases {
+        let out = run(&c.so, name, args);
+        assert!(out.status.code().is_some_and(|c| c > 0), "{name}: {:?}", out.status);
+        assert!(stderr(&out).contains(message), "{name}: stderr was {:?}", stderr(&out));
+        assert!(stdout(&out).is_empty());
+    }
+}
+
+#[test]
+fn uninitialized_table_entries_trap() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("t.wat");
+    std::fs::write(&wat, r#"(module (table 2 funcref) (func (export "f") (call_indirect (i32.const 1))))"#).unwrap();
+    let out = run(&wat, "f", &[]);
+    assert!(out.status.code().is_some_and(|c| c > 0));
+    assert!(stderr(&out).contains("uninitialized element"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_input_is_a_clear_error_never_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = compiled();
+
+    // Malformed binary: the error names the problem and the offset.
+    let bad = dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"\0asm\x01\0\0\0\x01\x05\x01\x60").unwrap();
+    let out = kiln(&["compile", bad.to_str().unwrap(), "-o", dir.path().join("x.so").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("offset"), "{}", stderr(&out));
+
+    // Invalid (type error).
+    let invalid = dir.path().join("invalid.wat");
+    std::fs::write(&invalid, "(module (func (result i32) (i64.const 1)))").unwrap();
+    let out = kiln(&["compile", invalid.to_str().unwrap(), "-o", dir.path().join("y.so").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("type mismatch"), "{}", stderr(&out));
+
+    // A truncated shared object.
+    let bytes = std::fs::read(&c.so).unwrap();
+    let truncated = dir.path().join("truncated.so");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let out = run(&truncated, "fib", &["1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a Kiln module"), "{}", stderr(&out));
+
+    // Wrong arguments.
+    let out = run(&c.so, "fib", &["x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&c.so, "nope", &[]);
+    assert!(stderr(&out).contains("no function named `nope`"), "{}", stderr(&out));
+}
+
+#[test]
+fn help_documents_every_command() {
+    let out = kiln(&["--help"]);
+    let text = stdout(&out);
+    for word in ["compile", "run", "inspect", "Exit status"] {
+        assert!(text.contains(word), "--help lacks {word}");
+    }
+    let out = kiln(&["run", "--help"]);
+    assert!(stdout(&out).contains("--invoke"));
+}
+
+#[test]
+fn inspect_lists_exports() {
+    let c = compiled();
+    let out = kiln(&["inspect", c.so.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("fib"));
+    assert!(stdout(&out).contains("start function"));
+}

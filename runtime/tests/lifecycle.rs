@@ -1,0 +1,317 @@
+//! The instance lifecycle end to end: compile with kiln-compiler, load the `.so`, instantiate
+//! in region slots, call, trap, tear down, reuse.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_runtime::{
+    CallError, Extern, Func, FuncType, HostError, Instance, InstantiationError, LoadError, Module, Region,
+    RegionConfig, Trap, TrapCode, Val, ValType,
+};
+
+/// Compiles `wat` into a shared object inside `dir`.
+fn compile(dir: &Path, name: &str, wat: &str) -> PathBuf {
+    let out = dir.join(format!("{name}.so"));
+    kiln_compiler::Compiler::new().unwrap().compile_to_file(wat.as_bytes(), &out).unwrap();
+    out
+}
+
+fn region(slots: usize) -> Region {
+    Region::new(RegionConfig { slots, ..RegionConfig::default() }).unwrap()
+}
+
+fn trap_code(result: Result<Vec<Val>, CallError>) -> TrapCode {
+    match result {
+        Err(CallError::Trap(Trap::Wasm(code))) => code,
+        other => panic!("expected a wasm trap, got {other:?}"),
+    }
+}
+
+const TENANT: &str = r#"
+(module
+  (memory (export "mem") 1)
+  (global $g (mut i32) (i32.const 7))
+  (data (i32.const 16) "seed")
+  (func (export "dirty") (param i32)
+    (i32.store (i32.const 0) (local.get 0))
+    (i32.store (i32.const 65532) (local.get 0))
+    (global.set $g (local.get 0)))
+  (func (export "peek") (param i32) (result i32) (i32.load (local.get 0)))
+  (func (export "global") (result i32) (global.get $g))
+  (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+  (func (export "size") (result i32) (memory.size))
+  (func (export "boom") (unreachable))
+  (func $fac (export "fac") (param i64) (result i64)
+    (if (result i64) (i64.eqz (local.get 0)) (then (i64.const 1))
+      (else (i64.mul (local.get 0) (call $fac (i64.sub (local.get 0) (i64.const 1)))))))
+  (func $deep (export "deep") (param i32) (result i32)
+    (i32.add (i32.const 1) (call $deep (local.get 0))))
+  (func (export "div") (param i32 i32) (result i32) (i32.div_s (local.get 0) (local.get 1)))
+  (func (export "oob") (result i32) (i32.load (i32.const 65536)))
+  (func (export "trunc") (param f32) (result i32) (i32.trunc_f32_s (local.get 0)))
+  (type $v (func))
+  (table 2 funcref)
+  (elem (i32.const 0) $fac)
+  (func (export "indirect") (param i32) (call_indirect (type $v) (local.get 0)))
+)
+"#;
+
+#[test]
+fn a_trapped_slot_is_reused_and_the_next_tenant_sees_fresh_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = Module::load(compile(dir.path(), "tenant", TENANT)).unwrap();
+    let region = region(1);
+
+    let first = Instance::new(&region, &module, &[]).unwrap();
+    first.call("dirty", &[Val::I32(0x5a5a_5a5a)]).unwrap();
+    assert_eq!(first.call("grow", &[Val::I32(2)]).unwrap(), vec![Val::I32(1)]);
+    first.call("dirty", &[Val::I32(-1)]).unwrap();
+    assert_eq!(first.call("global", &[]).unwrap(), vec![Val::I32(-1)]);
+    assert_eq!(trap_code(first.call("boom", &[])), TrapCode::UnreachableCodeReached);
+    assert_eq!(region.free_slots(), 0);
+    drop(first);
+    assert_eq!(region.free_slots(), 1);
+
+    let second = Instance::new(&region, &module, &[]).unwrap();
+    assert_eq!(second.call("peek", &[Val::I32(0)]).unwrap(), vec![Val::I32(0)], "heap must be zeroed");
+    assert_eq!(second.call("peek", &[Val::I32(65532)]).unwrap(), vec![Val::I32(0)]);
+    assert_eq!(second.call("peek", &[Val::I32(16)]).unwrap(), vec![Val::I32(i32::from_le_bytes(*b"seed"))]);
+    assert_eq!(second.call("global", &[]).unwrap(), vec![Val::I32(7)], "globals must be re-initialised");
+    assert_eq!(second.call("size", &[]).unwrap(), vec![Val::I32(1)], "memory must shrink back");
+    // The pages the first tenant grew into are inaccessible again.
+    assert_eq!(trap_code(second.call("oob", &[])), TrapCode::HeapOutOfBounds);
+}
+
+#[test]
+fn reset_gives_a_fresh_instance_and_refuses_while_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = Module::load(compile(dir.path(), "tenant", TENANT)).unwrap();
+    let region = region(1);
+    let instance = Instance::new(&region, &module, &[]).unwrap();
+    instance.call("dirty", &[Val::I32(99)]).unwrap();
+    let held = instance.clone();
+    assert!(matches!(held.clone().reset(), Err(InstantiationError::InUse)));
+    drop(held);
+    let instance = instance.reset().unwrap();
+    assert_eq!(instance.call("peek", &[Val::I32(0)]).unwrap(), vec![Val::I32(0)]);
+    assert_eq!(instance.call("global", &[]).unwrap(), vec![Val::I32(7)]);
+}
+
+#[test]
+fn every_trap_kind_is_reported_and_the_instance_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = Module::load(compile(dir.path(), "tenant", TENANT)).unwrap();
+    let region = region(1);
+    let instance = Instance::new(&region, &module, &[]).unwrap();
+    let cases: Vec<(&str, Vec<Val>, TrapCode, &str)> = vec![
+        ("boom", vec![], TrapCode::UnreachableCodeReached, "unreachable"),
+        ("div", vec![Val::I32(1), Val::I32(0)], TrapCode::IntegerDivisionByZero, "integer divide by zero"),
+        ("div", vec![Val::I32(i32::MIN), Val::I32(-1)], TrapCode::IntegerOverflow, "integer overflow"),
+        ("oob", vec![], TrapCode::HeapOutOfBounds, "out of bounds memory access"),
+        ("trunc", vec![Val::F32(f32::NAN.to_bits())], TrapCode::BadConversionToInteger, "invalid conversion to integer"),
+        ("trunc", vec![Val::F32(3e9f32.to_bits())], TrapCode::IntegerOverflow, "integer overflow"),
+        ("deep", vec![Val::I32(0)], TrapCode::StackOverflow, "call stack exhausted"),
+        ("indirect", vec![Val::I32(0)], TrapCode::BadSignature, "indirect call type mismatch"),
+        ("indirect", vec![Val::I32(1)], TrapCode::IndirectCallToNull, "uninitialized element"),
+        ("indirect", vec![Val::I32(2)], TrapCode::TableOutOfBounds, "undefined element"),
+    ];
+    for (name, args, code, message) in cases {
+        let result = instance.call(name, &args);
+        let err = result.as_ref().unwrap_err().to_string();
+        assert_eq!(trap_code(result), code, "{name}");
+        assert_eq!(err, message);
+        // The instance is still usable after each trap.
+        assert_eq!(instance.call("fac", &[Val::I64(10)]).unwrap(), vec![Val::I64(3628800)]);
+    }
+}
+
+#[test]
+fn threads_trap_and_compute_at_the_same_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = Module::load(compile(dir.path(), "tenant", TENANT)).unwrap();
+    let region = region(8);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let module = module.clone();
+            let region = region.clone();
+            std::thread::spawn(move || {
+                for i in 0..50i64 {
+                    let instance = Instance::new(&region, &module, &[]).unwrap();
+                    let n = (t * 50 + i) % 20;
+                    let expected: i64 = (1..=n).product();
+                    assert_eq!(instance.call("fac", &[Val::I64(n)]).unwrap(), vec![Val::I64(expected)]);
+                    match i % 4 {
+                        0 => assert_eq!(trap_code(instance.call("div", &[Val::I32(1), Val::I32(0)])), TrapCode::IntegerDivisionByZero),
+                        1 => assert_eq!(trap_code(instance.call("oob", &[])), TrapCode::HeapOutOfBounds),
+                        2 => assert_eq!(trap_code(instance.call("deep", &[Val::I32(0)])), TrapCode::StackOverflow),
+                        _ => assert_eq!(trap_code(instance.call("boom", &[])), TrapCode::UnreachableCodeReached),
+                    }
+                    instance.call("dirty", &[Val::I32(t as i32)]).unwrap();
+                    assert_eq!(instance.call("peek", &[Val::I32(0)]).unwrap(), vec![Val::I32(t as i32)]);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(region.free_slots(), 8);
+}
+
+#[test]
+fn host_functions_are_called_and_their_errors_become_traps() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = r#"
+    (module
+      (import "host" "add" (func $add (param i32 i32) (result i32)))
+      (import "host" "fail" (func $fail))
+      (memory (export "mem") 1)
+      (func (export "twice") (param i32) (result i32) (call $add (local.get 0) (local.get 0)))
+      (func (export "fail") (call $fail) (unreachable)))
+    "#;
+    let module = Module::load(compile(dir.path(), "host", wat)).unwrap();
+    let add = Func::new_host(
+        FuncType { params: vec![ValType::I32, ValType::I32], results: vec![ValType::I32] },
+        |caller, params, results| {
+            assert!(caller.memory(0).is_some_and(|m| m.len() == 65536));
+            let (Val::I32(a), Val::I32(b)) = (params[0], params[1]) else { unreachable!() };
+            results[0] = Val::I32(a.wrapping_add(b));
+            Ok(())
+        },
+    );
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let fail = Func::new_host(FuncType::default(), move |_, _, _| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(HostError("the host said no".into()))
+    });
+    let region = region(1);
+    let instance = Instance::new(&region, &module, &[Extern::Func(add), Extern::Func(fail)]).unwrap();
+    assert_eq!(instance.call("twice", &[Val::I32(21)]).unwrap(), vec![Val::I32(42)]);
+    match instance.call("fail", &[]) {
+        Err(CallError::Trap(Trap::Host(err))) => assert_eq!(err.to_string(), "the host said no"),
+        other => panic!("expected the host error, got {other:?}"),
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(instance.call("twice", &[Val::I32(-3)]).unwrap(), vec![Val::I32(-6)]);
+}
+
+#[test]
+fn instances_link_functions_memories_tables_and_globals() {
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = r#"
+    (module
+      (memory (export "mem") 1)
+      (global (export "g") (mut i32) (i32.const 5))
+      (table (export "tab") 2 funcref)
+      (func $seven (result i32) (i32.const 7))
+      (elem (i32.const 1) $seven)
+      (func (export "store") (param i32 i32) (i32.store (local.get 0) (local.get 1)))
+      (func (export "bump") (global.set 0 (i32.add (global.get 0) (i32.const 1)))))
+    "#;
+    let importer = r#"
+    (module
+      (import "a" "mem" (memory 1))
+      (import "a" "g" (global (mut i32)))
+      (import "a" "tab" (table 2 funcref))
+      (import "a" "store" (func $store (param i32 i32)))
+      (type $r (func (result i32)))
+      (func (export "roundtrip") (param i32) (result i32)
+        (call $store (i32.const 8) (local.get 0))
+        (i32.load (i32.const 8)))
+      (func (export "g") (result i32) (global.get 0))
+      (func (export "via_table") (result i32) (call_indirect (type $r) (i32.const 1))))
+    "#;
+    let a = Module::load(compile(dir.path(), "a", exporter)).unwrap();
+    let b = Module::load(compile(dir.path(), "b", importer)).unwrap();
+    let region = region(2);
+    let store = kiln_runtime::Store::new();
+    let ia = Instance::new_in_store(&region, &store, &a, &[]).unwrap();
+    let imports: Vec<Extern> = ["mem", "g", "tab", "store"].iter().map(|n| ia.get_export(n).unwrap()).collect();
+    let ib = Instance::new_in_store(&region, &store, &b, &imports).unwrap();
+    assert_eq!(ib.call("roundtrip", &[Val::I32(1234)]).unwrap(), vec![Val::I32(1234)]);
+    ia.call("bump", &[]).unwrap();
+    assert_eq!(ib.call("g", &[]).unwrap(), vec![Val::I32(6)]);
+    assert_eq!(ib.call("via_table", &[]).unwrap(), vec![Val::I32(7)]);
+
+    // Another store's instance cannot be linked, and a wrong type is refused.
+    let other = Instance::new(&region, &b, &imports);
+    assert!(matches!(other, Err(InstantiationError::Unlinkable { .. })), "cross-store link must fail");
+}
+
+#[test]
+fn bad_shared_objects_are_refused_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = compile(dir.path(), "good", "(module (func (export \"f\")))");
+    let bytes = std::fs::read(&good).unwrap();
+
+    let truncated = dir.path().join("truncated.so");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Module::load(&truncated).unwrap_err();
+    assert!(matches!(err, LoadError::NotKiln { .. }), "{err}");
+
+    let garbage = dir.path().join("garbage.so");
+    std::fs::write(&garbage, b"\x7fELF this is not really an object file").unwrap();
+    assert!(matches!(Module::load(&garbage).unwrap_err(), LoadError::NotKiln { .. }));
+
+    // A real shared library that is not Kiln's.
+    let foreign = ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("libm is on every Debian machine");
+    let err = Module::load(foreign).unwrap_err();
+    assert!(matches!(err, LoadError::NotKiln { .. }), "{err}");
+    assert!(err.to_string().contains("kiln_module"), "{err}");
+
+    // Another ABI version: bump the version field right after the magic.
+    let magic_at = bytes.windows(8).position(|w| w == kiln_abi_magic()).expect("header in file");
+    let mut other_version = bytes.clone();
+    other_version[magic_at + 8] ^= 0x40;
+    let wrong = dir.path().join("wrong-abi.so");
+    std::fs::write(&wrong, &other_version).unwrap();
+    let err = Module::load(&wrong).unwrap_err();
+    assert!(matches!(err, LoadError::AbiMismatch { .. }), "{err}");
+
+    let missing = Module::load(dir.path().join("missing.so")).unwrap_err();
+    assert!(matches!(missing, LoadError::Io { .. }));
+
+    // The good one still loads.
+    Module::load(&good).unwrap();
+}
+
+fn kiln_abi_magic() -> &'static [u8] {
+    b"KILNMOD\0"
+}
+
+#[test]
+fn a_segfault_in_host_code_still_kills_the_process() {
+    const CHILD: &str = "KILN_HOST_SEGFAULT_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        // Child: run guest code (installing Kiln's handlers), then crash in host code.
+        let dir = tempfile::tempdir().unwrap();
+        let module = Module::load(compile(dir.path(), "tenant", TENANT)).unwrap();
+        let instance = Instance::new(&region(1), &module, &[]).unwrap();
+        assert_eq!(trap_code(instance.call("boom", &[])), TrapCode::UnreachableCodeReached);
+        let null: *mut u32 = std::hint::black_box(std::ptr::null_mut());
+        // SAFETY: not safe at all: this is the host crash the test expects to kill the process.
+        unsafe { null.write_volatile(1) };
+        unreachable!("the write above must kill the process");
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_segfault_in_host_code_still_kills_the_process", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        output.status.signal(),
+        Some(libc_sigsegv()),
+        "child should die of SIGSEGV; status {:?}, stderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn libc_sigsegv() -> i32 {
+    11
+}
