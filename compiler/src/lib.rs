@@ -8,6 +8,7 @@
 //!    module header and serialized metadata (see `kiln_abi`).
 //! 5. [`link`]: the system linker turns the object into a shared object.
 
+pub mod cache;
 pub mod emit;
 pub mod func_env;
 pub mod link;
@@ -21,7 +22,8 @@ pub use wasmparser::WasmFeatures;
 pub use module::default_features;
 
 /// Identifies the compiler that produced an object (stored in its metadata, part of cache keys).
-pub const COMPILER_VERSION: &str = concat!("kiln-compiler ", env!("CARGO_PKG_VERSION"));
+pub const COMPILER_VERSION: &str =
+    concat!("kiln-compiler ", env!("CARGO_PKG_VERSION"), "+", env!("KILN_COMPILER_FINGERPRINT"));
 
 /// Why a module could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +81,7 @@ pub fn wasm_from_input(bytes: &[u8]) -> Result<Cow<'_, [u8]>, CompileError> {
 /// A configured compiler for the host's x86-64.
 pub struct Compiler {
     isa: cranelift_codegen::isa::OwnedTargetIsa,
-    features: WasmFeatures,
+    pub(crate) features: WasmFeatures,
 }
 
 impl Compiler {

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
+use kiln_compiler::cache::ObjectCache;
 use kiln_compiler::{CompileError, Compiler, WasmFeatures};
 use kiln_runtime::{
     CallError, Extern, Instance, InstantiationError, Module, Region, RegionConfig, Store,
@@ -54,6 +55,18 @@ pub struct Report {
     pub failures: Vec<String>,
     /// One line per skipped directive, with the reason.
     pub skips: Vec<String>,
+    /// Modules found in the compiled-object cache.
+    pub cache_hits: usize,
+}
+
+/// Where compiled modules are cached: `$KILN_SPEC_CACHE` if set (`off` disables caching), else
+/// `target/kiln-spec-cache` in the workspace.
+pub fn cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("KILN_SPEC_CACHE") {
+        Some(v) if v == "off" => None,
+        Some(v) => Some(PathBuf::from(v)),
+        None => Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kiln-spec-cache")),
+    }
 }
 
 /// The proposals to enable for a script, from its path in the testsuite.
@@ -130,6 +143,7 @@ struct Runner<'t> {
     registered: HashMap<String, Instance>,
     spectest: HashMap<&'static str, Extern>,
     report: Report,
+    cache: Option<ObjectCache>,
     next_object: usize,
     // Last: the compiled objects must outlive every module loaded from them.
     objects: tempfile::TempDir,
@@ -148,6 +162,7 @@ impl<'t> Runner<'t> {
             registered: HashMap::new(),
             spectest: spectest::exports()?,
             report: Report::default(),
+            cache: cache_dir().map(ObjectCache::new),
             next_object: 0,
             objects: tempfile::tempdir()?,
         })
@@ -265,10 +280,22 @@ impl<'t> Runner<'t> {
     }
 
     fn compile(&mut self, wasm: &[u8]) -> Result<Module, ModuleError> {
-        let object = self.compiler.compile_object(wasm).map_err(ModuleError::Compile)?;
-        self.next_object += 1;
-        let so = self.objects.path().join(format!("module{}.so", self.next_object));
-        kiln_compiler::link::link_shared_object(&object.object, &so).map_err(ModuleError::Compile)?;
+        let so = match &self.cache {
+            Some(cache) => {
+                let (so, hit) = cache.get_or_compile(&self.compiler, wasm).map_err(ModuleError::Compile)?;
+                if hit {
+                    self.report.cache_hits += 1;
+                }
+                so
+            }
+            None => {
+                let object = self.compiler.compile_object(wasm).map_err(ModuleError::Compile)?;
+                self.next_object += 1;
+                let so = self.objects.path().join(format!("module{}.so", self.next_object));
+                kiln_compiler::link::link_shared_object(&object.object, &so).map_err(ModuleError::Compile)?;
+                so
+            }
+        };
         Module::load(&so).map_err(|e| ModuleError::Load(e.to_string()))
     }
 

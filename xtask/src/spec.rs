@@ -158,6 +158,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results: Mutex<Vec<(String, Counts, Vec<String>)>> = Mutex::new(Vec::new());
+    let cache_hits = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.max(1) {
             scope.spawn(|| loop {
@@ -174,6 +175,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
                 });
                 let (counts, failures) = match report {
                     Ok(Ok(report)) => {
+                        cache_hits.fetch_add(report.cache_hits, Ordering::Relaxed);
                         let mut lines = report.failures;
                         lines.extend(report.skips);
                         (report.counts, lines)
@@ -244,7 +246,12 @@ pub fn run(args: Vec<String>) -> Result<()> {
         out.push_str("]}\n");
         std::fs::write(json, out).with_context(|| format!("cannot write {}", json.display()))?;
     }
-    eprintln!("spec: {:.1}s", start.elapsed().as_secs_f64());
+    eprintln!(
+        "spec: {:.1}s ({} modules from the cache in {})",
+        start.elapsed().as_secs_f64(),
+        cache_hits.load(Ordering::Relaxed),
+        kiln_spec_tests::cache_dir().map_or("(disabled)".into(), |d| d.display().to_string())
+    );
     for (rel, now_clean) in &unexpected {
         if *now_clean {
             eprintln!("spec: {rel} now passes but is listed in spec-tests/expected-failures.txt: remove it");
