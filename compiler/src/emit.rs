@@ -21,6 +21,20 @@ use crate::module::ParsedModule;
 use crate::trampolines;
 use crate::CompileError;
 
+/// What the compiler emitted for one function, for snapshot tests and `kiln inspect`-style
+/// listings. Contains no addresses, paths or timestamps.
+#[derive(Debug, Clone)]
+pub struct FunctionListing {
+    /// Function index (imports included).
+    pub index: u32,
+    /// The Cranelift IR right after translation, before optimisation.
+    pub clif: String,
+    /// The final x86-64 machine code, disassembled (relocations and traps annotated).
+    pub disasm: String,
+    /// Trap sites: offset from the function start, and what the trap means.
+    pub traps: Vec<TrapSite>,
+}
+
 /// The result of compiling one module.
 pub struct CompiledObject {
     /// ELF relocatable object bytes, ready for [`crate::link::link_shared_object`].
@@ -32,6 +46,26 @@ pub struct CompiledObject {
 /// The Cranelift ISA for this machine: x86-64 with the host CPU's features, optimised for
 /// speed, position-independent (the output is a shared object).
 pub fn host_isa() -> Result<OwnedTargetIsa, CompileError> {
+    let isa_builder = cranelift_native::builder()
+        .map_err(|e| CompileError::Codegen(format!("host CPU not supported: {e}")))?;
+    if !cfg!(target_arch = "x86_64") {
+        return Err(CompileError::Unsupported("Kiln only targets x86-64".to_string()));
+    }
+    finish_isa(isa_builder)
+}
+
+/// A fixed x86-64-v2 ISA (SSE4.2 and POPCNT, no AVX), whatever the host: the same output on
+/// every machine, for snapshot tests and portable objects.
+pub fn baseline_isa() -> Result<OwnedTargetIsa, CompileError> {
+    let mut isa_builder = cranelift_codegen::isa::lookup_by_name("x86_64-unknown-linux-gnu")
+        .map_err(|e| CompileError::Codegen(e.to_string()))?;
+    for flag in ["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"] {
+        isa_builder.enable(flag).map_err(|e| CompileError::Codegen(format!("{flag}: {e}")))?;
+    }
+    finish_isa(isa_builder)
+}
+
+fn finish_isa(isa_builder: cranelift_codegen::isa::Builder) -> Result<OwnedTargetIsa, CompileError> {
     let mut flags = settings::builder();
     let set = |flags: &mut settings::Builder, name: &str, value: &str| {
         flags
@@ -45,11 +79,6 @@ pub fn host_isa() -> Result<OwnedTargetIsa, CompileError> {
     set(&mut flags, "unwind_info", "false")?;
     // The prologue's stack-limit check (see `VMContextHeader::stack_limit`) replaces probing.
     set(&mut flags, "enable_probestack", "false")?;
-    let isa_builder = cranelift_native::builder()
-        .map_err(|e| CompileError::Codegen(format!("host CPU not supported: {e}")))?;
-    if !cfg!(target_arch = "x86_64") {
-        return Err(CompileError::Unsupported("Kiln only targets x86-64".to_string()));
-    }
     isa_builder
         .finish(settings::Flags::new(flags))
         .map_err(|e| CompileError::Codegen(e.to_string()))
@@ -79,7 +108,15 @@ fn trap_code(code: ir::TrapCode) -> TrapCode {
 }
 
 /// Compiles a parsed module into an object.
-pub(crate) fn compile(isa: &OwnedTargetIsa, parsed: ParsedModule<'_>) -> Result<CompiledObject, CompileError> {
+pub(crate) fn compile(
+    isa: &OwnedTargetIsa,
+    parsed: ParsedModule<'_>,
+    mut listings: Option<&mut Vec<FunctionListing>>,
+) -> Result<CompiledObject, CompileError> {
+    let capstone = match listings {
+        Some(_) => Some(isa.to_capstone().map_err(codegen_error)?),
+        None => None,
+    };
     let ParsedModule { mut meta, is_func_type, bodies } = parsed;
     let builder = ObjectBuilder::new(isa.clone(), "kiln-module", cranelift_module::default_libcall_names())
         .map_err(codegen_error)?;
@@ -130,6 +167,7 @@ pub(crate) fn compile(isa: &OwnedTargetIsa, parsed: ParsedModule<'_>) -> Result<
         let mut env = KilnFuncEnv::new(&module_env);
         translator.translate_body(&mut validator, body, &mut ctx.func, &mut env)?;
         allocations = validator.into_allocations();
+        let clif = listings.as_ref().map(|_| ctx.func.display().to_string());
         object.define_function(func_ids[i], &mut ctx).map_err(|e| match e {
             cranelift_module::ModuleError::Compilation(err) => {
                 CompileError::Codegen(format!("function {}: {err:?}", num_imported + i))
@@ -144,6 +182,10 @@ pub(crate) fn compile(isa: &OwnedTargetIsa, parsed: ParsedModule<'_>) -> Result<
             .map(|t| TrapSite { offset: t.offset, code: trap_code(t.code) })
             .collect();
         traps.sort_by_key(|t| t.offset);
+        if let (Some(listings), Some(capstone), Some(clif)) = (listings.as_deref_mut(), &capstone, clif) {
+            let disasm = compiled.disassemble(Some(&ctx.func.params), capstone).map_err(codegen_error)?;
+            listings.push(FunctionListing { index: (num_imported + i) as u32, clif, disasm, traps: traps.clone() });
+        }
         infos.push(FunctionInfo {
             type_index,
             code_len: compiled.code_info().total_size,

@@ -80,7 +80,7 @@ pub fn wasm_from_input(bytes: &[u8]) -> Result<Cow<'_, [u8]>, CompileError> {
 
 /// A configured compiler for the host's x86-64.
 pub struct Compiler {
-    isa: cranelift_codegen::isa::OwnedTargetIsa,
+    pub(crate) isa: cranelift_codegen::isa::OwnedTargetIsa,
     pub(crate) features: WasmFeatures,
 }
 
@@ -95,13 +95,19 @@ impl Compiler {
         Ok(Compiler { isa: emit::host_isa()?, features })
     }
 
+    /// A compiler for the fixed x86-64-v2 baseline (see [`emit::baseline_isa`]): identical
+    /// output on every machine.
+    pub fn baseline(features: WasmFeatures) -> Result<Compiler, CompileError> {
+        Ok(Compiler { isa: emit::baseline_isa()?, features })
+    }
+
     /// Compiles wasm (binary) into an ELF relocatable object.
     pub fn compile_object(&self, wasm: &[u8]) -> Result<emit::CompiledObject, CompileError> {
         // A panic inside Cranelift or cranelift-wasm is a compiler bug, but a server compiling
         // untrusted modules must get an error, not lose the process.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let parsed = module::parse(wasm, self.features)?;
-            emit::compile(&self.isa, parsed)
+            emit::compile(&self.isa, parsed, None)
         }))
         .unwrap_or_else(|panic| {
             let what = panic
@@ -111,6 +117,15 @@ impl Compiler {
                 .unwrap_or("unknown panic");
             Err(CompileError::Codegen(format!("internal compiler error: {what}")))
         })
+    }
+
+    /// Compiles wasm (binary) and returns, per defined function, its Cranelift IR, disassembly
+    /// and trap sites (for snapshot tests; nothing is linked).
+    pub fn compile_listing(&self, wasm: &[u8]) -> Result<Vec<emit::FunctionListing>, CompileError> {
+        let parsed = module::parse(wasm, self.features)?;
+        let mut listings = Vec::new();
+        emit::compile(&self.isa, parsed, Some(&mut listings))?;
+        Ok(listings)
     }
 
     /// Compiles wasm (binary or text) into a shared object at `out`.
