@@ -103,6 +103,7 @@ fn trap_code(code: ir::TrapCode) -> TrapCode {
         ir::TrapCode::Interrupt => TrapCode::Interrupt,
         ir::TrapCode::NullReference | ir::TrapCode::NullI31Ref => TrapCode::NullReference,
         crate::func_env::TABLE_ACCESS_OUT_OF_BOUNDS => TrapCode::TableAccessOutOfBounds,
+        crate::func_env::NULL_FUNCTION_REFERENCE => TrapCode::NullFunctionReference,
         ir::TrapCode::User(_) => TrapCode::UnreachableCodeReached,
     }
 }

@@ -28,6 +28,9 @@ use kiln_abi::{HEAP_GUARD, HEAP_RESERVATION};
 /// `table.get`/`table.set` out of bounds ("out of bounds table access"), as opposed to
 /// `call_indirect`'s "undefined element" (`TrapCode::TableOutOfBounds`).
 pub const TABLE_ACCESS_OUT_OF_BOUNDS: ir::TrapCode = ir::TrapCode::User(1);
+/// `call_ref` through null ("null function reference"), as opposed to `ref.as_non_null`'s
+/// "null reference".
+pub const NULL_FUNCTION_REFERENCE: ir::TrapCode = ir::TrapCode::User(2);
 
 /// The Cranelift type a wasm value lives in.
 pub fn ir_type(ty: ValType) -> ir::Type {
@@ -406,14 +409,14 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
     }
 
     fn translate_return_call_ref(&mut self, builder: &mut FunctionBuilder, sig_ref: ir::SigRef, callee: ir::Value, call_args: &[ir::Value]) -> WasmResult<()> {
-        builder.ins().trapz(callee, ir::TrapCode::NullReference);
+        builder.ins().trapz(callee, NULL_FUNCTION_REFERENCE);
         let (code, args) = Self::funcref_call_args(builder, callee, call_args);
         builder.ins().return_call_indirect(sig_ref, code, &args);
         Ok(())
     }
 
     fn translate_call_ref(&mut self, builder: &mut FunctionBuilder, sig_ref: ir::SigRef, callee: ir::Value, call_args: &[ir::Value]) -> WasmResult<ir::Inst> {
-        builder.ins().trapz(callee, ir::TrapCode::NullReference);
+        builder.ins().trapz(callee, NULL_FUNCTION_REFERENCE);
         let (code, args) = Self::funcref_call_args(builder, callee, call_args);
         Ok(builder.ins().call_indirect(sig_ref, code, &args))
     }

@@ -51,7 +51,10 @@ impl Extern {
 /// A function: exported by an instance, or defined by the host.
 #[derive(Clone)]
 pub struct Func {
+    /// The type as its defining module (or the host) wrote it.
     pub(crate) ty: FuncType,
+    /// The canonical type id (see `types::canonical_ids`).
+    pub(crate) type_id: u32,
     pub(crate) kind: FuncKind,
 }
 
@@ -93,6 +96,7 @@ pub struct Memory {
 #[derive(Clone)]
 pub struct Table {
     pub(crate) definition: *mut VMTableDefinition,
+    /// Canonical: concrete type indices replaced by canonical ids.
     pub(crate) ty: TableType,
     pub(crate) owner: Owner,
 }
@@ -101,6 +105,7 @@ pub struct Table {
 #[derive(Clone)]
 pub struct Global {
     pub(crate) definition: *mut VMGlobalDefinition,
+    /// Canonical: concrete type indices replaced by canonical ids.
     pub(crate) ty: GlobalType,
     pub(crate) owner: Owner,
 }

@@ -228,7 +228,7 @@ impl Module {
         let registration = registry::register(code_start, code_end, &trap_table)
             .ok_or_else(|| corrupt(path, "too many modules loaded at once"))?;
 
-        let type_ids = meta.types.iter().map(types::canonical_id).collect();
+        let type_ids = types::canonical_ids(&meta.types);
         let offsets = VMOffsets::new(meta.vm_counts());
         Ok(Module {
             inner: Arc::new(ModuleInner {
@@ -249,6 +249,11 @@ impl Module {
     /// The module's metadata (types, imports, exports, ...).
     pub fn metadata(&self) -> &ModuleMetadata {
         &self.inner.meta
+    }
+
+    /// `ty` with this module's concrete type indices replaced by canonical ids.
+    pub(crate) fn canonical_val_type(&self, ty: kiln_abi::ValType) -> kiln_abi::ValType {
+        types::canonical_val_type(ty, &self.inner.type_ids)
     }
 
     /// The file it was loaded from.

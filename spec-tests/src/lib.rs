@@ -482,7 +482,20 @@ fn v128_matches(v: u128, pattern: &V128Pattern) -> bool {
 /// Whether `value` matches `pattern`; `Err` for patterns Kiln cannot check yet.
 fn matches_ret(value: &Val, pattern: &WastRet<'_>) -> Result<bool, String> {
     let WastRet::Core(pattern) = pattern else { return Err("component-model results".into()) };
+    matches_core(value, pattern)
+}
+
+fn matches_core(value: &Val, pattern: &WastRetCore<'_>) -> Result<bool, String> {
     Ok(match (pattern, value) {
+        // Relaxed SIMD: any of the permitted results.
+        (WastRetCore::Either(options), _) => {
+            for option in options {
+                if matches_core(value, option)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
         (WastRetCore::I32(e), Val::I32(a)) => e == a,
         (WastRetCore::I64(e), Val::I64(a)) => e == a,
         (WastRetCore::F32(p), Val::F32(bits)) => f32_matches(*bits, p),

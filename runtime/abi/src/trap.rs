@@ -31,6 +31,8 @@ macro_rules! for_each_trap_code {
             NullReference = 12 => "null reference",
             /// `table.get`/`table.set` or a bulk table operation outside the table.
             TableAccessOutOfBounds = 13 => "out of bounds table access",
+            /// `call_ref` or `return_call_ref` on a null reference.
+            NullFunctionReference = 14 => "null function reference",
         }
     };
 }

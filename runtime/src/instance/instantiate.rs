@@ -102,7 +102,7 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
     for (i, (import, provided)) in meta.imports.iter().zip(imports).enumerate() {
         match (&import.kind, provided) {
             (ImportKind::Func(t), Extern::Func(f)) => {
-                if f.ty != meta.types[*t as usize] {
+                if f.type_id != module.inner.type_ids[*t as usize] {
                     return Err(unlinkable(meta, i, "function type mismatch"));
                 }
             }
@@ -112,12 +112,22 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
                 }
             }
             (ImportKind::Table(declared), Extern::Table(table)) => {
-                if !table_matches(&table.ty, table.size(), declared) {
+                let mut declared = *declared;
+                if let ValType::Ref(r) = module.canonical_val_type(ValType::Ref(declared.element)) {
+                    declared.element = r;
+                }
+                if !table_matches(&table.ty, table.size(), &declared) {
                     return Err(unlinkable(meta, i, "table type or limits do not match"));
                 }
             }
             (ImportKind::Global(declared), Extern::Global(global)) => {
-                if global.ty != *declared {
+                let expected = module.canonical_val_type(declared.content);
+                let fits = if declared.mutable {
+                    global.ty.mutable && global.ty.content == expected
+                } else {
+                    !global.ty.mutable && crate::types::is_subtype(global.ty.content, expected)
+                };
+                if !fits {
                     return Err(unlinkable(meta, i, "global type or mutability does not match"));
                 }
             }

@@ -117,10 +117,13 @@ impl Instance {
         match kind {
             ExportKind::Func(i) => {
                 let type_index = module.meta.func_types[i as usize];
+                let funcref = inner.vm_field::<kiln_abi::VMFuncRef>(offsets.func_ref(i));
                 Extern::Func(Func {
                     ty: module.meta.types[type_index as usize].clone(),
+                    // SAFETY: written at instantiation (imported ones carry the exporter's id).
+                    type_id: unsafe { (*funcref).type_id },
                     kind: FuncKind::Wasm {
-                        funcref: inner.vm_field(offsets.func_ref(i)),
+                        funcref,
                         array_trampoline: module.array_trampolines[type_index as usize],
                         owner: inner.clone(),
                     },
@@ -134,12 +137,18 @@ impl Instance {
             ExportKind::Table(i) => {
                 // SAFETY: written at instantiation.
                 let definition = unsafe { *inner.vm_field::<*mut VMTableDefinition>(offsets.table(i)) };
-                Extern::Table(Table { definition, ty: module.meta.tables[i as usize], owner })
+                let mut ty = module.meta.tables[i as usize];
+                if let kiln_abi::ValType::Ref(r) = inner.module.canonical_val_type(kiln_abi::ValType::Ref(ty.element)) {
+                    ty.element = r;
+                }
+                Extern::Table(Table { definition, ty, owner })
             }
             ExportKind::Global(i) => {
                 // SAFETY: written at instantiation.
                 let definition = unsafe { *inner.vm_field::<*mut VMGlobalDefinition>(offsets.global(i)) };
-                Extern::Global(Global { definition, ty: module.meta.globals[i as usize], owner })
+                let mut ty = module.meta.globals[i as usize];
+                ty.content = inner.module.canonical_val_type(ty.content);
+                Extern::Global(Global { definition, ty, owner })
             }
         }
     }
