@@ -541,12 +541,21 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         Err(WasmError::Unsupported("custom globals".to_string()))
     }
 
-    fn translate_atomic_wait(&mut self, _pos: FuncCursor, _index: MemoryIndex, _heap: Heap, _addr: ir::Value, _expected: ir::Value, _timeout: ir::Value) -> WasmResult<ir::Value> {
-        Err(WasmError::Unsupported("memory.atomic.wait".to_string()))
+    fn translate_atomic_wait(&mut self, mut pos: FuncCursor, index: MemoryIndex, _heap: Heap, addr: ir::Value, expected: ir::Value, timeout: ir::Value) -> WasmResult<ir::Value> {
+        let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
+        let addr = Self::to_i64(&mut pos, addr);
+        let libcall = if pos.func.dfg.value_type(expected) == types::I64 {
+            Libcall::memory_atomic_wait64
+        } else {
+            Libcall::memory_atomic_wait32
+        };
+        Ok(self.call_libcall(&mut pos, libcall, &[memory, addr, expected, timeout]).unwrap())
     }
 
-    fn translate_atomic_notify(&mut self, _pos: FuncCursor, _index: MemoryIndex, _heap: Heap, _addr: ir::Value, _count: ir::Value) -> WasmResult<ir::Value> {
-        Err(WasmError::Unsupported("memory.atomic.notify".to_string()))
+    fn translate_atomic_notify(&mut self, mut pos: FuncCursor, index: MemoryIndex, _heap: Heap, addr: ir::Value, count: ir::Value) -> WasmResult<ir::Value> {
+        let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
+        let addr = Self::to_i64(&mut pos, addr);
+        Ok(self.call_libcall(&mut pos, Libcall::memory_atomic_notify, &[memory, addr, count]).unwrap())
     }
 
     fn translate_ref_i31(&mut self, _pos: FuncCursor, _val: ir::Value) -> WasmResult<ir::Value> {

@@ -157,7 +157,9 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
             }
             Payload::TypeSection(reader) => {
                 for group in reader {
-                    for sub in group.map_err(invalid)?.into_types() {
+                    let group = group.map_err(invalid)?;
+                    meta.rec_groups.push(group.types().len() as u32);
+                    for sub in group.into_types() {
                         match &sub.composite_type.inner {
                             CompositeInnerType::Func(f) => {
                                 meta.types.push(FuncType {

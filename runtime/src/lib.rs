@@ -15,6 +15,7 @@ pub mod host;
 pub mod instance;
 mod libcalls;
 pub mod load;
+mod parking;
 pub mod region;
 pub mod store;
 mod sys;

@@ -232,3 +232,65 @@ unsafe extern "C" fn elem_drop(vmctx: *mut u8, segment: u32) {
     let instance = unsafe { instance(vmctx) };
     instance.elements.borrow_mut()[segment as usize] = None;
 }
+
+/// Checks an atomic access of `size` bytes at `addr` in memory `index` and returns its host
+/// address, or the trap it deserves.
+fn atomic_address(instance: &InstanceInner, index: u32, addr: u64, size: u64) -> Result<*mut u8, TrapCode> {
+    let def = memory(instance, index);
+    if !in_bounds(addr, size, def.current_length) {
+        return Err(TrapCode::HeapOutOfBounds);
+    }
+    if addr % size != 0 {
+        return Err(TrapCode::HeapMisaligned);
+    }
+    // SAFETY: in bounds of the accessible memory.
+    Ok(unsafe { def.base.add(addr as usize) })
+}
+
+unsafe extern "C" fn memory_atomic_wait32(vmctx: *mut u8, index: u32, addr: u64, expected: u32, timeout: u64) -> u32 {
+    // SAFETY: called by compiled code with its own VM context.
+    let instance = unsafe { instance(vmctx) };
+    let result = atomic_address(instance, index, addr, 4).and_then(|ptr| {
+        if !instance.module.inner.meta.memories[index as usize].shared {
+            return Err(TrapCode::WaitOnUnsharedMemory);
+        }
+        // SAFETY: aligned and in bounds; other threads only access it atomically or racily as
+        // the wasm threads proposal allows.
+        let cell = unsafe { std::sync::atomic::AtomicU32::from_ptr(ptr.cast()) };
+        Ok(crate::parking::wait(ptr as usize, || cell.load(std::sync::atomic::Ordering::SeqCst) == expected, timeout as i64))
+    });
+    match result {
+        Ok(code) => code,
+        // SAFETY: called by guest code; nothing owned on this frame.
+        Err(code) => unsafe { trap(code) },
+    }
+}
+
+unsafe extern "C" fn memory_atomic_wait64(vmctx: *mut u8, index: u32, addr: u64, expected: u64, timeout: u64) -> u32 {
+    // SAFETY: called by compiled code with its own VM context.
+    let instance = unsafe { instance(vmctx) };
+    let result = atomic_address(instance, index, addr, 8).and_then(|ptr| {
+        if !instance.module.inner.meta.memories[index as usize].shared {
+            return Err(TrapCode::WaitOnUnsharedMemory);
+        }
+        // SAFETY: as in `memory_atomic_wait32`.
+        let cell = unsafe { std::sync::atomic::AtomicU64::from_ptr(ptr.cast()) };
+        Ok(crate::parking::wait(ptr as usize, || cell.load(std::sync::atomic::Ordering::SeqCst) == expected, timeout as i64))
+    });
+    match result {
+        Ok(code) => code,
+        // SAFETY: called by guest code; nothing owned on this frame.
+        Err(code) => unsafe { trap(code) },
+    }
+}
+
+unsafe extern "C" fn memory_atomic_notify(vmctx: *mut u8, index: u32, addr: u64, count: u32) -> u32 {
+    // SAFETY: called by compiled code with its own VM context.
+    let instance = unsafe { instance(vmctx) };
+    match atomic_address(instance, index, addr, 4) {
+        // Notifying an unshared memory is allowed and wakes nobody.
+        Ok(ptr) => crate::parking::notify(ptr as usize, count),
+        // SAFETY: called by guest code; nothing owned on this frame.
+        Err(code) => unsafe { trap(code) },
+    }
+}

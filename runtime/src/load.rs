@@ -228,7 +228,7 @@ impl Module {
         let registration = registry::register(code_start, code_end, &trap_table)
             .ok_or_else(|| corrupt(path, "too many modules loaded at once"))?;
 
-        let type_ids = types::canonical_ids(&meta.types);
+        let type_ids = types::canonical_ids(&meta.types, &meta.rec_groups);
         let offsets = VMOffsets::new(meta.vm_counts());
         Ok(Module {
             inner: Arc::new(ModuleInner {

@@ -80,7 +80,17 @@ pub fn features_for(path: &Path) -> WasmFeatures {
         features.remove(WasmFeatures::MULTI_MEMORY);
     }
     // GC and exception handling stay disabled even in their own folders: cranelift-wasm 0.112
-    // cannot translate them, so their modules are rejected at validation.
+    // cannot translate them, so their modules are rejected at validation. The memory64 folder
+    // is written against Wasm 3.0, whose constant expressions may read any earlier global (a
+    // rule wasmparser files under GC), so validation follows it there.
+    if in_dir("memory64") {
+        features |= WasmFeatures::GC;
+    }
+    // The threads folder predates reference types (`imports.wast` checks that a second table
+    // is rejected).
+    if in_dir("threads") {
+        features.remove(WasmFeatures::REFERENCE_TYPES | WasmFeatures::FUNCTION_REFERENCES | WasmFeatures::TAIL_CALL);
+    }
     features
 }
 

@@ -30,6 +30,12 @@ macro_rules! for_each_libcall {
             table_init(vmctx, i32, i32, i32, i32, i32) -> ();
             /// `elem.drop`: (element segment).
             elem_drop(vmctx, i32) -> ();
+            /// `memory.atomic.wait32`: (memory, address, expected, timeout ns) -> 0 woken, 1 not-equal, 2 timed out.
+            memory_atomic_wait32(vmctx, i32, i64, i32, i64) -> i32;
+            /// `memory.atomic.wait64`: (memory, address, expected, timeout ns) -> as above.
+            memory_atomic_wait64(vmctx, i32, i64, i64, i64) -> i32;
+            /// `memory.atomic.notify`: (memory, address, count) -> waiters woken.
+            memory_atomic_notify(vmctx, i32, i64, i32) -> i32;
         }
     };
 }

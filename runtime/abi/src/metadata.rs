@@ -272,6 +272,8 @@ pub struct ModuleMetadata {
     pub compiler: String,
     /// The type section (function types only; other entries are empty placeholders).
     pub types: Vec<FuncType>,
+    /// Sizes of the type section's recursion groups, in order (they add up to `types.len()`).
+    pub rec_groups: Vec<u32>,
     /// Imports, in order.
     pub imports: Vec<Import>,
     /// Module type index of every function (imports first).

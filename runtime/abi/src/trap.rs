@@ -33,6 +33,8 @@ macro_rules! for_each_trap_code {
             TableAccessOutOfBounds = 13 => "out of bounds table access",
             /// `call_ref` or `return_call_ref` on a null reference.
             NullFunctionReference = 14 => "null function reference",
+            /// `memory.atomic.wait` on a memory that is not shared.
+            WaitOnUnsharedMemory = 15 => "expected shared memory",
         }
     };
 }

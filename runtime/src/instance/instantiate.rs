@@ -15,6 +15,7 @@ use crate::externs::{Extern, FuncKind, Owner, TableStorage};
 use crate::load::Module;
 use crate::region::Region;
 use crate::store::{Store, StoreInner};
+use crate::sys::unix::mmap::Mmap;
 use crate::traps::Trap;
 
 /// Why instantiation failed.
@@ -87,10 +88,6 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
     if imports.len() != meta.imports.len() {
         return Err(InstantiationError::ImportCount { expected: meta.imports.len(), given: imports.len() });
     }
-    let defined_memories = meta.memories.len() - meta.num_imported_memories as usize;
-    if defined_memories > 1 {
-        return Err(InstantiationError::Unsupported("more than one defined memory".into()));
-    }
     if offsets.size as usize > region.layout().vmctx_size {
         return Err(InstantiationError::Unsupported(format!(
             "its VM context needs {} bytes, the region's slots hold {}",
@@ -145,6 +142,14 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
     let slot = region.take_slot().ok_or(InstantiationError::NoFreeSlot)?;
     let vmctx = slot.vmctx();
 
+    // The first defined memory lives in the slot's heap; any further ones get a reservation of
+    // their own (a few microseconds each, paid only by multi-memory modules).
+    let mut extra_memories = Vec::new();
+    for ty in meta.memories.iter().skip(meta.num_imported_memories as usize + 1) {
+        let _ = ty;
+        extra_memories.push(Mmap::reserve((kiln_abi::HEAP_RESERVATION + kiln_abi::HEAP_GUARD) as usize)?);
+    }
+
     // Defined tables are created up front; their storage belongs to the instance.
     let mut tables = Vec::with_capacity(meta.defined_tables.len());
     for def in &meta.defined_tables {
@@ -158,6 +163,7 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
         slot,
         vmctx,
         tables,
+        extra_memories,
         dropped_data: RefCell::new(vec![false; meta.data.len()]),
         elements: RefCell::new(vec![None; meta.elements.len()]),
         imports: imports.to_vec(),
@@ -272,11 +278,18 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
             InstantiationError::Unsupported("initial memory larger than 4 GiB".into())
         })?;
         let maximum = ty.maximum.map_or(kiln_abi::HEAP_RESERVATION, |mx| mx.saturating_mul(page).min(kiln_abi::HEAP_RESERVATION));
-        if ty.memory64 || ty.shared || ty.page_size_log2 != 16 {
-            return Err(InstantiationError::Unsupported("memory64, shared and custom-page-size memories".into()));
+        if ty.page_size_log2 != 16 {
+            return Err(InstantiationError::Unsupported("custom page sizes".into()));
         }
-        inner.slot.map_heap(crate::sys::unix::mmap::page_align(length as usize))?;
-        let heap = inner.slot.heap();
+        let accessible = crate::sys::unix::mmap::page_align(length as usize);
+        let heap = if d == 0 {
+            inner.slot.map_heap(accessible)?;
+            inner.slot.heap()
+        } else {
+            let mmap = &inner.extra_memories[d - 1];
+            mmap.make_accessible(0, accessible)?;
+            mmap.as_ptr()
+        };
         let index = meta.num_imported_memories + d as u32;
         let def_offset = o.defined_memory(d as u32);
         // SAFETY: see above.

@@ -38,6 +38,8 @@ pub(crate) struct InstanceInner {
     pub vmctx: *mut u8,
     /// Storage of the tables the module defines.
     pub tables: Vec<TableStorage>,
+    /// Reservations of the defined memories after the first (which lives in the slot).
+    pub extra_memories: Vec<crate::sys::unix::mmap::Mmap>,
     /// Per data segment: dropped yet?
     pub dropped_data: RefCell<Vec<bool>>,
     /// Per element segment: its evaluated elements, `None` once dropped.
