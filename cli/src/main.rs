@@ -93,15 +93,32 @@ fn is_shared_object(path: &Path) -> Result<bool> {
     Ok(n == 4 && magic == *b"\x7fELF")
 }
 
-/// Loads MODULE, compiling it first unless it is already a shared object. Returns the module
-/// and the temporary directory holding the compiled object (which must outlive the module).
+/// Loads MODULE, compiling it first unless it is already a shared object. Compiled objects are
+/// cached in the user's cache directory (`$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else
+/// `~/.cache/kiln`), keyed by the module's bytes and the compiler build, so a second run of the
+/// same program skips compilation. Returns the module and, when no cache directory is usable,
+/// the temporary directory holding the object (which must outlive the module).
 fn load(path: &Path) -> Result<(Module, Option<tempfile::TempDir>)> {
     if is_shared_object(path)? {
         return Ok((Module::load(path)?, None));
     }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let wasm = kiln_compiler::wasm_from_input(&bytes).with_context(|| format!("cannot compile {}", path.display()))?;
+    let compiler = kiln_compiler::Compiler::new()?;
+    if std::env::var_os("KILN_NO_CACHE").is_none() {
+        if let Some(cache) = kiln_compiler::cache::ObjectCache::user_default() {
+            match cache.get_or_compile(&compiler, &wasm) {
+                Ok((so, _hit)) => return Ok((Module::load(&so)?, None)),
+                // An unusable cache directory is not fatal; compile to a temporary file instead.
+                Err(kiln_compiler::CompileError::Io(_)) => {}
+                Err(err) => return Err(anyhow::Error::new(err).context(format!("cannot compile {}", path.display()))),
+            }
+        }
+    }
     let dir = tempfile::tempdir()?;
     let so = dir.path().join("module.so");
-    compile(path, &so)?;
+    let object = compiler.compile_object(&wasm).with_context(|| format!("cannot compile {}", path.display()))?;
+    kiln_compiler::link::link_shared_object(&object.object, &so)?;
     Ok((Module::load(&so)?, Some(dir)))
 }
 
