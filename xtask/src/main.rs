@@ -1,6 +1,8 @@
 //! Project automation: `cargo xtask spec` (more subcommands arrive with their issues).
 
+mod bench;
 mod spec;
+mod wasi;
 
 use anyhow::{bail, Result};
 
@@ -14,12 +16,19 @@ commands:
       spec-tests/testsuite, else the pinned official testsuite fetched with git into target/.
       FILTER keeps files whose relative path contains it. --json writes per-file counts.
       Exits non-zero if a file fails that spec-tests/expected-failures.txt does not list.
+  wasi [--testsuite DIR]
+      Run the official wasi-testsuite through wasi-tests/adapter.py (DIR defaults to
+      $WASI_TESTSUITE) and end with `wasi: N passed, M failed`.
+  bench [--quick] [--json FILE]
+      Run the lifecycle benchmarks and print them beside the peer's and the seed's figures.
 ";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("spec") => spec::run(args.collect()),
+        Some("wasi") => wasi::run(args.collect()),
+        Some("bench") => bench::run(args.collect()),
         Some("help") | Some("--help") | Some("-h") | None => {
             print!("{USAGE}");
             Ok(())
