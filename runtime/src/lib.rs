@@ -25,8 +25,8 @@ pub mod values;
 
 pub use externs::{Extern, Func, Global, Memory, Table};
 pub use host::Caller;
-pub use instance::{CallError, Instance, InstantiationError};
-pub use kiln_abi::{FuncType, GlobalType, MemoryType, RefType, TableType, TrapCode, ValType};
+pub use instance::{CallError, Instance, InstantiationError, TypedFunc, WasmParams, WasmResults, WasmTy};
+pub use kiln_abi::{FuncType, GlobalType, HeapType, ImportKind, MemoryType, RefType, TableType, TrapCode, ValType};
 pub use load::{LoadError, Module};
 pub use region::{Region, RegionConfig, RegionError};
 pub use store::Store;

@@ -3,9 +3,15 @@
 //! A call that crosses from one instance into an imported function of another keeps running on
 //! the caller's stack, so both must check the same stack limit: every instance of a store
 //! points at the store's [`VMRuntimeLimits`]. A store runs one call at a time.
+//!
+//! Exclusion without a locked instruction per call: a call first makes the store *owned* by
+//! its thread (one compare-and-swap), and releases ownership when it ends, unless a
+//! [`TypedFunc`](crate::TypedFunc) of the store is alive on that thread: typed functions keep
+//! their thread's ownership, so their calls cost two plain loads and stores. The `in_call` flag
+//! is only touched by the owning thread.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::instance::InstanceInner;
@@ -27,11 +33,17 @@ pub struct Store {
 pub(crate) struct StoreInner {
     pub id: u64,
     limits: UnsafeCell<VMRuntimeLimits>,
-    running: AtomicBool,
+    /// Key of the thread that owns the store (see [`thread_key`]), 0 when free.
+    owner: AtomicUsize,
+    /// Live typed functions keeping their thread's ownership.
+    bindings: AtomicUsize,
+    /// Whether the owner is inside a call (detects re-entrant calls). Owner-only.
+    in_call: Cell<bool>,
 }
 
-// SAFETY: `limits` is written only by the thread that holds `running`, and read by compiled
-// code running on that same thread.
+// SAFETY: `limits` and `in_call` are only accessed by the thread that owns the store (an
+// acquire on `owner` orders them after the previous owner's release), and compiled code reads
+// `limits` on that same thread.
 unsafe impl Send for StoreInner {}
 // SAFETY: as above.
 unsafe impl Sync for StoreInner {}
@@ -56,7 +68,9 @@ impl Store {
             inner: Arc::new(StoreInner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 limits: UnsafeCell::new(VMRuntimeLimits::default()),
-                running: AtomicBool::new(false),
+                owner: AtomicUsize::new(0),
+                bindings: AtomicUsize::new(0),
+                in_call: Cell::new(false),
             }),
             retained: Arc::default(),
         }
@@ -83,24 +97,65 @@ impl StoreInner {
         self.limits.get()
     }
 
-    /// Marks the store as running a call with the given stack limit; `None` if it already is.
+    /// Makes this thread the owner if the store is free (or already ours).
+    fn acquire_owner(&self) -> bool {
+        let me = thread_key();
+        let owner = self.owner.load(Ordering::Acquire);
+        owner == me || (owner == 0 && self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok())
+    }
+
+    /// Starts a call with the given stack limit; `None` if another thread owns the store or
+    /// this thread is already inside a call of it.
     pub fn begin_call(&self, stack_limit: usize) -> Option<RunningGuard<'_>> {
-        if self.running.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if !self.acquire_owner() {
             return None;
         }
-        // SAFETY: we hold `running`, so no other thread reads or writes the limits now.
+        if self.in_call.get() {
+            // Re-entrant (a host function called back in): the store stays ours and busy.
+            return None;
+        }
+        self.in_call.set(true);
+        // SAFETY: we own the store, so no other thread reads or writes the limits now.
         unsafe { (*self.limits.get()).stack_limit = stack_limit };
         Some(RunningGuard { store: self })
     }
+
+    /// Keeps this thread's ownership while a typed function lives; `false` if another thread
+    /// owns the store.
+    pub fn bind(&self) -> bool {
+        if !self.acquire_owner() {
+            return false;
+        }
+        self.bindings.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Ends a [`Self::bind`].
+    pub fn unbind(&self) {
+        if self.bindings.fetch_sub(1, Ordering::Relaxed) == 1 && !self.in_call.get() {
+            self.owner.store(0, Ordering::Release);
+        }
+    }
 }
 
-/// Clears the store's running flag when the call ends.
+/// A number identifying the current thread while it lives: the address of a thread-local.
+fn thread_key() -> usize {
+    thread_local! {
+        static KEY: u8 = const { 0 };
+    }
+    KEY.with(|k| k as *const u8 as usize)
+}
+
+/// Ends the call when dropped, releasing the store unless a typed function binds it.
 pub(crate) struct RunningGuard<'a> {
     store: &'a StoreInner,
 }
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        self.store.running.store(false, Ordering::Release);
+        self.store.in_call.set(false);
+        if self.store.bindings.load(Ordering::Relaxed) == 0 {
+            self.store.owner.store(0, Ordering::Release);
+        }
     }
 }

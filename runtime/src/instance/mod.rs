@@ -6,6 +6,7 @@
 mod instantiate;
 mod run;
 mod teardown;
+mod typed;
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use kiln_abi::{ExportKind, VMGlobalDefinition, VMMemoryImport, VMTableDefinition
 
 pub use instantiate::InstantiationError;
 pub use run::CallError;
+pub use typed::{TypedFunc, WasmParams, WasmResults, WasmTy};
 
 use crate::externs::{Extern, Func, FuncKind, Global, Memory, Owner, Table, TableStorage};
 use crate::load::Module;

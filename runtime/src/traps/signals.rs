@@ -19,7 +19,19 @@ const ALT_STACK_SIZE: usize = 64 * 1024;
 
 /// Installs the process-wide handlers (first call only) and this thread's alternate signal
 /// stack (first call on each thread). Cheap after the first call on a thread.
+#[inline]
 pub fn ensure_installed() {
+    thread_local! {
+        static READY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if !READY.with(|r| r.get()) {
+        install();
+        READY.with(|r| r.set(true));
+    }
+}
+
+#[cold]
+fn install() {
     INSTALL.call_once(|| {
         for (i, &signal) in SIGNALS.iter().enumerate() {
             // SAFETY: plain sigaction calls with a fully initialised action; PREVIOUS is written

@@ -1,0 +1,205 @@
+//! The seed article's lifecycle benchmarks, for Kiln and (feature `wasmtime`) Wasmtime in the
+//! same run. Names follow DESIGN.md's contract; criterion groups are the engine names.
+//! Run through `cargo xtask bench`, which builds the C hello world and reports ratios.
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use kiln_benches::{heap_wasm, hello_wasm, kiln, trivial_wasm, DIRTY_SIZES, HEAP_SIZES};
+
+fn kiln_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("kiln");
+    let hello = hello_wasm().expect("hello.wasm");
+    let setup = kiln::setup(&hello).expect("compile hello");
+
+    group.bench_function("load_region_instantiate_hello", |b| {
+        b.iter(|| {
+            let module = kiln_runtime::Module::load(&setup.so).unwrap();
+            let region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 1, ..Default::default() }).unwrap();
+            let imports = kiln::stub_imports(&module);
+            let instance = kiln_runtime::Instance::new(&region, &module, &imports).unwrap();
+            drop(instance);
+        })
+    });
+    group.bench_function("instantiate_hello", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let instance = setup.instantiate();
+                total += start.elapsed();
+                drop(instance);
+            }
+            total
+        })
+    });
+    group.bench_function("teardown_hello", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let instance = setup.instantiate();
+                let start = Instant::now();
+                drop(instance);
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.bench_function("instantiate_teardown_hello", |b| b.iter(|| drop(setup.instantiate())));
+
+    let trivial = kiln::setup(&trivial_wasm()).expect("compile trivial");
+    let instance = trivial.instantiate();
+    let untyped = instance.get_func("nop").unwrap();
+    group.bench_function("first_run_with_signal_install", |b| {
+        // A thread that has never run guest code: the alternate signal stack is installed on
+        // its first call (the process-wide handlers are installed once per process).
+        b.iter(|| {
+            let nop = untyped.clone();
+            std::thread::spawn(move || nop.call(&[]).unwrap()).join().unwrap()
+        })
+    });
+    let nop = untyped.typed::<(), ()>().unwrap();
+    group.bench_function("call_trivial", |b| b.iter(|| nop.call(()).unwrap()));
+    drop(nop);
+    drop(instance);
+
+    for &(name, size) in HEAP_SIZES {
+        for (kind, dense) in [("instantiate_dense", true), ("instantiate_sparse", false)] {
+            let setup = kiln::setup(&heap_wasm(size, dense)).expect("compile heap module");
+            group.bench_with_input(BenchmarkId::new(kind, name), &setup, |b, setup| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        let instance = setup.instantiate();
+                        total += start.elapsed();
+                        drop(instance);
+                    }
+                    total
+                })
+            });
+        }
+    }
+    let dirty = kiln::setup(&heap_wasm(16 << 20, false)).expect("compile heap module");
+    for &(name, size) in DIRTY_SIZES {
+        group.bench_with_input(BenchmarkId::new("teardown_dirty", name), &size, |b, &size| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let instance = dirty.instantiate();
+                    instance.call("dirty", &[kiln_runtime::Val::I32(size as i32)]).unwrap();
+                    let start = Instant::now();
+                    drop(instance);
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+#[cfg(feature = "wasmtime")]
+fn peer_benches(c: &mut Criterion) {
+    use kiln_benches::peer;
+    let mut group = c.benchmark_group("wasmtime");
+    let hello = hello_wasm().expect("hello.wasm");
+    let setup = peer::setup(&hello).expect("compile hello");
+
+    group.bench_function("load_region_instantiate_hello", |b| {
+        b.iter(|| {
+            let engine = peer::engine().unwrap();
+            let pre = peer::load(&engine, &setup.cwasm).unwrap();
+            let mut store = wasmtime::Store::new(&engine, ());
+            let instance = pre.instantiate(&mut store).unwrap();
+            drop(instance);
+            drop(store);
+        })
+    });
+    group.bench_function("instantiate_hello", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let pair = setup.instantiate();
+                total += start.elapsed();
+                drop(pair);
+            }
+            total
+        })
+    });
+    group.bench_function("teardown_hello", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let pair = setup.instantiate();
+                let start = Instant::now();
+                drop(pair);
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.bench_function("instantiate_teardown_hello", |b| b.iter(|| drop(setup.instantiate())));
+
+    let trivial = peer::setup(&trivial_wasm()).expect("compile trivial");
+    let (mut store, instance) = trivial.instantiate();
+    let nop = instance.get_typed_func::<(), ()>(&mut store, "nop").unwrap();
+    group.bench_function("call_trivial", |b| b.iter(|| nop.call(&mut store, ()).unwrap()));
+    group.bench_function("first_run_with_signal_install", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (mut store, instance) = trivial.instantiate();
+                let nop = instance.get_typed_func::<(), ()>(&mut store, "nop").unwrap();
+                let start = Instant::now();
+                std::thread::spawn(move || nop.call(&mut store, ()).unwrap()).join().unwrap();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    drop(store);
+
+    for &(name, size) in HEAP_SIZES {
+        for (kind, dense) in [("instantiate_dense", true), ("instantiate_sparse", false)] {
+            let setup = peer::setup(&heap_wasm(size, dense)).expect("compile heap module");
+            group.bench_with_input(BenchmarkId::new(kind, name), &setup, |b, setup| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        let pair = setup.instantiate();
+                        total += start.elapsed();
+                        drop(pair);
+                    }
+                    total
+                })
+            });
+        }
+    }
+    let dirty = peer::setup(&heap_wasm(16 << 20, false)).expect("compile heap module");
+    for &(name, size) in DIRTY_SIZES {
+        group.bench_with_input(BenchmarkId::new("teardown_dirty", name), &size, |b, &size| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (mut store, instance) = dirty.instantiate();
+                    let f = instance.get_typed_func::<i32, ()>(&mut store, "dirty").unwrap();
+                    f.call(&mut store, size as i32).unwrap();
+                    let start = Instant::now();
+                    drop(store);
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+#[cfg(not(feature = "wasmtime"))]
+fn peer_benches(_: &mut Criterion) {}
+
+criterion_group!(benches, kiln_benches, peer_benches);
+criterion_main!(benches);

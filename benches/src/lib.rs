@@ -1,0 +1,188 @@
+//! Workloads for the lifecycle benchmarks (the seed article's eight graphs) and the two engines
+//! that run them: Kiln, and Wasmtime as the peer (feature `wasmtime`). The benchmarks
+//! themselves are in `benches/lifecycle.rs`; `cargo xtask bench` runs them and reports.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// Initial heap sizes of the dense/sparse instantiation benchmarks.
+pub const HEAP_SIZES: &[(&str, usize)] = &[
+    ("64K", 64 << 10),
+    ("512K", 512 << 10),
+    ("1M", 1 << 20),
+    ("4M", 4 << 20),
+    ("16M", 16 << 20),
+];
+
+/// Heap sizes the teardown benchmark dirties.
+pub const DIRTY_SIZES: &[(&str, usize)] = &[("1M", 1 << 20), ("4M", 4 << 20), ("16M", 16 << 20)];
+
+/// The C hello world built for wasm32-wasi (`benches/programs/hello.c`). `cargo xtask bench`
+/// builds it and passes its path in `KILN_BENCH_HELLO`.
+pub fn hello_wasm() -> Result<Vec<u8>> {
+    let path = std::env::var_os("KILN_BENCH_HELLO")
+        .context("KILN_BENCH_HELLO is not set: run the benchmarks through `cargo xtask bench`, which builds hello.c")?;
+    std::fs::read(&path).with_context(|| format!("cannot read {}", Path::new(&path).display()))
+}
+
+/// A module with a trivial export `nop` and the `dirty` function that fills memory.
+pub fn trivial_wasm() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+             (memory 1)
+             (func (export "nop"))
+             (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))"#,
+    )
+    .expect("valid text")
+}
+
+/// A module whose memory is `size` bytes, initialised with non-zero data everywhere (`dense`)
+/// or in one 4 KiB page of every eight (sparse), exporting `dirty(len)` which writes `len`
+/// bytes.
+pub fn heap_wasm(size: usize, dense: bool) -> Vec<u8> {
+    let pages = size.div_ceil(64 << 10).max(1);
+    let mut wat = format!(
+        "(module (memory {pages}) (func (export \"dirty\") (param i32) (memory.fill (i32.const 0) (i32.const 7) (local.get 0)))"
+    );
+    let chunk = |len: usize| -> String { (0..len).map(|i| format!("\\{:02x}", (i % 251) as u8 + 1)).collect() };
+    if dense {
+        // One segment per 64 KiB keeps the text manageable.
+        let piece = chunk(64 << 10);
+        for offset in (0..size).step_by(64 << 10) {
+            wat.push_str(&format!("(data (i32.const {offset}) \"{piece}\")"));
+        }
+    } else {
+        let piece = chunk(4096);
+        for offset in (0..size).step_by(8 * 4096) {
+            wat.push_str(&format!("(data (i32.const {offset}) \"{piece}\")"));
+        }
+    }
+    wat.push(')');
+    wat::parse_str(&wat).expect("valid text")
+}
+
+/// Kiln's side: a compiled, loaded module and a one-slot region.
+pub mod kiln {
+    use super::*;
+    use kiln_runtime::{Extern, Func, Instance, Module, Region, RegionConfig, Val};
+
+    /// Everything one benchmark needs.
+    pub struct Setup {
+        _dir: tempfile::TempDir,
+        /// The compiled shared object.
+        pub so: PathBuf,
+        /// The loaded module.
+        pub module: Module,
+        /// A region with one slot.
+        pub region: Region,
+        /// Stub host functions for the module's imports (WASI calls return 0).
+        pub imports: Vec<Extern>,
+    }
+
+    /// Stubs for every imported function: zero results.
+    pub fn stub_imports(module: &Module) -> Vec<Extern> {
+        let meta = module.metadata();
+        meta.imports
+            .iter()
+            .map(|import| match &import.kind {
+                kiln_runtime::ImportKind::Func(t) => {
+                    let ty = meta.types[*t as usize].clone();
+                    Extern::Func(Func::new_host(ty, |_, _, results| {
+                        for r in results.iter_mut() {
+                            *r = Val::I32(0);
+                        }
+                        Ok(())
+                    }))
+                }
+                other => panic!("benchmark modules import only functions, not {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Compiles and loads `wasm`.
+    pub fn setup(wasm: &[u8]) -> Result<Setup> {
+        let dir = tempfile::tempdir()?;
+        let so = dir.path().join("bench.so");
+        kiln_compiler::Compiler::new()?.compile_to_file(wasm, &so)?;
+        let module = Module::load(&so)?;
+        let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
+        let imports = stub_imports(&module);
+        Ok(Setup { _dir: dir, so, module, region, imports })
+    }
+
+    impl Setup {
+        /// Instantiates in the region's slot.
+        pub fn instantiate(&self) -> Instance {
+            Instance::new(&self.region, &self.module, &self.imports).expect("instantiate")
+        }
+    }
+}
+
+/// Wasmtime's side: pooling allocator, copy-on-write memory images, module compiled ahead of
+/// time and loaded from a file.
+#[cfg(feature = "wasmtime")]
+pub mod peer {
+    use super::*;
+    use wasmtime::{
+        Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig, Store, Val,
+    };
+
+    /// Everything one benchmark needs.
+    pub struct Setup {
+        _dir: tempfile::TempDir,
+        /// The precompiled module file.
+        pub cwasm: PathBuf,
+        /// The engine.
+        pub engine: Engine,
+        /// The module, pre-linked with stub imports.
+        pub pre: InstancePre<()>,
+    }
+
+    /// The engine configuration the peer numbers use.
+    pub fn engine() -> Result<Engine> {
+        let mut config = Config::new();
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_memories(16).total_tables(16).total_core_instances(16).total_stacks(16);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.memory_init_cow(true);
+        Ok(Engine::new(&config)?)
+    }
+
+    /// Loads a precompiled module and links stubs for its imports.
+    pub fn load(engine: &Engine, cwasm: &Path) -> Result<InstancePre<()>> {
+        // SAFETY: the file was written by `Engine::precompile_module` of the same engine config.
+        let module = unsafe { Module::deserialize_file(engine, cwasm)? };
+        let mut linker = Linker::new(engine);
+        for import in module.imports() {
+            if let wasmtime::ExternType::Func(ty) = import.ty() {
+                linker.func_new(import.module(), import.name(), ty, |_, _, results| {
+                    for r in results.iter_mut() {
+                        *r = Val::I32(0);
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(linker.instantiate_pre(&module)?)
+    }
+
+    /// Precompiles `wasm` to a file and loads it.
+    pub fn setup(wasm: &[u8]) -> Result<Setup> {
+        let engine = engine()?;
+        let dir = tempfile::tempdir()?;
+        let cwasm = dir.path().join("bench.cwasm");
+        std::fs::write(&cwasm, engine.precompile_module(wasm)?)?;
+        let pre = load(&engine, &cwasm)?;
+        Ok(Setup { _dir: dir, cwasm, engine, pre })
+    }
+
+    impl Setup {
+        /// A new store with an instance in it.
+        pub fn instantiate(&self) -> (Store<()>, wasmtime::Instance) {
+            let mut store = Store::new(&self.engine, ());
+            let instance = self.pre.instantiate(&mut store).expect("instantiate");
+            (store, instance)
+        }
+    }
+}
