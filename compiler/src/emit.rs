@@ -12,8 +12,8 @@ use wasmparser::FuncValidatorAllocations;
 use cranelift_wasm::FuncTranslator;
 use kiln_abi::{
     FunctionInfo, ModuleHeader, ModuleMetadata, TrapCode, TrapSite, VMContextHeader, VMOffsets, VMRuntimeLimits,
-    ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, FUNC_SYMBOL_PREFIX, HOST_TRAMPOLINE_PREFIX,
-    MODULE_MAGIC, MODULE_SYMBOL,
+    ConstOp, DataMode, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, FUNC_SYMBOL_PREFIX, HEAP_IMAGE_SECTION,
+    HOST_TRAMPOLINE_PREFIX, IMAGE_PAGE_SIZE, MODULE_MAGIC, MODULE_SYMBOL,
 };
 
 use crate::func_env::{wasm_signature, KilnFuncEnv, ModuleEnv};
@@ -226,11 +226,52 @@ pub(crate) fn compile(
         }
     }
 
+    let image = heap_image(&meta);
+    meta.heap_image_len = image.as_ref().map_or(0, |i| i.len() as u64);
     let metadata_bytes = postcard::to_allocvec(&meta).map_err(codegen_error)?;
-    emit_header(&mut object, &metadata_bytes, &func_ids, &array_trampolines, &host_trampolines)?;
+    emit_header(&mut object, &metadata_bytes, &func_ids, &array_trampolines, &host_trampolines, image)?;
     let product = object.finish();
     let bytes = product.emit().map_err(codegen_error)?;
     Ok(CompiledObject { object: bytes, metadata: meta })
+}
+
+/// Largest heap image Kiln bakes into an object; bigger initial contents are copied instead.
+const MAX_HEAP_IMAGE: u64 = 1 << 30;
+
+/// The initial contents of the first defined memory with its active data segments applied, if
+/// every such segment has a constant offset and fits in the initial size. Rounded up to a page.
+fn heap_image(meta: &ModuleMetadata) -> Option<Vec<u8>> {
+    let memory = meta.num_imported_memories;
+    let ty = meta.memories.get(memory as usize)?;
+    let initial = ty.minimum.checked_mul(1u64 << ty.page_size_log2)?;
+    let mut segments = Vec::new();
+    for segment in &meta.data {
+        let DataMode::Active { memory: m, offset } = &segment.mode else { continue };
+        if *m != memory {
+            continue;
+        }
+        let start = match offset.as_slice() {
+            [ConstOp::I32Const(c)] if !ty.memory64 => *c as u32 as u64,
+            [ConstOp::I64Const(c)] if ty.memory64 => *c as u64,
+            _ => return None,
+        };
+        let end = start.checked_add(segment.bytes.len() as u64)?;
+        if end > initial {
+            // Instantiation must trap part-way; leave that to the copying path.
+            return None;
+        }
+        segments.push((start as usize, &segment.bytes));
+    }
+    let end = segments.iter().map(|(s, b)| s + b.len()).max()? as u64;
+    let len = end.div_ceil(IMAGE_PAGE_SIZE) * IMAGE_PAGE_SIZE;
+    if len == 0 || len > MAX_HEAP_IMAGE {
+        return None;
+    }
+    let mut image = vec![0u8; len as usize];
+    for (start, bytes) in segments {
+        image[start..start + bytes.len()].copy_from_slice(bytes);
+    }
+    Some(image)
 }
 
 fn define_data(object: &mut ObjectModule, name: &str, linkage: Linkage, desc: &DataDescription) -> Result<DataId, CompileError> {
@@ -259,7 +300,20 @@ fn emit_header(
     functions: &[FuncId],
     array_trampolines: &[Option<FuncId>],
     host_trampolines: &[Option<FuncId>],
+    heap_image: Option<Vec<u8>>,
 ) -> Result<(), CompileError> {
+    let heap_image_id = match heap_image {
+        Some(bytes) => {
+            let mut desc = DataDescription::new();
+            desc.define(bytes.into_boxed_slice());
+            desc.set_align(IMAGE_PAGE_SIZE);
+            desc.set_segment_section("", HEAP_IMAGE_SECTION);
+            let id = object.declare_data("kiln_heap_image", Linkage::Local, false, false).map_err(codegen_error)?;
+            object.define_data(id, &desc).map_err(codegen_error)?;
+            Some(id)
+        }
+        None => None,
+    };
     let mut desc = DataDescription::new();
     desc.define(metadata.to_vec().into_boxed_slice());
     let metadata_id = define_data(object, "kiln_metadata", Linkage::Local, &desc)?;
@@ -279,12 +333,14 @@ fn emit_header(
     let mut desc = DataDescription::new();
     desc.define(header.into_boxed_slice());
     desc.set_align(8);
-    for (offset, id) in [
+    let mut pointers = vec![
         (ModuleHeader::METADATA_OFFSET, metadata_id),
         (ModuleHeader::FUNCTIONS_OFFSET, functions_id),
         (ModuleHeader::ARRAY_TRAMPOLINES_OFFSET, array_id),
         (ModuleHeader::HOST_TRAMPOLINES_OFFSET, host_id),
-    ] {
+    ];
+    pointers.extend(heap_image_id.map(|id| (ModuleHeader::HEAP_IMAGE_OFFSET, id)));
+    for (offset, id) in pointers {
         let gv = desc.import_global_value(ModuleRelocTarget::user(1, id.as_u32()));
         desc.write_data_addr(offset as u32, gv, 0);
     }

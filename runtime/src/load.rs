@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_abi::{ModuleHeader, ModuleMetadata, VMOffsets, ABI_VERSION, MODULE_MAGIC, MODULE_SYMBOL};
-use object::{Object, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use crate::sys::unix::dl::Library;
 use crate::traps::registry::{self, Registration, TrapTable};
@@ -75,11 +75,25 @@ pub(crate) struct ModuleInner {
     pub host_trampolines: Vec<*const u8>,
     /// Per type index: canonical type id.
     pub type_ids: Vec<u32>,
+    /// Unique in the process (slots remember which module's heap image they hold).
+    pub id: u64,
+    /// The heap image, mappable from the file.
+    pub image: Option<ModuleImage>,
+    /// The heap image in the loaded object (for copying when it cannot be mapped): address and
+    /// length, valid as long as the library stays loaded.
+    pub image_in_memory: Option<(*const u8, usize)>,
     pub path: PathBuf,
     // Drop order matters: unregister the code, then free the table, then unload the code.
     _registration: Registration,
     _trap_table: Box<TrapTable>,
     _library: Library,
+}
+
+/// A heap image inside the module's file.
+pub(crate) struct ModuleImage {
+    pub file: std::fs::File,
+    pub offset: u64,
+    pub len: usize,
 }
 
 // SAFETY: the raw pointers point into the loaded library's immutable code, which lives as long
@@ -105,7 +119,7 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> LoadError {
 /// Checks the file before the dynamic loader sees it: an x86-64 ELF shared object whose
 /// segments lie inside the file, exporting a Kiln header of our ABI version. Returns the bytes
 /// of the header's metadata in the file, for comparison after loading.
-fn check_file(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+fn check_file(path: &Path, bytes: &[u8]) -> Result<Option<(u64, u64)>, LoadError> {
     let file = object::File::parse(bytes).map_err(|e| not_kiln(path, format!("not an ELF object ({e})")))?;
     if file.format() != object::BinaryFormat::Elf || file.architecture() != object::Architecture::X86_64 || !file.is_64() {
         return Err(not_kiln(path, "not an x86-64 ELF object"));
@@ -149,7 +163,9 @@ fn check_file(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     if u32::from_le_bytes(size_bytes.try_into().expect("four bytes")) as usize != ModuleHeader::SIZE {
         return Err(corrupt(path, "module header has the wrong size"));
     }
-    Ok(())
+    // Where the heap image lies in the file, if it can be mapped from there directly.
+    let image = file.section_by_name(kiln_abi::HEAP_IMAGE_SECTION).and_then(|section| section.file_range());
+    Ok(image.filter(|(offset, _)| offset % kiln_abi::IMAGE_PAGE_SIZE == 0))
 }
 
 /// Copies `count` pointers from a table in the loaded image.
@@ -172,7 +188,7 @@ impl Module {
     pub fn load(path: impl AsRef<Path>) -> Result<Module, LoadError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
-        check_file(path, &bytes)?;
+        let image_range = check_file(path, &bytes)?;
         let file_len = bytes.len() as u64;
         drop(bytes);
 
@@ -229,6 +245,25 @@ impl Module {
             .ok_or_else(|| corrupt(path, "too many modules loaded at once"))?;
 
         let type_ids = types::canonical_ids(&meta.types, &meta.rec_groups);
+        let image_len = meta.heap_image_len as usize;
+        let image_in_memory = if image_len > 0 && !header.heap_image.is_null() && meta.heap_image_len <= file_len {
+            // The compiler wrote `heap_image_len` bytes at `heap_image`, inside the loaded object
+            // (bounded by the file's size); they are never written.
+            Some((header.heap_image, image_len))
+        } else if image_len > 0 {
+            return Err(corrupt(path, "the heap image is missing"));
+        } else {
+            None
+        };
+        let image = match image_range {
+            Some((offset, size)) if image_len > 0 && size >= image_len as u64 => {
+                let file = std::fs::File::open(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+                Some(ModuleImage { file, offset, len: image_len })
+            }
+            _ => None,
+        };
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let offsets = VMOffsets::new(meta.vm_counts());
         Ok(Module {
             inner: Arc::new(ModuleInner {
@@ -237,6 +272,9 @@ impl Module {
                 array_trampolines,
                 host_trampolines,
                 type_ids,
+                id,
+                image,
+                image_in_memory,
                 path: path.to_path_buf(),
                 meta,
                 _registration: registration,

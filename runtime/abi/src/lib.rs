@@ -33,9 +33,12 @@ pub const MODULE_MAGIC: [u8; 8] = *b"KILNMOD\0";
 /// The one dynamic symbol a Kiln shared object exports; it names a [`ModuleHeader`].
 pub const MODULE_SYMBOL: &str = "kiln_module";
 
-/// ELF section that holds the module header, so the loader can check magic and version by
-/// reading the file before handing it to `dlopen`.
-pub const HEADER_SECTION: &str = ".kiln.header";
+/// ELF section holding the heap image, 4096-aligned so the runtime can map it copy-on-write
+/// straight from the file.
+pub const HEAP_IMAGE_SECTION: &str = ".kiln.image";
+
+/// Page size of heap images (the x86-64 Linux page size).
+pub const IMAGE_PAGE_SIZE: u64 = 4096;
 
 /// Symbol prefix of compiled wasm functions (`kiln_func_<defined index>`), local to the object.
 pub const FUNC_SYMBOL_PREFIX: &str = "kiln_func_";
@@ -80,6 +83,10 @@ pub struct ModuleHeader {
     pub host_trampolines: *const *const u8,
     /// Number of entries in each trampoline table.
     pub num_types: u64,
+    /// The initial contents of the first defined memory, page-aligned, in its own section
+    /// [`HEAP_IMAGE_SECTION`] (null when the module has none; see
+    /// `ModuleMetadata::heap_image_len`).
+    pub heap_image: *const u8,
 }
 
 impl ModuleHeader {
@@ -107,12 +114,14 @@ impl ModuleHeader {
     pub const NUM_TYPES_OFFSET: usize = core::mem::offset_of!(ModuleHeader, num_types);
     /// See [`Self::METADATA_OFFSET`].
     pub const HEADER_SIZE_OFFSET: usize = core::mem::offset_of!(ModuleHeader, header_size);
+    /// See [`Self::METADATA_OFFSET`].
+    pub const HEAP_IMAGE_OFFSET: usize = core::mem::offset_of!(ModuleHeader, heap_image);
 }
 
 const _: () = {
     assert!(core::mem::offset_of!(ModuleHeader, magic) == ModuleHeader::MAGIC_OFFSET);
     assert!(core::mem::offset_of!(ModuleHeader, abi_version) == ModuleHeader::VERSION_OFFSET);
-    assert!(ModuleHeader::SIZE == 72);
+    assert!(ModuleHeader::SIZE == 80);
 };
 
 /// One wasm value as passed between host and guest through the trampolines: 16 bytes, little

@@ -306,6 +306,10 @@ pub struct ModuleMetadata {
     pub elements: Vec<ElementSegment>,
     /// Data segments.
     pub data: Vec<DataSegment>,
+    /// Length of the heap image in bytes (a multiple of 4096; 0: no image). When present, it
+    /// holds the initial contents of the first defined memory with every active data segment
+    /// for that memory already applied, so instantiation maps it instead of copying segments.
+    pub heap_image_len: u64,
 }
 
 impl ModuleMetadata {

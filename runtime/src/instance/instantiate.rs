@@ -11,9 +11,9 @@ use kiln_abi::{
 };
 
 use super::{Instance, InstanceInner};
-use crate::externs::{Extern, FuncKind, Owner, TableStorage};
+use crate::externs::{Extern, FuncKind, Owner, TableStorage, MAX_TABLE_ELEMENTS};
 use crate::load::Module;
-use crate::region::Region;
+use crate::region::{ImageSource, Region};
 use crate::store::{Store, StoreInner};
 use crate::sys::unix::mmap::Mmap;
 use crate::traps::Trap;
@@ -139,21 +139,47 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
         }
     }
 
-    let slot = region.take_slot().ok_or(InstantiationError::NoFreeSlot)?;
+    let mut slot = region.take_slot(m.id).ok_or(InstantiationError::NoFreeSlot)?;
+    // The first defined memory lives in the slot's heap, its start mapped from the module's
+    // heap image.
+    if let Some(ty) = meta.memories.get(meta.num_imported_memories as usize) {
+        let length = initial_length(ty)?;
+        let image = m.image.as_ref().map(|i| ImageSource { module_id: m.id, file: &i.file, offset: i.offset, len: i.len });
+        if let Err(err) = slot.prepare_heap(image.as_ref(), length) {
+            slot.retire();
+            return Err(err.into());
+        }
+        if let (None, Some((ptr, len))) = (&m.image, m.image_in_memory) {
+            // SAFETY: the image lies in the loaded object (see `Module::load`) and the heap's
+            // first `length >= len` bytes were just made accessible.
+            unsafe { std::ptr::copy_nonoverlapping(ptr, slot.heap(), len) };
+        }
+    }
     let vmctx = slot.vmctx();
 
-    // The first defined memory lives in the slot's heap; any further ones get a reservation of
-    // their own (a few microseconds each, paid only by multi-memory modules).
+    // Any further defined memories get a reservation of their own (a few microseconds each,
+    // paid only by multi-memory modules).
     let mut extra_memories = Vec::new();
-    for ty in meta.memories.iter().skip(meta.num_imported_memories as usize + 1) {
-        let _ = ty;
+    for _ in meta.memories.iter().skip(meta.num_imported_memories as usize + 1) {
         extra_memories.push(Mmap::reserve((kiln_abi::HEAP_RESERVATION + kiln_abi::HEAP_GUARD) as usize)?);
     }
 
-    // Defined tables are created up front; their storage belongs to the instance.
-    let mut tables = Vec::with_capacity(meta.defined_tables.len());
+    // Own tables go in the slot's table area, which they share equally; a table whose initial
+    // size exceeds its share gets a reservation of its own.
+    let mut tables = Vec::new();
+    let mut table_placements = Vec::with_capacity(meta.defined_tables.len());
+    let mut next_element = 0usize;
+    let share = slot.table_capacity() / meta.defined_tables.len().max(1);
     for def in &meta.defined_tables {
-        tables.push(TableStorage::new(&def.ty, 0)?);
+        let wanted = def.ty.maximum.unwrap_or(u64::MAX).min(MAX_TABLE_ELEMENTS) as usize;
+        if (def.ty.minimum as usize) <= share.min(wanted) {
+            let capacity = wanted.min(share);
+            table_placements.push(TablePlacement::Slot { start: next_element, capacity });
+            next_element += capacity;
+        } else {
+            table_placements.push(TablePlacement::Own(tables.len()));
+            tables.push(TableStorage::new(&def.ty, 0)?);
+        }
     }
 
     let inner = Arc::new(InstanceInner {
@@ -163,6 +189,7 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
         slot,
         vmctx,
         tables,
+        table_placements,
         extra_memories,
         dropped_data: RefCell::new(vec![false; meta.data.len()]),
         elements: RefCell::new(vec![None; meta.elements.len()]),
@@ -271,19 +298,14 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
         }
     }
 
-    // Own memory (at most one, in the slot's heap).
+    // Own memories: the first in the slot's heap (prepared before), the others in their own
+    // reservations.
     for (d, ty) in meta.memories[meta.num_imported_memories as usize..].iter().enumerate() {
         let page = 1u64 << ty.page_size_log2;
-        let length = ty.minimum.checked_mul(page).filter(|&l| l <= kiln_abi::HEAP_RESERVATION).ok_or_else(|| {
-            InstantiationError::Unsupported("initial memory larger than 4 GiB".into())
-        })?;
+        let length = initial_length(ty)? as u64;
         let maximum = ty.maximum.map_or(kiln_abi::HEAP_RESERVATION, |mx| mx.saturating_mul(page).min(kiln_abi::HEAP_RESERVATION));
-        if ty.page_size_log2 != 16 {
-            return Err(InstantiationError::Unsupported("custom page sizes".into()));
-        }
         let accessible = crate::sys::unix::mmap::page_align(length as usize);
         let heap = if d == 0 {
-            inner.slot.map_heap(accessible)?;
             inner.slot.heap()
         } else {
             let mmap = &inner.extra_memories[d - 1];
@@ -310,16 +332,32 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
         }
     }
 
-    // Own tables.
-    for (d, (def, storage)) in meta.defined_tables.iter().zip(&inner.tables).enumerate() {
+    // Own tables (their elements start zeroed: fresh or wiped at the last teardown).
+    for (d, (def, placement)) in meta.defined_tables.iter().zip(&inner.table_placements).enumerate() {
         let index = meta.num_imported_tables + d as u32;
+        let definition: *mut VMTableDefinition = match *placement {
+            TablePlacement::Slot { start, capacity } => {
+                let offset = o.defined_table(d as u32);
+                // SAFETY: see above; the elements lie in the slot's table area.
+                unsafe {
+                    write(inner, offset, VMTableDefinition {
+                        // SAFETY: `start + capacity` is within the table area.
+                        base: inner.slot.tables().add(start),
+                        current_elements: def.ty.minimum,
+                        maximum_elements: capacity as u64,
+                    });
+                }
+                inner.vm_field(offset)
+            }
+            TablePlacement::Own(i) => inner.tables[i].definition_ptr(),
+        };
         if let Some(init) = &def.init {
             let value = eval_const(inner, init, ValType::Ref(def.ty.element)) as usize;
-            // SAFETY: the table storage holds `minimum` accessible elements.
-            unsafe { std::slice::from_raw_parts_mut((*storage.definition_ptr()).base, def.ty.minimum as usize) }.fill(value);
+            // SAFETY: the table holds `minimum` accessible elements.
+            unsafe { std::slice::from_raw_parts_mut((*definition).base, def.ty.minimum as usize) }.fill(value);
         }
         // SAFETY: see above.
-        unsafe { write(inner, o.table(index), storage.definition_ptr()) };
+        unsafe { write(inner, o.table(index), definition) };
     }
 
     // Element segments: evaluate all, apply the active ones in order.
@@ -350,6 +388,11 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
         let mut dropped = inner.dropped_data.borrow_mut();
         for (i, segment) in meta.data.iter().enumerate() {
             let DataMode::Active { memory, offset } = &segment.mode else { continue };
+            if meta.heap_image_len > 0 && *memory == meta.num_imported_memories {
+                // Already in the heap image.
+                dropped[i] = true;
+                continue;
+            }
             let ty = meta.memories[*memory as usize];
             let start = eval_const(inner, offset, if ty.memory64 { ValType::I64 } else { ValType::I32 });
             let start = if ty.memory64 { start as u64 } else { start as u32 as u64 };
@@ -374,6 +417,27 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
         })?;
     }
     Ok(())
+}
+
+/// Where a defined table's elements live.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TablePlacement {
+    /// In the slot's table area, from element `start`, with room for `capacity` elements.
+    Slot { start: usize, capacity: usize },
+    /// In `InstanceInner::tables[i]`.
+    Own(usize),
+}
+
+/// A memory's initial size in bytes, if Kiln can hold it.
+fn initial_length(ty: &MemoryType) -> Result<usize, InstantiationError> {
+    if ty.page_size_log2 != 16 {
+        return Err(InstantiationError::Unsupported("custom page sizes".into()));
+    }
+    ty.minimum
+        .checked_mul(1u64 << ty.page_size_log2)
+        .filter(|&l| l <= kiln_abi::HEAP_RESERVATION)
+        .map(|l| l as usize)
+        .ok_or_else(|| InstantiationError::Unsupported("initial memory larger than 4 GiB".into()))
 }
 
 /// Evaluates a constant expression to its raw value.

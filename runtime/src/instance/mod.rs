@@ -38,8 +38,10 @@ pub(crate) struct InstanceInner {
     pub region: Region,
     pub slot: Slot,
     pub vmctx: *mut u8,
-    /// Storage of the tables the module defines.
+    /// Storage of the module's own tables that did not fit in the slot's table area.
     pub tables: Vec<TableStorage>,
+    /// Where each of the module's own tables lives.
+    pub table_placements: Vec<instantiate::TablePlacement>,
     /// Reservations of the defined memories after the first (which lives in the slot).
     pub extra_memories: Vec<crate::sys::unix::mmap::Mmap>,
     /// Per data segment: dropped yet?

@@ -1,13 +1,32 @@
-//! Lifecycle stage 5, teardown: when the last handle to an instance goes, zero what it touched
-//! and give the slot back to the region.
+//! Lifecycle stage 5, teardown: when the last handle to an instance goes, wipe what the guest
+//! could observe (heap, own tables) and give the slot back to the region. Globals and every
+//! other VM context field are rewritten by the next instantiation; the stack is not
+//! addressable from wasm.
 
+use kiln_abi::VMTableDefinition;
+
+use super::instantiate::TablePlacement;
 use super::InstanceInner;
 
 impl Drop for InstanceInner {
     fn drop(&mut self) {
-        let heap_len = crate::sys::unix::mmap::page_align(self.own_heap_len());
-        let vmctx_len = self.module.inner.offsets.size as usize;
-        if let Err(err) = self.slot.reset(vmctx_len, heap_len) {
+        // Clamped: if instantiation failed early the definition may be a previous tenant's.
+        let heap_len = self.own_heap_len().min(self.slot.region.layout.heap_reservation);
+        let offsets = self.module.inner.offsets;
+        let mut result = Ok(());
+        for (d, placement) in self.table_placements.iter().enumerate() {
+            if let TablePlacement::Slot { start, capacity } = *placement {
+                let def = self.vm_field::<VMTableDefinition>(offsets.defined_table(d as u32));
+                // SAFETY: the definition lies in this instance's VM context. If instantiation
+                // failed before writing it, it is a previous tenant's: clamped to the capacity,
+                // that only wipes more than needed.
+                let used = (unsafe { (*def).current_elements } as usize).min(capacity);
+                result = result.and(self.slot.reset_tables(start, used));
+            }
+        }
+        self.slot.note_heap_length(heap_len);
+        result = result.and(self.slot.reset_heap(heap_len));
+        if let Err(err) = result {
             // A slot we cannot wipe must never be handed out again.
             eprintln!("kiln: could not reset slot {}: {err}; retiring it", self.slot.index);
             self.slot.retire();

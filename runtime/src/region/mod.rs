@@ -2,23 +2,28 @@
 //!
 //! ```text
 //! one slot (repeated `slots` times, contiguous):
-//! +-----------------+-------+----------------------+---------------------+----------------+
-//! | VM context area | guard | guest stack          | heap (4 GiB)        | heap guard     |
-//! | (RW, 1 MiB)     | 64KiB | (RW, stack_size)     | RW up to its size   | (2 GiB)        |
-//! +-----------------+-------+----------------------+---------------------+----------------+
-//!                           ^ stack limit = start + host reserve          ^ next slot
+//! +-----------------+-------------+-------+------------------+-------------------+------------+
+//! | VM context area | table area  | guard | guest stack      | heap (4 GiB)      | heap guard |
+//! | (RW, 1 MiB)     | (RW, 16MiB) | 64KiB | (RW, stack_size) | RW up to its size | (2 GiB)    |
+//! +-----------------+-------------+-------+------------------+-------------------+------------+
+//!                                         ^ stack limit = start + host reserve   ^ next slot
 //! ```
 //!
-//! The VM context area and the stack are read-write from the start (pages are committed only
-//! when touched); the heap is made accessible up to the memory's current size. Teardown
-//! discards what the instance touched, so the next tenant starts from zeros.
+//! The VM context, table area and stack are read-write from the start (pages are committed
+//! only when touched); the heap is accessible up to the memory's current size, its start mapped
+//! copy-on-write from the module's heap image. A slot remembers which image it holds and how
+//! much is accessible, and the free list prefers a slot that last served the same module, so
+//! instantiating a module again needs no system call. Teardown discards the heap pages (image
+//! pages fall back to the image, the rest to zeros) and zeroes the used table elements. The VM
+//! context is rewritten whole by every instantiation and the guest cannot address the stack, so
+//! neither is wiped (wasm code cannot observe either).
 
 mod slot;
 
 use std::sync::{Arc, Mutex};
 
 pub use slot::SlotLayout;
-pub(crate) use slot::Slot;
+pub(crate) use slot::{ImageSource, Slot};
 
 use crate::sys::unix::mmap::{page_align, Mmap};
 
@@ -66,7 +71,13 @@ pub struct Region {
 pub(crate) struct RegionInner {
     pub mmap: Mmap,
     pub layout: SlotLayout,
-    pub free: Mutex<Vec<usize>>,
+    pub free: Mutex<Vec<FreeSlot>>,
+}
+
+/// A free slot and what its heap holds.
+pub(crate) struct FreeSlot {
+    pub index: usize,
+    pub heap_state: slot::HeapState,
 }
 
 impl std::fmt::Debug for Region {
@@ -93,10 +104,11 @@ impl Region {
         for index in 0..config.slots {
             let base = index * layout.slot_size;
             mmap.make_accessible(base + layout.vmctx_offset, layout.vmctx_size)?;
+            mmap.make_accessible(base + layout.tables_offset, layout.tables_size)?;
             mmap.make_accessible(base + layout.stack_offset, layout.stack_size)?;
         }
         // Hand out low slots first (a LIFO free list).
-        let free = (0..config.slots).rev().collect();
+        let free = (0..config.slots).rev().map(|index| FreeSlot { index, heap_state: Default::default() }).collect();
         Ok(Region { inner: Arc::new(RegionInner { mmap, layout, free: Mutex::new(free) }) })
     }
 
@@ -110,25 +122,38 @@ impl Region {
         self.inner.free.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Takes a free slot, if any.
-    pub(crate) fn take_slot(&self) -> Option<Slot> {
-        let index = self.inner.free.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-        Some(Slot::new(self.inner.clone(), index))
+    /// Takes a free slot, if any, preferring one whose heap holds `module_id`'s image.
+    pub(crate) fn take_slot(&self, module_id: u64) -> Option<Slot> {
+        let mut free = self.inner.free.lock().unwrap_or_else(|e| e.into_inner());
+        let warm = free.iter().rposition(|f| f.heap_state.image.is_some_and(|(id, _)| id == module_id));
+        let slot = match warm {
+            Some(i) => free.swap_remove(i),
+            None => free.pop()?,
+        };
+        drop(free);
+        Some(Slot::new(self.inner.clone(), slot.index, slot.heap_state))
     }
 }
+
+/// Address space for the elements of a module's own tables (2 Mi elements); tables that do
+/// not fit get a reservation of their own.
+const TABLE_AREA_SIZE: usize = 16 * 1024 * 1024;
 
 impl SlotLayout {
     fn new(config: &RegionConfig) -> SlotLayout {
         let vmctx_size = page_align(config.max_vmctx_size);
         let stack_guard = 64 * 1024;
         let stack_size = page_align(config.stack_size);
-        let stack_offset = vmctx_size + stack_guard;
+        let tables_size = TABLE_AREA_SIZE;
+        let stack_offset = vmctx_size + tables_size + stack_guard;
         let heap_offset = stack_offset + stack_size;
         let heap_reservation = kiln_abi_heap::RESERVATION;
         let heap_guard = kiln_abi_heap::GUARD;
         SlotLayout {
             vmctx_offset: 0,
             vmctx_size,
+            tables_offset: vmctx_size,
+            tables_size,
             stack_offset,
             stack_size,
             host_stack_reserve: page_align(config.host_stack_reserve),

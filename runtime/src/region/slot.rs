@@ -1,8 +1,10 @@
-//! One slot of a region: where an instance's VM context, stack and heap live.
+//! One slot of a region: where an instance's VM context, tables, stack and heap live, and what
+//! the slot's heap currently holds (so a slot reused by the same module needs no remapping).
 
 use std::sync::Arc;
 
 use super::RegionInner;
+use crate::sys::unix::mmap::page_align;
 
 /// Byte offsets within one slot (see the diagram in [`super`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +13,10 @@ pub struct SlotLayout {
     pub vmctx_offset: usize,
     /// Size of the VM context area.
     pub vmctx_size: usize,
+    /// Start of the table area (elements of the module's own tables).
+    pub tables_offset: usize,
+    /// Size of the table area.
+    pub tables_size: usize,
     /// Start of the guest stack (lowest address).
     pub stack_offset: usize,
     /// Size of the guest stack.
@@ -25,17 +31,39 @@ pub struct SlotLayout {
     pub slot_size: usize,
 }
 
-/// A slot taken from a region; returned to the free list on drop. Whoever held it must have
-/// reset its contents first (see `instance::teardown`).
+/// A heap image: the initial contents of a module's first memory, in its `.so` file.
+pub(crate) struct ImageSource<'a> {
+    /// The module's unique id (slots remember which image they hold).
+    pub module_id: u64,
+    /// The open `.so` file.
+    pub file: &'a std::fs::File,
+    /// Page-aligned offset of the image in the file.
+    pub offset: u64,
+    /// Length in bytes, a multiple of the page size.
+    pub len: usize,
+}
+
+/// What a slot's heap holds between tenants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HeapState {
+    /// The module whose image is mapped at the heap's start, and the image's length.
+    pub image: Option<(u64, usize)>,
+    /// Bytes from the heap's start that are readable and writable (the rest is inaccessible).
+    pub accessible: usize,
+}
+
+/// A slot taken from a region; returned to the free list on drop (with its heap state). Whoever
+/// held it must have reset its contents first (see `instance::teardown`).
 pub(crate) struct Slot {
     pub region: Arc<RegionInner>,
     pub index: usize,
+    pub heap_state: HeapState,
     retired: bool,
 }
 
 impl Slot {
-    pub fn new(region: Arc<RegionInner>, index: usize) -> Slot {
-        Slot { region, index, retired: false }
+    pub fn new(region: Arc<RegionInner>, index: usize, heap_state: HeapState) -> Slot {
+        Slot { region, index, heap_state, retired: false }
     }
 
     /// Keeps the slot out of the free list for good (its contents could not be reset).
@@ -56,6 +84,15 @@ impl Slot {
         self.at(self.region.layout.vmctx_offset)
     }
 
+    pub fn tables(&self) -> *mut usize {
+        self.at(self.region.layout.tables_offset).cast()
+    }
+
+    /// Number of table elements the table area holds.
+    pub fn table_capacity(&self) -> usize {
+        self.region.layout.tables_size / std::mem::size_of::<usize>()
+    }
+
     pub fn stack_top(&self) -> *mut u8 {
         let layout = &self.region.layout;
         self.at(layout.stack_offset + layout.stack_size)
@@ -70,22 +107,67 @@ impl Slot {
         self.at(self.region.layout.heap_offset)
     }
 
-    /// Makes heap bytes `[0, len)` accessible.
-    pub fn map_heap(&self, len: usize) -> std::io::Result<()> {
-        let layout = &self.region.layout;
-        self.region.mmap.make_accessible(self.base_offset() + layout.heap_offset, len)
+    /// Prepares the heap for a memory of `len` bytes starting with `image` (or zeros): maps the
+    /// image copy-on-write unless the slot already holds it, and makes exactly the first
+    /// `page_align(len)` bytes accessible. No system call when the slot last served the same
+    /// module with the same initial size.
+    pub fn prepare_heap(&mut self, image: Option<&ImageSource<'_>>, len: usize) -> std::io::Result<()> {
+        let heap = self.base_offset() + self.region.layout.heap_offset;
+        let mmap = &self.region.mmap;
+        let wanted = image.map(|i| (i.module_id, i.len));
+        if self.heap_state.image != wanted {
+            if let Some((_, old_len)) = self.heap_state.image {
+                // Put fresh, inaccessible anonymous memory back where the old image was.
+                mmap.make_inaccessible(heap, self.heap_state.accessible)?;
+                mmap.map_anonymous_inaccessible(heap, old_len)?;
+                self.heap_state = HeapState::default();
+            }
+            if let Some(image) = image {
+                // Accessible memory beyond the image stays as it is; the image replaces the start.
+                mmap.map_file_private(heap, image.len, image.file, image.offset)?;
+                self.heap_state.image = wanted;
+                self.heap_state.accessible = self.heap_state.accessible.max(image.len);
+            }
+        }
+        let len = page_align(len);
+        let accessible = self.heap_state.accessible;
+        if accessible < len {
+            mmap.make_accessible(heap + accessible, len - accessible)?;
+        } else if accessible > len {
+            mmap.make_inaccessible(heap + len, accessible - len)?;
+        }
+        self.heap_state.accessible = len;
+        Ok(())
     }
 
-    /// Zeroes what an instance may have touched: `vmctx_len` bytes of VM context, the whole
-    /// stack, and `heap_len` bytes of heap (which become inaccessible again).
-    pub fn reset(&self, vmctx_len: usize, heap_len: usize) -> std::io::Result<()> {
-        let layout = &self.region.layout;
-        let base = self.base_offset();
-        let mmap = &self.region.mmap;
-        mmap.discard(base + layout.vmctx_offset, crate::sys::unix::mmap::page_align(vmctx_len).min(layout.vmctx_size))?;
-        mmap.discard(base + layout.stack_offset, layout.stack_size)?;
-        mmap.discard(base + layout.heap_offset, heap_len)?;
-        mmap.make_inaccessible(base + layout.heap_offset, heap_len)
+    /// Records that the guest grew the heap to `len` bytes (the libcall made them accessible).
+    pub fn note_heap_length(&mut self, len: usize) {
+        self.heap_state.accessible = self.heap_state.accessible.max(page_align(len));
+    }
+
+    /// Resets the heap's first `len` bytes for the next tenant: image pages return to the
+    /// image's contents, the rest to zeros.
+    pub fn reset_heap(&self, len: usize) -> std::io::Result<()> {
+        let heap = self.base_offset() + self.region.layout.heap_offset;
+        self.region.mmap.discard(heap, page_align(len))
+    }
+
+    /// Zeroes the first `elements` elements of the table area from `start`.
+    pub fn reset_tables(&self, start: usize, elements: usize) -> std::io::Result<()> {
+        const MEMSET_LIMIT: usize = 16 * 1024;
+        if elements == 0 {
+            return Ok(());
+        }
+        if elements <= MEMSET_LIMIT {
+            // SAFETY: the range lies inside this slot's table area, which only the (finished)
+            // tenant used.
+            unsafe { std::ptr::write_bytes(self.tables().add(start), 0, elements) };
+            return Ok(());
+        }
+        let offset = self.base_offset() + self.region.layout.tables_offset + start * std::mem::size_of::<usize>();
+        let aligned_start = offset & !(crate::sys::unix::mmap::PAGE_SIZE - 1);
+        let end = page_align(offset + elements * std::mem::size_of::<usize>());
+        self.region.mmap.discard(aligned_start, end - aligned_start)
     }
 }
 
@@ -94,6 +176,7 @@ impl Drop for Slot {
         if self.retired {
             return;
         }
-        self.region.free.lock().unwrap_or_else(|e| e.into_inner()).push(self.index);
+        let free = super::FreeSlot { index: self.index, heap_state: self.heap_state };
+        self.region.free.lock().unwrap_or_else(|e| e.into_inner()).push(free);
     }
 }

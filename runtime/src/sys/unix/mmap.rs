@@ -81,7 +81,57 @@ impl Mmap {
         Ok(())
     }
 
-    /// Discards the contents of `[offset, offset + len)`: the next read sees zeros.
+    /// Replaces `[offset, offset + len)` with fresh inaccessible anonymous memory.
+    pub fn map_anonymous_inaccessible(&self, offset: usize, len: usize) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.check_range(offset, len);
+        // SAFETY: MAP_FIXED over a range inside our own reservation replaces only our pages.
+        let ptr = unsafe {
+            libc::mmap(
+                self.as_ptr().add(offset).cast(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Maps `len` bytes of `file` at `file_offset` over `[offset, offset + len)`, readable,
+    /// writable and private: writes are copied, the file never changes.
+    pub fn map_file_private(&self, offset: usize, len: usize, file: &std::fs::File, file_offset: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if len == 0 {
+            return Ok(());
+        }
+        self.check_range(offset, len);
+        // SAFETY: MAP_FIXED over a range inside our own reservation replaces only our pages;
+        // the mapping is private, so the file is never written.
+        let ptr = unsafe {
+            libc::mmap(
+                self.as_ptr().add(offset).cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED,
+                file.as_raw_fd(),
+                file_offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Discards the contents of `[offset, offset + len)`: the next read sees zeros (or, for a
+    /// private file mapping, the file's contents).
     pub fn discard(&self, offset: usize, len: usize) -> io::Result<()> {
         if len == 0 {
             return Ok(());

@@ -1,0 +1,234 @@
+//! Kiln's WASI host: every function of `wasi_snapshot_preview1`, as Kiln host functions.
+//!
+//! A [`WasiCtx`] holds what one guest program sees of the world: its arguments, its
+//! environment, and its descriptor table (stdio plus the preopened directories). The sandbox is
+//! [cap-std](https://docs.rs/cap-std): every preopen is a `cap_std::fs::Dir`, and every
+//! `path_*` call resolves the guest's path beneath one with cap-std, which refuses `..` past
+//! the directory, absolute paths, and symlinks that lead outside, whatever their depth. The
+//! guest never gets a host path.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let module = kiln_runtime::Module::load("hello.so")?;
+//! let ctx = kiln_wasi::WasiCtxBuilder::new().arg("hello").inherit_stdio().build()?;
+//! let imports = kiln_wasi::imports(&module, ctx)?;
+//! let region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 1, ..Default::default() })?;
+//! let instance = kiln_runtime::Instance::new(&region, &module, &imports)?;
+//! let status = kiln_wasi::exit_status(instance.call("_start", &[]))?;
+//! # Ok(()) }
+//! ```
+//!
+//! `proc_exit` traps with an [`Exit`] error; [`exit_status`] turns the outcome of `_start` into
+//! the program's exit status.
+
+mod funcs;
+mod fs;
+pub mod memory;
+mod poll;
+pub mod table;
+pub mod types;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kiln_runtime::{CallError, Extern, Module, Trap, Val};
+
+use table::{classify, Descriptor, Handle, Table};
+use types::rights;
+
+pub use funcs::NAMES as FUNCTION_NAMES;
+
+/// Errors setting up a WASI context or linking a module against it.
+#[derive(Debug, thiserror::Error)]
+pub enum WasiError {
+    /// A `--dir` host directory could not be opened.
+    #[error("cannot open directory {path} for the guest: {source}")]
+    Preopen {
+        /// The host path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The module imports something this host does not provide.
+    #[error("unknown import `{module}::{name}` (Kiln provides wasi_snapshot_preview1 functions only)")]
+    UnknownImport {
+        /// Import module.
+        module: String,
+        /// Import name.
+        name: String,
+    },
+    /// The module imports a WASI function with the wrong type.
+    #[error("import `{module}::{name}` has type {found}, but WASI defines it as {expected}")]
+    Signature {
+        /// Import module.
+        module: String,
+        /// Import name.
+        name: String,
+        /// The module's type.
+        found: String,
+        /// WASI's.
+        expected: String,
+    },
+}
+
+/// `proc_exit` was called: the program's exit status. It reaches the embedder as the error of a
+/// [`Trap::Host`]; see [`exit_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("exit with status {0}")]
+pub struct Exit(pub i32);
+
+/// `proc_raise` asked for a signal whose default action terminates the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("terminated by signal {0}")]
+pub struct Signal(pub u8);
+
+/// Turns the outcome of a WASI command's `_start` into its exit status: 0 when `_start`
+/// returned, the `proc_exit` code, or 128 + the signal number after `proc_raise`. Any other
+/// trap or error is returned as is.
+pub fn exit_status(outcome: Result<Vec<Val>, CallError>) -> Result<i32, CallError> {
+    match outcome {
+        Ok(_) => Ok(0),
+        Err(CallError::Trap(Trap::Host(err))) => {
+            if let Some(exit) = err.0.downcast_ref::<Exit>() {
+                Ok(exit.0)
+            } else if let Some(sig) = err.0.downcast_ref::<Signal>() {
+                Ok(128 + sig.0 as i32)
+            } else {
+                Err(CallError::Trap(Trap::Host(err)))
+            }
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// What one guest program sees: arguments, environment, descriptors.
+pub struct WasiCtx {
+    pub(crate) args: Vec<Vec<u8>>,
+    pub(crate) env: Vec<Vec<u8>>,
+    pub(crate) table: Table,
+}
+
+/// Builds a [`WasiCtx`].
+#[derive(Default)]
+pub struct WasiCtxBuilder {
+    args: Vec<Vec<u8>>,
+    env: Vec<Vec<u8>>,
+    stdio: [Option<StdioSource>; 3],
+    preopens: Vec<(PathBuf, String)>,
+}
+
+enum StdioSource {
+    Inherit,
+    File(std::fs::File),
+}
+
+impl WasiCtxBuilder {
+    /// An empty context: no arguments, no environment, no stdio, no directories.
+    pub fn new() -> WasiCtxBuilder {
+        WasiCtxBuilder::default()
+    }
+
+    /// Appends one argument (the first is the program name).
+    pub fn arg(mut self, arg: impl AsRef<str>) -> Self {
+        self.args.push(arg.as_ref().as_bytes().to_vec());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        for a in args {
+            self = self.arg(a);
+        }
+        self
+    }
+
+    /// Adds the environment variable `key=value`.
+    pub fn env(mut self, key: impl AsRef<str>, value: impl AsRef<str>) -> Self {
+        self.env.push(format!("{}={}", key.as_ref(), value.as_ref()).into_bytes());
+        self
+    }
+
+    /// Passes the host's stdin, stdout and stderr through.
+    pub fn inherit_stdio(mut self) -> Self {
+        self.stdio = [Some(StdioSource::Inherit), Some(StdioSource::Inherit), Some(StdioSource::Inherit)];
+        self
+    }
+
+    /// Uses `file` as the guest's descriptor `fd` (0, 1 or 2).
+    pub fn stdio_file(mut self, fd: usize, file: std::fs::File) -> Self {
+        assert!(fd < 3, "stdio descriptors are 0, 1 and 2");
+        self.stdio[fd] = Some(StdioSource::File(file));
+        self
+    }
+
+    /// Preopens the host directory `host` under the guest name `guest`.
+    pub fn preopened_dir(mut self, host: impl AsRef<Path>, guest: impl AsRef<str>) -> Self {
+        self.preopens.push((host.as_ref().to_path_buf(), guest.as_ref().to_string()));
+        self
+    }
+
+    /// Opens the preopened directories and builds the context.
+    pub fn build(self) -> Result<WasiCtx, WasiError> {
+        let mut table = Table::default();
+        for (i, source) in self.stdio.into_iter().enumerate() {
+            let handle = match source {
+                None => continue,
+                Some(StdioSource::Inherit) => Handle::Inherited(i as i32),
+                Some(StdioSource::File(f)) => Handle::File(cap_std::fs::File::from_std(f)),
+            };
+            let (filetype, base) = classify(handle.fd());
+            table.insert(i as u32, Descriptor { handle, filetype, base, inheriting: 0, flags: 0, preopen: None });
+        }
+        // Preopens start at 3 even when some stdio descriptor is absent.
+        let mut next = 3u32;
+        for (host, guest) in self.preopens {
+            let dir = cap_std::fs::Dir::open_ambient_dir(&host, cap_std::ambient_authority())
+                .map_err(|source| WasiError::Preopen { path: host.clone(), source })?;
+            table.insert(
+                next,
+                Descriptor {
+                    handle: Handle::Dir(dir),
+                    filetype: types::filetype::DIRECTORY,
+                    base: rights::DIRECTORY,
+                    inheriting: rights::DIRECTORY_INHERITING,
+                    flags: 0,
+                    preopen: Some(guest.into_bytes()),
+                },
+            );
+            next += 1;
+        }
+        Ok(WasiCtx { args: self.args, env: self.env, table })
+    }
+}
+
+/// The host functions for every import of `module`, in import order, all sharing `ctx`.
+/// Every import must be a `wasi_snapshot_preview1` function of the right type.
+pub fn imports(module: &Module, ctx: WasiCtx) -> Result<Vec<Extern>, WasiError> {
+    let ctx = Arc::new(Mutex::new(ctx));
+    let meta = module.metadata();
+    meta.imports
+        .iter()
+        .map(|import| {
+            let unknown =
+                || WasiError::UnknownImport { module: import.module.clone(), name: import.name.clone() };
+            let kiln_runtime::ImportKind::Func(type_index) = import.kind else {
+                return Err(unknown());
+            };
+            if import.module != "wasi_snapshot_preview1" {
+                return Err(unknown());
+            }
+            let ty = &meta.types[type_index as usize];
+            let func = funcs::host_func(&import.name, ty, ctx.clone()).map_err(|expected| match expected {
+                None => unknown(),
+                Some(expected) => WasiError::Signature {
+                    module: import.module.clone(),
+                    name: import.name.clone(),
+                    found: format!("{:?} -> {:?}", ty.params, ty.results),
+                    expected: format!("{:?} -> {:?}", expected.params, expected.results),
+                },
+            })?;
+            Ok(Extern::Func(func))
+        })
+        .collect()
+}

@@ -1,0 +1,179 @@
+//! Bounds-checked access to the guest's linear memory.
+//!
+//! Every pointer the guest passes is an offset into its memory 0; [`GuestMemory`] checks that
+//! `offset + length` lies inside the memory before touching it, so a bad pointer becomes
+//! `errno::fault` and never reaches host memory. Reads and writes are little-endian and need
+//! no alignment.
+
+use crate::types::{Errno, WasiResult};
+
+/// The calling instance's memory 0.
+pub struct GuestMemory<'a> {
+    bytes: &'a mut [u8],
+}
+
+/// One `iovec`/`ciovec`: a guest buffer's offset and length.
+#[derive(Debug, Clone, Copy)]
+pub struct IoVec {
+    /// Offset of the buffer in guest memory.
+    pub ptr: u32,
+    /// Its length in bytes.
+    pub len: u32,
+}
+
+impl<'a> GuestMemory<'a> {
+    /// Wraps a memory's bytes.
+    pub fn new(bytes: &'a mut [u8]) -> GuestMemory<'a> {
+        GuestMemory { bytes }
+    }
+
+    fn range(&self, ptr: u32, len: u32) -> WasiResult<std::ops::Range<usize>> {
+        let start = ptr as usize;
+        let end = start.checked_add(len as usize).ok_or(Errno::Fault)?;
+        if end > self.bytes.len() {
+            return Err(Errno::Fault);
+        }
+        Ok(start..end)
+    }
+
+    /// The guest bytes `[ptr, ptr + len)`.
+    pub fn slice(&self, ptr: u32, len: u32) -> WasiResult<&[u8]> {
+        let range = self.range(ptr, len)?;
+        Ok(&self.bytes[range])
+    }
+
+    /// The guest bytes `[ptr, ptr + len)`, writable.
+    pub fn slice_mut(&mut self, ptr: u32, len: u32) -> WasiResult<&mut [u8]> {
+        let range = self.range(ptr, len)?;
+        Ok(&mut self.bytes[range])
+    }
+
+    fn read<const N: usize>(&self, ptr: u32) -> WasiResult<[u8; N]> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.slice(ptr, N as u32)?);
+        Ok(out)
+    }
+
+    /// Reads a `u8`.
+    pub fn read_u8(&self, ptr: u32) -> WasiResult<u8> {
+        Ok(self.read::<1>(ptr)?[0])
+    }
+
+    /// Reads a little-endian `u16`.
+    pub fn read_u16(&self, ptr: u32) -> WasiResult<u16> {
+        Ok(u16::from_le_bytes(self.read(ptr)?))
+    }
+
+    /// Reads a little-endian `u32`.
+    pub fn read_u32(&self, ptr: u32) -> WasiResult<u32> {
+        Ok(u32::from_le_bytes(self.read(ptr)?))
+    }
+
+    /// Reads a little-endian `u64`.
+    pub fn read_u64(&self, ptr: u32) -> WasiResult<u64> {
+        Ok(u64::from_le_bytes(self.read(ptr)?))
+    }
+
+    /// Writes bytes at `ptr`.
+    pub fn write_bytes(&mut self, ptr: u32, data: &[u8]) -> WasiResult<()> {
+        let len = u32::try_from(data.len()).map_err(|_| Errno::Fault)?;
+        self.slice_mut(ptr, len)?.copy_from_slice(data);
+        Ok(())
+    }
+
+    /// Writes a `u8`.
+    pub fn write_u8(&mut self, ptr: u32, v: u8) -> WasiResult<()> {
+        self.write_bytes(ptr, &[v])
+    }
+
+    /// Writes a little-endian `u16`.
+    pub fn write_u16(&mut self, ptr: u32, v: u16) -> WasiResult<()> {
+        self.write_bytes(ptr, &v.to_le_bytes())
+    }
+
+    /// Writes a little-endian `u32`.
+    pub fn write_u32(&mut self, ptr: u32, v: u32) -> WasiResult<()> {
+        self.write_bytes(ptr, &v.to_le_bytes())
+    }
+
+    /// Writes a little-endian `u64`.
+    pub fn write_u64(&mut self, ptr: u32, v: u64) -> WasiResult<()> {
+        self.write_bytes(ptr, &v.to_le_bytes())
+    }
+
+    /// Reads an array of `len` iovecs at `ptr`, checking that each buffer lies in memory.
+    pub fn iovecs(&self, ptr: u32, len: u32) -> WasiResult<Vec<IoVec>> {
+        let bytes = self.slice(ptr, len.checked_mul(8).ok_or(Errno::Fault)?)?;
+        let mut out = Vec::with_capacity(len as usize);
+        let mut total: u64 = 0;
+        for chunk in bytes.chunks_exact(8) {
+            let iov = IoVec {
+                ptr: u32::from_le_bytes(chunk[0..4].try_into().expect("4 bytes")),
+                len: u32::from_le_bytes(chunk[4..8].try_into().expect("4 bytes")),
+            };
+            self.range(iov.ptr, iov.len)?;
+            total += iov.len as u64;
+            out.push(iov);
+        }
+        // preview1's `size` is 32 bits: a transfer larger than that cannot be reported.
+        if total > u32::MAX as u64 {
+            return Err(Errno::Inval);
+        }
+        Ok(out)
+    }
+
+    /// Concatenates the buffers of `iovs`.
+    pub fn gather(&self, iovs: &[IoVec]) -> WasiResult<Vec<u8>> {
+        let mut out = Vec::new();
+        for iov in iovs {
+            out.extend_from_slice(self.slice(iov.ptr, iov.len)?);
+        }
+        Ok(out)
+    }
+
+    /// Spreads `data` over the buffers of `iovs`, in order.
+    pub fn scatter(&mut self, iovs: &[IoVec], mut data: &[u8]) -> WasiResult<()> {
+        for iov in iovs {
+            if data.is_empty() {
+                break;
+            }
+            let n = data.len().min(iov.len as usize);
+            self.write_bytes(iov.ptr, &data[..n])?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// A path argument: the bytes `[ptr, ptr + len)`, copied out of guest memory.
+    pub fn path(&self, ptr: u32, len: u32) -> WasiResult<Vec<u8>> {
+        Ok(self.slice(ptr, len)?.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_bounds_is_fault() {
+        let mut bytes = vec![0u8; 16];
+        let mut mem = GuestMemory::new(&mut bytes);
+        assert_eq!(mem.read_u32(13), Err(Errno::Fault));
+        assert_eq!(mem.read_u32(12), Ok(0));
+        assert_eq!(mem.write_u64(9, 1), Err(Errno::Fault));
+        assert_eq!(mem.slice(u32::MAX, 2).map(|s| s.len()), Err(Errno::Fault));
+        mem.write_u16(14, 0xBEEF).unwrap();
+        assert_eq!(mem.read_u16(14), Ok(0xBEEF));
+    }
+
+    #[test]
+    fn iovec_buffers_are_checked() {
+        let mut bytes = vec![0u8; 64];
+        bytes[0..4].copy_from_slice(&32u32.to_le_bytes());
+        bytes[4..8].copy_from_slice(&40u32.to_le_bytes()); // 32 + 40 > 64
+        let mem = GuestMemory::new(&mut bytes);
+        assert_eq!(mem.iovecs(0, 1).map(|v| v.len()), Err(Errno::Fault));
+        assert_eq!(mem.iovecs(60, 1).map(|v| v.len()), Err(Errno::Fault));
+        assert_eq!(mem.iovecs(0, u32::MAX).map(|v| v.len()), Err(Errno::Fault));
+    }
+}

@@ -1,0 +1,8 @@
+;; memory.size reads the current length from the memory definition; memory.grow is a libcall
+;; through the builtins table in the VM context.
+(module
+  (memory 1 10)
+  (func (export "size") (result i32)
+    (memory.size))
+  (func (export "grow") (param i32) (result i32)
+    (memory.grow (local.get 0))))

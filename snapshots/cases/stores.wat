@@ -1,0 +1,14 @@
+;; Every store width to a 32-bit memory: like loads, no bounds checks, only trap-table entries.
+(module
+  (memory 1)
+  (func (export "store_i32_widths") (param i32 i32)
+    (i32.store8 (local.get 0) (local.get 1))
+    (i32.store16 offset=2 (local.get 0) (local.get 1))
+    (i32.store offset=4 (local.get 0) (local.get 1)))
+  (func (export "store_other_widths") (param i32 i64 f32 f64)
+    (i64.store8 (local.get 0) (local.get 1))
+    (i64.store16 offset=2 (local.get 0) (local.get 1))
+    (i64.store32 offset=4 (local.get 0) (local.get 1))
+    (i64.store offset=8 (local.get 0) (local.get 1))
+    (f32.store offset=16 (local.get 0) (local.get 2))
+    (f64.store offset=24 (local.get 0) (local.get 3))))
