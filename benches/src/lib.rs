@@ -143,7 +143,7 @@ pub mod peer {
     pub fn engine() -> Result<Engine> {
         let mut config = Config::new();
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_memories(16).total_tables(16).total_core_instances(16).total_stacks(16);
+        pool.total_memories(16).total_tables(16).total_core_instances(16);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         config.memory_init_cow(true);
         Ok(Engine::new(&config)?)

@@ -39,19 +39,37 @@ enum Command {
         #[arg(short, long, value_name = "OUT.so")]
         output: PathBuf,
     },
-    /// Run a module's exported function.
+    /// Run a WASI command, or call one exported function with --invoke.
     ///
-    /// MODULE may be .wasm, .wat (compiled first) or a .so made by `kiln compile`. ARGS are the
-    /// function's arguments: integers in decimal (negative allowed), floats in decimal or as
-    /// `nan`, `inf`, `-inf`. Each result is printed on its own line; integers in signed
-    /// decimal, floats in shortest round-trip decimal (`nan`, `inf`, `-inf`), v128 as hex.
+    /// Without --invoke, MODULE is run as a WASI (wasi_snapshot_preview1) command: its `_start`
+    /// runs with ARGS as its arguments (after the program name), stdin, stdout and stderr passed
+    /// through, only the directories given with --dir visible, and only the variables given
+    /// with --env in its environment; kiln exits with the status the program passes to
+    /// `proc_exit` (0 if `_start` returns).
+    ///
+    /// With --invoke NAME, ARGS are the function's arguments: integers in decimal (negative
+    /// allowed), floats in decimal or as `nan`, `inf`, `-inf`. Each result is printed on its own
+    /// line; integers in signed decimal, floats in shortest round-trip decimal (`nan`, `inf`,
+    /// `-inf`), v128 as hex.
+    ///
+    /// MODULE may be .wasm, .wat (compiled first, cached) or a .so made by `kiln compile`.
     Run {
         /// The module to run.
         module: PathBuf,
-        /// The exported function to call.
+        /// The exported function to call (instead of running `_start` as a WASI command).
         #[arg(long, value_name = "NAME")]
         invoke: Option<String>,
-        /// Arguments for the invoked function (put them after `--` if one starts with `-`).
+        /// Give the guest the host directory HOST, under the name GUEST (default: HOST as
+        /// written). Repeatable. Paths never resolve outside it (`..`, absolute paths and
+        /// symlinks are confined).
+        #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+        dirs: Vec<String>,
+        /// Set the guest environment variable K to V (`--env K` copies the host's value).
+        /// Repeatable. The guest sees no other variables.
+        #[arg(long = "env", value_name = "K=V")]
+        envs: Vec<String>,
+        /// Arguments: the program's arguments, or the invoked function's (put them after `--`
+        /// if one starts with `-`).
         #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
     },
@@ -66,7 +84,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compile { input, output } => compile(&input, &output).map(|()| ExitCode::SUCCESS),
-        Command::Run { module, invoke, args } => run(&module, invoke.as_deref(), &args),
+        Command::Run { module, invoke, dirs, envs, args } => match invoke {
+            Some(name) => run(&module, &name, &dirs, &envs, &args),
+            None => run_wasi(&module, &dirs, &envs, &args),
+        },
         Command::Inspect { module } => inspect(&module).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -122,19 +143,72 @@ fn load(path: &Path) -> Result<(Module, Option<tempfile::TempDir>)> {
     Ok((Module::load(&so)?, Some(dir)))
 }
 
-fn run(path: &Path, invoke: Option<&str>, args: &[String]) -> Result<ExitCode> {
-    let Some(name) = invoke else {
-        bail!("running WASI commands (`_start`) is not supported yet: use --invoke NAME to call an export");
+/// The WASI context for a program: `argv[0]` is the module path as given, then ARGS.
+fn wasi_context(program: &Path, dirs: &[String], envs: &[String], args: &[String]) -> Result<kiln_wasi::WasiCtx> {
+    let mut builder = kiln_wasi::WasiCtxBuilder::new().inherit_stdio().arg(program.to_string_lossy()).args(args);
+    for env in envs {
+        builder = match env.split_once('=') {
+            Some((key, value)) => builder.env(key, value),
+            None => match std::env::var(env) {
+                Ok(value) => builder.env(env, value),
+                Err(_) => bail!("--env {env}: no such variable in kiln's environment (write --env {env}=VALUE)"),
+            },
+        };
+    }
+    for dir in dirs {
+        let (host, guest) = dir.split_once("::").unwrap_or((dir.as_str(), dir.as_str()));
+        if host.is_empty() || guest.is_empty() {
+            bail!("--dir {dir}: expected HOST or HOST::GUEST");
+        }
+        builder = builder.preopened_dir(host, guest);
+    }
+    Ok(builder.build()?)
+}
+
+/// Instantiates MODULE with WASI imports (if it has imports at all).
+fn instantiate(
+    region: &Region,
+    module: &Module,
+    ctx: impl FnOnce() -> Result<kiln_wasi::WasiCtx>,
+) -> Result<std::result::Result<Instance, kiln_runtime::Trap>> {
+    let imports = if module.metadata().imports.is_empty() { Vec::new() } else { kiln_wasi::imports(module, ctx()?)? };
+    match Instance::new(region, module, &imports) {
+        Ok(instance) => Ok(Ok(instance)),
+        Err(InstantiationError::Trap(trap)) => Ok(Err(trap)),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Runs a WASI command and returns its exit status.
+fn run_wasi(path: &Path, dirs: &[String], envs: &[String], args: &[String]) -> Result<ExitCode> {
+    let (module, _dir) = load(path)?;
+    if !module.metadata().exports.iter().any(|e| e.name == "_start") {
+        bail!("{} is not a WASI command: it exports no `_start` (use --invoke NAME to call an export)", path.display());
+    }
+    let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
+    let outcome = match instantiate(&region, &module, || wasi_context(path, dirs, envs, args))? {
+        Ok(instance) => instance.call("_start", &[]),
+        Err(trap) => Err(CallError::Trap(trap)),
     };
+    match kiln_wasi::exit_status(outcome) {
+        Ok(status) => Ok(ExitCode::from(status as u8)),
+        Err(CallError::Trap(trap)) => {
+            eprintln!("wasm trap: {trap}");
+            Ok(ExitCode::from(EXIT_TRAP))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn run(path: &Path, name: &str, dirs: &[String], envs: &[String], args: &[String]) -> Result<ExitCode> {
     let (module, _dir) = load(path)?;
     let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
-    let instance = match Instance::new(&region, &module, &[]) {
+    let instance = match instantiate(&region, &module, || wasi_context(path, dirs, envs, &[]))? {
         Ok(instance) => instance,
-        Err(InstantiationError::Trap(trap)) => {
+        Err(trap) => {
             eprintln!("wasm trap: {trap}");
             return Ok(ExitCode::from(EXIT_TRAP));
         }
-        Err(err) => return Err(err.into()),
     };
     let func = instance
         .get_func(name)

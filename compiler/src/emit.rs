@@ -148,6 +148,8 @@ pub(crate) fn compile(
     for (i, (to_validate, body)) in bodies.into_iter().enumerate() {
         let type_index = meta.func_types[num_imported + i];
         ctx.clear();
+        // Block boundaries let the disassembler skip inline jump tables.
+        ctx.set_disasm(listings.is_some());
         ctx.func.signature = wasm_signature(&meta.types[type_index as usize]);
         ctx.func.name = UserFuncName::user(0, func_ids[i].as_u32());
         let vmctx = ctx.func.create_global_value(ir::GlobalValueData::VMContext);

@@ -14,12 +14,12 @@ use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_entity::PrimaryMap;
 use cranelift_frontend::FunctionBuilder;
 use cranelift_wasm::{
-    wasmparser, FuncEnvironment, FuncIndex, GlobalIndex, GlobalVariable, Heap, HeapData,
+    wasmparser, FuncEnvironment, FuncIndex, FuncTranslationState, GlobalIndex, GlobalVariable, Heap, HeapData,
     HeapStyle, MemoryIndex, TableIndex, TargetEnvironment, TypeConvert, TypeIndex, WasmError,
     WasmHeapType, WasmResult,
 };
 use kiln_abi::{
-    AbiType, FuncType, Libcall, ModuleMetadata, VMContextHeader, VMFuncRef, VMMemoryDefinition,
+    AbiType, FuncType, Libcall, ModuleMetadata, VMContextHeader, VMFuncRef, VMMemoryDefinition, VMRuntimeLimits,
     VMMemoryImport, VMOffsets, VMTableDefinition, ValType,
 };
 
@@ -177,7 +177,8 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
     /// Address of element `index` of `table`, trapping with `oob_trap` when out of bounds.
     fn table_element_addr(&mut self, builder: &mut FunctionBuilder, table: TableIndex, index: ir::Value, oob_trap: ir::TrapCode) -> ir::Value {
         let def = self.table_definition(builder, table);
-        let base = builder.ins().load(types::I64, vm_flags(), def, VMTableDefinition::BASE_OFFSET as i32);
+        // The base never moves (room for the maximum is reserved up front); only the length does.
+        let base = builder.ins().load(types::I64, vm_readonly(), def, VMTableDefinition::BASE_OFFSET as i32);
         let len = builder.ins().load(types::I64, vm_flags(), def, VMTableDefinition::CURRENT_ELEMENTS_OFFSET as i32);
         let index = if builder.func.dfg.value_type(index) == types::I64 {
             index
@@ -212,6 +213,18 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
         let mismatch = builder.ins().icmp(IntCC::NotEqual, actual, expected);
         builder.ins().trapnz(mismatch, ir::TrapCode::BadSignature);
         funcref
+    }
+
+    /// Traps with `Interrupt` ("deadline exceeded") if the store's interrupt flag is set. Emitted
+    /// at every function entry and loop header, so runaway code stops within one iteration.
+    fn check_interrupt(&mut self, builder: &mut FunctionBuilder) {
+        let vmctx = Self::vmctx_value(builder.func);
+        let limits = builder.ins().load(types::I64, vm_readonly(), vmctx, VMContextHeader::RUNTIME_LIMITS_OFFSET as i32);
+        // Another thread sets it. An atomic load (a plain `mov` on x86-64) so Cranelift's
+        // redundant-load elimination cannot reuse the value read at the function's entry.
+        let addr = builder.ins().iadd_imm(limits, VMRuntimeLimits::INTERRUPT_OFFSET as i64);
+        let flag = builder.ins().atomic_load(types::I64, vm_flags(), addr);
+        builder.ins().trapnz(flag, ir::TrapCode::Interrupt);
     }
 
     /// `(code, callee_vmctx, caller_vmctx ++ args)` for a call through a non-null funcref.
@@ -572,5 +585,15 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
 
     fn is_x86(&self) -> bool {
         true
+    }
+
+    fn before_translate_function(&mut self, builder: &mut FunctionBuilder, _state: &FuncTranslationState) -> WasmResult<()> {
+        self.check_interrupt(builder);
+        Ok(())
+    }
+
+    fn translate_loop_header(&mut self, builder: &mut FunctionBuilder) -> WasmResult<()> {
+        self.check_interrupt(builder);
+        Ok(())
     }
 }

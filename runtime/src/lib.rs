@@ -29,6 +29,6 @@ pub use instance::{CallError, Instance, InstantiationError, TypedFunc, WasmParam
 pub use kiln_abi::{FuncType, GlobalType, HeapType, ImportKind, MemoryType, RefType, TableType, TrapCode, ValType};
 pub use load::{LoadError, Module};
 pub use region::{Region, RegionConfig, RegionError};
-pub use store::Store;
+pub use store::{InterruptHandle, Store};
 pub use traps::{HostError, Trap};
 pub use values::Val;

@@ -86,6 +86,17 @@ impl Store {
         self.retained.lock().unwrap_or_else(|e| e.into_inner()).push(instance);
     }
 
+    /// A handle that stops this store's running guest from any thread: the guest traps with
+    /// "deadline exceeded" at its next function entry or loop iteration.
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        InterruptHandle { store: self.inner.clone() }
+    }
+
+    /// Clears a pending interruption so the store can run again.
+    pub fn clear_interrupt(&self) {
+        self.inner.interrupt_flag().store(0, Ordering::SeqCst);
+    }
+
     /// Whether two handles refer to the same store.
     pub fn same(&self, other: &Store) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
@@ -95,6 +106,13 @@ impl Store {
 impl StoreInner {
     pub fn limits_ptr(&self) -> *mut VMRuntimeLimits {
         self.limits.get()
+    }
+
+    /// The interrupt flag, shared with compiled code.
+    fn interrupt_flag(&self) -> &AtomicU64 {
+        // SAFETY: the field is a properly aligned u64 that lives as long as `self`; every access
+        // from Rust goes through this atomic view, and compiled code only reads it.
+        unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*self.limits.get()).interrupt)) }
     }
 
     /// Makes this thread the owner if the store is free (or already ours).
@@ -135,6 +153,24 @@ impl StoreInner {
         if self.bindings.fetch_sub(1, Ordering::Relaxed) == 1 && !self.in_call.get() {
             self.owner.store(0, Ordering::Release);
         }
+    }
+}
+
+/// Stops a store's guest from another thread (a kill switch; see [`Store::interrupt_handle`]).
+/// The interruption stays pending until [`Store::clear_interrupt`].
+#[derive(Clone)]
+pub struct InterruptHandle {
+    store: Arc<StoreInner>,
+}
+
+impl InterruptHandle {
+    pub(crate) fn new(store: Arc<StoreInner>) -> InterruptHandle {
+        InterruptHandle { store }
+    }
+
+    /// Asks the guest to stop.
+    pub fn interrupt(&self) {
+        self.store.interrupt_flag().store(1, Ordering::SeqCst);
     }
 }
 

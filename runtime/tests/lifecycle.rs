@@ -315,3 +315,50 @@ fn a_segfault_in_host_code_still_kills_the_process() {
 fn libc_sigsegv() -> i32 {
     11
 }
+
+#[test]
+fn an_interrupt_stops_runaway_guests_promptly_and_the_slot_is_reusable() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = r#"
+    (module
+      (func (export "spin") (loop (br 0)))
+      (func $f (call $g))
+      (func $g (call $f2))
+      (func $f2 (return_call $f))
+      (func (export "calls") (loop (call $leaf) (br 0)))
+      (func $leaf)
+      (func (export "answer") (result i32) (i32.const 42)))
+    "#;
+    let module = Module::load(compile(dir.path(), "spin", wat)).unwrap();
+    let region = region(1);
+    // If the interruption never lands, fail loudly instead of hanging the test run.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog_done = done.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        if !watchdog_done.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("the guest was not interrupted within 30 s");
+            std::process::abort();
+        }
+    });
+    for export in ["spin", "calls"] {
+        let instance = Instance::new(&region, &module, &[]).unwrap();
+        let handle = instance.interrupt_handle();
+        let timer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            handle.interrupt();
+        });
+        let start = std::time::Instant::now();
+        let result = instance.call(export, &[]);
+        let elapsed = start.elapsed();
+        timer.join().unwrap();
+        assert_eq!(trap_code(result), TrapCode::Interrupt, "{export}");
+        assert!(elapsed < std::time::Duration::from_secs(1), "{export} took {elapsed:?}");
+        assert_eq!(TrapCode::Interrupt.message(), "deadline exceeded");
+        drop(instance);
+        // A fresh tenant in the same slot runs normally.
+        let next = Instance::new(&region, &module, &[]).unwrap();
+        assert_eq!(next.call("answer", &[]).unwrap(), vec![Val::I32(42)]);
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+}

@@ -1,7 +1,213 @@
-//! `cargo xtask bench`: the seed article's lifecycle benchmarks (being built).
+//! `cargo xtask bench`: builds the C hello world, runs the criterion lifecycle benchmarks for
+//! Kiln and Wasmtime in one run, prints them beside the seed article's Lucet figures, writes
+//! the JSON report and a plot of instantiation time against initial heap size.
 
-use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-pub fn run(_args: Vec<String>) -> Result<()> {
-    bail!("`cargo xtask bench` is not implemented yet")
+use anyhow::{bail, Context, Result};
+
+/// The seed article's Lucet figures (mean, ns), where it gave one.
+const LUCET: &[(&str, f64)] = &[
+    ("load_region_instantiate_hello", 52_000.0),
+    ("instantiate_hello", 30_000.0),
+    ("teardown_hello", 23_000.0),
+    ("call_trivial", 500.0),
+    ("first_run_with_signal_install", 4_900.0),
+    ("teardown_dirty/1M", 37_500.0),
+    ("teardown_dirty/4M", 150_000.0),
+    ("teardown_dirty/16M", 600_000.0),
+];
+
+const SIZES: &[&str] = &["64K", "512K", "1M", "4M", "16M"];
+
+struct Options {
+    quick: bool,
+    json: Option<PathBuf>,
+    peer: bool,
+}
+
+fn parse(args: Vec<String>) -> Result<Options> {
+    let mut options = Options { quick: false, json: None, peer: true };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--json" => options.json = Some(args.next().context("--json needs a file")?.into()),
+            "--no-peer" => options.peer = false,
+            other => bail!("unknown argument `{other}` (expected --quick, --json FILE, --no-peer)"),
+        }
+    }
+    Ok(options)
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Builds `benches/programs/hello.c` for wasm32-wasi with Debian's clang-14.
+fn build_hello(out: &Path) -> Result<()> {
+    let source = root().join("benches/programs/hello.c");
+    let status = Command::new("clang-14")
+        .args(["--target=wasm32-wasi", "-O2", "-fuse-ld=lld", "-o"])
+        .arg(out)
+        .arg(&source)
+        .status()
+        .context("cannot run clang-14: install `clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32`")?;
+    if !status.success() {
+        bail!("clang-14 failed to build {}", source.display());
+    }
+    Ok(())
+}
+
+/// Median estimates (ns) criterion wrote under `target/criterion/<engine>/...`.
+fn read_estimates(engine: &str) -> BTreeMap<String, f64> {
+    let base = root().join("target/criterion").join(engine);
+    let mut results = BTreeMap::new();
+    let mut stack = vec![base.clone()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == "new") {
+                if let Some(median) = std::fs::read_to_string(path.join("estimates.json")).ok().and_then(|t| median_of(&t)) {
+                    let name = dir.strip_prefix(&base).unwrap().to_string_lossy().replace('\\', "/");
+                    results.insert(name, median);
+                }
+            } else if path.is_dir() && path.file_name().is_some_and(|n| n != "base" && n != "report") {
+                stack.push(path);
+            }
+        }
+    }
+    results
+}
+
+/// `"median":{..."point_estimate":X...}` from criterion's estimates.json.
+fn median_of(json: &str) -> Option<f64> {
+    let after = &json[json.find("\"median\"")?..];
+    let after = &after[after.find("\"point_estimate\"")? + "\"point_estimate\"".len()..];
+    let value: String = after.trim_start_matches([':', ' ']).chars().take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')).collect();
+    value.parse().ok()
+}
+
+fn format_ns(ns: f64) -> String {
+    if ns >= 1_000_000.0 {
+        format!("{:.2} ms", ns / 1_000_000.0)
+    } else if ns >= 1_000.0 {
+        format!("{:.2} µs", ns / 1_000.0)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+pub fn run(args: Vec<String>) -> Result<()> {
+    let options = parse(args)?;
+    let out_dir = root().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let hello = out_dir.join("hello.wasm");
+    build_hello(&hello)?;
+    // Stale results must not leak into this run's report.
+    for engine in ["kiln", "wasmtime"] {
+        let _ = std::fs::remove_dir_all(root().join("target/criterion").join(engine));
+    }
+
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.current_dir(root()).args(["bench", "-p", "kiln-benches", "--bench", "lifecycle"]);
+    if options.peer {
+        cargo.args(["--features", "wasmtime"]);
+    }
+    cargo.arg("--");
+    if options.quick {
+        cargo.arg("--quick");
+    }
+    cargo.env("KILN_BENCH_HELLO", &hello);
+    eprintln!("bench: running criterion (Wasmtime {})", if options.peer { "included" } else { "skipped" });
+    if !cargo.status()?.success() {
+        bail!("the benchmarks failed");
+    }
+
+    let kiln = read_estimates("kiln");
+    let peer = read_estimates("wasmtime");
+    let lucet: BTreeMap<&str, f64> = LUCET.iter().copied().collect();
+    println!();
+    println!("{:<34} {:>12} {:>12} {:>10} {:>12} {:>10}", "benchmark", "kiln", "wasmtime", "kiln/wt", "lucet", "kiln/lucet");
+    let mut json = String::from("{\"results\":[");
+    let mut first = true;
+    for (name, &k) in &kiln {
+        let w = peer.get(name).copied();
+        let l = lucet.get(name.as_str()).copied();
+        println!(
+            "{name:<34} {:>12} {:>12} {:>10} {:>12} {:>10}",
+            format_ns(k),
+            w.map_or("-".into(), format_ns),
+            w.map_or("-".into(), |w| format!("{:.2}x", k / w)),
+            l.map_or("-".into(), format_ns),
+            l.map_or("-".into(), |l| format!("{:.3}x", k / l)),
+        );
+        for (engine, value) in [("kiln", Some(k)), ("wasmtime", w)] {
+            if let Some(ns) = value {
+                if !first {
+                    json.push(',');
+                }
+                first = false;
+                json.push_str(&format!("{{\"name\":\"{name}\",\"engine\":\"{engine}\",\"ns\":{ns:.3}}}"));
+            }
+        }
+    }
+    json.push_str("]}\n");
+    if let Some(path) = &options.json {
+        std::fs::write(path, &json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let plot = out_dir.join("instantiate-vs-heap.svg");
+    std::fs::write(&plot, plot_svg(&kiln, &peer))?;
+    println!();
+    println!("bench: plot of instantiation time vs initial heap size: {}", plot.display());
+    Ok(())
+}
+
+/// The seed's graphs 3 and 4 (instantiation vs dense/sparse heap size), both engines, as SVG.
+fn plot_svg(kiln: &BTreeMap<String, f64>, peer: &BTreeMap<String, f64>) -> String {
+    let series: Vec<(String, &str, Vec<Option<f64>>)> = [
+        ("kiln dense", "#d62728", kiln, "instantiate_dense"),
+        ("kiln sparse", "#ff9896", kiln, "instantiate_sparse"),
+        ("wasmtime dense", "#1f77b4", peer, "instantiate_dense"),
+        ("wasmtime sparse", "#aec7e8", peer, "instantiate_sparse"),
+    ]
+    .into_iter()
+    .map(|(label, color, data, kind)| {
+        (label.to_string(), color, SIZES.iter().map(|s| data.get(&format!("{kind}/{s}")).copied()).collect())
+    })
+    .collect();
+    let max = series.iter().flat_map(|s| s.2.iter().flatten()).fold(1.0f64, |a, &b| a.max(b)) * 1.1;
+    let (w, h, left, bottom, top, right) = (720.0, 440.0, 80.0, 60.0, 40.0, 180.0);
+    let x = |i: usize| left + i as f64 * (w - left - right) / (SIZES.len() - 1) as f64;
+    let y = |ns: f64| h - bottom - ns / max * (h - bottom - top);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"24\" font-size=\"15\">Instantiation time vs initial heap size (median)</text>\n",
+        left
+    );
+    svg.push_str(&format!("<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", h - bottom, w - right, h - bottom));
+    svg.push_str(&format!("<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n", h - bottom));
+    for (i, size) in SIZES.iter().enumerate() {
+        svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{size}</text>\n", x(i), h - bottom + 18.0));
+    }
+    for k in 0..=4 {
+        let ns = max * k as f64 / 4.0;
+        svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n", left - 6.0, y(ns) + 4.0, format_ns(ns)));
+        svg.push_str(&format!("<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#eee\"/>\n", y(ns), w - right));
+    }
+    svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">initial heap size (dense: all pages hold data; sparse: one page in eight)</text>\n", (left + w - right) / 2.0, h - 16.0));
+    for (n, (label, color, points)) in series.iter().enumerate() {
+        let path: Vec<String> = points.iter().enumerate().filter_map(|(i, p)| p.map(|ns| format!("{:.1},{:.1}", x(i), y(ns)))).collect();
+        if path.len() > 1 {
+            svg.push_str(&format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n", path.join(" ")));
+        }
+        let ly = top + 20.0 * n as f64;
+        svg.push_str(&format!("<line x1=\"{0}\" y1=\"{ly}\" x2=\"{1}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/><text x=\"{2}\" y=\"{3}\">{label}</text>\n", w - right + 10.0, w - right + 30.0, w - right + 36.0, ly + 4.0));
+    }
+    svg.push_str("</svg>\n");
+    svg
 }

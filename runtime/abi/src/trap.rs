@@ -21,7 +21,7 @@ macro_rules! for_each_trap_code {
             IntegerOverflow = 7 => "integer overflow",
             /// Integer division or remainder by zero.
             IntegerDivisionByZero = 8 => "integer divide by zero",
-            /// A float-to-int conversion of NaN or of a value out of range.
+            /// A float-to-int conversion of NaN (out-of-range values are `IntegerOverflow`).
             BadConversionToInteger = 9 => "invalid conversion to integer",
             /// `unreachable` was executed.
             UnreachableCodeReached = 10 => "unreachable",

@@ -95,6 +95,12 @@ impl Instance {
         &self.inner.module
     }
 
+    /// A handle that stops this instance's running guest (and its store's) from any thread:
+    /// the guest traps with "deadline exceeded".
+    pub fn interrupt_handle(&self) -> crate::store::InterruptHandle {
+        crate::store::InterruptHandle::new(self.inner.store.clone())
+    }
+
     /// The export called `name`.
     pub fn get_export(&self, name: &str) -> Option<Extern> {
         let export = self.inner.module.inner.meta.exports.iter().find(|e| e.name == name)?;

@@ -27,6 +27,8 @@ pub mod memory;
 mod poll;
 pub mod table;
 pub mod types;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -174,6 +176,9 @@ impl WasiCtxBuilder {
         for (i, source) in self.stdio.into_iter().enumerate() {
             let handle = match source {
                 None => continue,
+                // A closed host descriptor stays closed for the guest (`badf`): the number may
+                // later be reused by a file Kiln opens, which the guest must not reach as stdio.
+                Some(StdioSource::Inherit) if !host_stdio_is_open(i) => continue,
                 Some(StdioSource::Inherit) => Handle::Inherited(i as i32),
                 Some(StdioSource::File(f)) => Handle::File(cap_std::fs::File::from_std(f)),
             };
@@ -181,8 +186,7 @@ impl WasiCtxBuilder {
             table.insert(i as u32, Descriptor { handle, filetype, base, inheriting: 0, flags: 0, preopen: None });
         }
         // Preopens start at 3 even when some stdio descriptor is absent.
-        let mut next = 3u32;
-        for (host, guest) in self.preopens {
+        for (next, (host, guest)) in (3u32..).zip(self.preopens) {
             let dir = cap_std::fs::Dir::open_ambient_dir(&host, cap_std::ambient_authority())
                 .map_err(|source| WasiError::Preopen { path: host.clone(), source })?;
             table.insert(
@@ -196,9 +200,18 @@ impl WasiCtxBuilder {
                     preopen: Some(guest.into_bytes()),
                 },
             );
-            next += 1;
         }
         Ok(WasiCtx { args: self.args, env: self.env, table })
+    }
+}
+
+fn host_stdio_is_open(fd: usize) -> bool {
+    use std::os::fd::AsFd;
+    let open = |fd| rustix::io::fcntl_getfd(fd).is_ok();
+    match fd {
+        0 => open(std::io::stdin().as_fd()),
+        1 => open(std::io::stdout().as_fd()),
+        _ => open(std::io::stderr().as_fd()),
     }
 }
 

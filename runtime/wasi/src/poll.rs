@@ -1,0 +1,189 @@
+//! `poll_oneoff`: wait for clocks and descriptors.
+//!
+//! Clock subscriptions become a timeout; descriptor subscriptions on pipes, terminals and
+//! sockets go to the host's `poll(2)`. Regular files and directories are always ready, as on
+//! POSIX (a read subscription reports the bytes left before the end of the file).
+
+use std::time::Duration;
+
+use crate::funcs::{now, Args, Fail};
+use crate::memory::GuestMemory;
+use crate::types::{clockid, eventtype, filetype, rights, Errno, EVENTRWFLAGS_HANGUP, SUBCLOCKFLAGS_ABSTIME};
+use crate::WasiCtx;
+
+const SUBSCRIPTION_SIZE: u32 = 48;
+const EVENT_SIZE: u32 = 32;
+
+struct Event {
+    userdata: u64,
+    error: Errno,
+    kind: u8,
+    nbytes: u64,
+    flags: u16,
+}
+
+enum Sub {
+    /// Fires after this many nanoseconds from the start of the call.
+    Clock { userdata: u64, after: u64 },
+    /// Waits on a host descriptor (index into the poll set).
+    Fd { userdata: u64, kind: u8, slot: usize },
+}
+
+pub(crate) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
+    let (subs_ptr, events_ptr, n, nevents_ptr) = (a.u32(0), a.u32(1), a.u32(2), a.u32(3));
+    if n == 0 {
+        return Err(Errno::Inval.into());
+    }
+    mem.slice(subs_ptr, n.checked_mul(SUBSCRIPTION_SIZE).ok_or(Errno::Fault)?)?;
+    mem.slice(events_ptr, n.checked_mul(EVENT_SIZE).ok_or(Errno::Fault)?)?;
+
+    let mut ready: Vec<Event> = Vec::new();
+    let mut subs = Vec::new();
+    let mut poll_fds: Vec<(std::os::fd::BorrowedFd<'_>, rustix::event::PollFlags)> = Vec::new();
+    for i in 0..n {
+        let at = subs_ptr + i * SUBSCRIPTION_SIZE;
+        let userdata = mem.read_u64(at)?;
+        let tag = mem.read_u8(at + 8)?;
+        match tag {
+            eventtype::CLOCK => {
+                let id = mem.read_u32(at + 16)?;
+                let timeout = mem.read_u64(at + 24)?;
+                let flags = mem.read_u16(at + 40)?;
+                let after = match (id, flags & SUBCLOCKFLAGS_ABSTIME != 0) {
+                    (_, false) => {
+                        crate::funcs::host_clock(id).map(|_| timeout)
+                    }
+                    (clockid::REALTIME | clockid::MONOTONIC, true) => now(id).map(|t| timeout.saturating_sub(t)),
+                    _ => Err(Errno::Inval),
+                };
+                match after {
+                    Ok(after) => subs.push(Sub::Clock { userdata, after }),
+                    Err(error) => ready.push(Event { userdata, error, kind: tag, nbytes: 0, flags: 0 }),
+                }
+            }
+            eventtype::FD_READ | eventtype::FD_WRITE => {
+                let fd = mem.read_u32(at + 16)?;
+                let desc = match ctx.table.get(fd) {
+                    Ok(d) => d,
+                    Err(error) => {
+                        ready.push(Event { userdata, error, kind: tag, nbytes: 0, flags: 0 });
+                        continue;
+                    }
+                };
+                if let Err(error) = desc.require(rights::POLL_FD_READWRITE) {
+                    ready.push(Event { userdata, error, kind: tag, nbytes: 0, flags: 0 });
+                    continue;
+                }
+                if desc.filetype == filetype::REGULAR_FILE || desc.filetype == filetype::DIRECTORY {
+                    let host = desc.handle.fd();
+                    let nbytes = if tag == eventtype::FD_READ && desc.filetype == filetype::REGULAR_FILE {
+                        let size = rustix::fs::fstat(host).map(|s| s.st_size as u64).unwrap_or(0);
+                        let pos = rustix::fs::seek(host, rustix::fs::SeekFrom::Current(0)).unwrap_or(0);
+                        size.saturating_sub(pos)
+                    } else {
+                        0
+                    };
+                    ready.push(Event { userdata, error: Errno::Success, kind: tag, nbytes, flags: 0 });
+                    continue;
+                }
+                let interest = if tag == eventtype::FD_READ {
+                    rustix::event::PollFlags::IN
+                } else {
+                    rustix::event::PollFlags::OUT
+                };
+                subs.push(Sub::Fd { userdata, kind: tag, slot: poll_fds.len() });
+                poll_fds.push((desc.handle.fd(), interest));
+            }
+            _ => ready.push(Event { userdata, error: Errno::Inval, kind: tag, nbytes: 0, flags: 0 }),
+        }
+    }
+
+    let timeout = subs
+        .iter()
+        .filter_map(|s| match s {
+            Sub::Clock { after, .. } => Some(*after),
+            _ => None,
+        })
+        .min();
+    let start = std::time::Instant::now();
+    // Something is already ready: only look, never wait.
+    let wait = if ready.is_empty() { timeout.map(Duration::from_nanos) } else { Some(Duration::ZERO) };
+
+    let mut revents = vec![rustix::event::PollFlags::empty(); poll_fds.len()];
+    if !poll_fds.is_empty() {
+        let mut set: Vec<rustix::event::PollFd<'_>> =
+            poll_fds.iter().map(|(fd, flags)| rustix::event::PollFd::new(fd, *flags)).collect();
+        let ts = wait.map(|d| rustix::event::Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: d.subsec_nanos() as _,
+        });
+        loop {
+            match rustix::event::poll(&mut set, ts.as_ref()) {
+                Ok(_) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(Errno::from(e).into()),
+            }
+        }
+        for (out, pfd) in revents.iter_mut().zip(&set) {
+            *out = pfd.revents();
+        }
+    } else if let Some(d) = wait {
+        std::thread::sleep(d);
+    } else if ready.is_empty() {
+        // Only invalid subscriptions would leave nothing to wait for; they are reported above.
+        return Err(Errno::Inval.into());
+    }
+    let elapsed = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+
+    for sub in &subs {
+        match *sub {
+            Sub::Fd { userdata, kind, slot } => {
+                let r = revents[slot];
+                use rustix::event::PollFlags as P;
+                if r.is_empty() {
+                    continue;
+                }
+                let (error, flags) = if r.contains(P::NVAL) {
+                    (Errno::Badf, 0)
+                } else if r.contains(P::ERR) {
+                    (Errno::Io, 0)
+                } else if r.contains(P::HUP) {
+                    (Errno::Success, EVENTRWFLAGS_HANGUP)
+                } else {
+                    (Errno::Success, 0)
+                };
+                let nbytes = if kind == eventtype::FD_READ && error == Errno::Success {
+                    rustix::io::ioctl_fionread(poll_fds[slot].0).unwrap_or(0)
+                } else {
+                    0
+                };
+                ready.push(Event { userdata, error, kind, nbytes, flags });
+            }
+            Sub::Clock { userdata, after } => {
+                let fired = after <= elapsed || (poll_fds.is_empty() && Some(after) == timeout);
+                if fired {
+                    ready.push(Event { userdata, error: Errno::Success, kind: eventtype::CLOCK, nbytes: 0, flags: 0 });
+                }
+            }
+        }
+    }
+    if ready.is_empty() {
+        // poll() timed out a hair early by our clock: the earliest clock is what woke us.
+        if let Some(Sub::Clock { userdata, .. }) =
+            subs.iter().find(|s| matches!(s, Sub::Clock { after, .. } if Some(*after) == timeout))
+        {
+            ready.push(Event { userdata: *userdata, error: Errno::Success, kind: eventtype::CLOCK, nbytes: 0, flags: 0 });
+        }
+    }
+
+    for (i, ev) in ready.iter().enumerate() {
+        let at = events_ptr + i as u32 * EVENT_SIZE;
+        mem.write_bytes(at, &[0; EVENT_SIZE as usize])?;
+        mem.write_u64(at, ev.userdata)?;
+        mem.write_u16(at + 8, ev.error as u16)?;
+        mem.write_u8(at + 10, ev.kind)?;
+        mem.write_u64(at + 16, ev.nbytes)?;
+        mem.write_u16(at + 24, ev.flags)?;
+    }
+    Ok(mem.write_u32(nevents_ptr, ready.len() as u32)?)
+}

@@ -1,0 +1,281 @@
+//! Host-side tests of the preview1 functions, called directly on a fake guest memory (no
+//! compiler needed): the sandbox (one test per escape route), rights, bounds checks, and the
+//! preview1 details the official suite relies on.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use kiln_runtime::Val;
+
+use crate::funcs::{Args, Fail, FUNCS};
+use crate::memory::GuestMemory;
+use crate::types::{lookupflags, oflags, rights, Errno};
+use crate::{WasiCtx, WasiCtxBuilder};
+
+const MEM: usize = 64 * 1024;
+/// Where test paths are written in the fake memory.
+const PATH: u32 = 1024;
+const PATH2: u32 = 2048;
+/// Where results are written.
+const OUT: u32 = 4096;
+const SANDBOX: i32 = 3;
+
+struct Guest {
+    ctx: WasiCtx,
+    mem: Vec<u8>,
+}
+
+impl Guest {
+    fn new(sandbox: &Path) -> Guest {
+        let ctx = WasiCtxBuilder::new().preopened_dir(sandbox, "sandbox").build().unwrap();
+        Guest { ctx, mem: vec![0; MEM] }
+    }
+
+    /// Calls the preview1 function `name`; returns its errno.
+    fn call(&mut self, name: &str, args: &[Val]) -> Errno {
+        let (_, _, body) = FUNCS.iter().find(|(n, _, _)| *n == name).expect("known function");
+        let mut mem = GuestMemory::new(&mut self.mem);
+        match body(&mut self.ctx, &mut mem, &Args(args)) {
+            Ok(()) => Errno::Success,
+            Err(Fail::Errno(e)) => e,
+            Err(Fail::Trap(t)) => panic!("{name} trapped: {t}"),
+        }
+    }
+
+    fn put(&mut self, at: u32, bytes: &[u8]) -> i32 {
+        self.mem[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+        bytes.len() as i32
+    }
+
+    fn u32_at(&self, at: u32) -> u32 {
+        u32::from_le_bytes(self.mem[at as usize..at as usize + 4].try_into().unwrap())
+    }
+
+    fn u64_at(&self, at: u32) -> u64 {
+        u64::from_le_bytes(self.mem[at as usize..at as usize + 8].try_into().unwrap())
+    }
+
+    /// path_open beneath the preopen; `Ok(fd)` or the errno.
+    fn open(&mut self, follow: bool, path: &str, oflags: u16, base: u64) -> Result<u32, Errno> {
+        let len = self.put(PATH, path.as_bytes());
+        let flags = if follow { lookupflags::SYMLINK_FOLLOW as i32 } else { 0 };
+        let e = self.call(
+            "path_open",
+            &[
+                Val::I32(SANDBOX),
+                Val::I32(flags),
+                Val::I32(PATH as i32),
+                Val::I32(len),
+                Val::I32(oflags as i32),
+                Val::I64(base as i64),
+                Val::I64(0),
+                Val::I32(0),
+                Val::I32(OUT as i32),
+            ],
+        );
+        if e == Errno::Success {
+            Ok(self.u32_at(OUT))
+        } else {
+            Err(e)
+        }
+    }
+
+    /// A one-path function (`path_create_directory`, `path_unlink_file`, ...) on the preopen.
+    fn path_call(&mut self, name: &str, path: &str) -> Errno {
+        let len = self.put(PATH, path.as_bytes());
+        self.call(name, &[Val::I32(SANDBOX), Val::I32(PATH as i32), Val::I32(len)])
+    }
+
+    fn stat(&mut self, follow: bool, path: &str) -> Errno {
+        let len = self.put(PATH, path.as_bytes());
+        let flags = if follow { lookupflags::SYMLINK_FOLLOW as i32 } else { 0 };
+        self.call("path_filestat_get", &[Val::I32(SANDBOX), Val::I32(flags), Val::I32(PATH as i32), Val::I32(len), Val::I32(OUT as i32)])
+    }
+}
+
+/// `root/secret.txt` outside; `root/sandbox` (the preopen) with `inside.txt`, `sub/`, and
+/// links pointing out.
+fn layout() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let sandbox = r.join("sandbox");
+    std::fs::create_dir_all(sandbox.join("sub")).unwrap();
+    std::fs::write(r.join("secret.txt"), "secret").unwrap();
+    std::fs::write(sandbox.join("inside.txt"), "inside").unwrap();
+    symlink(r.join("secret.txt"), sandbox.join("abs_link")).unwrap();
+    symlink("../secret.txt", sandbox.join("rel_link")).unwrap();
+    symlink("sub/hop", sandbox.join("chain")).unwrap();
+    symlink("../../secret.txt", sandbox.join("sub/hop")).unwrap();
+    symlink("..", sandbox.join("dir_link")).unwrap();
+    symlink("inside.txt", sandbox.join("inside_link")).unwrap();
+    root
+}
+
+fn refused(e: Result<u32, Errno>) -> bool {
+    matches!(e, Err(Errno::Perm | Errno::NotCapable))
+}
+
+#[test]
+fn dotdot_cannot_leave_the_preopen() {
+    let root = layout();
+    let mut g = Guest::new(&root.path().join("sandbox"));
+    assert!(refused(g.open(false, "../secret.txt", 0, rights::FD_READ)));
+    assert!(refused(g.open(false, "sub/../../secret.txt", 0, rights::FD_READ)));
+    assert!(refused(g.open(false, "..", oflags::DIRECTORY, 0)));
+    assert!(refused(g.open(false, "../created.txt", oflags::CREAT, rights::FD_WRITE)));
+    assert!(!root.path().join("created.txt").exists());
+    assert_eq!(g.path_call("path_create_directory", "../made"), Errno::Perm);
+    assert!(!root.path().join("made").exists());
+    assert_eq!(g.path_call("path_unlink_file", "../secret.txt"), Errno::Perm);
+    assert_eq!(g.stat(false, "../secret.txt"), Errno::Perm);
+    // A `..` that stays inside is fine.
+    assert!(g.open(false, "sub/../inside.txt", 0, rights::FD_READ).is_ok());
+    assert!(root.path().join("secret.txt").exists());
+}
+
+#[test]
+fn absolute_paths_are_refused() {
+    let root = layout();
+    let mut g = Guest::new(&root.path().join("sandbox"));
+    let secret = root.path().join("secret.txt");
+    assert!(refused(g.open(false, "/etc/passwd", 0, rights::FD_READ)));
+    assert!(refused(g.open(false, secret.to_str().unwrap(), 0, rights::FD_READ)));
+    assert!(refused(g.open(false, "/", oflags::DIRECTORY, 0)));
+    assert_eq!(g.path_call("path_unlink_file", secret.to_str().unwrap()), Errno::Perm);
+    assert!(secret.exists());
+}
+
+#[test]
+fn symlinks_cannot_lead_outside() {
+    let root = layout();
+    let mut g = Guest::new(&root.path().join("sandbox"));
+    assert!(refused(g.open(true, "abs_link", 0, rights::FD_READ)), "absolute target");
+    assert!(refused(g.open(true, "rel_link", 0, rights::FD_READ)), "relative target");
+    assert!(refused(g.open(true, "chain", 0, rights::FD_READ)), "a chain of links");
+    assert!(refused(g.open(false, "dir_link/secret.txt", 0, rights::FD_READ)), "a link as a directory");
+    assert_eq!(g.stat(true, "rel_link"), Errno::Perm);
+    // A link the guest makes itself is confined the same way.
+    let target_len = g.put(PATH2, b"../secret.txt");
+    let link_len = g.put(PATH, b"guest_link");
+    let e = g.call(
+        "path_symlink",
+        &[Val::I32(PATH2 as i32), Val::I32(target_len), Val::I32(SANDBOX), Val::I32(PATH as i32), Val::I32(link_len)],
+    );
+    assert_eq!(e, Errno::Success, "making a link is allowed");
+    assert!(refused(g.open(true, "guest_link", 0, rights::FD_READ)));
+    // Not following: the link itself can be looked at; a link inside works.
+    assert_eq!(g.stat(false, "abs_link"), Errno::Success);
+    assert!(g.open(true, "inside_link", 0, rights::FD_READ).is_ok());
+}
+
+#[test]
+fn rights_only_shrink_and_are_enforced() {
+    let root = layout();
+    let mut g = Guest::new(&root.path().join("sandbox"));
+    let fd = g.open(false, "inside.txt", 0, rights::FD_READ | rights::FD_SEEK).unwrap();
+    // No FD_WRITE was asked for: writing is not allowed.
+    g.put(0, &[0, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(g.call("fd_write", &[Val::I32(fd as i32), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]), Errno::NotCapable);
+    // Rights can be dropped, never added back.
+    assert_eq!(g.call("fd_fdstat_set_rights", &[Val::I32(fd as i32), Val::I64(rights::FD_SEEK as i64), Val::I64(0)]), Errno::Success);
+    assert_eq!(g.call("fd_read", &[Val::I32(fd as i32), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]), Errno::NotCapable);
+    let all = (rights::FD_READ | rights::FD_SEEK) as i64;
+    assert_eq!(g.call("fd_fdstat_set_rights", &[Val::I32(fd as i32), Val::I64(all), Val::I64(0)]), Errno::NotCapable);
+    // A directory without PATH_FILESTAT_SET_SIZE cannot truncate through path_open.
+    let dir_rights = (rights::DIRECTORY & !rights::PATH_FILESTAT_SET_SIZE) as i64;
+    let inheriting = rights::DIRECTORY_INHERITING as i64;
+    assert_eq!(g.call("fd_fdstat_set_rights", &[Val::I32(SANDBOX), Val::I64(dir_rights), Val::I64(inheriting)]), Errno::Success);
+    assert_eq!(g.open(false, "inside.txt", oflags::TRUNC, rights::FD_WRITE), Err(Errno::Perm));
+    assert_eq!(std::fs::read_to_string(root.path().join("sandbox/inside.txt")).unwrap(), "inside");
+}
+
+#[test]
+fn bad_guest_pointers_are_efault() {
+    let root = layout();
+    let mut g = Guest::new(&root.path().join("sandbox"));
+    // A path running past the end of memory.
+    let e = g.call(
+        "path_open",
+        &[Val::I32(SANDBOX), Val::I32(0), Val::I32(MEM as i32 - 2), Val::I32(10), Val::I32(0), Val::I64(0), Val::I64(0), Val::I32(0), Val::I32(OUT as i32)],
+    );
+    assert_eq!(e, Errno::Fault);
+    // An iovec whose buffer lies outside memory.
+    let mut iov = Vec::new();
+    iov.extend_from_slice(&(MEM as u32 - 4).to_le_bytes());
+    iov.extend_from_slice(&16u32.to_le_bytes());
+    g.put(0, &iov);
+    let fd = g.open(false, "inside.txt", 0, rights::FD_READ).unwrap();
+    assert_eq!(g.call("fd_read", &[Val::I32(fd as i32), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]), Errno::Fault);
+    // A result pointer outside memory.
+    assert_eq!(g.call("fd_fdstat_get", &[Val::I32(fd as i32), Val::I32(-1)]), Errno::Fault);
+    assert_eq!(g.call("random_get", &[Val::I32(MEM as i32 - 8), Val::I32(9)]), Errno::Fault);
+}
+
+#[test]
+fn preopen_names_and_descriptor_errors() {
+    let root = layout();
+    let mut g = Guest::new(&root.path().join("sandbox"));
+    assert_eq!(g.call("fd_prestat_get", &[Val::I32(SANDBOX), Val::I32(OUT as i32)]), Errno::Success);
+    assert_eq!(g.u32_at(OUT + 4), 7);
+    assert_eq!(g.call("fd_prestat_dir_name", &[Val::I32(SANDBOX), Val::I32(PATH as i32), Val::I32(3)]), Errno::NameTooLong);
+    assert_eq!(g.call("fd_prestat_dir_name", &[Val::I32(SANDBOX), Val::I32(PATH as i32), Val::I32(7)]), Errno::Success);
+    assert_eq!(&g.mem[PATH as usize..PATH as usize + 7], b"sandbox");
+    assert_eq!(g.call("fd_prestat_get", &[Val::I32(4), Val::I32(OUT as i32)]), Errno::Badf);
+    assert_eq!(g.call("fd_close", &[Val::I32(42)]), Errno::Badf);
+    assert_eq!(g.call("sock_shutdown", &[Val::I32(42), Val::I32(3)]), Errno::Badf);
+    assert_eq!(g.call("sock_shutdown", &[Val::I32(SANDBOX), Val::I32(3)]), Errno::NotSock);
+}
+
+#[test]
+fn pwrite_ignores_append_mode() {
+    let root = layout();
+    let mut g = Guest::new(&root.path().join("sandbox"));
+    let len = g.put(PATH, b"log.txt");
+    let e = g.call(
+        "path_open",
+        &[
+            Val::I32(SANDBOX),
+            Val::I32(0),
+            Val::I32(PATH as i32),
+            Val::I32(len),
+            Val::I32(oflags::CREAT as i32),
+            Val::I64((rights::FD_WRITE | rights::FD_SEEK) as i64),
+            Val::I64(0),
+            Val::I32(crate::types::fdflags::APPEND as i32),
+            Val::I32(OUT as i32),
+        ],
+    );
+    assert_eq!(e, Errno::Success);
+    let fd = g.u32_at(OUT) as i32;
+    g.put(100, b"abcd");
+    let mut iov = Vec::new();
+    iov.extend_from_slice(&100u32.to_le_bytes());
+    iov.extend_from_slice(&4u32.to_le_bytes());
+    g.put(0, &iov);
+    assert_eq!(g.call("fd_write", &[Val::I32(fd), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]), Errno::Success);
+    g.put(100, b"XY");
+    g.put(4, &2u32.to_le_bytes());
+    assert_eq!(g.call("fd_pwrite", &[Val::I32(fd), Val::I32(0), Val::I32(1), Val::I64(0), Val::I32(OUT as i32)]), Errno::Success);
+    assert_eq!(g.call("fd_write", &[Val::I32(fd), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]), Errno::Success);
+    assert_eq!(std::fs::read_to_string(root.path().join("sandbox/log.txt")).unwrap(), "XYcdXY");
+}
+
+#[test]
+fn poll_oneoff_waits_for_a_relative_clock() {
+    let root = layout();
+    let mut g = Guest::new(&root.path().join("sandbox"));
+    // One clock subscription: userdata 77, monotonic, 20 ms.
+    let mut sub = vec![0u8; 48];
+    sub[0..8].copy_from_slice(&77u64.to_le_bytes());
+    sub[8] = crate::types::eventtype::CLOCK;
+    sub[16..20].copy_from_slice(&crate::types::clockid::MONOTONIC.to_le_bytes());
+    sub[24..32].copy_from_slice(&20_000_000u64.to_le_bytes());
+    g.put(0, &sub);
+    let start = std::time::Instant::now();
+    assert_eq!(g.call("poll_oneoff", &[Val::I32(0), Val::I32(512), Val::I32(1), Val::I32(OUT as i32)]), Errno::Success);
+    assert!(start.elapsed() >= std::time::Duration::from_millis(20));
+    assert_eq!(g.u32_at(OUT), 1);
+    assert_eq!(g.u64_at(512), 77);
+    assert_eq!(g.mem[512 + 10], crate::types::eventtype::CLOCK);
+    assert_eq!(g.call("poll_oneoff", &[Val::I32(0), Val::I32(512), Val::I32(0), Val::I32(OUT as i32)]), Errno::Inval);
+}

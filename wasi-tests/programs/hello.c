@@ -1,0 +1,7 @@
+// The smallest WASI command: prints exactly "Hello, world!" and a newline.
+#include <stdio.h>
+
+int main(void) {
+    puts("Hello, world!");
+    return 0;
+}

@@ -1,0 +1,256 @@
+//! Kiln's own WASI programs (`programs/*.c`), built with clang-14 for wasm32-wasi and run
+//! through the whole pipeline. One trial per program; without the toolchain every trial is
+//! reported as ignored (kind `needs clang-14`), with the reason printed once.
+
+use std::path::{Path, PathBuf};
+
+use kiln_wasi_tests::{build_program, run, toolchain_missing, Outcome, RunOptions};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+type TestResult = Result<(), Failed>;
+type Program = (&'static str, fn() -> TestResult);
+
+fn scratch() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasi-programs")
+}
+
+fn build(name: &str) -> Result<PathBuf, Failed> {
+    build_program(name, &scratch()).map_err(|e| Failed::from(format!("{e:#}")))
+}
+
+fn check(condition: bool, what: &str, outcome: &Outcome) -> TestResult {
+    if condition {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",
+            outcome.status, outcome.stdout, outcome.stderr
+        )
+        .into())
+    }
+}
+
+fn run_ok(name: &str, options: &RunOptions<'_>) -> Result<Outcome, Failed> {
+    let wasm = build(name)?;
+    run(&wasm, options).map_err(|e| Failed::from(format!("{e:#}")))
+}
+
+fn hello() -> TestResult {
+    let out = run_ok("hello", &RunOptions::default())?;
+    check(out.status == 0, "hello exits with 0", &out)?;
+    check(out.stdout == "Hello, world!\n", "hello prints exactly `Hello, world!`", &out)
+}
+
+fn args_env() -> TestResult {
+    let options = RunOptions {
+        args: &["one", "two words", "--flag"],
+        env: &[("GREETING", "hi there"), ("EXIT_WITH", "42")],
+        ..Default::default()
+    };
+    let out = run_ok("args_env", &options)?;
+    let expected = "argc=4\narg[1]=one\narg[2]=two words\narg[3]=--flag\nenv GREETING=hi there\nenv EXIT_WITH=42\n";
+    check(out.stdout == expected, "arguments and exactly the given environment", &out)?;
+    check(out.status == 42, "the proc_exit code is the exit status", &out)
+}
+
+fn file_io() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = run_ok("file_io", &RunOptions { dirs: &[(dir.path(), "sandbox")], ..Default::default() })?;
+    check(out.status == 0 && out.stdout == "file_io ok\n", "file_io's checks pass", &out)?;
+    let content = std::fs::read_to_string(dir.path().join("data.txt"))?;
+    check(content == "hello, kiln", &format!("data.txt on the host holds {content:?}"), &out)
+}
+
+fn directories() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = run_ok("dirs", &RunOptions { dirs: &[(dir.path(), "sandbox")], ..Default::default() })?;
+    check(out.status == 0, "dirs' checks pass", &out)?;
+    check(out.stdout == "d .\nd ..\nd sub\nf a.txt\n", "the listing of sandbox/tree", &out)?;
+    let moved = dir.path().join("tree/sub/b2.txt");
+    check(moved.is_file(), "the renamed file is where the guest put it", &out)?;
+    check(!dir.path().join("tree/empty").exists(), "the removed directory is gone", &out)
+}
+
+fn clocks() -> TestResult {
+    let out = run_ok("clocks", &RunOptions::default())?;
+    check(out.status == 0, "clocks' checks pass", &out)?;
+    let host = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let guest: i64 = out
+        .stdout
+        .strip_prefix("realtime ")
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| Failed::from(format!("no realtime line in {:?}", out.stdout)))?;
+    check((host - guest).abs() < 60, &format!("guest realtime {guest} is the host's {host}"), &out)
+}
+
+fn poll() -> TestResult {
+    let out = run_ok("poll", &RunOptions { stdin: b"ping", ..Default::default() })?;
+    check(out.status == 0, "poll's checks pass", &out)?;
+    check(out.stdout == "stdin: ping\n", "stdin was readable and echoed", &out)
+}
+
+/// The host layout every escape program runs against: `root/secret.txt` outside, the
+/// preopen `root/sandbox` with a file, a subdirectory and symlinks that point outside.
+struct EscapeLayout {
+    root: tempfile::TempDir,
+}
+
+const SECRET: &str = "top secret\n";
+
+impl EscapeLayout {
+    fn new() -> Result<EscapeLayout, Failed> {
+        let root = tempfile::tempdir()?;
+        let r = root.path();
+        let sandbox = r.join("sandbox");
+        std::fs::create_dir_all(sandbox.join("sub"))?;
+        std::fs::create_dir(r.join("outside_dir"))?;
+        std::fs::write(r.join("secret.txt"), SECRET)?;
+        std::fs::write(sandbox.join("inside.txt"), "inside\n")?;
+        use std::os::unix::fs::symlink;
+        symlink(r.join("secret.txt"), sandbox.join("abs_link"))?;
+        symlink("../secret.txt", sandbox.join("rel_link"))?;
+        symlink("sub/hop", sandbox.join("chain"))?;
+        symlink("../../secret.txt", sandbox.join("sub/hop"))?;
+        symlink("..", sandbox.join("dir_link"))?;
+        symlink("../created_outside.txt", sandbox.join("create_link"))?;
+        symlink("inside.txt", sandbox.join("inside_link"))?;
+        Ok(EscapeLayout { root })
+    }
+
+    fn sandbox(&self) -> PathBuf {
+        self.root.path().join("sandbox")
+    }
+
+    fn run(&self, name: &str, args: &[&str]) -> Result<Outcome, Failed> {
+        let sandbox = self.sandbox();
+        run_ok(name, &RunOptions { dirs: &[(&sandbox, "sandbox")], args, ..Default::default() })
+    }
+
+    /// Nothing outside the sandbox changed, and the guest never saw the secret.
+    fn check_untouched(&self, out: &Outcome) -> TestResult {
+        let r = self.root.path();
+        let secret = std::fs::read_to_string(r.join("secret.txt")).unwrap_or_default();
+        check(secret == SECRET, "secret.txt is intact", out)?;
+        check(!out.stdout.contains("top secret"), "the guest never read the secret", out)?;
+        let mut outside: Vec<String> =
+            std::fs::read_dir(r)?.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect::<Result<_, _>>()?;
+        outside.sort();
+        check(outside == ["outside_dir", "sandbox", "secret.txt"], &format!("nothing new outside: {outside:?}"), out)?;
+        check(std::fs::read_dir(r.join("outside_dir"))?.next().is_none(), "outside_dir is empty", out)?;
+        for stray in ["/tmp/kiln-escape.txt", "/tmp/kiln-escape-dir", "/tmp/kiln-moved.txt"] {
+            check(!Path::new(stray).exists(), &format!("{stray} was not created"), out)?;
+        }
+        Ok(())
+    }
+
+    /// Each attempt in `attempts` was refused with `perm` (63) or `notcapable` (76).
+    fn check_blocked(&self, out: &Outcome, attempts: &[&str]) -> TestResult {
+        check(out.status == 0, "the program saw no escape", out)?;
+        for attempt in attempts {
+            let refused = [63, 76].iter().any(|e| out.stdout.contains(&format!("blocked {attempt} errno={e}\n")));
+            check(refused, &format!("`{attempt}` is refused as a capability error"), out)?;
+        }
+        check(!out.stdout.contains("ESCAPED") && !out.stdout.contains("WRONGLY"), "no escape, no false refusal", out)?;
+        self.check_untouched(out)
+    }
+}
+
+fn escape_dotdot() -> TestResult {
+    let layout = EscapeLayout::new()?;
+    let out = layout.run("escape_dotdot", &[])?;
+    layout.check_blocked(
+        &out,
+        &[
+            "open ../secret.txt",
+            "open sub/../../secret.txt",
+            "open ./../secret.txt",
+            "open .. as a directory",
+            "create ../created.txt",
+            "stat ../secret.txt",
+            "mkdir ../made_by_guest",
+            "rename inside.txt -> ../moved.txt",
+            "rename ../secret.txt -> stolen.txt",
+            "link ../secret.txt -> hard.txt",
+            "link inside.txt -> ../linked.txt",
+            "unlink ../secret.txt",
+            "rmdir ../outside_dir",
+            "set times ../secret.txt",
+        ],
+    )?;
+    check(out.stdout.contains("allowed open sub/../inside.txt"), "`..` that stays inside works", &out)?;
+    check(layout.sandbox().join("inside.txt").is_file(), "inside.txt stayed", &out)
+}
+
+fn escape_absolute() -> TestResult {
+    let layout = EscapeLayout::new()?;
+    let secret = layout.root.path().join("secret.txt");
+    let out = layout.run("escape_absolute", &[secret.to_str().ok_or("non-UTF-8 temp path")?])?;
+    layout.check_blocked(
+        &out,
+        &[
+            "open /etc/passwd",
+            "open host path of the secret",
+            "open / as a directory",
+            "stat host path of the secret",
+            "create /tmp/kiln-escape.txt",
+            "mkdir /tmp/kiln-escape-dir",
+            "unlink host path of the secret",
+            "rename inside.txt -> /tmp/kiln-moved.txt",
+        ],
+    )?;
+    check(out.stdout.contains("blocked libc open"), "wasi-libc refuses a path under no preopen", &out)
+}
+
+fn escape_symlink() -> TestResult {
+    let layout = EscapeLayout::new()?;
+    let out = layout.run("escape_symlink", &[])?;
+    layout.check_blocked(
+        &out,
+        &[
+            "open abs_link",
+            "open rel_link",
+            "open chain",
+            "open dir_link/secret.txt",
+            "open sub/hop",
+            "stat rel_link (follow)",
+            "stat dir_link/secret.txt",
+            "create through create_link",
+            "mkdir dir_link/made",
+            "set times through rel_link",
+            "open guest_link",
+            "open guest_link2",
+        ],
+    )?;
+    check(out.stdout.contains("allowed open inside_link"), "a symlink that stays inside works", &out)?;
+    check(!layout.root.path().join("created_outside.txt").exists(), "no file created through the dangling link", &out)
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let tests: [Program; 9] = [
+        ("hello", hello),
+        ("args_env", args_env),
+        ("file_io", file_io),
+        ("dirs", directories),
+        ("clocks", clocks),
+        ("poll", poll),
+        ("escape_dotdot", escape_dotdot),
+        ("escape_absolute", escape_absolute),
+        ("escape_symlink", escape_symlink),
+    ];
+    let missing = toolchain_missing(&scratch());
+    if let Some(reason) = &missing {
+        eprintln!("note: the WASI C program trials are ignored: {reason}");
+    }
+    let trials = tests
+        .into_iter()
+        .map(|(name, test)| {
+            let trial = Trial::test(format!("programs::{name}"), test);
+            match &missing {
+                Some(_) => trial.with_kind("needs clang-14").with_ignored_flag(true),
+                None => trial,
+            }
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
