@@ -68,6 +68,10 @@ enum Command {
         /// Repeatable. The guest sees no other variables.
         #[arg(long = "env", value_name = "K=V")]
         envs: Vec<String>,
+        /// Stop the guest after DURATION (`500ms`, `10s`, `2m`, `1h`; a bare number is seconds):
+        /// it traps with `deadline exceeded` at its next function entry or loop iteration.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
         /// Arguments: the program's arguments, or the invoked function's (put them after `--`
         /// if one starts with `-`).
         #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
@@ -84,9 +88,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compile { input, output } => compile(&input, &output).map(|()| ExitCode::SUCCESS),
-        Command::Run { module, invoke, dirs, envs, args } => match invoke {
-            Some(name) => run(&module, &name, &dirs, &envs, &args),
-            None => run_wasi(&module, &dirs, &envs, &args),
+        Command::Run { module, invoke, dirs, envs, timeout, args } => match invoke {
+            Some(name) => run(&module, &name, &dirs, &envs, timeout, &args),
+            None => run_wasi(&module, &dirs, &envs, timeout, &args),
         },
         Command::Inspect { module } => inspect(&module).map(|()| ExitCode::SUCCESS),
     };
@@ -179,15 +183,50 @@ fn instantiate(
     }
 }
 
+/// Parses a --timeout value.
+fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration (e.g. 500ms, 10s, 2m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{text}` (use ms, s, m or h)")),
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// Arms --timeout: once it expires the guest traps with "deadline exceeded".
+fn arm_timeout(instance: &Instance, timeout: Option<std::time::Duration>) {
+    if let Some(limit) = timeout {
+        let handle = instance.interrupt_handle();
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            handle.interrupt();
+        });
+    }
+}
+
 /// Runs a WASI command and returns its exit status.
-fn run_wasi(path: &Path, dirs: &[String], envs: &[String], args: &[String]) -> Result<ExitCode> {
+fn run_wasi(
+    path: &Path,
+    dirs: &[String],
+    envs: &[String],
+    timeout: Option<std::time::Duration>,
+    args: &[String],
+) -> Result<ExitCode> {
     let (module, _dir) = load(path)?;
     if !module.metadata().exports.iter().any(|e| e.name == "_start") {
         bail!("{} is not a WASI command: it exports no `_start` (use --invoke NAME to call an export)", path.display());
     }
     let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
     let outcome = match instantiate(&region, &module, || wasi_context(path, dirs, envs, args))? {
-        Ok(instance) => instance.call("_start", &[]),
+        Ok(instance) => {
+            arm_timeout(&instance, timeout);
+            instance.call("_start", &[])
+        }
         Err(trap) => Err(CallError::Trap(trap)),
     };
     match kiln_wasi::exit_status(outcome) {
@@ -200,7 +239,14 @@ fn run_wasi(path: &Path, dirs: &[String], envs: &[String], args: &[String]) -> R
     }
 }
 
-fn run(path: &Path, name: &str, dirs: &[String], envs: &[String], args: &[String]) -> Result<ExitCode> {
+fn run(
+    path: &Path,
+    name: &str,
+    dirs: &[String],
+    envs: &[String],
+    timeout: Option<std::time::Duration>,
+    args: &[String],
+) -> Result<ExitCode> {
     let (module, _dir) = load(path)?;
     let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
     let instance = match instantiate(&region, &module, || wasi_context(path, dirs, envs, &[]))? {
@@ -222,6 +268,7 @@ fn run(path: &Path, name: &str, dirs: &[String], envs: &[String], args: &[String
         .zip(&params)
         .map(|(arg, &ty)| parse_arg(arg, ty).with_context(|| format!("bad argument `{arg}` for a {ty:?} parameter")))
         .collect::<Result<Vec<_>>>()?;
+    arm_timeout(&instance, timeout);
     match func.call(&values) {
         Ok(results) => {
             for result in results {

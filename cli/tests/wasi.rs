@@ -272,3 +272,30 @@ fn invoke_still_calls_an_export_of_a_wasi_module() {
     assert_eq!(stdout(&out), "-3\n", "stderr: {}", stderr(&out));
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn timeout_stops_a_runaway_guest_with_deadline_exceeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let spin = write_module(
+        dir.path(),
+        "spin.wat",
+        "(module (memory (export \"memory\") 1)
+           (func (export \"_start\") (loop $l (br $l)))
+           (func (export \"spin\") (result i32) (loop $l (br $l)) (i32.const 0)))",
+    );
+    let m = spin.to_str().unwrap();
+    for args in [vec!["run", "--timeout", "200ms", m], vec!["run", "--timeout", "0.2", m, "--invoke", "spin"]] {
+        let start = std::time::Instant::now();
+        let out = kiln(&args, b"");
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "{args:?} took {:?}", start.elapsed());
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("deadline exceeded"), "{args:?}: {}", stderr(&out));
+    }
+    // A program that finishes in time is unaffected.
+    let hello = write_module(dir.path(), "hello.wat", HELLO);
+    let out = kiln(&["run", "--timeout", "1m", hello.to_str().unwrap()], b"");
+    assert_eq!(stdout(&out), "Hello, world!\n");
+    assert_eq!(out.status.code(), Some(0));
+    let out = kiln(&["run", "--timeout", "soon", hello.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(2), "a bad duration is a usage error");
+}

@@ -116,6 +116,7 @@ impl StoreInner {
     }
 
     /// Makes this thread the owner if the store is free (or already ours).
+    #[inline]
     fn acquire_owner(&self) -> bool {
         let me = thread_key();
         let owner = self.owner.load(Ordering::Acquire);
@@ -124,6 +125,7 @@ impl StoreInner {
 
     /// Starts a call with the given stack limit; `None` if another thread owns the store or
     /// this thread is already inside a call of it.
+    #[inline]
     pub fn begin_call(&self, stack_limit: usize) -> Option<RunningGuard<'_>> {
         if !self.acquire_owner() {
             return None;
@@ -136,6 +138,20 @@ impl StoreInner {
         // SAFETY: we own the store, so no other thread reads or writes the limits now.
         unsafe { (*self.limits.get()).stack_limit = stack_limit };
         Some(RunningGuard { store: self })
+    }
+
+    /// Starts a call on a thread that holds a [`Self::bind`]ing (so it owns the store and no
+    /// other thread can take it): no atomic operation at all. `None` if re-entrant.
+    #[inline]
+    pub fn begin_bound_call(&self, stack_limit: usize) -> Option<BoundCallGuard<'_>> {
+        debug_assert_eq!(self.owner.load(Ordering::Relaxed), thread_key(), "the caller must hold a binding");
+        if self.in_call.get() {
+            return None;
+        }
+        self.in_call.set(true);
+        // SAFETY: this thread owns the store (it holds a binding).
+        unsafe { (*self.limits.get()).stack_limit = stack_limit };
+        Some(BoundCallGuard { store: self })
     }
 
     /// Keeps this thread's ownership while a typed function lives; `false` if another thread
@@ -175,11 +191,24 @@ impl InterruptHandle {
 }
 
 /// A number identifying the current thread while it lives: the address of a thread-local.
+#[inline]
 fn thread_key() -> usize {
     thread_local! {
         static KEY: u8 = const { 0 };
     }
     KEY.with(|k| k as *const u8 as usize)
+}
+
+/// Ends a bound call when dropped (the binding keeps the store owned).
+pub(crate) struct BoundCallGuard<'a> {
+    store: &'a StoreInner,
+}
+
+impl Drop for BoundCallGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.store.in_call.set(false);
+    }
 }
 
 /// Ends the call when dropped, releasing the store unless a typed function binds it.

@@ -362,3 +362,30 @@ fn an_interrupt_stops_runaway_guests_promptly_and_the_slot_is_reusable() {
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
 }
+
+#[test]
+fn typed_calls_take_the_direct_and_the_trampoline_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = Module::load(compile(dir.path(), "tenant", TENANT)).unwrap();
+    let region = region(1);
+    let instance = Instance::new(&region, &module, &[]).unwrap();
+    // Integers only: the direct path.
+    let div = instance.get_func("div").unwrap().typed::<(i32, i32), i32>().unwrap();
+    assert_eq!(div.call((-7, 2)).unwrap(), -3);
+    assert!(matches!(div.call((1, 0)), Err(CallError::Trap(Trap::Wasm(TrapCode::IntegerDivisionByZero)))));
+    assert_eq!(div.call((100, 7)).unwrap(), 14, "usable after a trap");
+    let fac = instance.get_func("fac").unwrap().typed::<i64, i64>().unwrap();
+    assert_eq!(fac.call(20).unwrap(), 2432902008176640000);
+    // A float parameter: through the array trampoline.
+    let trunc = instance.get_func("trunc").unwrap().typed::<f32, i32>().unwrap();
+    assert_eq!(trunc.call(-3.9).unwrap(), -3);
+    // Wrong signature and another thread are refused.
+    assert!(instance.get_func("div").unwrap().typed::<i32, i32>().is_err());
+    let untyped = instance.get_func("fac").unwrap();
+    let busy = std::thread::spawn(move || untyped.call(&[Val::I64(3)]).map(|_| ())).join().unwrap();
+    assert!(matches!(busy, Err(CallError::Busy)), "the store is bound to this thread while typed functions live");
+    drop((div, fac, trunc));
+    let untyped = instance.get_func("fac").unwrap();
+    let free = std::thread::spawn(move || untyped.call(&[Val::I64(3)])).join().unwrap();
+    assert_eq!(free.unwrap(), vec![Val::I64(6)]);
+}

@@ -27,6 +27,8 @@ global_asm!(
     ".text",
     ".p2align 4",
     ".globl kiln_context_enter",
+    // Hidden: called directly, not through the GOT.
+    ".hidden kiln_context_enter",
     ".type kiln_context_enter,@function",
     "kiln_context_enter:",
     "push rbp",
@@ -50,11 +52,14 @@ global_asm!(
     "mov rax, [r12 + {saved_sp}]",
     "mov rsp, [rax]",
     "xor eax, eax",
-    "jmp 2f",
+    "jmp kiln_context_exit",
     ".globl kiln_context_trap_landing",
+    ".hidden kiln_context_trap_landing",
     "kiln_context_trap_landing:",
     "mov eax, 1",
-    "2:",
+    ".globl kiln_context_exit",
+    ".hidden kiln_context_exit",
+    "kiln_context_exit:",
     "add rsp, 8",
     "pop r15",
     "pop r14",
@@ -65,8 +70,43 @@ global_asm!(
     "ret",
     ".size kiln_context_enter, .-kiln_context_enter",
     "",
+    // The direct variant: calls the wasm function itself (no array trampoline) with up to
+    // four integer arguments in registers, and stores its integer result (rax).
+    ".p2align 4",
+    ".globl kiln_context_enter_direct",
+    ".hidden kiln_context_enter_direct",
+    ".type kiln_context_enter_direct,@function",
+    "kiln_context_enter_direct:",
+    "push rbp",
+    "mov rbp, rsp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "sub rsp, 8",
+    "mov r12, rdi",
+    "mov rax, [r12 + {d_saved_sp}]",
+    "mov [rax], rsp",
+    "mov rax, [r12 + {d_code}]",
+    "mov rdi, [r12 + {d_callee}]",
+    "mov rsi, [r12 + {d_caller}]",
+    "mov rdx, [r12 + {d_args}]",
+    "mov rcx, [r12 + {d_args} + 8]",
+    "mov r8, [r12 + {d_args} + 16]",
+    "mov r9, [r12 + {d_args} + 24]",
+    "mov rsp, [r12 + {d_stack_top}]",
+    "call rax",
+    "mov [r12 + {d_result}], rax",
+    "mov rax, [r12 + {d_saved_sp}]",
+    "mov rsp, [rax]",
+    "xor eax, eax",
+    "jmp kiln_context_exit",
+    ".size kiln_context_enter_direct, .-kiln_context_enter_direct",
+    "",
     ".p2align 4",
     ".globl kiln_context_unwind",
+    ".hidden kiln_context_unwind",
     ".type kiln_context_unwind,@function",
     // rdi: the saved host stack pointer.
     "kiln_context_unwind:",
@@ -80,10 +120,30 @@ global_asm!(
     code = const offset_of!(EntryFrame, code),
     stack_top = const offset_of!(EntryFrame, stack_top),
     saved_sp = const offset_of!(EntryFrame, saved_sp),
+    d_code = const offset_of!(DirectFrame, code),
+    d_callee = const offset_of!(DirectFrame, callee_vmctx),
+    d_caller = const offset_of!(DirectFrame, caller_vmctx),
+    d_args = const offset_of!(DirectFrame, args),
+    d_stack_top = const offset_of!(DirectFrame, stack_top),
+    d_saved_sp = const offset_of!(DirectFrame, saved_sp),
+    d_result = const offset_of!(DirectFrame, result),
 );
+
+/// What `kiln_context_enter_direct` needs.
+#[repr(C)]
+struct DirectFrame {
+    code: *const u8,
+    callee_vmctx: *mut u8,
+    caller_vmctx: *mut u8,
+    args: [u64; 4],
+    stack_top: *mut u8,
+    saved_sp: *const Cell<usize>,
+    result: u64,
+}
 
 extern "C" {
     fn kiln_context_enter(frame: *const EntryFrame) -> u32;
+    fn kiln_context_enter_direct(frame: *mut DirectFrame) -> u32;
     fn kiln_context_trap_landing();
     fn kiln_context_unwind(saved_sp: usize) -> !;
 }
@@ -102,6 +162,7 @@ pub fn trap_landing_address() -> usize {
 /// unused, mapped stack, and `saved_sp` must stay valid until this returns (the trap path reads
 /// it).
 #[allow(clippy::too_many_arguments, reason = "mirrors the trampoline's parameters")]
+#[inline]
 pub unsafe fn enter(
     trampoline: *const u8,
     callee_vmctx: *mut u8,
@@ -116,6 +177,28 @@ pub unsafe fn enter(
     // SAFETY: forwarded from the caller's contract; `frame` lives on this stack frame for the
     // whole call. `Cell<usize>` has the layout of `usize`, which the assembly writes.
     unsafe { kiln_context_enter(&frame) == 0 }
+}
+
+/// Calls the wasm function `code` directly on the guest stack with `(callee_vmctx,
+/// caller_vmctx, args...)` and returns its first integer result (`None` if it trapped).
+///
+/// # Safety
+/// `code` must be a wasm function (`tail` convention) whose parameters after the two VM
+/// contexts are at most four integers and whose results are none or one integer; the rest as
+/// for [`enter`].
+#[inline]
+pub unsafe fn enter_direct(
+    code: *const u8,
+    callee_vmctx: *mut u8,
+    caller_vmctx: *mut u8,
+    args: [u64; 4],
+    stack_top: *mut u8,
+    saved_sp: *const Cell<usize>,
+) -> Option<u64> {
+    let mut frame = DirectFrame { code, callee_vmctx, caller_vmctx, args, stack_top, saved_sp, result: 0 };
+    // SAFETY: forwarded from the caller's contract; `frame` outlives the call.
+    let trapped = unsafe { kiln_context_enter_direct(&mut frame) } != 0;
+    (!trapped).then_some(frame.result)
 }
 
 /// Abandons the guest frames and returns `false` from the [`enter`] that saved `saved_sp`.

@@ -15,6 +15,8 @@ use crate::traps::{signals, Activation};
 pub trait WasmTy: Copy {
     /// Its wasm type.
     const TYPE: ValType;
+    /// Whether it travels in an integer register (i32/i64), so calls can skip the trampoline.
+    const INTEGER: bool = matches!(Self::TYPE, ValType::I32 | ValType::I64);
     /// Encodes into the raw 16-byte form.
     fn to_raw(self) -> u128;
     /// Decodes from the raw form.
@@ -49,6 +51,8 @@ pub const MAX_TYPED_VALUES: usize = 8;
 
 /// A tuple of wasm values passed as parameters.
 pub trait WasmParams: Copy {
+    /// Whether every parameter is an integer and there are at most four (the direct path).
+    const DIRECT: bool;
     /// The wasm types, in order.
     fn types() -> Vec<ValType>;
     /// Stores the values into `slots`.
@@ -57,6 +61,8 @@ pub trait WasmParams: Copy {
 
 /// A tuple of wasm values returned as results.
 pub trait WasmResults: Sized {
+    /// Whether there is at most one result and it is an integer (the direct path).
+    const DIRECT: bool;
     /// The wasm types, in order.
     fn types() -> Vec<ValType>;
     /// Loads the values from `slots`.
@@ -64,6 +70,7 @@ pub trait WasmResults: Sized {
 }
 
 impl WasmParams for () {
+    const DIRECT: bool = true;
     fn types() -> Vec<ValType> {
         Vec::new()
     }
@@ -71,6 +78,7 @@ impl WasmParams for () {
 }
 
 impl WasmResults for () {
+    const DIRECT: bool = true;
     fn types() -> Vec<ValType> {
         Vec::new()
     }
@@ -78,6 +86,7 @@ impl WasmResults for () {
 }
 
 impl<T: WasmTy> WasmParams for T {
+    const DIRECT: bool = T::INTEGER;
     fn types() -> Vec<ValType> {
         vec![T::TYPE]
     }
@@ -87,6 +96,7 @@ impl<T: WasmTy> WasmParams for T {
 }
 
 impl<T: WasmTy> WasmResults for T {
+    const DIRECT: bool = T::INTEGER;
     fn types() -> Vec<ValType> {
         vec![T::TYPE]
     }
@@ -98,6 +108,7 @@ impl<T: WasmTy> WasmResults for T {
 macro_rules! tuples {
     ($(($($t:ident $i:tt),+))*) => {$(
         impl<$($t: WasmTy),+> WasmParams for ($($t,)+) {
+            const DIRECT: bool = $($t::INTEGER &&)+ true;
             fn types() -> Vec<ValType> {
                 vec![$($t::TYPE),+]
             }
@@ -106,6 +117,7 @@ macro_rules! tuples {
             }
         }
         impl<$($t: WasmTy),+> WasmResults for ($($t,)+) {
+            const DIRECT: bool = false;
             fn types() -> Vec<ValType> {
                 vec![$($t::TYPE),+]
             }
@@ -164,23 +176,45 @@ impl Func {
         if !owner.store.bind() {
             return Err(CallError::Busy);
         }
+        // The typed function stays on this thread, so its calls can skip this check.
+        signals::ensure_installed();
         Ok(TypedFunc { func: self.clone(), _types: PhantomData })
     }
 }
 
 impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
     /// Calls the function.
+    #[inline]
     pub fn call(&self, params: P) -> Result<R, CallError> {
         let FuncKind::Wasm { funcref, array_trampoline, owner } = &self.func.kind else {
             unreachable!("checked in Func::typed")
         };
-        signals::ensure_installed();
-        let _running = owner.store.begin_call(owner.slot.stack_limit()).ok_or(CallError::Busy)?;
+        // This thread holds a binding (made with the TypedFunc, which cannot leave the thread),
+        // so it owns the store and its signal handling is installed.
+        let _running = owner.store.begin_bound_call(owner.slot.stack_limit()).ok_or(CallError::Busy)?;
         let mut slots = [0u128; MAX_TYPED_VALUES];
         params.store(&mut slots);
         // SAFETY: `funcref` points into the owner's VM context, alive through `owner`.
         let funcref: VMFuncRef = unsafe { **funcref };
         let activation = Activation::new();
+        if P::DIRECT && R::DIRECT {
+            // Integers only: call the function itself, arguments in registers.
+            let args = [slots[0] as u64, slots[1] as u64, slots[2] as u64, slots[3] as u64];
+            let result = activation.run(|| {
+                // SAFETY: the signature was checked to be at most four integer parameters and
+                // at most one integer result; the rest as below.
+                unsafe {
+                    context::enter_direct(funcref.code, funcref.vmctx, owner.vmctx, args, owner.slot.stack_top(), &activation.saved_sp)
+                }
+            });
+            return match result {
+                Some(value) => {
+                    slots[0] = value as u128;
+                    Ok(R::load(&slots))
+                }
+                None => Err(CallError::Trap(activation.take_trap())),
+            };
+        }
         let returned = activation.run(|| {
             // SAFETY: as in `Func::call`: the trampoline matches the checked type, the slots
             // array holds every parameter and result, the owner's stack is unused while its

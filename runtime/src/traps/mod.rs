@@ -69,11 +69,13 @@ thread_local! {
 }
 
 /// The innermost activation on this thread, or null.
+#[inline]
 pub(crate) fn current_activation() -> *const Activation {
     CURRENT.with(|c| c.get())
 }
 
 impl Activation {
+    #[inline]
     pub(crate) fn new() -> Activation {
         Activation {
             saved_sp: Cell::new(0),
@@ -84,6 +86,7 @@ impl Activation {
     }
 
     /// Runs `f` with this activation installed as the thread's innermost one.
+    #[inline]
     pub(crate) fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         struct Restore(*const Activation);
         impl Drop for Restore {

@@ -279,3 +279,40 @@ fn poll_oneoff_waits_for_a_relative_clock() {
     assert_eq!(g.mem[512 + 10], crate::types::eventtype::CLOCK);
     assert_eq!(g.call("poll_oneoff", &[Val::I32(0), Val::I32(512), Val::I32(0), Val::I32(OUT as i32)]), Errno::Inval);
 }
+
+#[test]
+fn proc_exit_and_proc_raise_end_the_program_with_a_status() {
+    let root = layout();
+    let mut g = Guest::new(&root.path().join("sandbox"));
+    let (_, _, exit) = FUNCS.iter().find(|(n, _, _)| *n == "proc_exit").unwrap();
+    let (_, _, raise) = FUNCS.iter().find(|(n, _, _)| *n == "proc_raise").unwrap();
+    let mut mem = GuestMemory::new(&mut g.mem);
+    let status = |outcome: Result<(), Fail>| match outcome {
+        Err(Fail::Trap(err)) => {
+            crate::exit_status(Err(kiln_runtime::CallError::Trap(kiln_runtime::Trap::Host(err)))).map_err(|e| e.to_string())
+        }
+        Ok(()) => Err("returned".into()),
+        Err(Fail::Errno(e)) => Err(format!("{e:?}")),
+    };
+    assert_eq!(status(exit(&mut g.ctx, &mut mem, &Args(&[Val::I32(42)]))), Ok(42));
+    assert_eq!(status(raise(&mut g.ctx, &mut mem, &Args(&[Val::I32(15)]))), Ok(128 + 15), "sigterm terminates");
+    assert!(raise(&mut g.ctx, &mut mem, &Args(&[Val::I32(0)])).is_ok(), "signal 0 does nothing");
+    assert!(matches!(raise(&mut g.ctx, &mut mem, &Args(&[Val::I32(99)])), Err(Fail::Errno(Errno::Inval))));
+    assert_eq!(crate::exit_status(Ok(vec![])).ok(), Some(0));
+}
+
+#[test]
+fn args_and_environment_are_laid_out_as_preview1_says() {
+    let mut g = Guest { ctx: WasiCtxBuilder::new().args(["prog", "a b"]).env("K", "V").build().unwrap(), mem: vec![0; MEM] };
+    assert_eq!(g.call("args_sizes_get", &[Val::I32(0), Val::I32(4)]), Errno::Success);
+    assert_eq!((g.u32_at(0), g.u32_at(4)), (2, 9));
+    assert_eq!(g.call("args_get", &[Val::I32(16), Val::I32(64)]), Errno::Success);
+    assert_eq!((g.u32_at(16), g.u32_at(20)), (64, 69));
+    assert_eq!(&g.mem[64..73], b"prog\0a b\0");
+    assert_eq!(g.call("environ_sizes_get", &[Val::I32(0), Val::I32(4)]), Errno::Success);
+    assert_eq!((g.u32_at(0), g.u32_at(4)), (1, 4));
+    assert_eq!(g.call("environ_get", &[Val::I32(16), Val::I32(MEM as i32 - 2)]), Errno::Fault);
+    assert_eq!(g.call("clock_time_get", &[Val::I32(9), Val::I64(0), Val::I32(0)]), Errno::Inval);
+    assert_eq!(g.call("clock_res_get", &[Val::I32(1), Val::I32(0)]), Errno::Success);
+    assert!(g.u64_at(0) > 0);
+}
