@@ -380,6 +380,7 @@ fn inspect(path: &Path) -> Result<()> {
         );
     }
     println!("data segments: {}  element segments: {}", meta.data.len(), meta.elements.len());
+    println!("heap image: {} bytes", meta.heap_image_len);
     if let Some(start) = meta.start {
         println!("start function: {start}");
     }

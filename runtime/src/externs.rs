@@ -52,7 +52,7 @@ impl Extern {
 #[derive(Clone)]
 pub struct Func {
     /// The type as its defining module (or the host) wrote it.
-    pub(crate) ty: FuncType,
+    pub(crate) ty: Arc<FuncType>,
     /// The canonical type id (see `types::canonical_ids`).
     pub(crate) type_id: u32,
     pub(crate) kind: FuncKind,

@@ -77,7 +77,7 @@ impl Func {
         });
         let self_ptr = Arc::as_ptr(&inner) as *mut u8;
         Arc::get_mut(&mut inner).expect("just created").vm.data = self_ptr;
-        Func { ty, type_id, kind: FuncKind::Host(inner) }
+        Func { ty: Arc::new(ty), type_id, kind: FuncKind::Host(inner) }
     }
 }
 

@@ -75,6 +75,8 @@ pub(crate) struct ModuleInner {
     pub host_trampolines: Vec<*const u8>,
     /// Per type index: canonical type id.
     pub type_ids: Vec<u32>,
+    /// Per type index: the type, shared by the `Func` handles of exports.
+    pub func_types: Vec<Arc<kiln_abi::FuncType>>,
     /// Unique in the process (slots remember which module's heap image they hold).
     pub id: u64,
     /// The heap image, mappable from the file.
@@ -271,6 +273,7 @@ impl Module {
                 functions,
                 array_trampolines,
                 host_trampolines,
+                func_types: meta.types.iter().cloned().map(Arc::new).collect(),
                 type_ids,
                 id,
                 image,
@@ -292,6 +295,12 @@ impl Module {
     /// `ty` with this module's concrete type indices replaced by canonical ids.
     pub(crate) fn canonical_val_type(&self, ty: kiln_abi::ValType) -> kiln_abi::ValType {
         types::canonical_val_type(ty, &self.inner.type_ids)
+    }
+
+    /// Whether instantiation maps the module's heap image copy-on-write from its file (rather
+    /// than copying data segments or the image).
+    pub fn maps_heap_image(&self) -> bool {
+        self.inner.image.is_some()
     }
 
     /// The file it was loaded from.

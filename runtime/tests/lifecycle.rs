@@ -389,3 +389,11 @@ fn typed_calls_take_the_direct_and_the_trampoline_paths() {
     let free = std::thread::spawn(move || untyped.call(&[Val::I64(3)])).join().unwrap();
     assert_eq!(free.unwrap(), vec![Val::I64(6)]);
 }
+
+#[test]
+fn data_segments_become_a_heap_image_mapped_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = Module::load(compile(dir.path(), "tenant", TENANT)).unwrap();
+    assert!(module.metadata().heap_image_len > 0);
+    assert!(module.maps_heap_image(), "the image should be mapped from {}", module.path().display());
+}

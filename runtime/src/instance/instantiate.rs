@@ -365,19 +365,22 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
     {
         let mut elements = inner.elements.borrow_mut();
         for (i, segment) in meta.elements.iter().enumerate() {
-            let values: Vec<usize> = segment.items.iter().map(|e| eval_const(inner, e, ValType::Ref(segment.ty)) as usize).collect();
+            let value = |e: &kiln_abi::ConstExpr| eval_const(inner, e, ValType::Ref(segment.ty)) as usize;
             match &segment.mode {
-                ElementMode::Passive => elements[i] = Some(values),
+                ElementMode::Passive => elements[i] = Some(segment.items.iter().map(value).collect()),
                 ElementMode::Declared => {}
                 ElementMode::Active { table, offset } => {
                     let start = eval_const(inner, offset, ValType::I32) as u32 as u64;
                     // SAFETY: written above (own) or at import.
                     let def = unsafe { &*(*inner.vm_field::<*mut VMTableDefinition>(o.table(*table))) };
-                    if start + values.len() as u64 > def.current_elements {
+                    if start + segment.items.len() as u64 > def.current_elements {
                         return Err(trap(TrapCode::TableAccessOutOfBounds));
                     }
                     // SAFETY: bounds checked against the table's current size.
-                    unsafe { std::slice::from_raw_parts_mut(def.base.add(start as usize), values.len()) }.copy_from_slice(&values);
+                    let slots = unsafe { std::slice::from_raw_parts_mut(def.base.add(start as usize), segment.items.len()) };
+                    for (slot, item) in slots.iter_mut().zip(&segment.items) {
+                        *slot = value(item);
+                    }
                 }
             }
         }
@@ -443,7 +446,8 @@ fn initial_length(ty: &MemoryType) -> Result<usize, InstantiationError> {
 /// Evaluates a constant expression to its raw value.
 pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) -> u128 {
     let o = &inner.module.inner.offsets;
-    let mut stack: Vec<u128> = Vec::with_capacity(2);
+    // Almost every expression is one operation; extended constant expressions use a stack.
+    let mut stack: smallstack::Stack = smallstack::Stack::default();
     for op in expr {
         let value = match *op {
             ConstOp::I32Const(v) => v as u32 as u128,
@@ -480,6 +484,30 @@ pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) 
         stack.push(value);
     }
     stack.pop().unwrap_or(0)
+}
+
+/// A fixed-capacity operand stack for constant expressions (no allocation).
+mod smallstack {
+    /// Holds up to 16 values; validation bounds the depth of real expressions far lower.
+    #[derive(Default)]
+    pub struct Stack {
+        values: [u128; 16],
+        len: usize,
+    }
+
+    impl Stack {
+        pub fn push(&mut self, value: u128) {
+            if self.len < self.values.len() {
+                self.values[self.len] = value;
+                self.len += 1;
+            }
+        }
+
+        pub fn pop(&mut self) -> Option<u128> {
+            self.len = self.len.checked_sub(1)?;
+            Some(self.values[self.len])
+        }
+    }
 }
 
 impl Instance {

@@ -131,7 +131,7 @@ impl Instance {
                 let type_index = module.meta.func_types[i as usize];
                 let funcref = inner.vm_field::<kiln_abi::VMFuncRef>(offsets.func_ref(i));
                 Extern::Func(Func {
-                    ty: module.meta.types[type_index as usize].clone(),
+                    ty: module.func_types[type_index as usize].clone(),
                     // SAFETY: written at instantiation (imported ones carry the exporter's id).
                     type_id: unsafe { (*funcref).type_id },
                     kind: FuncKind::Wasm {

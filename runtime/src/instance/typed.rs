@@ -167,7 +167,7 @@ impl Func {
     /// This function as a [`TypedFunc`], if its type is `P -> R`.
     pub fn typed<P: WasmParams, R: WasmResults>(&self) -> Result<TypedFunc<P, R>, CallError> {
         let expected = FuncType { params: P::types(), results: R::types() };
-        if expected != self.ty {
+        if expected != *self.ty {
             return Err(CallError::BadArguments(format!("the function has type {:?}, not {expected:?}", self.ty)));
         }
         let FuncKind::Wasm { owner, .. } = &self.kind else {
