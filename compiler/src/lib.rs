@@ -135,3 +135,34 @@ impl Compiler {
         link::link_shared_object(&object.object, out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_bytes_are_an_error_never_a_panic() {
+        let compiler = Compiler::new().unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..400usize {
+            let mut bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            // Half of them start like a real module, to get past the magic check.
+            if len % 2 == 0 && len >= 8 {
+                bytes[..8].copy_from_slice(b"\0asm\x01\0\0\0");
+            }
+            match compiler.compile_object(&bytes) {
+                Err(CompileError::Invalid { .. }) => {}
+                // An empty module after the header is valid; nothing else may be.
+                Ok(_) => assert_eq!(bytes.len(), 8, "{bytes:?} compiled"),
+                Err(other) => panic!("unexpected error kind for {bytes:?}: {other}"),
+            }
+        }
+    }
+}

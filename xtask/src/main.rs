@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask spec` (more subcommands arrive with their issues).
 
 mod bench;
+mod fuzz;
 mod spec;
 mod wasi;
 
@@ -19,7 +20,11 @@ commands:
   wasi [--testsuite DIR]
       Run the official wasi-testsuite through wasi-tests/adapter.py (DIR defaults to
       $WASI_TESTSUITE) and end with `wasi: N passed, M failed`.
-  bench [--quick] [--json FILE]
+  fuzz --smoke [--count N] [--seed S]
+      Generate N modules with wasm-smith (fixed seeds), run each in Kiln and in the wasmi
+      interpreter, compare results, traps, exported globals and memories; end with
+      `fuzz: N passed, M failed`.
+  bench [--quick] [--json FILE] [--no-peer]
       Run the lifecycle benchmarks and print them beside the peer's and the seed's figures.
 ";
 
@@ -29,6 +34,7 @@ fn main() -> Result<()> {
         Some("spec") => spec::run(args.collect()),
         Some("wasi") => wasi::run(args.collect()),
         Some("bench") => bench::run(args.collect()),
+        Some("fuzz") => fuzz::run(args.collect()),
         Some("help") | Some("--help") | Some("-h") | None => {
             print!("{USAGE}");
             Ok(())

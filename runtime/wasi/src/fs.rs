@@ -272,8 +272,7 @@ pub(crate) fn fd_filestat_set_times(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, 
 /// Reads into the guest buffers `iovs` with one host read (`at`: a positioned read).
 fn read_into(fd: BorrowedFd<'_>, mem: &mut GuestMemory<'_>, iovs_ptr: u32, iovs_len: u32, at: Option<u64>) -> WasiResult<u32> {
     let iovs = mem.iovecs(iovs_ptr, iovs_len)?;
-    let total: usize = iovs.iter().map(|v| v.len as usize).sum();
-    let mut buf = vec![0u8; total];
+    let mut buf = vec![0u8; GuestMemory::capacity(&iovs)];
     let n = match at {
         Some(offset) => rustix::io::pread(fd, &mut buf[..], offset)?,
         None => rustix::io::read(fd, &mut buf[..])?,

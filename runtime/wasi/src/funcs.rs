@@ -280,7 +280,7 @@ fn sock_recv(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Resu
     }
     let sock = socket(ctx, a.u32(0), rights::FD_READ)?;
     let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
-    let total: usize = iovs.iter().map(|v| v.len as usize).sum();
+    let total = GuestMemory::capacity(&iovs);
     let mut flags = rustix::net::RecvFlags::empty();
     if riflags & 1 != 0 {
         flags |= rustix::net::RecvFlags::PEEK;

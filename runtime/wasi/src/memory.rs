@@ -7,6 +7,10 @@
 
 use crate::types::{Errno, WasiResult};
 
+/// The most one read or write moves through a host buffer. Overlapping iovecs could otherwise
+/// make the host allocate gigabytes; a shorter transfer is a normal short read or write.
+pub const MAX_TRANSFER: usize = 16 << 20;
+
 /// The calling instance's memory 0.
 pub struct GuestMemory<'a> {
     bytes: &'a mut [u8],
@@ -122,13 +126,24 @@ impl<'a> GuestMemory<'a> {
         Ok(out)
     }
 
-    /// Concatenates the buffers of `iovs`.
+    /// Concatenates the buffers of `iovs`, at most [`MAX_TRANSFER`] bytes (the rest is left
+    /// for the guest's next call, as a short write).
     pub fn gather(&self, iovs: &[IoVec]) -> WasiResult<Vec<u8>> {
         let mut out = Vec::new();
         for iov in iovs {
-            out.extend_from_slice(self.slice(iov.ptr, iov.len)?);
+            let room = MAX_TRANSFER - out.len();
+            let take = (iov.len as usize).min(room) as u32;
+            out.extend_from_slice(self.slice(iov.ptr, take)?);
+            if out.len() == MAX_TRANSFER {
+                break;
+            }
         }
         Ok(out)
+    }
+
+    /// The bytes one read into `iovs` may bring: their total, at most [`MAX_TRANSFER`].
+    pub fn capacity(iovs: &[IoVec]) -> usize {
+        iovs.iter().map(|v| v.len as usize).sum::<usize>().min(MAX_TRANSFER)
     }
 
     /// Spreads `data` over the buffers of `iovs`, in order.
@@ -175,5 +190,16 @@ mod tests {
         assert_eq!(mem.iovecs(0, 1).map(|v| v.len()), Err(Errno::Fault));
         assert_eq!(mem.iovecs(60, 1).map(|v| v.len()), Err(Errno::Fault));
         assert_eq!(mem.iovecs(0, u32::MAX).map(|v| v.len()), Err(Errno::Fault));
+    }
+
+    #[test]
+    fn transfers_are_capped() {
+        let mut bytes = vec![7u8; MAX_TRANSFER + 64];
+        let mem = GuestMemory::new(&mut bytes);
+        // Two iovecs over the same large buffer: the copy stops at the cap.
+        let iovs = [IoVec { ptr: 0, len: MAX_TRANSFER as u32 }, IoVec { ptr: 0, len: MAX_TRANSFER as u32 }];
+        assert_eq!(mem.gather(&iovs).unwrap().len(), MAX_TRANSFER);
+        assert_eq!(GuestMemory::capacity(&iovs), MAX_TRANSFER);
+        assert_eq!(GuestMemory::capacity(&[IoVec { ptr: 0, len: 3 }]), 3);
     }
 }
