@@ -22,6 +22,24 @@ def kiln_command():
     return ["kiln"]
 
 
+VALUE_OPTIONS = ("--test-file", "--arg", "--env", "--dir")
+
+
+def joined(argv):
+    """Rewrites `--arg VALUE` as `--arg=VALUE`, so that a value starting with `-` (a program
+    argument like `--help`) is taken as the value, not as another option."""
+    out = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in VALUE_OPTIONS and i + 1 < len(argv):
+            out.append(argv[i] + "=" + argv[i + 1])
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--version", action="store_true")
@@ -29,7 +47,7 @@ def main():
     parser.add_argument("--arg", action="append", default=[])
     parser.add_argument("--env", action="append", default=[])
     parser.add_argument("--dir", action="append", default=[])
-    args = parser.parse_args()
+    args = parser.parse_args(joined(sys.argv[1:]))
 
     kiln = kiln_command()
     if args.version:

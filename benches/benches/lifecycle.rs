@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use kiln_benches::{heap_wasm, hello_wasm, kiln, trivial_wasm, DIRTY_SIZES, HEAP_SIZES};
+use kiln_benches::{compute_wasm, heap_wasm, hello_wasm, kiln, memory_shape_wasm, trivial_wasm, DIRTY_SIZES, HEAP_SIZES};
+
+const MEMORY_SHAPES: [&str; 3] = ["one_memory", "two_memories", "memory64"];
 
 fn kiln_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("kiln");
@@ -80,6 +82,17 @@ fn kiln_benches(c: &mut Criterion) {
             });
         }
     }
+    for shape in MEMORY_SHAPES {
+        let setup = kiln::setup(&memory_shape_wasm(shape)).expect("compile memory shape");
+        group.bench_function(BenchmarkId::new("instantiate_teardown", shape), |b| b.iter(|| drop(setup.instantiate())));
+    }
+    for (name, interruptible) in [("interruptible", true), ("uninterruptible", false)] {
+        let setup = kiln::setup_with(&compute_wasm(), interruptible).expect("compile compute");
+        let instance = setup.instantiate();
+        let sum = instance.get_func("sum").unwrap().typed::<i32, i64>().unwrap();
+        group.bench_function(BenchmarkId::new("compute_1M_calls", name), |b| b.iter(|| sum.call(1_000_000).unwrap()));
+    }
+
     let dirty = kiln::setup(&heap_wasm(16 << 20, false)).expect("compile heap module");
     for &(name, size) in DIRTY_SIZES {
         group.bench_with_input(BenchmarkId::new("teardown_dirty", name), &size, |b, &size| {
@@ -178,6 +191,17 @@ fn peer_benches(c: &mut Criterion) {
             });
         }
     }
+    for shape in MEMORY_SHAPES {
+        let setup = peer::setup(&memory_shape_wasm(shape)).expect("compile memory shape");
+        group.bench_function(BenchmarkId::new("instantiate_teardown", shape), |b| b.iter(|| drop(setup.instantiate())));
+    }
+    {
+        let setup = peer::setup(&compute_wasm()).expect("compile compute");
+        let (mut store, instance) = setup.instantiate();
+        let sum = instance.get_typed_func::<i32, i64>(&mut store, "sum").unwrap();
+        group.bench_function(BenchmarkId::new("compute_1M_calls", "default"), |b| b.iter(|| sum.call(&mut store, 1_000_000).unwrap()));
+    }
+
     let dirty = peer::setup(&heap_wasm(16 << 20, false)).expect("compile heap module");
     for &(name, size) in DIRTY_SIZES {
         group.bench_with_input(BenchmarkId::new("teardown_dirty", name), &size, |b, &size| {

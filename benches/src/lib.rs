@@ -37,6 +37,35 @@ pub fn trivial_wasm() -> Vec<u8> {
     .expect("valid text")
 }
 
+/// Modules that isolate what extra and 64-bit memories cost at instantiation: one memory,
+/// two memories, one 64-bit memory; each one page with a byte of data.
+pub fn memory_shape_wasm(shape: &str) -> Vec<u8> {
+    let text = match shape {
+        "one_memory" => r#"(module (memory 1) (data (i32.const 0) "x"))"#,
+        "two_memories" => r#"(module (memory 1) (memory $second 1) (data (memory $second) (i32.const 0) "x"))"#,
+        "memory64" => r#"(module (memory i64 1) (data (i64.const 0) "x"))"#,
+        other => panic!("unknown memory shape {other}"),
+    };
+    wat::parse_str(text).expect("valid text")
+}
+
+/// A compute loop (`sum(n)` adds 0..n with a call per iteration) for measuring what the
+/// interrupt checks at function entries and loop headers cost.
+pub fn compute_wasm() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+             (func $step (param i64 i32) (result i64) (i64.add (local.get 0) (i64.extend_i32_u (local.get 1))))
+             (func (export "sum") (param $n i32) (result i64)
+               (local $i i32) (local $acc i64)
+               (loop $next
+                 (local.set $acc (call $step (local.get $acc) (local.get $i)))
+                 (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                 (br_if $next (i32.lt_u (local.get $i) (local.get $n))))
+               (local.get $acc)))"#,
+    )
+    .expect("valid text")
+}
+
 /// A module whose memory is `size` bytes, initialised with non-zero data everywhere (`dense`)
 /// or in one 4 KiB page of every eight (sparse), exporting `dirty(len)` which writes `len`
 /// bytes.
@@ -102,9 +131,16 @@ pub mod kiln {
 
     /// Compiles and loads `wasm`.
     pub fn setup(wasm: &[u8]) -> Result<Setup> {
+        setup_with(wasm, true)
+    }
+
+    /// Compiles (with or without interrupt checks) and loads `wasm`.
+    pub fn setup_with(wasm: &[u8], interruptible: bool) -> Result<Setup> {
         let dir = tempfile::tempdir()?;
         let so = dir.path().join("bench.so");
-        kiln_compiler::Compiler::new()?.compile_to_file(wasm, &so)?;
+        let mut compiler = kiln_compiler::Compiler::new()?;
+        compiler.set_interruptible(interruptible);
+        compiler.compile_to_file(wasm, &so)?;
         let module = Module::load(&so)?;
         let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
         let imports = stub_imports(&module);
@@ -143,8 +179,10 @@ pub mod peer {
     pub fn engine() -> Result<Engine> {
         let mut config = Config::new();
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_memories(16).total_tables(16).total_core_instances(16);
+        pool.total_memories(32).total_tables(16).total_core_instances(16).max_memories_per_module(2);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.wasm_memory64(true);
+        config.wasm_multi_memory(true);
         config.memory_init_cow(true);
         Ok(Engine::new(&config)?)
     }

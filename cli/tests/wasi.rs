@@ -299,3 +299,42 @@ fn timeout_stops_a_runaway_guest_with_deadline_exceeded() {
     let out = kiln(&["run", "--timeout", "soon", hello.to_str().unwrap()], b"");
     assert_eq!(out.status.code(), Some(2), "a bad duration is a usage error");
 }
+
+#[test]
+fn the_wasi_testsuite_adapter_drives_kiln() {
+    let adapter = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wasi-tests/adapter.py");
+    let dir = tempfile::tempdir().unwrap();
+    let module = write_module(dir.path(), "echo.wat", ECHO);
+    let python = |args: &[&str]| {
+        Command::new("python3")
+            .arg(&adapter)
+            .args(args)
+            .env("KILN", env!("CARGO_BIN_EXE_kiln"))
+            .env_remove("TEST_RUNTIME_EXE")
+            .env("KILN_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-cache"))
+            .current_dir(dir.path())
+            .output()
+            .expect("python3 runs the adapter (the WASI testsuite runner needs python3)")
+    };
+    // The runner reads "NAME VERSION" from --version.
+    let out = python(&["--version"]);
+    assert_eq!(stdout(&out).trim(), format!("kiln {}", env!("CARGO_PKG_VERSION")), "{}", stderr(&out));
+
+    // Arguments (even ones that look like flags), variables and directories reach the program;
+    // its exit status comes back.
+    std::fs::create_dir(dir.path().join("fs-tests.dir")).unwrap();
+    let out = python(&[
+        "--test-file",
+        module.to_str().unwrap(),
+        "--arg",
+        "fs-tests.dir",
+        "--arg",
+        "--not-a-flag",
+        "--env",
+        "A=b=c",
+        "--dir",
+        "fs-tests.dir",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{}\nfs-tests.dir\n--not-a-flag\nA=b=c\n", module.display()));
+}

@@ -113,6 +113,7 @@ pub(crate) fn compile(
     isa: &OwnedTargetIsa,
     parsed: ParsedModule<'_>,
     mut listings: Option<&mut Vec<FunctionListing>>,
+    interruptible: bool,
 ) -> Result<CompiledObject, CompileError> {
     let capstone = match listings {
         Some(_) => Some(isa.to_capstone().map_err(codegen_error)?),
@@ -139,6 +140,7 @@ pub(crate) fn compile(
         offsets: VMOffsets::new(meta.vm_counts()),
         frontend: isa.frontend_config(),
         defined_func_ids: func_ids.iter().map(|id| id.as_u32()).collect(),
+        interruptible,
     };
 
     let mut ctx = Context::new();

@@ -82,6 +82,8 @@ pub struct ModuleEnv<'m> {
     pub frontend: TargetFrontendConfig,
     /// Cranelift user-function index of each defined function (namespace 0 in the object).
     pub defined_func_ids: Vec<u32>,
+    /// Whether to emit interrupt checks.
+    pub interruptible: bool,
 }
 
 /// The environment for translating one function.
@@ -218,6 +220,9 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
     /// Traps with `Interrupt` ("deadline exceeded") if the store's interrupt flag is set. Emitted
     /// at every function entry and loop header, so runaway code stops within one iteration.
     fn check_interrupt(&mut self, builder: &mut FunctionBuilder) {
+        if !self.module.interruptible {
+            return;
+        }
         let vmctx = Self::vmctx_value(builder.func);
         let limits = builder.ins().load(types::I64, vm_readonly(), vmctx, VMContextHeader::RUNTIME_LIMITS_OFFSET as i32);
         // Another thread sets it. An atomic load (a plain `mov` on x86-64) so Cranelift's

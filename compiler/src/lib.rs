@@ -82,6 +82,8 @@ pub fn wasm_from_input(bytes: &[u8]) -> Result<Cow<'_, [u8]>, CompileError> {
 pub struct Compiler {
     pub(crate) isa: cranelift_codegen::isa::OwnedTargetIsa,
     pub(crate) features: WasmFeatures,
+    /// Emit the interrupt checks at function entries and loop headers (on by default).
+    pub(crate) interruptible: bool,
 }
 
 impl Compiler {
@@ -92,13 +94,21 @@ impl Compiler {
 
     /// A compiler accepting exactly the given wasm proposals.
     pub fn with_features(features: WasmFeatures) -> Result<Compiler, CompileError> {
-        Ok(Compiler { isa: emit::host_isa()?, features })
+        Ok(Compiler { isa: emit::host_isa()?, features, interruptible: true })
     }
 
     /// A compiler for the fixed x86-64-v2 baseline (see [`emit::baseline_isa`]): identical
     /// output on every machine.
     pub fn baseline(features: WasmFeatures) -> Result<Compiler, CompileError> {
-        Ok(Compiler { isa: emit::baseline_isa()?, features })
+        Ok(Compiler { isa: emit::baseline_isa()?, features, interruptible: true })
+    }
+
+    /// Whether compiled code checks the store's interrupt flag at every function entry and loop
+    /// header (the default). Without the checks a guest cannot be stopped from outside: only
+    /// for trusted code, or to measure what the checks cost.
+    pub fn set_interruptible(&mut self, interruptible: bool) -> &mut Compiler {
+        self.interruptible = interruptible;
+        self
     }
 
     /// Compiles wasm (binary) into an ELF relocatable object.
@@ -107,7 +117,7 @@ impl Compiler {
         // untrusted modules must get an error, not lose the process.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let parsed = module::parse(wasm, self.features)?;
-            emit::compile(&self.isa, parsed, None)
+            emit::compile(&self.isa, parsed, None, self.interruptible)
         }))
         .unwrap_or_else(|panic| {
             let what = panic
@@ -124,7 +134,7 @@ impl Compiler {
     pub fn compile_listing(&self, wasm: &[u8]) -> Result<Vec<emit::FunctionListing>, CompileError> {
         let parsed = module::parse(wasm, self.features)?;
         let mut listings = Vec::new();
-        emit::compile(&self.isa, parsed, Some(&mut listings))?;
+        emit::compile(&self.isa, parsed, Some(&mut listings), self.interruptible)?;
         Ok(listings)
     }
 
