@@ -125,7 +125,7 @@ fn peer_benches(c: &mut Criterion) {
             let pre = peer::load(&engine, &setup.cwasm).unwrap();
             let mut store = wasmtime::Store::new(&engine, ());
             let instance = pre.instantiate(&mut store).unwrap();
-            drop(instance);
+            let _ = instance;
             drop(store);
         })
     });

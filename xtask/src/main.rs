@@ -17,7 +17,7 @@ commands:
       spec-tests/testsuite, else the pinned official testsuite fetched with git into target/.
       FILTER keeps files whose relative path contains it. --json writes per-file counts.
       Exits non-zero if a file fails that spec-tests/expected-failures.txt does not list.
-  wasi [--testsuite DIR]
+  wasi [--testsuite DIR] [--release]
       Run the official wasi-testsuite through wasi-tests/adapter.py (DIR defaults to
       $WASI_TESTSUITE) and end with `wasi: N passed, M failed`.
   fuzz --smoke [--count N] [--seed S]
