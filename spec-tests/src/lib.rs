@@ -69,6 +69,25 @@ pub fn cache_dir() -> Option<PathBuf> {
     }
 }
 
+/// Every `.wast` file below `dir`, sorted.
+pub fn wast_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "wast") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 /// The proposals to enable for a script, from its path in the testsuite.
 pub fn features_for(path: &Path) -> WasmFeatures {
     let mut features = kiln_compiler::default_features();

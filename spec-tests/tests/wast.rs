@@ -10,23 +10,6 @@ use std::path::{Path, PathBuf};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-fn wast_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "wast") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
-}
 
 fn run(path: &Path, expect_failure: bool) -> Result<(), Failed> {
     let report = match kiln_spec_tests::run_file(path) {
@@ -62,7 +45,7 @@ fn main() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut trials = Vec::new();
 
-    for path in wast_files(&manifest.join("tests/wast")) {
+    for path in kiln_spec_tests::wast_files(&manifest.join("tests/wast")) {
         let name = format!("kiln::{}", path.file_stem().unwrap().to_string_lossy());
         trials.push(Trial::test(name, move || run(&path, false)));
     }
@@ -76,7 +59,7 @@ fn main() {
         .collect();
     match std::env::var_os("WASM_SPEC_TESTSUITE").map(PathBuf::from) {
         Some(suite) if suite.is_dir() => {
-            for path in wast_files(&suite) {
+            for path in kiln_spec_tests::wast_files(&suite) {
                 let relative = path.strip_prefix(&suite).unwrap().to_string_lossy().replace('\\', "/");
                 let expect_failure = expected_failures.contains(&relative);
                 let name = format!("spec::{}", relative.trim_end_matches(".wast").replace('/', "::"));

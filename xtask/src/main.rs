@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask spec` (more subcommands arrive with their issues).
 
 mod bench;
+mod fetch;
 mod fuzz;
 mod spec;
 mod wasi;

@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -70,22 +69,7 @@ fn find_testsuite(flag: Option<PathBuf>) -> Result<PathBuf> {
         return Ok(fetched);
     }
     eprintln!("spec: no testsuite found; fetching WebAssembly/testsuite at {PINNED_COMMIT} into {}", fetched.display());
-    let status = (|| -> Result<()> {
-        let git = |args: &[&str]| -> Result<()> {
-            let ok = Command::new("git").args(args).current_dir(&fetched).status()?.success();
-            if !ok {
-                bail!("git {} failed", args.join(" "));
-            }
-            Ok(())
-        };
-        std::fs::create_dir_all(&fetched)?;
-        git(&["init", "-q"])?;
-        git(&["fetch", "-q", "--depth", "1", TESTSUITE_REPO, PINNED_COMMIT])?;
-        git(&["checkout", "-q", "FETCH_HEAD"])?;
-        Ok(())
-    })();
-    if let Err(err) = status {
-        let _ = std::fs::remove_dir_all(&fetched);
+    if let Err(err) = crate::fetch::pinned_commit(TESTSUITE_REPO, PINNED_COMMIT, &fetched) {
         bail!(
             "could not fetch the spec testsuite ({err:#}). Point Kiln at a checkout of WebAssembly/testsuite \
              commit {PINNED_COMMIT} with --testsuite DIR or WASM_SPEC_TESTSUITE=DIR"
@@ -94,23 +78,6 @@ fn find_testsuite(flag: Option<PathBuf>) -> Result<PathBuf> {
     Ok(fetched)
 }
 
-fn wast_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "wast") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
-}
 
 /// `core` for files at the root, the proposal's folder name otherwise.
 fn group_of(relative: &str) -> String {
@@ -134,7 +101,7 @@ fn json_escape(s: &str) -> String {
 pub fn run(args: Vec<String>) -> Result<()> {
     let options = parse(args)?;
     let suite = find_testsuite(options.testsuite)?;
-    let files: Vec<(PathBuf, String)> = wast_files(&suite)
+    let files: Vec<(PathBuf, String)> = kiln_spec_tests::wast_files(&suite)
         .into_iter()
         .map(|p| {
             let rel = p.strip_prefix(&suite).unwrap().to_string_lossy().replace('\\', "/");

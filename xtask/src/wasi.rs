@@ -64,22 +64,7 @@ fn find_testsuite(flag: Option<PathBuf>) -> Result<PathBuf> {
     }
     let fetched = root.join("target/wasi-testsuite");
     eprintln!("wasi: no testsuite found; fetching WebAssembly/wasi-testsuite at {PINNED_COMMIT} into {}", fetched.display());
-    let status = (|| -> Result<()> {
-        let git = |args: &[&str]| -> Result<()> {
-            let ok = Command::new("git").args(args).current_dir(&fetched).status()?.success();
-            if !ok {
-                bail!("git {} failed", args.join(" "));
-            }
-            Ok(())
-        };
-        std::fs::create_dir_all(&fetched)?;
-        git(&["init", "-q"])?;
-        git(&["fetch", "-q", "--depth", "1", TESTSUITE_REPO, PINNED_COMMIT])?;
-        git(&["checkout", "-q", "FETCH_HEAD"])?;
-        Ok(())
-    })();
-    if let Err(err) = status {
-        let _ = std::fs::remove_dir_all(&fetched);
+    if let Err(err) = crate::fetch::pinned_commit(TESTSUITE_REPO, PINNED_COMMIT, &fetched) {
         bail!(
             "could not fetch the wasi-testsuite ({err:#}). Point Kiln at a checkout of WebAssembly/wasi-testsuite \
              commit {PINNED_COMMIT} (branch prod/testsuite-base) with --testsuite DIR or WASI_TESTSUITE=DIR"
