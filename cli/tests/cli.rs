@@ -200,3 +200,28 @@ fn inspect_lists_exports() {
     assert!(stdout(&out).contains("fib"));
     assert!(stdout(&out).contains("start function"));
 }
+
+#[test]
+fn timeout_stops_a_tight_loop_and_a_loop_of_calls_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("runaway.wat");
+    std::fs::write(
+        &wat,
+        r#"(module
+             (func $leaf (param i32) (result i32) (i32.add (local.get 0) (i32.const 1)))
+             (func (export "spin") (loop $l (br $l)))
+             (func (export "calls") (local i32) (loop $l (local.set 0 (call $leaf (local.get 0))) (br $l))))"#,
+    )
+    .unwrap();
+    let so = dir.path().join("runaway.so");
+    let out = kiln(&["compile", wat.to_str().unwrap(), "-o", so.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for export in ["spin", "calls"] {
+        let start = std::time::Instant::now();
+        let out = kiln(&["run", so.to_str().unwrap(), "--timeout", "100ms", "--invoke", export]);
+        let elapsed = start.elapsed();
+        assert!(elapsed < std::time::Duration::from_secs(1), "{export}: stopped after {elapsed:?}");
+        assert_eq!(out.status.code(), Some(3), "{export}: {}", stderr(&out));
+        assert!(stderr(&out).contains("deadline exceeded"), "{export}: {}", stderr(&out));
+    }
+}
