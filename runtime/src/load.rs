@@ -75,6 +75,10 @@ pub(crate) struct ModuleInner {
     pub host_trampolines: Vec<*const u8>,
     /// Per type index: canonical type id.
     pub type_ids: Vec<u32>,
+    /// Per data segment: whether it starts dropped (active segments baked into the heap image).
+    pub initially_dropped: Vec<bool>,
+    /// Indices of the active data segments instantiation must copy (not in the heap image).
+    pub copied_segments: Vec<usize>,
     /// Per type index: the type, shared by the `Func` handles of exports.
     pub func_types: Vec<Arc<kiln_abi::FuncType>>,
     /// Unique in the process (slots remember which module's heap image they hold).
@@ -267,12 +271,18 @@ impl Module {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let offsets = VMOffsets::new(meta.vm_counts());
+        let initially_dropped: Vec<bool> = meta.data.iter().map(|d| in_image(&meta, d)).collect();
+        let copied_segments = (0..meta.data.len())
+            .filter(|&i| matches!(meta.data[i].mode, kiln_abi::DataMode::Active { .. }) && !initially_dropped[i])
+            .collect();
         Ok(Module {
             inner: Arc::new(ModuleInner {
                 offsets,
                 functions,
                 array_trampolines,
                 host_trampolines,
+                initially_dropped,
+                copied_segments,
                 func_types: meta.types.iter().cloned().map(Arc::new).collect(),
                 type_ids,
                 id,
@@ -307,6 +317,13 @@ impl Module {
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
+}
+
+/// Whether `segment` was applied to the heap image by the compiler (every active segment of the
+/// first defined memory is, when the module has an image).
+fn in_image(meta: &ModuleMetadata, segment: &kiln_abi::DataSegment) -> bool {
+    meta.heap_image_len > 0
+        && matches!(segment.mode, kiln_abi::DataMode::Active { memory, .. } if memory == meta.num_imported_memories)
 }
 
 /// Cross-checks the metadata's counts and indices so later stages can index without checks.

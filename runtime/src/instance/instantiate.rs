@@ -191,7 +191,7 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
         tables,
         table_placements,
         extra_memories,
-        dropped_data: RefCell::new(vec![false; meta.data.len()]),
+        dropped_data: RefCell::new(m.initially_dropped.clone()),
         elements: RefCell::new(vec![None; meta.elements.len()]),
         imports: imports.to_vec(),
     });
@@ -389,13 +389,11 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
     // Data segments, in order.
     {
         let mut dropped = inner.dropped_data.borrow_mut();
-        for (i, segment) in meta.data.iter().enumerate() {
+        // Segments already in the heap image start out dropped (see `Module::load`); only the
+        // others are applied here.
+        for &i in &inner.module.inner.copied_segments {
+            let segment = &meta.data[i];
             let DataMode::Active { memory, offset } = &segment.mode else { continue };
-            if meta.heap_image_len > 0 && *memory == meta.num_imported_memories {
-                // Already in the heap image.
-                dropped[i] = true;
-                continue;
-            }
             let ty = meta.memories[*memory as usize];
             let start = eval_const(inner, offset, if ty.memory64 { ValType::I64 } else { ValType::I32 });
             let start = if ty.memory64 { start as u64 } else { start as u32 as u64 };
