@@ -104,6 +104,7 @@ fn trap_code(code: ir::TrapCode) -> TrapCode {
         ir::TrapCode::NullReference | ir::TrapCode::NullI31Ref => TrapCode::NullReference,
         crate::func_env::TABLE_ACCESS_OUT_OF_BOUNDS => TrapCode::TableAccessOutOfBounds,
         crate::func_env::NULL_FUNCTION_REFERENCE => TrapCode::NullFunctionReference,
+        crate::func_env::OUT_OF_FUEL => TrapCode::OutOfFuel,
         ir::TrapCode::User(_) => TrapCode::UnreachableCodeReached,
     }
 }
@@ -114,6 +115,7 @@ pub(crate) fn compile(
     parsed: ParsedModule<'_>,
     mut listings: Option<&mut Vec<FunctionListing>>,
     interruptible: bool,
+    fuel: bool,
 ) -> Result<CompiledObject, CompileError> {
     let capstone = match listings {
         Some(_) => Some(isa.to_capstone().map_err(codegen_error)?),
@@ -141,6 +143,7 @@ pub(crate) fn compile(
         frontend: isa.frontend_config(),
         defined_func_ids: func_ids.iter().map(|id| id.as_u32()).collect(),
         interruptible,
+        fuel,
     };
 
     let mut ctx = Context::new();

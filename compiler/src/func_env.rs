@@ -31,6 +31,8 @@ pub const TABLE_ACCESS_OUT_OF_BOUNDS: ir::TrapCode = ir::TrapCode::User(1);
 /// `call_ref` through null ("null function reference"), as opposed to `ref.as_non_null`'s
 /// "null reference".
 pub const NULL_FUNCTION_REFERENCE: ir::TrapCode = ir::TrapCode::User(2);
+/// Fuel metering ran out ("all fuel consumed").
+pub const OUT_OF_FUEL: ir::TrapCode = ir::TrapCode::User(3);
 
 /// The Cranelift type a wasm value lives in.
 pub fn ir_type(ty: ValType) -> ir::Type {
@@ -84,6 +86,8 @@ pub struct ModuleEnv<'m> {
     pub defined_func_ids: Vec<u32>,
     /// Whether to emit interrupt checks.
     pub interruptible: bool,
+    /// Whether to emit fuel metering.
+    pub fuel: bool,
 }
 
 /// The environment for translating one function.
@@ -92,6 +96,8 @@ pub struct KilnFuncEnv<'a, 'm> {
     heaps: PrimaryMap<Heap, HeapData>,
     vmctx_gv: Option<ir::GlobalValue>,
     libcall_sigs: Vec<Option<ir::SigRef>>,
+    /// Operators translated since fuel was last charged (fuel metering).
+    fuel_pending: i64,
 }
 
 impl<'a, 'm> KilnFuncEnv<'a, 'm> {
@@ -101,6 +107,7 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
             heaps: PrimaryMap::new(),
             vmctx_gv: None,
             libcall_sigs: vec![None; Libcall::ALL.len()],
+            fuel_pending: 0,
         }
     }
 
@@ -230,6 +237,23 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
         let addr = builder.ins().iadd_imm(limits, VMRuntimeLimits::INTERRUPT_OFFSET as i64);
         let flag = builder.ins().atomic_load(types::I64, vm_flags(), addr);
         builder.ins().trapnz(flag, ir::TrapCode::Interrupt);
+    }
+
+    /// Charges the operators counted since the last charge: `fuel -= n`, trapping with
+    /// "all fuel consumed" when it goes negative. Emitted before every control operator, so
+    /// each basic block pays for itself (and a loop for every iteration).
+    fn charge_fuel(&mut self, builder: &mut FunctionBuilder) {
+        if self.fuel_pending == 0 {
+            return;
+        }
+        let vmctx = Self::vmctx_value(builder.func);
+        let limits = builder.ins().load(types::I64, vm_readonly(), vmctx, VMContextHeader::RUNTIME_LIMITS_OFFSET as i32);
+        let fuel = builder.ins().load(types::I64, vm_flags(), limits, VMRuntimeLimits::FUEL_OFFSET as i32);
+        let left = builder.ins().iadd_imm(fuel, -self.fuel_pending);
+        builder.ins().store(vm_flags(), left, limits, VMRuntimeLimits::FUEL_OFFSET as i32);
+        let exhausted = builder.ins().icmp_imm(IntCC::SignedLessThan, left, 0);
+        builder.ins().trapnz(exhausted, OUT_OF_FUEL);
+        self.fuel_pending = 0;
     }
 
     /// `(code, callee_vmctx, caller_vmctx ++ args)` for a call through a non-null funcref.
@@ -594,6 +618,42 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
 
     fn before_translate_function(&mut self, builder: &mut FunctionBuilder, _state: &FuncTranslationState) -> WasmResult<()> {
         self.check_interrupt(builder);
+        Ok(())
+    }
+
+    fn before_translate_operator(&mut self, op: &wasmparser::Operator, builder: &mut FunctionBuilder, state: &FuncTranslationState) -> WasmResult<()> {
+        use wasmparser::Operator as Op;
+        if !self.module.fuel || !state.reachable() {
+            return Ok(());
+        }
+        // Every operator costs one unit, except the structural ones that emit no code.
+        if !matches!(op, Op::Nop | Op::Drop | Op::Block { .. } | Op::Loop { .. } | Op::End | Op::Else) {
+            self.fuel_pending += 1;
+        }
+        let ends_a_block = matches!(
+            op,
+            Op::Block { .. }
+                | Op::Loop { .. }
+                | Op::If { .. }
+                | Op::Else
+                | Op::End
+                | Op::Br { .. }
+                | Op::BrIf { .. }
+                | Op::BrTable { .. }
+                | Op::BrOnNull { .. }
+                | Op::BrOnNonNull { .. }
+                | Op::Return
+                | Op::Unreachable
+                | Op::Call { .. }
+                | Op::CallIndirect { .. }
+                | Op::CallRef { .. }
+                | Op::ReturnCall { .. }
+                | Op::ReturnCallIndirect { .. }
+                | Op::ReturnCallRef { .. }
+        );
+        if ends_a_block {
+            self.charge_fuel(builder);
+        }
         Ok(())
     }
 

@@ -84,6 +84,8 @@ pub struct Compiler {
     pub(crate) features: WasmFeatures,
     /// Emit the interrupt checks at function entries and loop headers (on by default).
     pub(crate) interruptible: bool,
+    /// Emit fuel metering (off by default).
+    pub(crate) fuel: bool,
 }
 
 impl Compiler {
@@ -94,13 +96,13 @@ impl Compiler {
 
     /// A compiler accepting exactly the given wasm proposals.
     pub fn with_features(features: WasmFeatures) -> Result<Compiler, CompileError> {
-        Ok(Compiler { isa: emit::host_isa()?, features, interruptible: true })
+        Ok(Compiler { isa: emit::host_isa()?, features, interruptible: true, fuel: false })
     }
 
     /// A compiler for the fixed x86-64-v2 baseline (see [`emit::baseline_isa`]): identical
     /// output on every machine.
     pub fn baseline(features: WasmFeatures) -> Result<Compiler, CompileError> {
-        Ok(Compiler { isa: emit::baseline_isa()?, features, interruptible: true })
+        Ok(Compiler { isa: emit::baseline_isa()?, features, interruptible: true, fuel: false })
     }
 
     /// Whether compiled code checks the store's interrupt flag at every function entry and loop
@@ -111,13 +113,22 @@ impl Compiler {
         self
     }
 
+    /// Whether compiled code counts executed operators against the store's fuel
+    /// (`Store::set_fuel`) and traps with "all fuel consumed" when it runs out: bounded,
+    /// deterministic execution. Off by default (it costs a load, a store and a branch per
+    /// basic block).
+    pub fn set_fuel_metering(&mut self, fuel: bool) -> &mut Compiler {
+        self.fuel = fuel;
+        self
+    }
+
     /// Compiles wasm (binary) into an ELF relocatable object.
     pub fn compile_object(&self, wasm: &[u8]) -> Result<emit::CompiledObject, CompileError> {
         // A panic inside Cranelift or cranelift-wasm is a compiler bug, but a server compiling
         // untrusted modules must get an error, not lose the process.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let parsed = module::parse(wasm, self.features)?;
-            emit::compile(&self.isa, parsed, None, self.interruptible)
+            emit::compile(&self.isa, parsed, None, self.interruptible, self.fuel)
         }))
         .unwrap_or_else(|panic| {
             let what = panic
@@ -134,7 +145,7 @@ impl Compiler {
     pub fn compile_listing(&self, wasm: &[u8]) -> Result<Vec<emit::FunctionListing>, CompileError> {
         let parsed = module::parse(wasm, self.features)?;
         let mut listings = Vec::new();
-        emit::compile(&self.isa, parsed, Some(&mut listings), self.interruptible)?;
+        emit::compile(&self.isa, parsed, Some(&mut listings), self.interruptible, self.fuel)?;
         Ok(listings)
     }
 

@@ -92,6 +92,19 @@ impl Store {
         InterruptHandle { store: self.inner.clone() }
     }
 
+    /// Sets the fuel left for code compiled with fuel metering
+    /// (`kiln_compiler::Compiler::set_fuel_metering`): each executed operator costs one unit,
+    /// and running out traps with "all fuel consumed". A new store has unlimited fuel. `false`
+    /// if the store is busy (another thread runs it, or a call is in progress).
+    pub fn set_fuel(&self, fuel: u64) -> bool {
+        self.inner.with_limits(|limits| limits.fuel = fuel.min(i64::MAX as u64) as i64).is_some()
+    }
+
+    /// The fuel left (0 once exhausted), or `None` if the store is busy.
+    pub fn fuel_remaining(&self) -> Option<u64> {
+        self.inner.with_limits(|limits| limits.fuel.max(0) as u64)
+    }
+
     /// Clears a pending interruption so the store can run again.
     pub fn clear_interrupt(&self) {
         self.inner.interrupt_flag().store(0, Ordering::SeqCst);
@@ -138,6 +151,20 @@ impl StoreInner {
         // SAFETY: we own the store, so no other thread reads or writes the limits now.
         unsafe { (*self.limits.get()).stack_limit = stack_limit };
         Some(RunningGuard { store: self })
+    }
+
+    /// Runs `f` on the limits while no call is in progress, taking ownership for the duration.
+    pub fn with_limits<R>(&self, f: impl FnOnce(&mut VMRuntimeLimits) -> R) -> Option<R> {
+        if !self.acquire_owner() || self.in_call.get() {
+            return None;
+        }
+        // SAFETY: we own the store and no call is running, so nothing else touches the limits
+        // (the interrupt flag, written from other threads, is not touched by `f`'s callers).
+        let result = f(unsafe { &mut *self.limits.get() });
+        if self.bindings.load(Ordering::Relaxed) == 0 {
+            self.owner.store(0, Ordering::Release);
+        }
+        Some(result)
     }
 
     /// Starts a call on a thread that holds a [`Self::bind`]ing (so it owns the store and no

@@ -397,3 +397,47 @@ fn data_segments_become_a_heap_image_mapped_from_the_file() {
     assert!(module.metadata().heap_image_len > 0);
     assert!(module.maps_heap_image(), "the image should be mapped from {}", module.path().display());
 }
+
+#[test]
+fn fuel_bounds_execution_deterministically() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = r#"
+    (module
+      (func $inc (param i32) (result i32) (i32.add (local.get 0) (i32.const 1)))
+      (func (export "count") (param $n i32) (result i32)
+        (local $i i32)
+        (block $done
+          (loop $next
+            (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+            (local.set $i (call $inc (local.get $i)))
+            (br $next)))
+        (local.get $i))
+      (func (export "forever") (loop (br 0))))
+    "#;
+    let so = dir.path().join("fuel.so");
+    let mut compiler = kiln_compiler::Compiler::new().unwrap();
+    compiler.set_fuel_metering(true);
+    compiler.compile_to_file(wat.as_bytes(), &so).unwrap();
+    let module = Module::load(&so).unwrap();
+    let region = region(1);
+    let instance = Instance::new(&region, &module, &[]).unwrap();
+    let store = instance.store();
+
+    // Unlimited by default; the same work always costs the same fuel.
+    let mut costs = Vec::new();
+    for _ in 0..3 {
+        assert!(store.set_fuel(1_000_000));
+        assert_eq!(instance.call("count", &[Val::I32(100)]).unwrap(), vec![Val::I32(100)]);
+        costs.push(1_000_000 - store.fuel_remaining().unwrap());
+    }
+    assert!(costs[0] > 100, "100 iterations must cost more than 100 units, cost {}", costs[0]);
+    assert!(costs.iter().all(|&c| c == costs[0]), "fuel use must be deterministic: {costs:?}");
+
+    // Too little fuel stops the same work, and an endless loop.
+    assert!(store.set_fuel(costs[0] / 2));
+    assert_eq!(trap_code(instance.call("count", &[Val::I32(100)])), TrapCode::OutOfFuel);
+    assert!(store.set_fuel(10_000));
+    assert_eq!(trap_code(instance.call("forever", &[])), TrapCode::OutOfFuel);
+    assert_eq!(store.fuel_remaining(), Some(0));
+    assert_eq!(TrapCode::OutOfFuel.message(), "all fuel consumed");
+}

@@ -35,6 +35,8 @@ macro_rules! for_each_trap_code {
             NullFunctionReference = 14 => "null function reference",
             /// `memory.atomic.wait` on a memory that is not shared.
             WaitOnUnsharedMemory = 15 => "expected shared memory",
+            /// Code compiled with fuel metering used up the store's fuel.
+            OutOfFuel = 16 => "all fuel consumed",
         }
     };
 }

@@ -53,15 +53,26 @@ impl VMContextHeader {
 
 /// Per-store limits, written by the runtime when a call enters the guest.
 #[repr(C)]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VMRuntimeLimits {
     /// Lowest stack address wasm code may use; every function prologue compares against it.
     pub stack_limit: usize,
-    /// Non-zero when the guest has been asked to stop (reserved for interruption).
+    /// Non-zero when the guest has been asked to stop.
     pub interrupt: u64,
+    /// Fuel left for code compiled with fuel metering; it traps when this goes negative.
+    pub fuel: i64,
+}
+
+impl Default for VMRuntimeLimits {
+    /// No stack yet, not interrupted, unlimited fuel.
+    fn default() -> Self {
+        VMRuntimeLimits { stack_limit: 0, interrupt: 0, fuel: i64::MAX }
+    }
 }
 
 impl VMRuntimeLimits {
+    /// Offset of [`Self::fuel`].
+    pub const FUEL_OFFSET: u32 = offset_of!(VMRuntimeLimits, fuel) as u32;
     /// Offset of [`Self::stack_limit`].
     pub const STACK_LIMIT_OFFSET: u32 = offset_of!(VMRuntimeLimits, stack_limit) as u32;
     /// Offset of [`Self::interrupt`].

@@ -101,6 +101,11 @@ impl Instance {
         crate::store::InterruptHandle::new(self.inner.store.clone())
     }
 
+    /// The store this instance belongs to (for fuel and interruption).
+    pub fn store(&self) -> Store {
+        Store::from_inner(self.inner.store.clone())
+    }
+
     /// The export called `name`.
     pub fn get_export(&self, name: &str) -> Option<Extern> {
         let export = self.inner.module.inner.meta.exports.iter().find(|e| e.name == name)?;
