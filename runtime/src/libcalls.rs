@@ -51,6 +51,7 @@ unsafe fn instance<'a>(vmctx: *mut u8) -> &'a InstanceInner {
 }
 
 /// Memory `index`'s definition in `instance`.
+#[allow(clippy::mut_from_ref, reason = "the definition lives in VM memory, not in `InstanceInner`; the store's single-call rule makes this the only reference")]
 fn memory(instance: &InstanceInner, index: u32) -> &mut VMMemoryDefinition {
     let offset = instance.module.inner.offsets.memory(index);
     // SAFETY: compiled code only passes memory indices the module has (validation), and the
@@ -59,6 +60,7 @@ fn memory(instance: &InstanceInner, index: u32) -> &mut VMMemoryDefinition {
 }
 
 /// Table `index`'s definition in `instance`.
+#[allow(clippy::mut_from_ref, reason = "the definition lives in VM memory, not in `InstanceInner`; the store's single-call rule makes this the only reference")]
 fn table(instance: &InstanceInner, index: u32) -> &mut VMTableDefinition {
     let offset = instance.module.inner.offsets.table(index);
     // SAFETY: as for `memory`.

@@ -238,8 +238,9 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
     let meta = &m.meta;
     let o = &m.offsets;
 
-    // SAFETY (for every `write` below): offsets come from this module's VMOffsets and the
-    // types are the ones the ABI defines for those fields.
+    // Every `write` below: offsets come from this module's VMOffsets and the types are the ones
+    // the ABI defines for those fields.
+    // SAFETY: as just said; the header sits at offset 0.
     unsafe {
         write(inner, 0, VMContextHeader {
             runtime_limits: inner.store.limits_ptr(),
