@@ -242,7 +242,7 @@ fn atomic_address(instance: &InstanceInner, index: u32, addr: u64, size: u64) ->
     if !in_bounds(addr, size, def.current_length) {
         return Err(TrapCode::HeapOutOfBounds);
     }
-    if addr % size != 0 {
+    if !addr.is_multiple_of(size) {
         return Err(TrapCode::HeapMisaligned);
     }
     // SAFETY: in bounds of the accessible memory.

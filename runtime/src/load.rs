@@ -135,7 +135,7 @@ fn check_file(path: &Path, bytes: &[u8]) -> Result<Option<(u64, u64)>, LoadError
     }
     for segment in file.segments() {
         let (offset, size) = segment.file_range();
-        if offset.checked_add(size).map_or(true, |end| end > bytes.len() as u64) {
+        if offset.checked_add(size).is_none_or(|end| end > bytes.len() as u64) {
             return Err(not_kiln(path, "truncated: a segment extends past the end of the file"));
         }
     }

@@ -24,7 +24,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let start = Instant::now();
     let summary = kiln_fuzzing::run_batch(seed, count, |s, summary| {
         let done = s - seed + 1;
-        if done % 100 == 0 {
+        if done.is_multiple_of(100) {
             eprintln!("fuzz: {done}/{count} ({} agree, {} differ, {} inconclusive)", summary.passed, summary.failed, summary.inconclusive);
         }
     })?;

@@ -107,7 +107,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
             let rel = p.strip_prefix(&suite).unwrap().to_string_lossy().replace('\\', "/");
             (p, rel)
         })
-        .filter(|(_, rel)| options.filter.as_ref().map_or(true, |f| rel.contains(f.as_str())))
+        .filter(|(_, rel)| options.filter.as_ref().is_none_or(|f| rel.contains(f.as_str())))
         .collect();
     if files.is_empty() {
         bail!("no .wast files under {} match", suite.display());

@@ -402,7 +402,7 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
             let import = unsafe { &*inner.vm_field::<VMMemoryImport>(o.memory(*memory)) };
             // SAFETY: as above.
             let def = unsafe { &*import.definition };
-            if start.checked_add(segment.bytes.len() as u64).map_or(true, |end| end > def.current_length) {
+            if start.checked_add(segment.bytes.len() as u64).is_none_or(|end| end > def.current_length) {
                 return Err(trap(TrapCode::HeapOutOfBounds));
             }
             // SAFETY: bounds checked against the memory's current size.

@@ -53,7 +53,7 @@ impl Mmap {
     }
 
     fn check_range(&self, offset: usize, len: usize) {
-        assert!(offset % PAGE_SIZE == 0 && len % PAGE_SIZE == 0, "unaligned range");
+        assert!(offset.is_multiple_of(PAGE_SIZE) && len.is_multiple_of(PAGE_SIZE), "unaligned range");
         assert!(offset.checked_add(len).is_some_and(|end| end <= self.len), "range outside reservation");
     }
 
