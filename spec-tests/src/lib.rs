@@ -69,6 +69,18 @@ pub fn cache_dir() -> Option<PathBuf> {
     }
 }
 
+/// The official files listed in `spec-tests/expected-failures.txt` (paths relative to the
+/// testsuite root): the ratchet both the test harness and `cargo xtask spec` enforce.
+pub fn expected_failures() -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("expected-failures.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
 /// Every `.wast` file below `dir`, sorted.
 pub fn wast_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();

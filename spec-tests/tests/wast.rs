@@ -5,7 +5,6 @@
 //! still fail (an unexpected pass fails the trial, so the list can only shrink); any other file
 //! must pass with nothing failed and nothing skipped.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -50,13 +49,7 @@ fn main() {
         trials.push(Trial::test(name, move || run(&path, false)));
     }
 
-    let expected_failures: BTreeSet<String> = std::fs::read_to_string(manifest.join("expected-failures.txt"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
+    let expected_failures = kiln_spec_tests::expected_failures();
     match std::env::var_os("WASM_SPEC_TESTSUITE").map(PathBuf::from) {
         Some(suite) if suite.is_dir() => {
             for path in kiln_spec_tests::wast_files(&suite) {

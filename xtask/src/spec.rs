@@ -1,6 +1,6 @@
 //! `cargo xtask spec`: the official spec testsuite through Kiln, with a per-group table.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -112,13 +112,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
     if files.is_empty() {
         bail!("no .wast files under {} match", suite.display());
     }
-    let expected_failures: BTreeSet<String> = std::fs::read_to_string(workspace_root().join("spec-tests/expected-failures.txt"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
+    let expected_failures = kiln_spec_tests::expected_failures();
 
     eprintln!("spec: running {} files from {} on {} threads", files.len(), suite.display(), options.jobs);
     let start = Instant::now();

@@ -2,6 +2,7 @@
 
 use kiln_abi::VMFuncRef;
 
+use super::InstanceInner;
 use crate::context;
 use crate::externs::{Func, FuncKind};
 use crate::traps::{signals, Activation, Trap};
@@ -46,29 +47,50 @@ impl Func {
         for (slot, arg) in values.iter_mut().zip(args) {
             *slot = arg.to_raw();
         }
-        // SAFETY: `funcref` points into the owner's VM context, alive through `owner`.
-        let funcref: VMFuncRef = unsafe { **funcref };
-        let activation = Activation::new();
-        let returned = activation.run(|| {
-            // SAFETY: the trampoline was compiled for this function's type (both come from the
-            // exporting module), `values` has room for parameters and results, the owner's
-            // stack is unused (its store is not running anything else) and the activation
-            // outlives the call.
-            unsafe {
-                context::enter(
-                    *array_trampoline,
-                    funcref.vmctx,
-                    owner.vmctx,
-                    values.as_mut_ptr(),
-                    funcref.code,
-                    owner.slot.stack_top(),
-                    &activation.saved_sp,
-                )
-            }
-        });
-        if !returned {
-            return Err(CallError::Trap(activation.take_trap()));
-        }
+        // SAFETY: the store's call guard is held, the trampoline and `funcref` come from the
+        // exporting module for this function's type, and `values` has room for its parameters
+        // and results.
+        unsafe { enter_through_trampoline(*funcref, *array_trampoline, owner, values.as_mut_ptr()) }
+            .map_err(CallError::Trap)?;
         Ok(ty.results.iter().zip(&values).map(|(&t, &raw)| Val::from_raw(raw, t)).collect())
+    }
+}
+
+/// Calls `funcref` through the array trampoline on its owner's guest stack, turning a trap
+/// into `Err`. The one way host code enters the guest with values in memory (`Func::call`,
+/// and `TypedFunc::call` for signatures the direct entry cannot take).
+///
+/// # Safety
+/// The caller holds the owner's store call guard (so the owner's stack is unused), `funcref`
+/// points into `owner`'s VM context, `trampoline` is the array trampoline for the function's
+/// type, and `values` has room for its parameters and results.
+#[inline]
+pub(crate) unsafe fn enter_through_trampoline(
+    funcref: *const VMFuncRef,
+    trampoline: *const u8,
+    owner: &InstanceInner,
+    values: *mut u128,
+) -> Result<(), Trap> {
+    // SAFETY: `funcref` points into the owner's VM context, alive through `owner`.
+    let funcref: VMFuncRef = unsafe { *funcref };
+    let activation = Activation::new();
+    let returned = activation.run(|| {
+        // SAFETY: forwarded from the caller's contract; the activation outlives the call.
+        unsafe {
+            context::enter(
+                trampoline,
+                funcref.vmctx,
+                owner.vmctx,
+                values,
+                funcref.code,
+                owner.slot.stack_top(),
+                &activation.saved_sp,
+            )
+        }
+    });
+    if returned {
+        Ok(())
+    } else {
+        Err(activation.take_trap())
     }
 }

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 
 use kiln_abi::{FuncType, ValType, VMFuncRef};
 
-use super::run::CallError;
+use super::run::{enter_through_trampoline, CallError};
 use crate::context;
 use crate::externs::{Func, FuncKind};
 use crate::traps::{signals, Activation};
@@ -194,15 +194,16 @@ impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
         let _running = owner.store.begin_bound_call(owner.slot.stack_limit()).ok_or(CallError::Busy)?;
         let mut slots = [0u128; MAX_TYPED_VALUES];
         params.store(&mut slots);
-        // SAFETY: `funcref` points into the owner's VM context, alive through `owner`.
-        let funcref: VMFuncRef = unsafe { **funcref };
-        let activation = Activation::new();
         if P::DIRECT && R::DIRECT {
             // Integers only: call the function itself, arguments in registers.
+            // SAFETY: `funcref` points into the owner's VM context, alive through `owner`.
+            let funcref: VMFuncRef = unsafe { **funcref };
             let args = [slots[0] as u64, slots[1] as u64, slots[2] as u64, slots[3] as u64];
+            let activation = Activation::new();
             let result = activation.run(|| {
                 // SAFETY: the signature was checked to be at most four integer parameters and
-                // at most one integer result; the rest as below.
+                // at most one integer result; the bound call guard is held, so the owner's stack
+                // is unused, and the activation outlives the call.
                 unsafe {
                     context::enter_direct(funcref.code, funcref.vmctx, owner.vmctx, args, owner.slot.stack_top(), &activation.saved_sp)
                 }
@@ -215,25 +216,10 @@ impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
                 None => Err(CallError::Trap(activation.take_trap())),
             };
         }
-        let returned = activation.run(|| {
-            // SAFETY: as in `Func::call`: the trampoline matches the checked type, the slots
-            // array holds every parameter and result, the owner's stack is unused while its
-            // store runs this call, and the activation outlives it.
-            unsafe {
-                context::enter(
-                    *array_trampoline,
-                    funcref.vmctx,
-                    owner.vmctx,
-                    slots.as_mut_ptr(),
-                    funcref.code,
-                    owner.slot.stack_top(),
-                    &activation.saved_sp,
-                )
-            }
-        });
-        if !returned {
-            return Err(CallError::Trap(activation.take_trap()));
-        }
+        // SAFETY: the bound call guard is held, the trampoline matches the checked type, and the
+        // slots array holds every parameter and result.
+        unsafe { enter_through_trampoline(*funcref, *array_trampoline, owner, slots.as_mut_ptr()) }
+            .map_err(CallError::Trap)?;
         Ok(R::load(&slots))
     }
 }

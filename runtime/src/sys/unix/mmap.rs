@@ -83,45 +83,41 @@ impl Mmap {
 
     /// Replaces `[offset, offset + len)` with fresh inaccessible anonymous memory.
     pub fn map_anonymous_inaccessible(&self, offset: usize, len: usize) -> io::Result<()> {
-        if len == 0 {
-            return Ok(());
-        }
-        self.check_range(offset, len);
-        // SAFETY: MAP_FIXED over a range inside our own reservation replaces only our pages.
-        let ptr = unsafe {
-            libc::mmap(
-                self.as_ptr().add(offset).cast(),
-                len,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.map_fixed(offset, len, libc::PROT_NONE, libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
     }
 
     /// Maps `len` bytes of `file` at `file_offset` over `[offset, offset + len)`, readable,
     /// writable and private: writes are copied, the file never changes.
     pub fn map_file_private(&self, offset: usize, len: usize, file: &std::fs::File, file_offset: u64) -> io::Result<()> {
         use std::os::fd::AsRawFd;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        self.map_fixed(offset, len, prot, 0, file.as_raw_fd(), file_offset as libc::off_t)
+    }
+
+    /// A private `MAP_FIXED` mapping over `[offset, offset + len)` of our reservation.
+    fn map_fixed(
+        &self,
+        offset: usize,
+        len: usize,
+        prot: libc::c_int,
+        flags: libc::c_int,
+        fd: libc::c_int,
+        file_offset: libc::off_t,
+    ) -> io::Result<()> {
         if len == 0 {
             return Ok(());
         }
         self.check_range(offset, len);
-        // SAFETY: MAP_FIXED over a range inside our own reservation replaces only our pages;
-        // the mapping is private, so the file is never written.
+        // SAFETY: MAP_FIXED over a range inside our own reservation (checked above) replaces only
+        // our pages; the mapping is private, so a file behind it is never written.
         let ptr = unsafe {
             libc::mmap(
                 self.as_ptr().add(offset).cast(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_FIXED,
-                file.as_raw_fd(),
-                file_offset as libc::off_t,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_FIXED | flags,
+                fd,
+                file_offset,
             )
         };
         if ptr == libc::MAP_FAILED {
