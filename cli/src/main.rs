@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use kiln_runtime::{CallError, Instance, InstantiationError, Module, Region, RegionConfig, Val, ValType};
+use kiln_runtime::{CallError, Instance, InstantiationError, LoadError, Module, Region, RegionConfig, Val, ValType};
 
 /// Exit status when the guest trapped.
 const EXIT_TRAP: u8 = 3;
@@ -133,7 +133,15 @@ fn load(path: &Path) -> Result<(Module, Option<tempfile::TempDir>)> {
     if std::env::var_os("KILN_NO_CACHE").is_none() {
         if let Some(cache) = kiln_compiler::cache::ObjectCache::user_default() {
             match cache.get_or_compile(&compiler, &wasm) {
-                Ok((so, _hit)) => return Ok((Module::load(&so)?, None)),
+                Ok((so, hit)) => match Module::load(&so) {
+                    // A damaged cache entry (a torn copy, a disk error) is compiled again.
+                    Err(LoadError::Corrupt { .. } | LoadError::NotKiln { .. }) if hit => {
+                        std::fs::remove_file(&so).with_context(|| format!("cannot evict {}", so.display()))?;
+                        let (so, _) = cache.get_or_compile(&compiler, &wasm)?;
+                        return Ok((Module::load(&so)?, None));
+                    }
+                    loaded => return Ok((loaded?, None)),
+                },
                 // An unusable cache directory is not fatal; compile to a temporary file instead.
                 Err(kiln_compiler::CompileError::Io(_)) => {}
                 Err(err) => return Err(anyhow::Error::new(err).context(format!("cannot compile {}", path.display()))),

@@ -225,3 +225,29 @@ fn timeout_stops_a_tight_loop_and_a_loop_of_calls_within_a_second() {
         assert!(stderr(&out).contains("deadline exceeded"), "{export}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn a_damaged_cache_entry_is_compiled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let module = dir.path().join("answer.wat");
+    std::fs::write(&module, r#"(module (func (export "answer") (result i32) (i32.const 42)))"#).unwrap();
+    let run_cached = || {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["run", module.to_str().unwrap(), "--invoke", "answer"])
+            .env("KILN_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(stdout(&run_cached()), "42\n");
+    let entries: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let mut bytes = std::fs::read(&entries[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&entries[0], &bytes).unwrap();
+
+    let out = run_cached();
+    assert_eq!(stdout(&out), "42\n", "{}", stderr(&out));
+    assert_ne!(std::fs::read(&entries[0]).unwrap(), bytes, "the entry was written again");
+}

@@ -37,6 +37,16 @@ pub fn link_shared_object(object: &[u8], out: &Path) -> Result<(), CompileError>
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
+    append_checksum_trailer(staged.path())?;
     staged.persist(out).map_err(|e| CompileError::Io(e.error))?;
+    Ok(())
+}
+
+/// Appends the checksum trailer the runtime verifies before loading (see `kiln_abi::checksum`).
+fn append_checksum_trailer(path: &Path) -> Result<(), CompileError> {
+    use std::io::Write;
+    let contents = std::fs::read(path)?;
+    let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
+    file.write_all(&kiln_abi::checksum_trailer(&contents))?;
     Ok(())
 }

@@ -11,6 +11,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use arbitrary::Unstructured;
 
+pub mod targets;
+
 /// What one side observed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
@@ -45,7 +47,12 @@ fn xorshift(state: &mut u64) -> u64 {
 pub fn generate(seed: u64) -> Result<Vec<u8>> {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let bytes: Vec<u8> = (0..8192).map(|_| xorshift(&mut state) as u8).collect();
-    let mut u = Unstructured::new(&bytes);
+    generate_from(&bytes)
+}
+
+/// The module wasm-smith builds from `bytes` (the differential fuzz target's input).
+pub fn generate_from(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut u = Unstructured::new(bytes);
     let config = wasm_smith::Config {
         max_imports: 0,
         min_funcs: 1,
@@ -247,9 +254,13 @@ fn digest(bytes: &[u8]) -> u64 {
 
 /// Runs module `seed` on both engines and compares.
 pub fn check(seed: u64, dir: &Path, region: &kiln_runtime::Region) -> Result<Verdict> {
-    let wasm = generate(seed)?;
-    let reference = on_wasmi::observe(&wasm)?;
-    let kiln = on_kiln::observe(&wasm, dir, region).with_context(|| format!("seed {seed}"))?;
+    compare(&generate(seed)?, seed, dir, region)
+}
+
+/// Runs `wasm` on both engines and compares (`seed` only labels a mismatch).
+pub fn compare(wasm: &[u8], seed: u64, dir: &Path, region: &kiln_runtime::Region) -> Result<Verdict> {
+    let reference = on_wasmi::observe(wasm)?;
+    let kiln = on_kiln::observe(wasm, dir, region).with_context(|| format!("seed {seed}"))?;
     Ok(match (&kiln, &reference) {
         (Observation::Inconclusive(_), _) | (_, Observation::Inconclusive(_)) => Verdict::Inconclusive,
         (a, b) if a == b => Verdict::Agree,

@@ -123,8 +123,8 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> LoadError {
 }
 
 /// Checks the file before the dynamic loader sees it: an x86-64 ELF shared object whose
-/// segments lie inside the file, exporting a Kiln header of our ABI version. Returns the bytes
-/// of the header's metadata in the file, for comparison after loading.
+/// segments lie inside the file, exporting a Kiln header of our ABI version. Returns where the
+/// heap image lies in the file, when it is page-aligned there and can be mapped directly.
 fn check_file(path: &Path, bytes: &[u8]) -> Result<Option<(u64, u64)>, LoadError> {
     let file = object::File::parse(bytes).map_err(|e| not_kiln(path, format!("not an ELF object ({e})")))?;
     if file.format() != object::BinaryFormat::Elf || file.architecture() != object::Architecture::X86_64 || !file.is_64() {
@@ -189,12 +189,15 @@ unsafe fn read_table(table: *const *const u8, count: usize) -> Vec<*const u8> {
 impl Module {
     /// Loads the Kiln shared object at `path`.
     ///
-    /// The file must not be deleted or replaced while the module is loaded (the dynamic loader
-    /// identifies loaded objects by inode).
+    /// The file is checked before the dynamic loader sees it (ELF kind, ABI version, and the
+    /// checksum trailer over every byte), so a truncated, corrupted or foreign file is an
+    /// error. It must not be deleted or replaced while the module is loaded (the dynamic
+    /// loader identifies loaded objects by inode).
     pub fn load(path: impl AsRef<Path>) -> Result<Module, LoadError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
         let image_range = check_file(path, &bytes)?;
+        kiln_abi::verify_checksum_trailer(&bytes).map_err(|e| corrupt(path, e.to_string()))?;
         let file_len = bytes.len() as u64;
         drop(bytes);
 
@@ -217,9 +220,10 @@ impl Module {
         // SAFETY: the metadata lies inside the loaded image (its length is bounded by the file
         // and its address was relocated by the loader).
         let metadata = unsafe { std::slice::from_raw_parts(header.metadata, header.metadata_len as usize) };
-        let meta: ModuleMetadata = postcard::from_bytes(metadata)
-            .map_err(|e| corrupt(path, format!("metadata does not decode: {e}")))?;
-        validate_metadata(path, &meta, &header)?;
+        let meta = decode_metadata(metadata).map_err(|reason| corrupt(path, reason))?;
+        if header.num_functions as usize != meta.functions.len() || header.num_types as usize != meta.types.len() {
+            return Err(corrupt(path, "the header's table lengths disagree with the metadata"));
+        }
 
         // SAFETY: the table lengths were checked against the metadata, which the compiler wrote
         // together with the tables.
@@ -326,16 +330,18 @@ fn in_image(meta: &ModuleMetadata, segment: &kiln_abi::DataSegment) -> bool {
         && matches!(segment.mode, kiln_abi::DataMode::Active { memory, .. } if memory == meta.num_imported_memories)
 }
 
-/// Cross-checks the metadata's counts and indices so later stages can index without checks.
-fn validate_metadata(path: &Path, meta: &ModuleMetadata, header: &ModuleHeader) -> Result<(), LoadError> {
-    let fail = |reason: &str| Err(corrupt(path, reason));
-    if header.num_functions as usize != meta.functions.len()
-        || meta.func_types.len() != meta.num_imported_funcs as usize + meta.functions.len()
-    {
+/// Decodes a module's serialized metadata and cross-checks the counts and indices that loading
+/// and instantiation index by. Public for the metadata fuzz target.
+pub fn decode_metadata(bytes: &[u8]) -> Result<ModuleMetadata, String> {
+    let meta: ModuleMetadata = postcard::from_bytes(bytes).map_err(|e| format!("metadata does not decode: {e}"))?;
+    check_metadata(&meta)?;
+    Ok(meta)
+}
+
+fn check_metadata(meta: &ModuleMetadata) -> Result<(), String> {
+    let fail = |reason: &str| Err(reason.to_string());
+    if meta.func_types.len() != meta.num_imported_funcs as usize + meta.functions.len() {
         return fail("function counts disagree");
-    }
-    if header.num_types as usize != meta.types.len() {
-        return fail("type counts disagree");
     }
     if meta.func_types.iter().any(|&t| t as usize >= meta.types.len()) {
         return fail("function type index out of range");

@@ -272,11 +272,33 @@ fn bad_shared_objects_are_refused_with_clear_errors() {
     let err = Module::load(&wrong).unwrap_err();
     assert!(matches!(err, LoadError::AbiMismatch { .. }), "{err}");
 
+    // A byte changed anywhere (here: in the middle of the code, then in the trailer's hash) is
+    // caught by the checksum before the dynamic loader runs.
+    for (what, at) in [("code", code_offset(&bytes)), ("trailer", bytes.len() - 1)] {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0x10;
+        let corrupted = dir.path().join(format!("corrupt-{what}.so"));
+        std::fs::write(&corrupted, &flipped).unwrap();
+        let err = Module::load(&corrupted).unwrap_err();
+        assert!(matches!(err, LoadError::Corrupt { .. }), "{what}: {err}");
+        assert!(err.to_string().contains("checksum mismatch"), "{what}: {err}");
+    }
+
     let missing = Module::load(dir.path().join("missing.so")).unwrap_err();
     assert!(matches!(missing, LoadError::Io { .. }));
 
     // The good one still loads.
     Module::load(&good).unwrap();
+}
+
+/// The file offset of the first byte of `.text`.
+fn code_offset(so: &[u8]) -> usize {
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(so).unwrap();
+    let text = file.section_by_name(".text").expect("a .text section");
+    let (offset, size) = text.file_range().expect(".text is in the file");
+    assert!(size > 0);
+    (offset + size / 2) as usize
 }
 
 fn kiln_abi_magic() -> &'static [u8] {

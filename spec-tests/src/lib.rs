@@ -133,7 +133,29 @@ pub fn run_file(path: &Path) -> Result<Report> {
 
 /// Runs the script `text` (from `path`, used in messages).
 pub fn run_script(path: &Path, text: &str, features: WasmFeatures) -> Result<Report> {
+    run_script_with(path, text, features, &ScriptOptions::default())
+}
+
+/// How [`run_script_with`] runs a script; the default is how the spec suite runs.
+#[derive(Debug, Clone, Default)]
+pub struct ScriptOptions {
+    /// Compile with fuel metering and let all the script's guest code share this much fuel, so
+    /// a script that loops forever ends (the wast fuzz target runs arbitrary scripts).
+    pub fuel: Option<u64>,
+    /// Leave the compiled-object cache alone (arbitrary scripts would fill it).
+    pub no_cache: bool,
+}
+
+/// Runs the script `text` with `options`.
+pub fn run_script_with(path: &Path, text: &str, features: WasmFeatures, options: &ScriptOptions) -> Result<Report> {
     let mut runner = Runner::new(path, text, features)?;
+    if let Some(fuel) = options.fuel {
+        runner.compiler.set_fuel_metering(true);
+        runner.store.set_fuel(fuel);
+    }
+    if options.no_cache {
+        runner.cache = None;
+    }
     let mut lexer = wast::lexer::Lexer::new(text);
     // names.wast deliberately uses bidirectional-override characters in export names.
     lexer.allow_confusing_unicode(true);

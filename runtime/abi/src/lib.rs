@@ -13,11 +13,13 @@
 
 extern crate alloc;
 
+pub mod checksum;
 pub mod libcalls;
 pub mod metadata;
 pub mod trap;
 pub mod vmctx;
 
+pub use checksum::{checksum_trailer, verify_checksum_trailer, ChecksumError, CHECKSUM_TRAILER_LEN};
 pub use libcalls::{AbiType, Libcall};
 pub use metadata::*;
 pub use trap::TrapCode;
@@ -25,7 +27,7 @@ pub use vmctx::*;
 
 /// Bumped whenever anything in this crate changes shape. The runtime refuses a `.so` whose
 /// header carries another version, before reading anything else from it.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// First eight bytes of the module header, so a foreign symbol of the same name is refused.
 pub const MODULE_MAGIC: [u8; 8] = *b"KILNMOD\0";

@@ -1,0 +1,122 @@
+//! The `cargo fuzz` target bodies, run over fixed pseudo-random inputs so every `cargo test`
+//! exercises them (the long runs are `cargo fuzz run -s none TARGET`, see the README).
+
+use std::path::Path;
+
+use kiln_fuzzing::targets;
+
+/// Deterministic pseudo-random bytes.
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[test]
+fn random_bytes_and_damaged_modules_are_refused_by_the_compiler() {
+    let compiler = kiln_compiler::Compiler::new().unwrap();
+    for seed in 0..300 {
+        let bytes = random_bytes(seed, (seed as usize * 7) % 600);
+        assert!(compiler.compile_object(&bytes).is_err(), "random bytes {seed} compiled");
+        targets::compile(&bytes);
+    }
+    // A valid module with one byte changed: still valid, or refused with an error.
+    let wasm = wat::parse_str(
+        r#"(module (memory 1) (func (export "f") (param i32) (result i32)
+             (i32.add (local.get 0) (i32.load (i32.const 8)))))"#,
+    )
+    .unwrap();
+    let (mut compiled, mut refused) = (0, 0);
+    for (i, mask) in (0..wasm.len()).flat_map(|i| [(i, 0x01u8), (i, 0x80), (i, 0xff)]) {
+        let mut damaged = wasm.clone();
+        damaged[i] ^= mask;
+        match compiler.compile_object(&damaged) {
+            Ok(_) => compiled += 1,
+            Err(_) => refused += 1,
+        }
+        targets::compile(&damaged);
+    }
+    assert!(compiled > 0 && refused > 0, "{compiled} compiled, {refused} refused");
+}
+
+#[test]
+fn generated_modules_with_every_proposal_compile() {
+    let compiled = (0..40).filter(|&seed| targets::compile_generated(&random_bytes(seed, 4096))).count();
+    assert_eq!(compiled, 40, "wasm-smith builds a module from any 4 KiB");
+}
+
+#[test]
+fn changed_shared_objects_are_refused_and_the_unchanged_one_runs() {
+    // No change: loads, instantiates, and `get` returns what the start function stored.
+    assert!(targets::load(&[]));
+    // Flipped bytes (even first byte) and truncations (odd first byte) anywhere in the file;
+    // `load` panics if a changed object loads.
+    for seed in 0..400 {
+        let mut data = random_bytes(seed, 1 + 5 * (1 + seed as usize % 4));
+        data[0] = (seed % 2) as u8;
+        targets::load(&data);
+    }
+}
+
+#[test]
+fn metadata_decoding_refuses_damaged_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = dir.path().join("m.so");
+    kiln_compiler::Compiler::new()
+        .unwrap()
+        .compile_to_file(br#"(module (memory 1) (global (export "g") i32 (i32.const 1)) (func (export "f")))"#, &so)
+        .unwrap();
+    let module = kiln_runtime::Module::load(&so).unwrap();
+    let encoded = postcard::to_allocvec(module.metadata()).unwrap();
+    let decoded = kiln_runtime::load::decode_metadata(&encoded).unwrap();
+    assert_eq!(postcard::to_allocvec(&decoded).unwrap(), encoded, "metadata round-trips");
+
+    for len in 0..encoded.len() {
+        assert!(kiln_runtime::load::decode_metadata(&encoded[..len]).is_err(), "truncated to {len}");
+    }
+    for (i, mask) in (0..encoded.len()).flat_map(|i| [(i, 0x01u8), (i, 0x80), (i, 0xff)]) {
+        let mut damaged = encoded.clone();
+        damaged[i] ^= mask;
+        targets::metadata(&damaged);
+    }
+    for seed in 0..200 {
+        targets::metadata(&random_bytes(seed, seed as usize * 3));
+    }
+}
+
+#[test]
+fn wast_scripts_run_bounded_by_fuel() {
+    let path = Path::new("fuzz.wast");
+    let options = kiln_spec_tests::ScriptOptions { fuel: Some(targets::WAST_FUEL), no_cache: true };
+    let run = |text: &str| {
+        kiln_spec_tests::run_script_with(path, text, kiln_spec_tests::features_for(path), &options).unwrap()
+    };
+    // An endless loop ends when the fuel runs out, and the assertion fails instead of hanging.
+    let endless = r#"(module (func (export "spin") (loop (br 0)))) (assert_return (invoke "spin"))"#;
+    let report = run(endless);
+    assert_eq!((report.counts.passed, report.counts.failed), (1, 1), "{:?}", report.failures);
+    // Ordinary assertions still pass under fuel.
+    let ok = r#"(module (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))
+                (assert_return (invoke "add" (i32.const 2) (i32.const 3)) (i32.const 5))
+                (assert_trap (module (func (unreachable)) (start 0)) "unreachable")"#;
+    let report = run(ok);
+    assert_eq!((report.counts.passed, report.counts.failed), (3, 0), "{:?}", report.failures);
+
+    assert!(targets::wast(endless.as_bytes()));
+    // Damaged scripts: parse errors or failed assertions, never a crash.
+    for cut in (0..ok.len()).step_by(7) {
+        targets::wast(&ok.as_bytes()[..cut]);
+    }
+}
+
+#[test]
+fn generated_modules_agree_with_wasmi() {
+    let conclusive = (0..20).filter(|&seed| targets::differential(&random_bytes(1000 + seed, 4096))).count();
+    assert!(conclusive >= 15, "only {conclusive} of 20 runs were conclusive");
+}
