@@ -50,7 +50,7 @@ pub fn memory_shape_wasm(shape: &str) -> Vec<u8> {
 }
 
 /// A compute loop (`sum(n)` adds 0..n with a call per iteration) for measuring what the
-/// interrupt checks at function entries and loop headers cost.
+/// interrupt checks at loop headers and calling functions' entries cost.
 pub fn compute_wasm() -> Vec<u8> {
     wat::parse_str(
         r#"(module

@@ -173,6 +173,7 @@ pub(crate) fn compile(
         }));
         let mut validator = to_validate.into_validator(allocations);
         let mut env = KilnFuncEnv::new(&module_env);
+        env.set_makes_calls(makes_calls(&body));
         translator.translate_body(&mut validator, body, &mut ctx.func, &mut env)?;
         allocations = validator.into_allocations();
         let clif = listings.as_ref().map(|_| ctx.func.display().to_string());
@@ -353,4 +354,26 @@ fn emit_header(
     }
     define_data(object, MODULE_SYMBOL, Linkage::Export, &desc)?;
     Ok(())
+}
+
+/// Whether a function body contains a call instruction. A body that does not read cleanly
+/// counts as calling; the validator reports its error during translation.
+fn makes_calls(body: &wasmparser::FunctionBody<'_>) -> bool {
+    use wasmparser::Operator as Op;
+    let Ok(mut ops) = body.get_operators_reader() else { return true };
+    while !ops.eof() {
+        match ops.read() {
+            Ok(
+                Op::Call { .. }
+                | Op::CallIndirect { .. }
+                | Op::CallRef { .. }
+                | Op::ReturnCall { .. }
+                | Op::ReturnCallIndirect { .. }
+                | Op::ReturnCallRef { .. },
+            )
+            | Err(_) => return true,
+            Ok(_) => {}
+        }
+    }
+    false
 }

@@ -98,6 +98,8 @@ pub struct KilnFuncEnv<'a, 'm> {
     libcall_sigs: Vec<Option<ir::SigRef>>,
     /// Operators translated since fuel was last charged (fuel metering).
     fuel_pending: i64,
+    /// Whether the function body contains a call (see [`KilnFuncEnv::set_makes_calls`]).
+    makes_calls: bool,
 }
 
 impl<'a, 'm> KilnFuncEnv<'a, 'm> {
@@ -108,7 +110,16 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
             vmctx_gv: None,
             libcall_sigs: vec![None; Libcall::ALL.len()],
             fuel_pending: 0,
+            makes_calls: true,
         }
+    }
+
+    /// Tells the environment whether the body makes calls. A function without calls needs no
+    /// interrupt check at its entry: it runs a bounded stretch of code between loop headers,
+    /// which check, and then returns. Only functions that call can run unboundedly without a
+    /// loop (recursion, tail-call cycles), so only they check at entry.
+    pub fn set_makes_calls(&mut self, makes_calls: bool) {
+        self.makes_calls = makes_calls;
     }
 
     fn offsets(&self) -> &VMOffsets {
@@ -225,7 +236,8 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
     }
 
     /// Traps with `Interrupt` ("deadline exceeded") if the store's interrupt flag is set. Emitted
-    /// at every function entry and loop header, so runaway code stops within one iteration.
+    /// at every loop header and at the entry of every function that calls, so runaway code
+    /// stops within one iteration or call.
     fn check_interrupt(&mut self, builder: &mut FunctionBuilder) {
         if !self.module.interruptible {
             return;
@@ -617,7 +629,9 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
     }
 
     fn before_translate_function(&mut self, builder: &mut FunctionBuilder, _state: &FuncTranslationState) -> WasmResult<()> {
-        self.check_interrupt(builder);
+        if self.makes_calls {
+            self.check_interrupt(builder);
+        }
         Ok(())
     }
 

@@ -82,7 +82,7 @@ pub fn wasm_from_input(bytes: &[u8]) -> Result<Cow<'_, [u8]>, CompileError> {
 pub struct Compiler {
     pub(crate) isa: cranelift_codegen::isa::OwnedTargetIsa,
     pub(crate) features: WasmFeatures,
-    /// Emit the interrupt checks at function entries and loop headers (on by default).
+    /// Emit the interrupt checks (on by default; see `set_interruptible`).
     pub(crate) interruptible: bool,
     /// Emit fuel metering (off by default).
     pub(crate) fuel: bool,
@@ -105,8 +105,8 @@ impl Compiler {
         Ok(Compiler { isa: emit::baseline_isa()?, features, interruptible: true, fuel: false })
     }
 
-    /// Whether compiled code checks the store's interrupt flag at every function entry and loop
-    /// header (the default). Without the checks a guest cannot be stopped from outside: only
+    /// Whether compiled code checks the store's interrupt flag at every loop header and at the
+    /// entry of every function that calls (the default). Without the checks a guest cannot be stopped from outside: only
     /// for trusted code, or to measure what the checks cost.
     pub fn set_interruptible(&mut self, interruptible: bool) -> &mut Compiler {
         self.interruptible = interruptible;

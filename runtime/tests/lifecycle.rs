@@ -349,6 +349,15 @@ fn an_interrupt_stops_runaway_guests_promptly_and_the_slot_is_reusable() {
       (func $f2 (return_call $f))
       (func (export "calls") (loop (call $leaf) (br 0)))
       (func $leaf)
+      ;; No loops anywhere: a tail-call cycle, and a binary recursion 60 deep (2^60 calls).
+      (func (export "cycle") (return_call $cycle_b))
+      (func $cycle_b (return_call $cycle_c))
+      (func $cycle_c (return_call $cycle_b))
+      (func (export "tree") (call $tree (i32.const 60)))
+      (func $tree (param i32)
+        (if (local.get 0) (then
+          (call $tree (i32.sub (local.get 0) (i32.const 1)))
+          (call $tree (i32.sub (local.get 0) (i32.const 1))))))
       (func (export "answer") (result i32) (i32.const 42)))
     "#;
     let module = Module::load(compile(dir.path(), "spin", wat)).unwrap();
@@ -363,7 +372,7 @@ fn an_interrupt_stops_runaway_guests_promptly_and_the_slot_is_reusable() {
             std::process::abort();
         }
     });
-    for export in ["spin", "calls"] {
+    for export in ["spin", "calls", "cycle", "tree"] {
         let instance = Instance::new(&region, &module, &[]).unwrap();
         let handle = instance.interrupt_handle();
         let timer = std::thread::spawn(move || {
