@@ -83,6 +83,62 @@ fn a_trapped_slot_is_reused_and_the_next_tenant_sees_fresh_state() {
 }
 
 #[test]
+fn extra_memories_are_kept_by_the_slot_and_wiped_between_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    // Memory 1 starts with one page and data; memory 2 with none. A second module with a
+    // bigger memory 1 then a smaller one checks that accessibility follows each tenant.
+    let wat = |pages: u32| {
+        format!(
+            r#"(module
+              (memory $a 1)
+              (memory $b {pages} 8)
+              (memory $c 0 4)
+              (data (memory $b) (i32.const 8) "\2a")
+              (func (export "poke") (param i32 i32) (i32.store $b (local.get 0) (local.get 1)))
+              (func (export "peek") (param i32) (result i32) (i32.load $b (local.get 0)))
+              (func (export "grow") (param i32) (result i32) (memory.grow $b (local.get 0)))
+              (func (export "size") (result i32) (memory.size $b))
+              (func (export "grow_c") (result i32) (memory.grow $c (i32.const 1)))
+              (func (export "poke_c") (param i32) (i32.store $c (i32.const 0) (local.get 0)))
+              (func (export "peek_c") (result i32) (i32.load $c (i32.const 0))))"#
+        )
+    };
+    let small = Module::load(compile(dir.path(), "small", &wat(1))).unwrap();
+    let big = Module::load(compile(dir.path(), "big", &wat(3))).unwrap();
+    let region = region(1);
+
+    let first = Instance::new(&region, &small, &[]).unwrap();
+    assert_eq!(first.call("peek", &[Val::I32(8)]).unwrap(), vec![Val::I32(42)], "data segment of memory 1");
+    first.call("poke", &[Val::I32(100), Val::I32(-1)]).unwrap();
+    assert_eq!(first.call("grow", &[Val::I32(2)]).unwrap(), vec![Val::I32(1)]);
+    first.call("poke", &[Val::I32(2 * 65536 + 4), Val::I32(-1)]).unwrap();
+    assert_eq!(first.call("grow_c", &[]).unwrap(), vec![Val::I32(0)]);
+    first.call("poke_c", &[Val::I32(77)]).unwrap();
+    drop(first);
+
+    // Same module, same slot: fresh contents and sizes.
+    let second = Instance::new(&region, &small, &[]).unwrap();
+    assert_eq!(second.call("peek", &[Val::I32(100)]).unwrap(), vec![Val::I32(0)], "memory 1 wiped");
+    assert_eq!(second.call("peek", &[Val::I32(8)]).unwrap(), vec![Val::I32(42)]);
+    assert_eq!(second.call("size", &[]).unwrap(), vec![Val::I32(1)]);
+    assert_eq!(trap_code(second.call("peek", &[Val::I32(2 * 65536 + 4)])), TrapCode::HeapOutOfBounds);
+    assert_eq!(trap_code(second.call("peek_c", &[])), TrapCode::HeapOutOfBounds, "memory 2 back to 0 pages");
+    assert_eq!(second.call("grow_c", &[]).unwrap(), vec![Val::I32(0)]);
+    assert_eq!(second.call("peek_c", &[]).unwrap(), vec![Val::I32(0)], "memory 2 wiped");
+    drop(second);
+
+    // Another module in the same slot: a bigger, then a smaller memory 1 again.
+    let third = Instance::new(&region, &big, &[]).unwrap();
+    assert_eq!(third.call("peek", &[Val::I32(2 * 65536 + 4)]).unwrap(), vec![Val::I32(0)]);
+    third.call("poke", &[Val::I32(2 * 65536 + 4), Val::I32(5)]).unwrap();
+    drop(third);
+    let fourth = Instance::new(&region, &small, &[]).unwrap();
+    assert_eq!(trap_code(fourth.call("peek", &[Val::I32(65536)])), TrapCode::HeapOutOfBounds);
+    assert_eq!(fourth.call("grow", &[Val::I32(2)]).unwrap(), vec![Val::I32(1)]);
+    assert_eq!(fourth.call("peek", &[Val::I32(2 * 65536 + 4)]).unwrap(), vec![Val::I32(0)]);
+}
+
+#[test]
 fn reset_gives_a_fresh_instance_and_refuses_while_shared() {
     let dir = tempfile::tempdir().unwrap();
     let module = Module::load(compile(dir.path(), "tenant", TENANT)).unwrap();

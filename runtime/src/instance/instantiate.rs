@@ -15,7 +15,6 @@ use crate::externs::{Extern, FuncKind, Owner, TableStorage, MAX_TABLE_ELEMENTS};
 use crate::load::Module;
 use crate::region::{ImageSource, Region};
 use crate::store::{Store, StoreInner};
-use crate::sys::unix::mmap::Mmap;
 use crate::traps::Trap;
 
 /// Why instantiation failed.
@@ -139,11 +138,12 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
         }
     }
 
+    let own_memory_lengths =
+        meta.memories[meta.num_imported_memories as usize..].iter().map(initial_length).collect::<Result<Vec<_>, _>>()?;
     let mut slot = region.take_slot(m.id).ok_or(InstantiationError::NoFreeSlot)?;
     // The first defined memory lives in the slot's heap, its start mapped from the module's
     // heap image.
-    if let Some(ty) = meta.memories.get(meta.num_imported_memories as usize) {
-        let length = initial_length(ty)?;
+    if let Some(&length) = own_memory_lengths.first() {
         let image = m.image.as_ref().map(|i| ImageSource { module_id: m.id, file: &i.file, offset: i.offset, len: i.len });
         if let Err(err) = slot.prepare_heap(image.as_ref(), length) {
             slot.retire();
@@ -155,14 +155,14 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
             unsafe { std::ptr::copy_nonoverlapping(ptr, slot.heap(), len) };
         }
     }
-    let vmctx = slot.vmctx();
-
-    // Any further defined memories get a reservation of their own (a few microseconds each,
-    // paid only by multi-memory modules).
-    let mut extra_memories = Vec::new();
-    for _ in meta.memories.iter().skip(meta.num_imported_memories as usize + 1) {
-        extra_memories.push(Mmap::reserve((kiln_abi::HEAP_RESERVATION + kiln_abi::HEAP_GUARD) as usize)?);
+    // Any further defined memories live in reservations the slot keeps between tenants.
+    for (i, &length) in own_memory_lengths.iter().enumerate().skip(1) {
+        if let Err(err) = slot.prepare_extra_heap(i - 1, length) {
+            slot.retire();
+            return Err(err.into());
+        }
     }
+    let vmctx = slot.vmctx();
 
     // Own tables go in the slot's table area, which they share equally; a table whose initial
     // size exceeds its share gets a reservation of its own.
@@ -190,7 +190,6 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
         vmctx,
         tables,
         table_placements,
-        extra_memories,
         dropped_data: RefCell::new(m.initially_dropped.clone()),
         elements: RefCell::new(vec![None; meta.elements.len()]),
         imports: imports.to_vec(),
@@ -299,20 +298,13 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
         }
     }
 
-    // Own memories: the first in the slot's heap (prepared before), the others in their own
-    // reservations.
+    // Own memories: the first in the slot's heap, the others in the slot's extra heaps (all
+    // prepared before).
     for (d, ty) in meta.memories[meta.num_imported_memories as usize..].iter().enumerate() {
         let page = 1u64 << ty.page_size_log2;
         let length = initial_length(ty)? as u64;
         let maximum = ty.maximum.map_or(kiln_abi::HEAP_RESERVATION, |mx| mx.saturating_mul(page).min(kiln_abi::HEAP_RESERVATION));
-        let accessible = crate::sys::unix::mmap::page_align(length as usize);
-        let heap = if d == 0 {
-            inner.slot.heap()
-        } else {
-            let mmap = &inner.extra_memories[d - 1];
-            mmap.make_accessible(0, accessible)?;
-            mmap.as_ptr()
-        };
+        let heap = if d == 0 { inner.slot.heap() } else { inner.slot.extra_heap(d - 1) };
         let index = meta.num_imported_memories + d as u32;
         let def_offset = o.defined_memory(d as u32);
         // SAFETY: see above.

@@ -42,8 +42,6 @@ pub(crate) struct InstanceInner {
     pub tables: Vec<TableStorage>,
     /// Where each of the module's own tables lives.
     pub table_placements: Vec<instantiate::TablePlacement>,
-    /// Reservations of the defined memories after the first (which lives in the slot).
-    pub extra_memories: Vec<crate::sys::unix::mmap::Mmap>,
     /// Per data segment: dropped yet?
     pub dropped_data: RefCell<Vec<bool>>,
     /// Per element segment: its evaluated elements, `None` once dropped.
@@ -65,13 +63,24 @@ impl InstanceInner {
         unsafe { self.vmctx.add(offset as usize).cast() }
     }
 
+    /// Current size of own memory `d` in bytes. Only for `d` below the number of own memories.
+    pub(crate) fn own_memory_len(&self, d: u32) -> usize {
+        let def = self.vm_field::<kiln_abi::VMMemoryDefinition>(self.module.inner.offsets.defined_memory(d));
+        // SAFETY: the definitions of own memories are written at instantiation, before anything
+        // that can fail.
+        unsafe { (*def).current_length as usize }
+    }
+
+    /// Number of memories the module defines (not imports).
+    pub(crate) fn own_memory_count(&self) -> u32 {
+        let meta = &self.module.inner.meta;
+        meta.memories.len() as u32 - meta.num_imported_memories
+    }
+
     /// Current size of own memory 0 in bytes (0 if it has none).
     pub(crate) fn own_heap_len(&self) -> usize {
-        let meta = &self.module.inner.meta;
-        if meta.memories.len() as u32 > meta.num_imported_memories {
-            let def = self.vm_field::<kiln_abi::VMMemoryDefinition>(self.module.inner.offsets.defined_memory(0));
-            // SAFETY: the definition was written at instantiation.
-            unsafe { (*def).current_length as usize }
+        if self.own_memory_count() > 0 {
+            self.own_memory_len(0)
         } else {
             0
         }

@@ -1,5 +1,5 @@
 //! Lifecycle stage 5, teardown: when the last handle to an instance goes, wipe what the guest
-//! could observe (heap, own tables) and give the slot back to the region. Globals and every
+//! could observe (heaps, own tables) and give the slot back to the region. Globals and every
 //! other VM context field are rewritten by the next instantiation; the stack is not
 //! addressable from wasm.
 
@@ -10,7 +10,8 @@ use super::InstanceInner;
 
 impl Drop for InstanceInner {
     fn drop(&mut self) {
-        // Clamped: if instantiation failed early the definition may be a previous tenant's.
+        // Clamped, defensively: the memory definitions are written before anything in
+        // instantiation can fail, and `memory.grow` keeps them within the reservation.
         let heap_len = self.own_heap_len().min(self.slot.region.layout.heap_reservation);
         let offsets = self.module.inner.offsets;
         let mut result = Ok(());
@@ -26,6 +27,10 @@ impl Drop for InstanceInner {
         }
         self.slot.note_heap_length(heap_len);
         result = result.and(self.slot.reset_heap(heap_len));
+        for d in 1..self.own_memory_count() {
+            let len = self.own_memory_len(d);
+            result = result.and(self.slot.reset_extra_heap(d as usize - 1, len));
+        }
         if let Err(err) = result {
             // A slot we cannot wipe must never be handed out again.
             eprintln!("kiln: could not reset slot {}: {err}; retiring it", self.slot.index);

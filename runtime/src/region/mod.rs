@@ -11,7 +11,9 @@
 //!
 //! The VM context, table area and stack are read-write from the start (pages are committed
 //! only when touched); the heap is accessible up to the memory's current size, its start mapped
-//! copy-on-write from the module's heap image. A slot remembers which image it holds and how
+//! copy-on-write from the module's heap image. Defined memories after the first (multi-memory)
+//! get reservations of the same size outside the region, reserved on first use and then kept
+//! by the slot (`ExtraHeap`) and wiped like the heap. A slot remembers which image it holds and how
 //! much is accessible, and the free list prefers a slot that last served the same module, so
 //! instantiating a module again needs no system call. Teardown discards the heap pages (image
 //! pages fall back to the image, the rest to zeros) and zeroes the used table elements. The VM
@@ -23,7 +25,7 @@ mod slot;
 use std::sync::{Arc, Mutex};
 
 pub use slot::SlotLayout;
-pub(crate) use slot::{ImageSource, Slot};
+pub(crate) use slot::{ExtraHeap, ImageSource, Slot};
 
 use crate::sys::unix::mmap::{page_align, Mmap};
 
@@ -78,6 +80,7 @@ pub(crate) struct RegionInner {
 pub(crate) struct FreeSlot {
     pub index: usize,
     pub heap_state: slot::HeapState,
+    pub extra_heaps: Vec<ExtraHeap>,
 }
 
 impl std::fmt::Debug for Region {
@@ -108,7 +111,7 @@ impl Region {
             mmap.make_accessible(base + layout.stack_offset, layout.stack_size)?;
         }
         // Hand out low slots first (a LIFO free list).
-        let free = (0..config.slots).rev().map(|index| FreeSlot { index, heap_state: Default::default() }).collect();
+        let free = (0..config.slots).rev().map(|index| FreeSlot { index, heap_state: Default::default(), extra_heaps: Vec::new() }).collect();
         Ok(Region { inner: Arc::new(RegionInner { mmap, layout, free: Mutex::new(free) }) })
     }
 
@@ -131,7 +134,7 @@ impl Region {
             None => free.pop()?,
         };
         drop(free);
-        Some(Slot::new(self.inner.clone(), slot.index, slot.heap_state))
+        Some(Slot::new(self.inner.clone(), slot.index, slot.heap_state, slot.extra_heaps))
     }
 }
 

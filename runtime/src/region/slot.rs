@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use super::RegionInner;
-use crate::sys::unix::mmap::page_align;
+use super::{kiln_abi_heap, RegionInner};
+use crate::sys::unix::mmap::{page_align, Mmap};
 
 /// Byte offsets within one slot (see the diagram in [`super`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,18 +52,28 @@ pub(crate) struct HeapState {
     pub accessible: usize,
 }
 
-/// A slot taken from a region; returned to the free list on drop (with its heap state). Whoever
-/// held it must have reset its contents first (see `instance::teardown`).
+/// The reservation of a defined memory after the first (multi-memory modules). Kept with its
+/// slot between tenants, like the slot's own heap, so instantiating such a module maps nothing;
+/// teardown zeroes what was accessible.
+pub(crate) struct ExtraHeap {
+    mmap: Mmap,
+    /// Bytes from the start that are readable and writable (the rest is inaccessible).
+    accessible: usize,
+}
+
+/// A slot taken from a region; returned to the free list on drop (with its heap state and
+/// extra heaps). Whoever held it must have reset its contents first (see `instance::teardown`).
 pub(crate) struct Slot {
     pub region: Arc<RegionInner>,
     pub index: usize,
     pub heap_state: HeapState,
+    extra_heaps: Vec<ExtraHeap>,
     retired: bool,
 }
 
 impl Slot {
-    pub fn new(region: Arc<RegionInner>, index: usize, heap_state: HeapState) -> Slot {
-        Slot { region, index, heap_state, retired: false }
+    pub fn new(region: Arc<RegionInner>, index: usize, heap_state: HeapState, extra_heaps: Vec<ExtraHeap>) -> Slot {
+        Slot { region, index, heap_state, extra_heaps, retired: false }
     }
 
     /// Keeps the slot out of the free list for good (its contents could not be reset).
@@ -152,6 +162,37 @@ impl Slot {
         self.region.mmap.discard(heap, page_align(len))
     }
 
+    /// Makes extra heap `i` (reserved on first use) accessible for exactly its first `len`
+    /// bytes, rounded up to pages, and returns its base. Its contents are zeros: fresh, or
+    /// discarded by the last tenant's teardown.
+    pub fn prepare_extra_heap(&mut self, i: usize, len: usize) -> std::io::Result<*mut u8> {
+        while self.extra_heaps.len() <= i {
+            let mmap = Mmap::reserve(kiln_abi_heap::RESERVATION + kiln_abi_heap::GUARD)?;
+            self.extra_heaps.push(ExtraHeap { mmap, accessible: 0 });
+        }
+        let heap = &mut self.extra_heaps[i];
+        let len = page_align(len);
+        if len > heap.accessible {
+            heap.mmap.make_accessible(heap.accessible, len - heap.accessible)?;
+        } else if len < heap.accessible {
+            heap.mmap.make_inaccessible(len, heap.accessible - len)?;
+        }
+        heap.accessible = len;
+        Ok(heap.mmap.as_ptr())
+    }
+
+    /// Base of extra heap `i` (prepared at instantiation).
+    pub fn extra_heap(&self, i: usize) -> *mut u8 {
+        self.extra_heaps[i].mmap.as_ptr()
+    }
+
+    /// Zeroes extra heap `i` for the next tenant, after the guest grew it to `len` bytes.
+    pub fn reset_extra_heap(&mut self, i: usize, len: usize) -> std::io::Result<()> {
+        let Some(heap) = self.extra_heaps.get_mut(i) else { return Ok(()) };
+        heap.accessible = heap.accessible.max(page_align(len.min(kiln_abi_heap::RESERVATION)));
+        heap.mmap.discard(0, heap.accessible)
+    }
+
     /// Zeroes the first `elements` elements of the table area from `start`.
     pub fn reset_tables(&self, start: usize, elements: usize) -> std::io::Result<()> {
         const MEMSET_LIMIT: usize = 16 * 1024;
@@ -176,7 +217,8 @@ impl Drop for Slot {
         if self.retired {
             return;
         }
-        let free = super::FreeSlot { index: self.index, heap_state: self.heap_state };
+        let extra_heaps = std::mem::take(&mut self.extra_heaps);
+        let free = super::FreeSlot { index: self.index, heap_state: self.heap_state, extra_heaps };
         self.region.free.lock().unwrap_or_else(|e| e.into_inner()).push(free);
     }
 }
