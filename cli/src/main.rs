@@ -388,7 +388,11 @@ fn inspect(path: &Path) -> Result<()> {
         );
     }
     println!("data segments: {}  element segments: {}", meta.data.len(), meta.elements.len());
-    println!("heap image: {} bytes", meta.heap_image_len);
+    for (d, image) in meta.heap_images.iter().enumerate() {
+        if let Some(image) = image {
+            println!("heap image of memory {}: {} bytes", meta.num_imported_memories as usize + d, image.len);
+        }
+    }
     if let Some(start) = meta.start {
         println!("start function: {start}");
     }

@@ -12,7 +12,7 @@ use wasmparser::FuncValidatorAllocations;
 use cranelift_wasm::FuncTranslator;
 use kiln_abi::{
     FunctionInfo, ModuleHeader, ModuleMetadata, TrapCode, TrapSite, VMContextHeader, VMOffsets, VMRuntimeLimits,
-    ConstOp, DataMode, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, FUNC_SYMBOL_PREFIX, HEAP_IMAGE_SECTION,
+    ConstOp, DataMode, HeapImage, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, FUNC_SYMBOL_PREFIX, HEAP_IMAGE_SECTION,
     HOST_TRAMPOLINE_PREFIX, IMAGE_PAGE_SIZE, MODULE_MAGIC, MODULE_SYMBOL,
 };
 
@@ -234,22 +234,42 @@ pub(crate) fn compile(
         }
     }
 
-    let image = heap_image(&meta);
-    meta.heap_image_len = image.as_ref().map_or(0, |i| i.len() as u64);
+    let (images, image_section) = heap_images(&meta);
+    meta.heap_images = images;
     let metadata_bytes = postcard::to_allocvec(&meta).map_err(codegen_error)?;
-    emit_header(&mut object, &metadata_bytes, &func_ids, &array_trampolines, &host_trampolines, image)?;
+    emit_header(&mut object, &metadata_bytes, &func_ids, &array_trampolines, &host_trampolines, image_section)?;
     let product = object.finish();
     let bytes = product.emit().map_err(codegen_error)?;
     Ok(CompiledObject { object: bytes, metadata: meta })
 }
 
-/// Largest heap image Kiln bakes into an object; bigger initial contents are copied instead.
-const MAX_HEAP_IMAGE: u64 = 1 << 30;
+/// Largest total of heap images Kiln bakes into an object; bigger initial contents are copied
+/// at instantiation instead.
+const MAX_HEAP_IMAGES: u64 = 1 << 30;
 
-/// The initial contents of the first defined memory with its active data segments applied, if
-/// every such segment has a constant offset and fits in the initial size. Rounded up to a page.
-fn heap_image(meta: &ModuleMetadata) -> Option<Vec<u8>> {
-    let memory = meta.num_imported_memories;
+/// The heap images of the defined memories, and the section holding them one after another.
+/// A memory gets an image when it has active data segments, all with constant offsets inside
+/// its initial size.
+fn heap_images(meta: &ModuleMetadata) -> (Vec<Option<HeapImage>>, Option<Vec<u8>>) {
+    let mut section = Vec::new();
+    let mut images = Vec::new();
+    for memory in meta.num_imported_memories..meta.memories.len() as u32 {
+        let image = heap_image(meta, memory).filter(|i| (section.len() + i.len()) as u64 <= MAX_HEAP_IMAGES);
+        images.push(image.map(|bytes| {
+            let image = HeapImage { offset: section.len() as u64, len: bytes.len() as u64 };
+            section.extend_from_slice(&bytes);
+            image
+        }));
+    }
+    if section.is_empty() {
+        return (Vec::new(), None);
+    }
+    (images, Some(section))
+}
+
+/// The initial contents of memory `memory` with its active data segments applied, if every
+/// such segment has a constant offset and fits in the initial size. Rounded up to a page.
+fn heap_image(meta: &ModuleMetadata, memory: u32) -> Option<Vec<u8>> {
     let ty = meta.memories.get(memory as usize)?;
     let initial = ty.minimum.checked_mul(1u64 << ty.page_size_log2)?;
     let mut segments = Vec::new();
@@ -272,7 +292,7 @@ fn heap_image(meta: &ModuleMetadata) -> Option<Vec<u8>> {
     }
     let end = segments.iter().map(|(s, b)| s + b.len()).max()? as u64;
     let len = end.div_ceil(IMAGE_PAGE_SIZE) * IMAGE_PAGE_SIZE;
-    if len == 0 || len > MAX_HEAP_IMAGE {
+    if len == 0 || len > MAX_HEAP_IMAGES {
         return None;
     }
     let mut image = vec![0u8; len as usize];

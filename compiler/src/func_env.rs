@@ -179,7 +179,13 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
         pos.func.dfg.inst_results(call).first().copied()
     }
 
-    /// Widens an index operand to i64 for a libcall (memory indices may be i32 or i64).
+    /// Whether table `index` has 64-bit indices.
+    fn is_table64(&self, index: TableIndex) -> bool {
+        self.module.meta.tables[index.as_u32() as usize].table64
+    }
+
+    /// Widens an index operand to i64 for a libcall (memory and table indices may be i32 or
+    /// i64; both are unsigned).
     fn to_i64(pos: &mut FuncCursor, value: ir::Value) -> ir::Value {
         if pos.func.dfg.value_type(value) == types::I64 {
             value
@@ -528,12 +534,14 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         let vmctx = Self::vmctx_value(pos.func);
         let def = pos.ins().load(types::I64, vm_readonly(), vmctx, self.offsets().table(index.as_u32()) as i32);
         let len = pos.ins().load(types::I64, vm_flags(), def, VMTableDefinition::CURRENT_ELEMENTS_OFFSET as i32);
-        Ok(pos.ins().ireduce(types::I32, len))
+        Ok(if self.is_table64(index) { len } else { pos.ins().ireduce(types::I32, len) })
     }
 
     fn translate_table_grow(&mut self, mut pos: FuncCursor, table_index: TableIndex, delta: ir::Value, init_value: ir::Value) -> WasmResult<ir::Value> {
         let table = pos.ins().iconst(types::I32, table_index.as_u32() as i64);
-        Ok(self.call_libcall(&mut pos, Libcall::table_grow, &[table, delta, init_value]).unwrap())
+        let delta = Self::to_i64(&mut pos, delta);
+        let old = self.call_libcall(&mut pos, Libcall::table_grow, &[table, delta, init_value]).unwrap();
+        Ok(if self.is_table64(table_index) { old } else { pos.ins().ireduce(types::I32, old) })
     }
 
     fn translate_table_get(&mut self, builder: &mut FunctionBuilder, table_index: TableIndex, index: ir::Value) -> WasmResult<ir::Value> {
@@ -550,12 +558,14 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
     fn translate_table_copy(&mut self, mut pos: FuncCursor, dst_table_index: TableIndex, src_table_index: TableIndex, dst: ir::Value, src: ir::Value, len: ir::Value) -> WasmResult<()> {
         let dst_table = pos.ins().iconst(types::I32, dst_table_index.as_u32() as i64);
         let src_table = pos.ins().iconst(types::I32, src_table_index.as_u32() as i64);
+        let [dst, src, len] = [dst, src, len].map(|v| Self::to_i64(&mut pos, v));
         self.call_libcall(&mut pos, Libcall::table_copy, &[dst_table, src_table, dst, src, len]);
         Ok(())
     }
 
     fn translate_table_fill(&mut self, mut pos: FuncCursor, table_index: TableIndex, dst: ir::Value, val: ir::Value, len: ir::Value) -> WasmResult<()> {
         let table = pos.ins().iconst(types::I32, table_index.as_u32() as i64);
+        let [dst, len] = [dst, len].map(|v| Self::to_i64(&mut pos, v));
         self.call_libcall(&mut pos, Libcall::table_fill, &[table, dst, val, len]);
         Ok(())
     }
@@ -563,6 +573,7 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
     fn translate_table_init(&mut self, mut pos: FuncCursor, seg_index: u32, table_index: TableIndex, dst: ir::Value, src: ir::Value, len: ir::Value) -> WasmResult<()> {
         let table = pos.ins().iconst(types::I32, table_index.as_u32() as i64);
         let segment = pos.ins().iconst(types::I32, seg_index as i64);
+        let [dst, src, len] = [dst, src, len].map(|v| Self::to_i64(&mut pos, v));
         self.call_libcall(&mut pos, Libcall::table_init, &[table, segment, dst, src, len]);
         Ok(())
     }

@@ -92,6 +92,7 @@ fn convert_table_type(ty: &wasmparser::TableType) -> TableType {
         element: convert_ref_type(ty.element_type),
         minimum: ty.initial,
         maximum: ty.maximum,
+        table64: ty.table64,
     }
 }
 

@@ -120,3 +120,34 @@ fn generated_modules_agree_with_wasmi() {
     let conclusive = (0..20).filter(|&seed| targets::differential(&random_bytes(1000 + seed, 4096))).count();
     assert!(conclusive >= 15, "only {conclusive} of 20 runs were conclusive");
 }
+
+/// Found by `cargo fuzz run compile_generated` (crash-312b47cc…): `table.size` of a 64-bit
+/// table (memory64's table64) was translated as i32, which Cranelift's verifier rejected (and a
+/// build without the verifier would have miscompiled). Table64 is now supported throughout.
+#[test]
+fn fuzzer_finding_table64_size_is_an_i64() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = dir.path().join("table64.so");
+    let wat = r#"(module
+      (table $t i64 33 funcref)
+      (func (export "found") (result f64)
+        table.size $t
+        f64.reinterpret_i64
+        loop end)
+      (func (export "size") (result i64) (table.size $t))
+      (func (export "grow") (result i64) (table.grow $t (ref.null func) (i64.const 2)))
+      (func (export "fill_past_end") (table.fill $t (i64.const 34) (ref.null func) (i64.const 2))))"#;
+    kiln_compiler::Compiler::new().unwrap().compile_to_file(wat.as_bytes(), &so).unwrap();
+    let module = kiln_runtime::Module::load(&so).unwrap();
+    let region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 1, ..Default::default() }).unwrap();
+    let instance = kiln_runtime::Instance::new(&region, &module, &[]).unwrap();
+    use kiln_runtime::Val;
+    assert_eq!(instance.call("found", &[]).unwrap(), vec![Val::F64(33)]);
+    assert_eq!(instance.call("size", &[]).unwrap(), vec![Val::I64(33)]);
+    assert_eq!(instance.call("grow", &[]).unwrap(), vec![Val::I64(33)]);
+    assert_eq!(instance.call("size", &[]).unwrap(), vec![Val::I64(35)]);
+    instance.call("fill_past_end", &[]).unwrap_err();
+    // The fuzzer's own input, through the target.
+    let input: &[u8] = &[231, 0, 0, 0, 0, 255, 255, 255, 69, 104, 115, 255, 255, 255, 175, 98, 198, 198, 198, 198, 198, 198, 58, 64, 8, 255, 39, 255, 255, 255, 255, 255, 198, 198, 60, 255, 7, 60, 209];
+    assert!(targets::compile_generated(input));
+}

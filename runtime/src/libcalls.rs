@@ -162,24 +162,23 @@ unsafe extern "C" fn data_drop(vmctx: *mut u8, segment: u32) {
     instance.dropped_data.borrow_mut()[segment as usize] = true;
 }
 
-unsafe extern "C" fn table_grow(vmctx: *mut u8, index: u32, delta: u32, init: usize) -> u32 {
+unsafe extern "C" fn table_grow(vmctx: *mut u8, index: u32, delta: u64, init: usize) -> u64 {
     // SAFETY: called by compiled code with its own VM context.
     let def = table(unsafe { instance(vmctx) }, index);
     let old = def.current_elements;
-    let new = old + delta as u64;
-    if new > def.maximum_elements {
-        return u32::MAX;
-    }
+    let Some(new) = old.checked_add(delta).filter(|&new| new <= def.maximum_elements) else {
+        return u64::MAX;
+    };
     // SAFETY: the storage reserves `maximum_elements` accessible elements.
     unsafe { std::slice::from_raw_parts_mut(def.base.add(old as usize), delta as usize) }.fill(init);
     def.current_elements = new;
-    old as u32
+    old
 }
 
-unsafe extern "C" fn table_fill(vmctx: *mut u8, index: u32, dst: u32, value: usize, len: u32) {
+unsafe extern "C" fn table_fill(vmctx: *mut u8, index: u32, dst: u64, value: usize, len: u64) {
     // SAFETY: called by compiled code with its own VM context.
     let def = table(unsafe { instance(vmctx) }, index);
-    if !in_bounds(dst as u64, len as u64, def.current_elements) {
+    if !in_bounds(dst, len, def.current_elements) {
         // SAFETY: called by guest code; nothing owned on this frame.
         unsafe { trap(TrapCode::TableAccessOutOfBounds) }
     }
@@ -187,7 +186,7 @@ unsafe extern "C" fn table_fill(vmctx: *mut u8, index: u32, dst: u32, value: usi
     unsafe { std::slice::from_raw_parts_mut(def.base.add(dst as usize), len as usize) }.fill(value);
 }
 
-unsafe extern "C" fn table_copy(vmctx: *mut u8, dst_index: u32, src_index: u32, dst: u32, src: u32, len: u32) {
+unsafe extern "C" fn table_copy(vmctx: *mut u8, dst_index: u32, src_index: u32, dst: u64, src: u64, len: u64) {
     // SAFETY: called by compiled code with its own VM context.
     let instance = unsafe { instance(vmctx) };
     let (dst_base, dst_size) = {
@@ -198,7 +197,7 @@ unsafe extern "C" fn table_copy(vmctx: *mut u8, dst_index: u32, src_index: u32, 
         let s = table(instance, src_index);
         (s.base, s.current_elements)
     };
-    if !in_bounds(dst as u64, len as u64, dst_size) || !in_bounds(src as u64, len as u64, src_size) {
+    if !in_bounds(dst, len, dst_size) || !in_bounds(src, len, src_size) {
         // SAFETY: called by guest code; nothing owned on this frame.
         unsafe { trap(TrapCode::TableAccessOutOfBounds) }
     }
@@ -206,15 +205,14 @@ unsafe extern "C" fn table_copy(vmctx: *mut u8, dst_index: u32, src_index: u32, 
     unsafe { std::ptr::copy(src_base.add(src as usize), dst_base.add(dst as usize), len as usize) }
 }
 
-unsafe extern "C" fn table_init(vmctx: *mut u8, index: u32, segment: u32, dst: u32, src: u32, len: u32) {
+unsafe extern "C" fn table_init(vmctx: *mut u8, index: u32, segment: u32, dst: u64, src: u64, len: u64) {
     // SAFETY: called by compiled code with its own VM context.
     let instance = unsafe { instance(vmctx) };
     let def = table(instance, index);
     let ok = {
         let elements = instance.elements.borrow();
         let items: &[usize] = elements[segment as usize].as_deref().unwrap_or(&[]);
-        let ok = in_bounds(src as u64, len as u64, items.len() as u64)
-            && in_bounds(dst as u64, len as u64, def.current_elements);
+        let ok = in_bounds(src, len, items.len() as u64) && in_bounds(dst, len, def.current_elements);
         if ok {
             // SAFETY: both ranges checked; segments never overlap tables.
             unsafe {

@@ -83,11 +83,10 @@ pub(crate) struct ModuleInner {
     pub func_types: Vec<Arc<kiln_abi::FuncType>>,
     /// Unique in the process (slots remember which module's heap image they hold).
     pub id: u64,
-    /// The heap image, mappable from the file.
-    pub image: Option<ModuleImage>,
-    /// The heap image in the loaded object (for copying when it cannot be mapped): address and
-    /// length, valid as long as the library stays loaded.
-    pub image_in_memory: Option<(*const u8, usize)>,
+    /// Per defined memory (empty if none has one): its heap image.
+    pub images: Vec<Option<ModuleImage>>,
+    /// The module's file, open when its heap images can be mapped from it (page-aligned).
+    pub image_file: Option<std::fs::File>,
     pub path: PathBuf,
     // Drop order matters: unregister the code, then free the table, then unload the code.
     _registration: Registration,
@@ -95,10 +94,14 @@ pub(crate) struct ModuleInner {
     _library: Library,
 }
 
-/// A heap image inside the module's file.
+/// One defined memory's heap image.
 pub(crate) struct ModuleImage {
-    pub file: std::fs::File,
-    pub offset: u64,
+    /// Its offset in the module's file (used when `image_file` is open).
+    pub file_offset: u64,
+    /// Its bytes in the loaded object, for copying when it cannot be mapped; valid as long as
+    /// the library stays loaded, never written.
+    pub in_memory: *const u8,
+    /// Length in bytes, a multiple of the page size.
     pub len: usize,
 }
 
@@ -124,7 +127,7 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> LoadError {
 
 /// Checks the file before the dynamic loader sees it: an x86-64 ELF shared object whose
 /// segments lie inside the file, exporting a Kiln header of our ABI version. Returns where the
-/// heap image lies in the file, when it is page-aligned there and can be mapped directly.
+/// heap image section lies in the file (offset and size), if there is one.
 fn check_file(path: &Path, bytes: &[u8]) -> Result<Option<(u64, u64)>, LoadError> {
     let file = object::File::parse(bytes).map_err(|e| not_kiln(path, format!("not an ELF object ({e})")))?;
     if file.format() != object::BinaryFormat::Elf || file.architecture() != object::Architecture::X86_64 || !file.is_64() {
@@ -169,9 +172,7 @@ fn check_file(path: &Path, bytes: &[u8]) -> Result<Option<(u64, u64)>, LoadError
     if u32::from_le_bytes(size_bytes.try_into().expect("four bytes")) as usize != ModuleHeader::SIZE {
         return Err(corrupt(path, "module header has the wrong size"));
     }
-    // Where the heap image lies in the file, if it can be mapped from there directly.
-    let image = file.section_by_name(kiln_abi::HEAP_IMAGE_SECTION).and_then(|section| section.file_range());
-    Ok(image.filter(|(offset, _)| offset % kiln_abi::IMAGE_PAGE_SIZE == 0))
+    Ok(file.section_by_name(kiln_abi::HEAP_IMAGE_SECTION).and_then(|section| section.file_range()))
 }
 
 /// Copies `count` pointers from a table in the loaded image.
@@ -196,7 +197,7 @@ impl Module {
     pub fn load(path: impl AsRef<Path>) -> Result<Module, LoadError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
-        let image_range = check_file(path, &bytes)?;
+        let image_section = check_file(path, &bytes)?;
         kiln_abi::verify_checksum_trailer(&bytes).map_err(|e| corrupt(path, e.to_string()))?;
         let file_len = bytes.len() as u64;
         drop(bytes);
@@ -255,23 +256,7 @@ impl Module {
             .ok_or_else(|| corrupt(path, "too many modules loaded at once"))?;
 
         let type_ids = types::canonical_ids(&meta.types, &meta.rec_groups);
-        let image_len = meta.heap_image_len as usize;
-        let image_in_memory = if image_len > 0 && !header.heap_image.is_null() && meta.heap_image_len <= file_len {
-            // The compiler wrote `heap_image_len` bytes at `heap_image`, inside the loaded object
-            // (bounded by the file's size); they are never written.
-            Some((header.heap_image, image_len))
-        } else if image_len > 0 {
-            return Err(corrupt(path, "the heap image is missing"));
-        } else {
-            None
-        };
-        let image = match image_range {
-            Some((offset, size)) if image_len > 0 && size >= image_len as u64 => {
-                let file = std::fs::File::open(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
-                Some(ModuleImage { file, offset, len: image_len })
-            }
-            _ => None,
-        };
+        let (images, image_file) = heap_images(path, &meta, &header, image_section)?;
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let offsets = VMOffsets::new(meta.vm_counts());
@@ -290,8 +275,8 @@ impl Module {
                 func_types: meta.types.iter().cloned().map(Arc::new).collect(),
                 type_ids,
                 id,
-                image,
-                image_in_memory,
+                images,
+                image_file,
                 path: path.to_path_buf(),
                 meta,
                 _registration: registration,
@@ -311,10 +296,10 @@ impl Module {
         types::canonical_val_type(ty, &self.inner.type_ids)
     }
 
-    /// Whether instantiation maps the module's heap image copy-on-write from its file (rather
-    /// than copying data segments or the image).
+    /// Whether instantiation maps the module's heap images copy-on-write from its file (rather
+    /// than copying data segments or the images).
     pub fn maps_heap_image(&self) -> bool {
-        self.inner.image.is_some()
+        self.inner.image_file.is_some()
     }
 
     /// The file it was loaded from.
@@ -323,11 +308,60 @@ impl Module {
     }
 }
 
-/// Whether `segment` was applied to the heap image by the compiler (every active segment of the
-/// first defined memory is, when the module has an image).
+/// Whether `segment` was applied to a heap image by the compiler (every active segment of a
+/// defined memory with an image is).
 fn in_image(meta: &ModuleMetadata, segment: &kiln_abi::DataSegment) -> bool {
-    meta.heap_image_len > 0
-        && matches!(segment.mode, kiln_abi::DataMode::Active { memory, .. } if memory == meta.num_imported_memories)
+    let kiln_abi::DataMode::Active { memory, .. } = segment.mode else { return false };
+    memory
+        .checked_sub(meta.num_imported_memories)
+        .and_then(|d| meta.heap_images.get(d as usize))
+        .is_some_and(Option::is_some)
+}
+
+/// The defined memories' heap images, checked against the image section, and the module's
+/// file opened for mapping them when the section is page-aligned in it.
+fn heap_images(
+    path: &Path,
+    meta: &ModuleMetadata,
+    header: &ModuleHeader,
+    section: Option<(u64, u64)>,
+) -> Result<(Vec<Option<ModuleImage>>, Option<std::fs::File>), LoadError> {
+    if meta.heap_images.iter().all(Option::is_none) {
+        return Ok((Vec::new(), None));
+    }
+    let Some((section_offset, section_size)) = section.filter(|_| !header.heap_image.is_null()) else {
+        return Err(corrupt(path, "the heap image section is missing"));
+    };
+    let page = kiln_abi::IMAGE_PAGE_SIZE;
+    let mut images = Vec::with_capacity(meta.heap_images.len());
+    let own_memories = &meta.memories[meta.num_imported_memories as usize..];
+    for (image, memory) in meta.heap_images.iter().zip(own_memories) {
+        let initial = memory.minimum.checked_mul(1 << memory.page_size_log2).unwrap_or(u64::MAX);
+        images.push(match image {
+            Some(i)
+                if i.offset % page == 0
+                    && i.len % page == 0
+                    && i.len > 0
+                    && i.len <= initial.next_multiple_of(page)
+                    && i.offset.checked_add(i.len).is_some_and(|end| end <= section_size) =>
+            {
+                Some(ModuleImage {
+                    file_offset: section_offset + i.offset,
+                    // SAFETY: inside the image section, which the loader mapped at `heap_image`.
+                    in_memory: unsafe { header.heap_image.add(i.offset as usize) },
+                    len: i.len as usize,
+                })
+            }
+            Some(_) => return Err(corrupt(path, "a heap image lies outside its section")),
+            None => None,
+        });
+    }
+    let file = if section_offset % page == 0 {
+        Some(std::fs::File::open(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?)
+    } else {
+        None
+    };
+    Ok((images, file))
 }
 
 /// Decodes a module's serialized metadata and cross-checks the counts and indices that loading
@@ -351,6 +385,10 @@ fn check_metadata(meta: &ModuleMetadata) -> Result<(), String> {
         || (meta.num_imported_tables as usize) + meta.defined_tables.len() != meta.tables.len()
     {
         return fail("import counts disagree");
+    }
+    let own_memories = meta.memories.len() - meta.num_imported_memories as usize;
+    if !meta.heap_images.is_empty() && meta.heap_images.len() != own_memories {
+        return fail("heap image count disagrees with the memories");
     }
     let funcs = meta.func_types.len() as u32;
     let in_range = |kind: &kiln_abi::ExportKind| match *kind {

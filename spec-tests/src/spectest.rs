@@ -30,8 +30,14 @@ pub fn exports() -> Result<HashMap<&'static str, Extern>> {
         ("global_i64", global(I64, Val::I64(666))),
         ("global_f32", global(F32, Val::F32(666.6f32.to_bits()))),
         ("global_f64", global(F64, Val::F64(666.6f64.to_bits()))),
-        ("table", Extern::Table(Table::new_host(TableType { element: RefType::FUNCREF, minimum: 10, maximum: Some(20) })?)),
+        ("table", Extern::Table(Table::new_host(table(false))?)),
+        // The memory64 proposal's spectest adds the same table with 64-bit indices.
+        ("table64", Extern::Table(Table::new_host(table(true))?)),
         ("memory", Extern::Memory(Memory::new_host(memory(false))?)),
         ("shared_memory", Extern::Memory(Memory::new_host(memory(true))?)),
     ]))
+}
+
+fn table(table64: bool) -> TableType {
+    TableType { element: RefType::FUNCREF, minimum: 10, maximum: Some(20), table64 }
 }

@@ -27,7 +27,7 @@ pub use vmctx::*;
 
 /// Bumped whenever anything in this crate changes shape. The runtime refuses a `.so` whose
 /// header carries another version, before reading anything else from it.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// First eight bytes of the module header, so a foreign symbol of the same name is refused.
 pub const MODULE_MAGIC: [u8; 8] = *b"KILNMOD\0";
@@ -85,9 +85,9 @@ pub struct ModuleHeader {
     pub host_trampolines: *const *const u8,
     /// Number of entries in each trampoline table.
     pub num_types: u64,
-    /// The initial contents of the first defined memory, page-aligned, in its own section
+    /// The heap images of the defined memories, one after another in their own section
     /// [`HEAP_IMAGE_SECTION`] (null when the module has none; see
-    /// `ModuleMetadata::heap_image_len`).
+    /// `ModuleMetadata::heap_images`).
     pub heap_image: *const u8,
 }
 

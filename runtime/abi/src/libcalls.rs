@@ -20,14 +20,15 @@ macro_rules! for_each_libcall {
             memory_init(vmctx, i32, i32, i64, i32, i32) -> ();
             /// `data.drop`: (data segment).
             data_drop(vmctx, i32) -> ();
-            /// `table.grow`: (table, delta, init value) -> old size, or -1.
-            table_grow(vmctx, i32, i32, ptr) -> i32;
+            /// `table.grow`: (table, delta, init value) -> old size, or -1. Indices and sizes
+            /// are 64-bit for every table (zero-extended from 32-bit ones).
+            table_grow(vmctx, i32, i64, ptr) -> i64;
             /// `table.fill`: (table, dst, value, len).
-            table_fill(vmctx, i32, i32, ptr, i32) -> ();
+            table_fill(vmctx, i32, i64, ptr, i64) -> ();
             /// `table.copy`: (dst table, src table, dst, src, len).
-            table_copy(vmctx, i32, i32, i32, i32, i32) -> ();
+            table_copy(vmctx, i32, i32, i64, i64, i64) -> ();
             /// `table.init`: (table, element segment, dst, src, len).
-            table_init(vmctx, i32, i32, i32, i32, i32) -> ();
+            table_init(vmctx, i32, i32, i64, i64, i64) -> ();
             /// `elem.drop`: (element segment).
             elem_drop(vmctx, i32) -> ();
             /// `memory.atomic.wait32`: (memory, address, expected, timeout ns) -> 0 woken, 1 not-equal, 2 timed out.

@@ -84,6 +84,8 @@ pub struct TableType {
     pub minimum: u64,
     /// Maximum size, if declared.
     pub maximum: Option<u64>,
+    /// Whether its indices are 64-bit (the memory64 proposal's `table64`).
+    pub table64: bool,
 }
 
 /// Type and mutability of a global.
@@ -265,6 +267,15 @@ pub struct DataSegment {
     pub bytes: Vec<u8>,
 }
 
+/// Where one defined memory's heap image lies in the [`crate::HEAP_IMAGE_SECTION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeapImage {
+    /// Byte offset from the start of the section (a multiple of 4096).
+    pub offset: u64,
+    /// Length in bytes (a multiple of 4096, not 0).
+    pub len: u64,
+}
+
 /// Everything the runtime needs to know about a compiled module.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModuleMetadata {
@@ -306,10 +317,10 @@ pub struct ModuleMetadata {
     pub elements: Vec<ElementSegment>,
     /// Data segments.
     pub data: Vec<DataSegment>,
-    /// Length of the heap image in bytes (a multiple of 4096; 0: no image). When present, it
-    /// holds the initial contents of the first defined memory with every active data segment
-    /// for that memory already applied, so instantiation maps it instead of copying segments.
-    pub heap_image_len: u64,
+    /// Per defined memory (empty, or one entry per defined memory): its heap image, if it has
+    /// one. An image holds the memory's initial contents with every active data segment for
+    /// that memory already applied, so instantiation maps it instead of copying segments.
+    pub heap_images: Vec<Option<HeapImage>>,
 }
 
 impl ModuleMetadata {

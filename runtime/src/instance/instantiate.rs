@@ -77,7 +77,9 @@ fn memory_matches(actual: &MemoryType, current_pages: u64, declared: &MemoryType
 }
 
 fn table_matches(actual: &TableType, current: u64, declared: &TableType) -> bool {
-    actual.element == declared.element && limits_match(current, actual.maximum, declared.minimum, declared.maximum)
+    actual.element == declared.element
+        && actual.table64 == declared.table64
+        && limits_match(current, actual.maximum, declared.minimum, declared.maximum)
 }
 
 pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, imports: &[Extern]) -> Result<Instance, InstantiationError> {
@@ -141,25 +143,32 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
     let own_memory_lengths =
         meta.memories[meta.num_imported_memories as usize..].iter().map(initial_length).collect::<Result<Vec<_>, _>>()?;
     let mut slot = region.take_slot(m.id).ok_or(InstantiationError::NoFreeSlot)?;
-    // The first defined memory lives in the slot's heap, its start mapped from the module's
-    // heap image.
-    if let Some(&length) = own_memory_lengths.first() {
-        let image = m.image.as_ref().map(|i| ImageSource { module_id: m.id, file: &i.file, offset: i.offset, len: i.len });
-        if let Err(err) = slot.prepare_heap(image.as_ref(), length) {
-            slot.retire();
-            return Err(err.into());
-        }
-        if let (None, Some((ptr, len))) = (&m.image, m.image_in_memory) {
+    // The first defined memory lives in the slot's heap, any further ones in reservations the
+    // slot keeps between tenants; each starts with its heap image, mapped copy-on-write from
+    // the module's file (or copied when the file cannot be mapped).
+    for (d, &length) in own_memory_lengths.iter().enumerate() {
+        let image = m.images.get(d).and_then(Option::as_ref);
+        let source = image.zip(m.image_file.as_ref()).map(|(image, file)| ImageSource {
+            id: (m.id, d as u32),
+            file,
+            offset: image.file_offset,
+            len: image.len,
+        });
+        let prepared = match d {
+            0 => slot.prepare_heap(source.as_ref(), length).map(|()| slot.heap()),
+            _ => slot.prepare_extra_heap(d - 1, source.as_ref(), length),
+        };
+        let base = match prepared {
+            Ok(base) => base,
+            Err(err) => {
+                slot.retire();
+                return Err(err.into());
+            }
+        };
+        if let (Some(image), None) = (image, &source) {
             // SAFETY: the image lies in the loaded object (see `Module::load`) and the heap's
-            // first `length >= len` bytes were just made accessible.
-            unsafe { std::ptr::copy_nonoverlapping(ptr, slot.heap(), len) };
-        }
-    }
-    // Any further defined memories live in reservations the slot keeps between tenants.
-    for (i, &length) in own_memory_lengths.iter().enumerate().skip(1) {
-        if let Err(err) = slot.prepare_extra_heap(i - 1, length) {
-            slot.retire();
-            return Err(err.into());
+            // first `length >= image.len` bytes were just made accessible.
+            unsafe { std::ptr::copy_nonoverlapping(image.in_memory, base, image.len) };
         }
     }
     let vmctx = slot.vmctx();
@@ -363,10 +372,14 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
                 ElementMode::Passive => elements[i] = Some(segment.items.iter().map(value).collect()),
                 ElementMode::Declared => {}
                 ElementMode::Active { table, offset } => {
-                    let start = eval_const(inner, offset, ValType::I32) as u32 as u64;
+                    let start = if meta.tables[*table as usize].table64 {
+                        eval_const(inner, offset, ValType::I64) as u64
+                    } else {
+                        eval_const(inner, offset, ValType::I32) as u32 as u64
+                    };
                     // SAFETY: written above (own) or at import.
                     let def = unsafe { &*(*inner.vm_field::<*mut VMTableDefinition>(o.table(*table))) };
-                    if start + segment.items.len() as u64 > def.current_elements {
+                    if start.checked_add(segment.items.len() as u64).is_none_or(|end| end > def.current_elements) {
                         return Err(trap(TrapCode::TableAccessOutOfBounds));
                     }
                     // SAFETY: bounds checked against the table's current size.

@@ -25,7 +25,6 @@ impl Drop for InstanceInner {
                 result = result.and(self.slot.reset_tables(start, used));
             }
         }
-        self.slot.note_heap_length(heap_len);
         result = result.and(self.slot.reset_heap(heap_len));
         for d in 1..self.own_memory_count() {
             let len = self.own_memory_len(d);

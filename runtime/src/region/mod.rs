@@ -128,7 +128,7 @@ impl Region {
     /// Takes a free slot, if any, preferring one whose heap holds `module_id`'s image.
     pub(crate) fn take_slot(&self, module_id: u64) -> Option<Slot> {
         let mut free = self.inner.free.lock().unwrap_or_else(|e| e.into_inner());
-        let warm = free.iter().rposition(|f| f.heap_state.image.is_some_and(|(id, _)| id == module_id));
+        let warm = free.iter().rposition(|f| f.heap_state.image.is_some_and(|((id, _), _)| id == module_id));
         let slot = match warm {
             Some(i) => free.swap_remove(i),
             None => free.pop()?,

@@ -31,10 +31,11 @@ pub struct SlotLayout {
     pub slot_size: usize,
 }
 
-/// A heap image: the initial contents of a module's first memory, in its `.so` file.
+/// A heap image: the initial contents of one of a module's defined memories, in its `.so` file.
 pub(crate) struct ImageSource<'a> {
-    /// The module's unique id (slots remember which image they hold).
-    pub module_id: u64,
+    /// Which image: the module's unique id and the defined memory's index (heaps remember
+    /// which image they hold).
+    pub id: (u64, u32),
     /// The open `.so` file.
     pub file: &'a std::fs::File,
     /// Page-aligned offset of the image in the file.
@@ -43,22 +44,61 @@ pub(crate) struct ImageSource<'a> {
     pub len: usize,
 }
 
-/// What a slot's heap holds between tenants.
+/// What a heap (the slot's own, or an extra one) holds between tenants.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct HeapState {
-    /// The module whose image is mapped at the heap's start, and the image's length.
-    pub image: Option<(u64, usize)>,
+    /// The image mapped at the heap's start (see [`ImageSource::id`]), and its length.
+    pub image: Option<((u64, u32), usize)>,
     /// Bytes from the heap's start that are readable and writable (the rest is inaccessible).
     pub accessible: usize,
 }
 
+impl HeapState {
+    /// Prepares the heap at `offset` in `mmap` for a memory of `len` bytes starting with
+    /// `image` (or zeros): maps the image copy-on-write unless the heap already holds it, and
+    /// makes exactly the first `page_align(len)` bytes accessible. No system call when the
+    /// heap last served the same image with the same initial size.
+    fn prepare(&mut self, mmap: &Mmap, offset: usize, image: Option<&ImageSource<'_>>, len: usize) -> std::io::Result<()> {
+        let wanted = image.map(|i| (i.id, i.len));
+        if self.image != wanted {
+            if let Some((_, old_len)) = self.image {
+                // Put fresh, inaccessible anonymous memory back where the old image was.
+                mmap.make_inaccessible(offset, self.accessible)?;
+                mmap.map_anonymous_inaccessible(offset, old_len)?;
+                *self = HeapState::default();
+            }
+            if let Some(image) = image {
+                // Accessible memory beyond the image stays as it is; the image replaces the start.
+                mmap.map_file_private(offset, image.len, image.file, image.offset)?;
+                self.image = wanted;
+                self.accessible = self.accessible.max(image.len);
+            }
+        }
+        let len = page_align(len);
+        if self.accessible < len {
+            mmap.make_accessible(offset + self.accessible, len - self.accessible)?;
+        } else if self.accessible > len {
+            mmap.make_inaccessible(offset + len, self.accessible - len)?;
+        }
+        self.accessible = len;
+        Ok(())
+    }
+
+    /// Resets the heap at `offset` in `mmap`, which the guest grew to `len` bytes (the libcall
+    /// made them accessible), for the next tenant: image pages return to the image's contents,
+    /// the rest to zeros.
+    fn reset(&mut self, mmap: &Mmap, offset: usize, len: usize) -> std::io::Result<()> {
+        self.accessible = self.accessible.max(page_align(len.min(kiln_abi_heap::RESERVATION)));
+        mmap.discard(offset, self.accessible)
+    }
+}
+
 /// The reservation of a defined memory after the first (multi-memory modules). Kept with its
-/// slot between tenants, like the slot's own heap, so instantiating such a module maps nothing;
-/// teardown zeroes what was accessible.
+/// slot between tenants, like the slot's own heap, so instantiating such a module again maps
+/// nothing; teardown resets it the same way.
 pub(crate) struct ExtraHeap {
     mmap: Mmap,
-    /// Bytes from the start that are readable and writable (the rest is inaccessible).
-    accessible: usize,
+    state: HeapState,
 }
 
 /// A slot taken from a region; returned to the free list on drop (with its heap state and
@@ -117,67 +157,28 @@ impl Slot {
         self.at(self.region.layout.heap_offset)
     }
 
-    /// Prepares the heap for a memory of `len` bytes starting with `image` (or zeros): maps the
-    /// image copy-on-write unless the slot already holds it, and makes exactly the first
-    /// `page_align(len)` bytes accessible. No system call when the slot last served the same
-    /// module with the same initial size.
+    /// Prepares the slot's heap (own memory 0) for a memory of `len` bytes starting with
+    /// `image` (see [`HeapState::prepare`]).
     pub fn prepare_heap(&mut self, image: Option<&ImageSource<'_>>, len: usize) -> std::io::Result<()> {
-        let heap = self.base_offset() + self.region.layout.heap_offset;
-        let mmap = &self.region.mmap;
-        let wanted = image.map(|i| (i.module_id, i.len));
-        if self.heap_state.image != wanted {
-            if let Some((_, old_len)) = self.heap_state.image {
-                // Put fresh, inaccessible anonymous memory back where the old image was.
-                mmap.make_inaccessible(heap, self.heap_state.accessible)?;
-                mmap.map_anonymous_inaccessible(heap, old_len)?;
-                self.heap_state = HeapState::default();
-            }
-            if let Some(image) = image {
-                // Accessible memory beyond the image stays as it is; the image replaces the start.
-                mmap.map_file_private(heap, image.len, image.file, image.offset)?;
-                self.heap_state.image = wanted;
-                self.heap_state.accessible = self.heap_state.accessible.max(image.len);
-            }
-        }
-        let len = page_align(len);
-        let accessible = self.heap_state.accessible;
-        if accessible < len {
-            mmap.make_accessible(heap + accessible, len - accessible)?;
-        } else if accessible > len {
-            mmap.make_inaccessible(heap + len, accessible - len)?;
-        }
-        self.heap_state.accessible = len;
-        Ok(())
+        let offset = self.base_offset() + self.region.layout.heap_offset;
+        self.heap_state.prepare(&self.region.mmap, offset, image, len)
     }
 
-    /// Records that the guest grew the heap to `len` bytes (the libcall made them accessible).
-    pub fn note_heap_length(&mut self, len: usize) {
-        self.heap_state.accessible = self.heap_state.accessible.max(page_align(len));
+    /// Resets the slot's heap, which the guest grew to `len` bytes, for the next tenant.
+    pub fn reset_heap(&mut self, len: usize) -> std::io::Result<()> {
+        let offset = self.base_offset() + self.region.layout.heap_offset;
+        self.heap_state.reset(&self.region.mmap, offset, len)
     }
 
-    /// Resets the heap's first `len` bytes for the next tenant: image pages return to the
-    /// image's contents, the rest to zeros.
-    pub fn reset_heap(&self, len: usize) -> std::io::Result<()> {
-        let heap = self.base_offset() + self.region.layout.heap_offset;
-        self.region.mmap.discard(heap, page_align(len))
-    }
-
-    /// Makes extra heap `i` (reserved on first use) accessible for exactly its first `len`
-    /// bytes, rounded up to pages, and returns its base. Its contents are zeros: fresh, or
-    /// discarded by the last tenant's teardown.
-    pub fn prepare_extra_heap(&mut self, i: usize, len: usize) -> std::io::Result<*mut u8> {
+    /// Prepares extra heap `i` (own memory `i + 1`; reserved on first use) like the slot's
+    /// heap and returns its base.
+    pub fn prepare_extra_heap(&mut self, i: usize, image: Option<&ImageSource<'_>>, len: usize) -> std::io::Result<*mut u8> {
         while self.extra_heaps.len() <= i {
             let mmap = Mmap::reserve(kiln_abi_heap::RESERVATION + kiln_abi_heap::GUARD)?;
-            self.extra_heaps.push(ExtraHeap { mmap, accessible: 0 });
+            self.extra_heaps.push(ExtraHeap { mmap, state: HeapState::default() });
         }
         let heap = &mut self.extra_heaps[i];
-        let len = page_align(len);
-        if len > heap.accessible {
-            heap.mmap.make_accessible(heap.accessible, len - heap.accessible)?;
-        } else if len < heap.accessible {
-            heap.mmap.make_inaccessible(len, heap.accessible - len)?;
-        }
-        heap.accessible = len;
+        heap.state.prepare(&heap.mmap, 0, image, len)?;
         Ok(heap.mmap.as_ptr())
     }
 
@@ -186,11 +187,10 @@ impl Slot {
         self.extra_heaps[i].mmap.as_ptr()
     }
 
-    /// Zeroes extra heap `i` for the next tenant, after the guest grew it to `len` bytes.
+    /// Resets extra heap `i`, which the guest grew to `len` bytes, for the next tenant.
     pub fn reset_extra_heap(&mut self, i: usize, len: usize) -> std::io::Result<()> {
         let Some(heap) = self.extra_heaps.get_mut(i) else { return Ok(()) };
-        heap.accessible = heap.accessible.max(page_align(len.min(kiln_abi_heap::RESERVATION)));
-        heap.mmap.discard(0, heap.accessible)
+        heap.state.reset(&heap.mmap, 0, len)
     }
 
     /// Zeroes the first `elements` elements of the table area from `start`.
