@@ -336,7 +336,8 @@ fn heap_images(
     let mut images = Vec::with_capacity(meta.heap_images.len());
     let own_memories = &meta.memories[meta.num_imported_memories as usize..];
     for (image, memory) in meta.heap_images.iter().zip(own_memories) {
-        let initial = memory.minimum.checked_mul(1 << memory.page_size_log2).unwrap_or(u64::MAX);
+        let page_size = 1u64.checked_shl(memory.page_size_log2.into()).unwrap_or(0);
+        let initial = memory.minimum.checked_mul(page_size).unwrap_or(u64::MAX);
         images.push(match image {
             Some(i)
                 if i.offset % page == 0

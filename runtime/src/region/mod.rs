@@ -125,10 +125,12 @@ impl Region {
         self.inner.free.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Takes a free slot, if any, preferring one whose heap holds `module_id`'s image.
+    /// Takes a free slot, if any, preferring one whose heaps hold `module_id`'s images.
     pub(crate) fn take_slot(&self, module_id: u64) -> Option<Slot> {
         let mut free = self.inner.free.lock().unwrap_or_else(|e| e.into_inner());
-        let warm = free.iter().rposition(|f| f.heap_state.image.is_some_and(|((id, _), _)| id == module_id));
+        let warm = free.iter().rposition(|f| {
+            f.heap_state.holds_image_of(module_id) || f.extra_heaps.iter().any(|h| h.state().holds_image_of(module_id))
+        });
         let slot = match warm {
             Some(i) => free.swap_remove(i),
             None => free.pop()?,

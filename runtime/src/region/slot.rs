@@ -54,6 +54,11 @@ pub(crate) struct HeapState {
 }
 
 impl HeapState {
+    /// Whether the heap holds an image of module `module_id`.
+    pub fn holds_image_of(&self, module_id: u64) -> bool {
+        self.image.is_some_and(|((id, _), _)| id == module_id)
+    }
+
     /// Prepares the heap at `offset` in `mmap` for a memory of `len` bytes starting with
     /// `image` (or zeros): maps the image copy-on-write unless the heap already holds it, and
     /// makes exactly the first `page_align(len)` bytes accessible. No system call when the
@@ -99,6 +104,13 @@ impl HeapState {
 pub(crate) struct ExtraHeap {
     mmap: Mmap,
     state: HeapState,
+}
+
+impl ExtraHeap {
+    /// What the heap holds between tenants.
+    pub fn state(&self) -> &HeapState {
+        &self.state
+    }
 }
 
 /// A slot taken from a region; returned to the free list on drop (with its heap state and
