@@ -247,6 +247,15 @@ pub(crate) fn compile(
 /// at instantiation instead.
 const MAX_HEAP_IMAGES: u64 = 1 << 30;
 
+/// Images up to this size are always baked in; larger ones only when dense enough (below).
+const SMALL_HEAP_IMAGE: u64 = 1 << 20;
+
+/// A larger image must hold at least one byte of data per this many bytes of image. Otherwise
+/// a few bytes at a high offset would make a module of a hundred bytes compile into a
+/// gigabyte-sized object; such sparse data is cheap to copy at instantiation instead. (A heap
+/// with data in one 4 KiB page of every eight is dense enough.)
+const MAX_IMAGE_BYTES_PER_DATA_BYTE: u64 = 16;
+
 /// The heap images of the defined memories, and the section holding them one after another.
 /// A memory gets an image when it has active data segments, all with constant offsets inside
 /// its initial size.
@@ -268,7 +277,8 @@ fn heap_images(meta: &ModuleMetadata) -> (Vec<Option<HeapImage>>, Option<Vec<u8>
 }
 
 /// The initial contents of memory `memory` with its active data segments applied, if every
-/// such segment has a constant offset and fits in the initial size. Rounded up to a page.
+/// such segment has a constant offset and fits in the initial size, and the result is small or
+/// dense enough. Rounded up to a page.
 fn heap_image(meta: &ModuleMetadata, memory: u32) -> Option<Vec<u8>> {
     let ty = meta.memories.get(memory as usize)?;
     let initial = ty.minimum.checked_mul(1u64 << ty.page_size_log2)?;
@@ -292,7 +302,9 @@ fn heap_image(meta: &ModuleMetadata, memory: u32) -> Option<Vec<u8>> {
     }
     let end = segments.iter().map(|(s, b)| s + b.len()).max()? as u64;
     let len = end.div_ceil(IMAGE_PAGE_SIZE) * IMAGE_PAGE_SIZE;
-    if len == 0 || len > MAX_HEAP_IMAGES {
+    let data: u64 = segments.iter().map(|(_, b)| b.len() as u64).sum();
+    let dense_enough = len <= SMALL_HEAP_IMAGE || data.saturating_mul(MAX_IMAGE_BYTES_PER_DATA_BYTE) >= len;
+    if len == 0 || len > MAX_HEAP_IMAGES || !dense_enough {
         return None;
     }
     let mut image = vec![0u8; len as usize];

@@ -151,3 +151,26 @@ fn fuzzer_finding_table64_size_is_an_i64() {
     let input: &[u8] = &[231, 0, 0, 0, 0, 255, 255, 255, 69, 104, 115, 255, 255, 255, 175, 98, 198, 198, 198, 198, 198, 198, 58, 64, 8, 255, 39, 255, 255, 255, 255, 255, 198, 198, 60, 255, 7, 60, 209];
     assert!(targets::compile_generated(input));
 }
+
+/// Found by `cargo fuzz run compile_generated` (oom-b641c56c…): two data bytes near the end of
+/// a 1 GiB initial memory made the compiler build a 1 GiB heap image, so a 110-byte module took
+/// 2 GB of memory and seconds to compile. Large, sparse images are now left to instantiation.
+#[test]
+fn fuzzer_finding_sparse_data_high_up_stays_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = dir.path().join("sparse.so");
+    let wat = r#"(module
+      (memory 16384 16384)
+      (data (i32.const 1024193260) "\ff\4a")
+      (func (export "peek") (result i32) (i32.load16_u (i32.const 1024193260))))"#;
+    kiln_compiler::Compiler::new().unwrap().compile_to_file(wat.as_bytes(), &so).unwrap();
+    let size = std::fs::metadata(&so).unwrap().len();
+    assert!(size < 1 << 20, "the object is {size} bytes");
+    let module = kiln_runtime::Module::load(&so).unwrap();
+    let region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 1, ..Default::default() }).unwrap();
+    let instance = kiln_runtime::Instance::new(&region, &module, &[]).unwrap();
+    assert_eq!(instance.call("peek", &[]).unwrap(), vec![kiln_runtime::Val::I32(0x4aff)]);
+    // The fuzzer's own input, through the target.
+    let input: &[u8] = &[231, 32, 0, 198, 0, 255, 75, 96, 74, 1, 0, 0, 170, 255, 255, 255, 74, 74, 255, 255, 255, 75, 74, 74, 74, 0, 0, 0, 0, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 7, 2, 2, 255, 85, 0, 0, 0, 74, 74, 255, 255, 255, 75, 74, 74, 74, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 255, 198, 209];
+    assert!(targets::compile_generated(input));
+}
