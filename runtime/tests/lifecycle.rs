@@ -392,6 +392,37 @@ fn a_segfault_in_host_code_still_kills_the_process() {
     );
 }
 
+#[test]
+fn a_host_function_overflowing_the_guest_stack_dies_with_a_clear_message() {
+    const CHILD: &str = "KILN_HOST_STACK_OVERFLOW_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        // Child: a host function that recurses far past the guest stack's host reserve.
+        fn deep(n: u64) -> u64 {
+            let frame = std::hint::black_box([n; 512]);
+            if n == 0 { frame[7] } else { deep(n - 1).wrapping_add(frame[n as usize % 512]) }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let wat = r#"(module (import "host" "deep" (func $deep)) (func (export "go") (call $deep)))"#;
+        let module = Module::load(compile(dir.path(), "deep", wat)).unwrap();
+        let recurse = Func::new_host(FuncType::default(), |_, _, _| {
+            std::hint::black_box(deep(std::hint::black_box(100_000)));
+            Ok(())
+        });
+        let instance = Instance::new(&region(1), &module, &[Extern::Func(recurse)]).unwrap();
+        let _ = instance.call("go", &[]);
+        unreachable!("the recursion above must kill the process");
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_host_function_overflowing_the_guest_stack_dies_with_a_clear_message", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.signal(), Some(libc_sigsegv()), "status {:?}, stderr: {stderr}", output.status);
+    assert!(stderr.contains("stack overflow in host code called from wasm"), "stderr: {stderr}");
+}
+
 fn libc_sigsegv() -> i32 {
     11
 }

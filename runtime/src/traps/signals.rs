@@ -120,9 +120,34 @@ extern "C" fn handle_signal(signal: libc::c_int, info: *mut libc::siginfo_t, con
             uc.uc_mcontext.gregs[libc::REG_RIP as usize] = crate::context::trap_landing_address() as i64;
             return;
         }
+        if signal == libc::SIGSEGV || signal == libc::SIGBUS {
+            let sp = uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize;
+            // SAFETY: the kernel passes a valid siginfo_t; si_addr is defined for these signals.
+            let addr = unsafe { (*info).si_addr() } as usize;
+            if addr.abs_diff(sp) < STACK_FAULT_DISTANCE {
+                // Host code (a host function or libcall) called from wasm runs on the guest
+                // stack and ran past its reserve into the guard. It cannot become a trap (the
+                // host frames would be abandoned without their destructors), so the process
+                // still dies, but with a message that says why.
+                write_stderr(HOST_STACK_OVERFLOW);
+            }
+        }
     }
     // SAFETY: forwarding to the previous handler with the arguments we were given.
     unsafe { chain(signal, info, context) }
+}
+
+/// A fault this close to the stack pointer is a stack overflow (pushes and calls write just
+/// below it); other faults (null or wild pointers) land far away.
+const STACK_FAULT_DISTANCE: usize = 64 * 1024;
+
+const HOST_STACK_OVERFLOW: &[u8] = b"kiln: stack overflow in host code called from wasm: host functions and libcalls run on \
+the guest stack, in the RegionConfig::host_stack_reserve bytes kept below the wasm stack limit\n";
+
+/// Writes `message` to stderr with one `write` call (async-signal-safe).
+fn write_stderr(message: &[u8]) {
+    // SAFETY: writing a static buffer to fd 2; `write` is async-signal-safe.
+    unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
 }
 
 /// Hands a fault that is not a guest trap to whoever handled it before Kiln.
