@@ -377,19 +377,21 @@ fn a_segfault_in_host_code_still_kills_the_process() {
         unsafe { null.write_volatile(1) };
         unreachable!("the write above must kill the process");
     }
+    crashed_child("a_segfault_in_host_code_still_kills_the_process", CHILD);
+}
+
+/// Runs test `name` again in a child process with `child_env` set, expects the child to die of
+/// SIGSEGV, and returns its stderr.
+fn crashed_child(name: &str, child_env: &str) -> String {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_segfault_in_host_code_still_kills_the_process", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(child_env, "1")
         .output()
         .unwrap();
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        output.status.signal(),
-        Some(libc_sigsegv()),
-        "child should die of SIGSEGV; status {:?}, stderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.signal(), Some(libc_sigsegv()), "status {:?}, stderr: {stderr}", output.status);
+    stderr
 }
 
 #[test]
@@ -412,14 +414,7 @@ fn a_host_function_overflowing_the_guest_stack_dies_with_a_clear_message() {
         let _ = instance.call("go", &[]);
         unreachable!("the recursion above must kill the process");
     }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_host_function_overflowing_the_guest_stack_dies_with_a_clear_message", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.signal(), Some(libc_sigsegv()), "status {:?}, stderr: {stderr}", output.status);
+    let stderr = crashed_child("a_host_function_overflowing_the_guest_stack_dies_with_a_clear_message", CHILD);
     assert!(stderr.contains("stack overflow in host code called from wasm"), "stderr: {stderr}");
 }
 
