@@ -391,20 +391,11 @@ fn emit_header(
 /// Whether a function body contains a call instruction. A body that does not read cleanly
 /// counts as calling; the validator reports its error during translation.
 fn makes_calls(body: &wasmparser::FunctionBody<'_>) -> bool {
-    use wasmparser::Operator as Op;
     let Ok(mut ops) = body.get_operators_reader() else { return true };
     while !ops.eof() {
         match ops.read() {
-            Ok(
-                Op::Call { .. }
-                | Op::CallIndirect { .. }
-                | Op::CallRef { .. }
-                | Op::ReturnCall { .. }
-                | Op::ReturnCallIndirect { .. }
-                | Op::ReturnCallRef { .. },
-            )
-            | Err(_) => return true,
-            Ok(_) => {}
+            Ok(op) if !crate::func_env::is_call(&op) => {}
+            _ => return true,
         }
     }
     false

@@ -68,6 +68,22 @@ fn libcall_signature(libcall: Libcall) -> Signature {
 }
 
 /// Flags for loads from the VM context and runtime structures: they never trap.
+/// Whether `op` calls a wasm function (directly, through a table or a reference, or as a tail
+/// call). Fuel metering ends a block at each; functions without any skip the entry interrupt
+/// check (see [`KilnFuncEnv::set_makes_calls`]).
+pub fn is_call(op: &wasmparser::Operator<'_>) -> bool {
+    use wasmparser::Operator as Op;
+    matches!(
+        op,
+        Op::Call { .. }
+            | Op::CallIndirect { .. }
+            | Op::CallRef { .. }
+            | Op::ReturnCall { .. }
+            | Op::ReturnCallIndirect { .. }
+            | Op::ReturnCallRef { .. }
+    )
+}
+
 fn vm_flags() -> MemFlags {
     MemFlags::trusted()
 }
@@ -655,27 +671,22 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         if !matches!(op, Op::Nop | Op::Drop | Op::Block { .. } | Op::Loop { .. } | Op::End | Op::Else) {
             self.fuel_pending += 1;
         }
-        let ends_a_block = matches!(
-            op,
-            Op::Block { .. }
-                | Op::Loop { .. }
-                | Op::If { .. }
-                | Op::Else
-                | Op::End
-                | Op::Br { .. }
-                | Op::BrIf { .. }
-                | Op::BrTable { .. }
-                | Op::BrOnNull { .. }
-                | Op::BrOnNonNull { .. }
-                | Op::Return
-                | Op::Unreachable
-                | Op::Call { .. }
-                | Op::CallIndirect { .. }
-                | Op::CallRef { .. }
-                | Op::ReturnCall { .. }
-                | Op::ReturnCallIndirect { .. }
-                | Op::ReturnCallRef { .. }
-        );
+        let ends_a_block = is_call(op)
+            || matches!(
+                op,
+                Op::Block { .. }
+                    | Op::Loop { .. }
+                    | Op::If { .. }
+                    | Op::Else
+                    | Op::End
+                    | Op::Br { .. }
+                    | Op::BrIf { .. }
+                    | Op::BrTable { .. }
+                    | Op::BrOnNull { .. }
+                    | Op::BrOnNonNull { .. }
+                    | Op::Return
+                    | Op::Unreachable
+            );
         if ends_a_block {
             self.charge_fuel(builder);
         }
