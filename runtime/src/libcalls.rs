@@ -248,34 +248,47 @@ fn atomic_address(instance: &InstanceInner, index: u32, addr: u64, size: u64) ->
 }
 
 unsafe extern "C" fn memory_atomic_wait32(vmctx: *mut u8, index: u32, addr: u64, expected: u32, timeout: u64) -> u32 {
-    // SAFETY: called by compiled code with its own VM context.
-    let instance = unsafe { instance(vmctx) };
-    let result = atomic_address(instance, index, addr, 4).and_then(|ptr| {
-        if !instance.module.inner.meta.memories[index as usize].shared {
-            return Err(TrapCode::WaitOnUnsharedMemory);
-        }
-        // SAFETY: aligned and in bounds; other threads only access it atomically or racily as
-        // the wasm threads proposal allows.
-        let cell = unsafe { std::sync::atomic::AtomicU32::from_ptr(ptr.cast()) };
-        Ok(crate::parking::wait(ptr as usize, || cell.load(std::sync::atomic::Ordering::SeqCst) == expected, timeout as i64))
-    });
-    match result {
-        Ok(code) => code,
-        // SAFETY: called by guest code; nothing owned on this frame.
-        Err(code) => unsafe { trap(code) },
+    // SAFETY: forwarded; `atomic_wait` checks the 4-byte access.
+    unsafe {
+        atomic_wait(vmctx, index, addr, 4, timeout, |ptr| {
+            // SAFETY: aligned and in bounds (checked); other threads only access it atomically
+            // or racily as the wasm threads proposal allows.
+            std::sync::atomic::AtomicU32::from_ptr(ptr.cast()).load(std::sync::atomic::Ordering::SeqCst) == expected
+        })
     }
 }
 
 unsafe extern "C" fn memory_atomic_wait64(vmctx: *mut u8, index: u32, addr: u64, expected: u64, timeout: u64) -> u32 {
-    // SAFETY: called by compiled code with its own VM context.
+    // SAFETY: forwarded; `atomic_wait` checks the 8-byte access.
+    unsafe {
+        atomic_wait(vmctx, index, addr, 8, timeout, |ptr| {
+            // SAFETY: as in `memory_atomic_wait32`.
+            std::sync::atomic::AtomicU64::from_ptr(ptr.cast()).load(std::sync::atomic::Ordering::SeqCst) == expected
+        })
+    }
+}
+
+/// `memory.atomic.wait32/64`: checks the `size`-byte access at `addr` in shared memory `index`,
+/// then parks while `still_expected(address)` holds (0 woken, 1 not-equal, 2 timed out).
+///
+/// # Safety
+/// Called by compiled code with its own VM context. `still_expected` is only given an address
+/// checked to be in bounds and aligned for `size` bytes.
+unsafe fn atomic_wait(
+    vmctx: *mut u8,
+    index: u32,
+    addr: u64,
+    size: u64,
+    timeout: u64,
+    still_expected: impl Fn(*mut u8) -> bool,
+) -> u32 {
+    // SAFETY: forwarded from the caller.
     let instance = unsafe { instance(vmctx) };
-    let result = atomic_address(instance, index, addr, 8).and_then(|ptr| {
+    let result = atomic_address(instance, index, addr, size).and_then(|ptr| {
         if !instance.module.inner.meta.memories[index as usize].shared {
             return Err(TrapCode::WaitOnUnsharedMemory);
         }
-        // SAFETY: as in `memory_atomic_wait32`.
-        let cell = unsafe { std::sync::atomic::AtomicU64::from_ptr(ptr.cast()) };
-        Ok(crate::parking::wait(ptr as usize, || cell.load(std::sync::atomic::Ordering::SeqCst) == expected, timeout as i64))
+        Ok(crate::parking::wait(ptr as usize, || still_expected(ptr), timeout as i64))
     });
     match result {
         Ok(code) => code,
