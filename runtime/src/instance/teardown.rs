@@ -10,9 +10,7 @@ use super::InstanceInner;
 
 impl Drop for InstanceInner {
     fn drop(&mut self) {
-        // Clamped, defensively: the memory definitions are written before anything in
-        // instantiation can fail, and `memory.grow` keeps them within the reservation.
-        let heap_len = self.own_heap_len().min(self.slot.region.layout.heap_reservation);
+        let heap_len = self.own_heap_len();
         let offsets = self.module.inner.offsets;
         let mut result = Ok(());
         for (d, placement) in self.table_placements.iter().enumerate() {

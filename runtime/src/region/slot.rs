@@ -93,6 +93,7 @@ impl HeapState {
     /// made them accessible), for the next tenant: image pages return to the image's contents,
     /// the rest to zeros.
     fn reset(&mut self, mmap: &Mmap, offset: usize, len: usize) -> std::io::Result<()> {
+        // Clamped, defensively: `memory.grow` already keeps memories within the reservation.
         self.accessible = self.accessible.max(page_align(len.min(kiln_abi_heap::RESERVATION)));
         mmap.discard(offset, self.accessible)
     }
