@@ -208,7 +208,7 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
     if imports.iter().any(|i| instance_store(i).is_some()) {
         store.retain(instance.inner.clone());
     }
-    initialise(&instance)?;
+    initialise(&instance, &own_memory_lengths)?;
     Ok(instance)
 }
 
@@ -240,7 +240,9 @@ unsafe fn write<T>(inner: &InstanceInner, offset: u32, value: T) {
     unsafe { inner.vm_field::<T>(offset).write(value) }
 }
 
-fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
+/// Fills in the VM context and applies segments. `own_memory_lengths`: the initial byte length
+/// of each defined memory, as prepared in the slot.
+fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), InstantiationError> {
     let inner = &*instance.inner;
     let m = &inner.module.inner;
     let meta = &m.meta;
@@ -309,9 +311,9 @@ fn initialise(instance: &Instance) -> Result<(), InstantiationError> {
 
     // Own memories: the first in the slot's heap, the others in the slot's extra heaps (all
     // prepared before).
-    for (d, ty) in meta.memories[meta.num_imported_memories as usize..].iter().enumerate() {
+    for (d, (ty, &length)) in meta.memories[meta.num_imported_memories as usize..].iter().zip(own_memory_lengths).enumerate() {
         let page = 1u64 << ty.page_size_log2;
-        let length = initial_length(ty)? as u64;
+        let length = length as u64;
         let maximum = ty.maximum.map_or(kiln_abi::HEAP_RESERVATION, |mx| mx.saturating_mul(page).min(kiln_abi::HEAP_RESERVATION));
         let heap = if d == 0 { inner.slot.heap() } else { inner.slot.extra_heap(d - 1) };
         let index = meta.num_imported_memories + d as u32;
