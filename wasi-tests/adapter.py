@@ -66,7 +66,8 @@ def main():
         command += ["--env", env]
     for directory in args.dir:
         command += ["--dir", directory]
-    command += [args.test_file, "--"] + args.arg
+    # Everything after the module belongs to the program, as with `wasmtime run`.
+    command += [args.test_file] + args.arg
     return subprocess.run(command).returncode
 
 

@@ -16,7 +16,8 @@ fn kiln_benches(c: &mut Criterion) {
 
     group.bench_function("load_region_instantiate_hello", |b| {
         b.iter(|| {
-            let module = kiln_runtime::Module::load(&setup.so).unwrap();
+            // SAFETY: compiled by `kiln::setup` into its private directory.
+            let module = unsafe { kiln_runtime::Module::load(&setup.so) }.unwrap();
             let region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 1, ..Default::default() }).unwrap();
             let imports = kiln::stub_imports(&module);
             let instance = kiln_runtime::Instance::new(&region, &module, &imports).unwrap();
@@ -61,7 +62,12 @@ fn kiln_benches(c: &mut Criterion) {
         })
     });
     let nop = untyped.typed::<(), ()>().unwrap();
+    // A store other threads may use: each call takes it with a compare-and-swap.
+    group.bench_function("call_trivial_shared", |b| b.iter(|| nop.call(()).unwrap()));
+    // Bound to this thread (as Wasmtime's `&mut Store` is): no atomic operation per call.
+    let binding = instance.store().bind_to_thread().unwrap();
     group.bench_function("call_trivial", |b| b.iter(|| nop.call(()).unwrap()));
+    drop(binding);
     drop(nop);
     drop(instance);
 
@@ -90,6 +96,7 @@ fn kiln_benches(c: &mut Criterion) {
         let setup = kiln::setup_with(&compute_wasm(), interruptible).expect("compile compute");
         let instance = setup.instantiate();
         let sum = instance.get_func("sum").unwrap().typed::<i32, i64>().unwrap();
+        let _binding = instance.store().bind_to_thread().unwrap();
         group.bench_function(BenchmarkId::new("compute_1M_calls", name), |b| b.iter(|| sum.call(1_000_000).unwrap()));
     }
 

@@ -141,7 +141,8 @@ pub mod kiln {
         let mut compiler = kiln_compiler::Compiler::new()?;
         compiler.set_interruptible(interruptible);
         compiler.compile_to_file(wasm, &so)?;
-        let module = Module::load(&so)?;
+        // SAFETY: compiled just above into a private temporary directory.
+        let module = unsafe { Module::load(&so) }?;
         let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
         let imports = stub_imports(&module);
         Ok(Setup { _dir: dir, so, module, region, imports })

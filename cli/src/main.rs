@@ -1,11 +1,16 @@
 //! The `kiln` command: compile WebAssembly ahead of time and run it.
 
+mod modules;
+mod options;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use kiln_runtime::{CallError, Instance, InstantiationError, LoadError, Module, Region, RegionConfig, Val, ValType};
+use kiln_runtime::{CallError, Instance, InstantiationError, Module, ObjectFile, PublicKey, Region, RegionConfig, Store, Val, ValType};
+
+use options::{WasiOptions, WasmOptions};
 
 /// Exit status when the guest trapped.
 const EXIT_TRAP: u8 = 3;
@@ -31,19 +36,29 @@ struct Cli {
 enum Command {
     /// Compile a module into a native shared object.
     ///
-    /// Needs the system linker `ld` (binutils); set KILN_LD to use another.
+    /// Needs the system linker `ld` (binutils); set KILN_LD to use another. With --sign KEY,
+    /// also writes OUT.minisig, a minisign signature that `kiln run --verify PUBKEY` (or
+    /// `minisign -V`) checks.
     Compile {
         /// The module: a binary (.wasm) or text (.wat) file.
         input: PathBuf,
-        /// Where to write the shared object.
+        /// Where to write the shared object (default: INPUT with the extension .so).
         #[arg(short, long, value_name = "OUT.so")]
-        output: PathBuf,
+        output: Option<PathBuf>,
+        /// Sign the object with this minisign secret key (see `kiln keygen`); an encrypted key's
+        /// password comes from $KILN_SIGN_PASSWORD, else a prompt.
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
     },
     /// Run a WASI command, or call one exported function with --invoke.
     ///
+    /// Options come before MODULE; everything after MODULE belongs to the guest (its arguments,
+    /// or the invoked function's), `--` and words that look like options included.
+    ///
     /// Without --invoke, MODULE is run as a WASI (wasi_snapshot_preview1) command: its `_start`
     /// runs with ARGS as its arguments (after the program name), stdin, stdout and stderr passed
-    /// through, only the directories given with --dir visible, and only the variables given
+    /// through (as streams: the guest cannot truncate, seek or change the flags of what kiln
+    /// was given), only the directories given with --dir visible, and only the variables given
     /// with --env in its environment; kiln exits with the status the program passes to
     /// `proc_exit` (0 if `_start` returns).
     ///
@@ -52,47 +67,68 @@ enum Command {
     /// line; integers in signed decimal, floats in shortest round-trip decimal (`nan`, `inf`,
     /// `-inf`), v128 as hex.
     ///
-    /// MODULE may be .wasm, .wat (compiled first, cached) or a .so made by `kiln compile`.
+    /// MODULE is WebAssembly (.wasm or .wat), compiled first and cached (in $KILN_CACHE_DIR,
+    /// else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln; KILN_NO_CACHE=1 turns it off). A shared
+    /// object from `kiln compile` is native code: it runs only with --allow-precompiled or
+    /// --verify.
     Run {
-        /// The module to run.
-        module: PathBuf,
         /// The exported function to call (instead of running `_start` as a WASI command).
         #[arg(long, value_name = "NAME")]
         invoke: Option<String>,
         /// Give the guest the host directory HOST, under the name GUEST (default: HOST as
         /// written). Repeatable. Paths never resolve outside it (`..`, absolute paths and
-        /// symlinks are confined).
+        /// symlinks are confined); /proc, /sys and /dev are refused.
         #[arg(long = "dir", value_name = "HOST[::GUEST]")]
         dirs: Vec<String>,
         /// Set the guest environment variable K to V (`--env K` copies the host's value).
         /// Repeatable. The guest sees no other variables.
         #[arg(long = "env", value_name = "K=V")]
         envs: Vec<String>,
-        /// Stop the guest after DURATION (`500ms`, `10s`, `2m`, `1h`; a bare number is seconds):
-        /// it traps with `deadline exceeded` at its next function entry or loop iteration.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        /// Allow MODULE to be a shared object made by `kiln compile`. It is native code that runs
+        /// in this process: only for objects whose origin you trust.
+        #[arg(long)]
+        allow_precompiled: bool,
+        /// Run a shared object only if MODULE.minisig is a valid signature of it by this minisign
+        /// public key (made with `kiln compile --sign`).
+        #[arg(long, value_name = "PUBKEY")]
+        verify: Option<PathBuf>,
+        /// WebAssembly options, as OPT=VALUE (repeatable): timeout, fuel, max-memory-size,
+        /// max-table-elements, max-instances, max-tables, max-memories. `-W help` lists them.
+        #[arg(short = 'W', value_name = "OPT=VALUE")]
+        wasm: Vec<String>,
+        /// WASI options, as OPT=VALUE (repeatable): max-open-files. `-S help` lists them.
+        #[arg(short = 'S', value_name = "OPT=VALUE")]
+        wasi: Vec<String>,
+        /// Same as `-W timeout=DURATION`.
+        #[arg(long, value_name = "DURATION", value_parser = options::parse_duration, hide = true)]
         timeout: Option<std::time::Duration>,
-        /// Arguments: the program's arguments, or the invoked function's (put them after `--`
-        /// if one starts with `-`).
-        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
-        args: Vec<String>,
+        /// The module, then the guest's arguments.
+        #[arg(value_name = "MODULE [ARGS]...", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        module_and_args: Vec<String>,
     },
-    /// Describe a compiled shared object: its imports, exports, functions and trap sites.
+    /// Describe a compiled shared object (imports, exports, functions, trap sites, the wasm it
+    /// came from) without loading it: nothing in the file runs.
     Inspect {
         /// A .so made by `kiln compile`.
         module: PathBuf,
+    },
+    /// Make a minisign key pair for signing compiled objects: PREFIX.key (secret, unencrypted,
+    /// mode 0600) and PREFIX.pub (public).
+    Keygen {
+        /// Path prefix of the two files.
+        prefix: PathBuf,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Compile { input, output } => compile(&input, &output).map(|()| ExitCode::SUCCESS),
-        Command::Run { module, invoke, dirs, envs, timeout, args } => match invoke {
-            Some(name) => run(&module, &name, &dirs, &envs, timeout, &args),
-            None => run_wasi(&module, &dirs, &envs, timeout, &args),
-        },
+        Command::Compile { input, output, sign } => compile(&input, output, sign.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Run { invoke, dirs, envs, allow_precompiled, verify, wasm, wasi, timeout, module_and_args } => {
+            run_command(RunArgs { invoke, dirs, envs, allow_precompiled, verify, wasm, wasi, timeout, module_and_args })
+        }
         Command::Inspect { module } => inspect(&module).map(|()| ExitCode::SUCCESS),
+        Command::Keygen { prefix } => keygen(&prefix).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -103,166 +139,193 @@ fn main() -> ExitCode {
     }
 }
 
-fn compile(input: &Path, output: &Path) -> Result<()> {
+fn compile(input: &Path, output: Option<PathBuf>, sign: Option<&Path>) -> Result<()> {
+    let output = output.unwrap_or_else(|| input.with_extension("so"));
+    if output == input {
+        bail!("{} would overwrite its input: name the output with -o", output.display());
+    }
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
     let compiler = kiln_compiler::Compiler::new()?;
     compiler
-        .compile_to_file(&bytes, output)
-        .with_context(|| format!("cannot compile {}", input.display()))
+        .compile_to_file(&bytes, &output)
+        .with_context(|| format!("cannot compile {}", input.display()))?;
+    if let Some(key) = sign {
+        sign_object(&output, key)?;
+    }
+    Ok(())
 }
 
-fn is_shared_object(path: &Path) -> Result<bool> {
-    let mut magic = [0u8; 4];
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let n = std::io::Read::read(&mut file, &mut magic)?;
-    Ok(n == 4 && magic == *b"\x7fELF")
-}
-
-/// Loads MODULE, compiling it first unless it is already a shared object. Compiled objects are
-/// cached in the user's cache directory (`$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else
-/// `~/.cache/kiln`), keyed by the module's bytes and the compiler build, so a second run of the
-/// same program skips compilation. Returns the module and, when no cache directory is usable,
-/// the temporary directory holding the object (which must outlive the module).
-fn load(path: &Path) -> Result<(Module, Option<tempfile::TempDir>)> {
-    if is_shared_object(path)? {
-        return Ok((Module::load(path)?, None));
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let wasm = kiln_compiler::wasm_from_input(&bytes).with_context(|| format!("cannot compile {}", path.display()))?;
-    let compiler = kiln_compiler::Compiler::new()?;
-    if std::env::var_os("KILN_NO_CACHE").is_none() {
-        if let Some(cache) = kiln_compiler::cache::ObjectCache::user_default() {
-            match cache.get_or_compile(&compiler, &wasm) {
-                Ok((so, hit)) => match Module::load(&so) {
-                    // A damaged cache entry (a torn copy, a disk error) is compiled again.
-                    Err(LoadError::Corrupt { .. } | LoadError::NotKiln { .. }) if hit => {
-                        std::fs::remove_file(&so).with_context(|| format!("cannot evict {}", so.display()))?;
-                        let (so, _) = cache.get_or_compile(&compiler, &wasm)?;
-                        return Ok((Module::load(&so)?, None));
-                    }
-                    loaded => return Ok((loaded?, None)),
-                },
-                // An unusable cache directory is not fatal; compile to a temporary file instead.
-                Err(kiln_compiler::CompileError::Io(_)) => {}
-                Err(err) => return Err(anyhow::Error::new(err).context(format!("cannot compile {}", path.display()))),
-            }
-        }
-    }
-    let dir = tempfile::tempdir()?;
-    let so = dir.path().join("module.so");
-    let object = compiler.compile_object(&wasm).with_context(|| format!("cannot compile {}", path.display()))?;
-    kiln_compiler::link::link_shared_object(&object.object, &so)?;
-    Ok((Module::load(&so)?, Some(dir)))
-}
-
-/// The WASI context for a program: `argv[0]` is the module path as given, then ARGS.
-fn wasi_context(program: &Path, dirs: &[String], envs: &[String], args: &[String]) -> Result<kiln_wasi::WasiCtx> {
-    let mut builder = kiln_wasi::WasiCtxBuilder::new().inherit_stdio().arg(program.to_string_lossy()).args(args);
-    for env in envs {
-        builder = match env.split_once('=') {
-            Some((key, value)) => builder.env(key, value),
-            None => match std::env::var(env) {
-                Ok(value) => builder.env(env, value),
-                Err(_) => bail!("--env {env}: no such variable in kiln's environment (write --env {env}=VALUE)"),
-            },
-        };
-    }
-    for dir in dirs {
-        let (host, guest) = dir.split_once("::").unwrap_or((dir.as_str(), dir.as_str()));
-        if host.is_empty() || guest.is_empty() {
-            bail!("--dir {dir}: expected HOST or HOST::GUEST");
-        }
-        builder = builder.preopened_dir(host, guest);
-    }
-    Ok(builder.build()?)
-}
-
-/// Instantiates MODULE with WASI imports (if it has imports at all).
-fn instantiate(
-    region: &Region,
-    module: &Module,
-    ctx: impl FnOnce() -> Result<kiln_wasi::WasiCtx>,
-) -> Result<std::result::Result<Instance, kiln_runtime::Trap>> {
-    let imports = if module.metadata().imports.is_empty() { Vec::new() } else { kiln_wasi::imports(module, ctx()?)? };
-    match Instance::new(region, module, &imports) {
-        Ok(instance) => Ok(Ok(instance)),
-        Err(InstantiationError::Trap(trap)) => Ok(Err(trap)),
-        Err(err) => Err(err.into()),
-    }
-}
-
-/// Parses a --timeout value.
-fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration (e.g. 500ms, 10s, 2m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit `{unit}` in `{text}` (use ms, s, m or h)")),
+/// Writes OBJECT.minisig, the signature of OBJECT's bytes by the secret key at `key`.
+fn sign_object(object: &Path, key: &Path) -> Result<()> {
+    let read_key = |password: Option<String>| minisign::SecretKey::from_file(key, password);
+    // An unencrypted key opens with an empty password; an encrypted one needs the real one.
+    let secret = match read_key(Some(String::new())) {
+        Ok(secret) => secret,
+        Err(_) => read_key(std::env::var("KILN_SIGN_PASSWORD").ok())
+            .with_context(|| format!("cannot read the secret key {}", key.display()))?,
     };
-    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+    let bytes = std::fs::read(object).with_context(|| format!("cannot read {}", object.display()))?;
+    let comment = format!("kiln object {}", object.file_name().unwrap_or_default().to_string_lossy());
+    let signature = minisign::sign(None, &secret, &bytes[..], Some(&comment), None)
+        .with_context(|| format!("cannot sign {}", object.display()))?;
+    let path = kiln_runtime::signature_path(object);
+    std::fs::write(&path, signature.into_string()).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Arms --timeout: once it expires the guest traps with "deadline exceeded".
-fn arm_timeout(instance: &Instance, timeout: Option<std::time::Duration>) {
-    if let Some(limit) = timeout {
-        let handle = instance.interrupt_handle();
-        std::thread::spawn(move || {
-            std::thread::sleep(limit);
-            handle.interrupt();
-        });
+fn keygen(prefix: &Path) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let with = |ext: &str| {
+        let mut name = prefix.as_os_str().to_owned();
+        name.push(ext);
+        PathBuf::from(name)
+    };
+    let (secret_path, public_path) = (with(".key"), with(".pub"));
+    // An empty password: the key is stored unencrypted (as `minisign -G -W` does).
+    let pair = minisign::KeyPair::generate_encrypted_keypair(Some(String::new()))?;
+    let mut secret = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&secret_path)
+        .with_context(|| format!("cannot create {}", secret_path.display()))?;
+    secret.write_all(pair.sk.to_box(None)?.into_string().as_bytes())?;
+    std::fs::write(&public_path, pair.pk.to_box()?.into_string()).with_context(|| format!("cannot write {}", public_path.display()))?;
+    println!("secret key: {} (keep it private)\npublic key: {}", secret_path.display(), public_path.display());
+    Ok(())
+}
+
+/// `kiln run`'s options.
+struct RunArgs {
+    invoke: Option<String>,
+    dirs: Vec<String>,
+    envs: Vec<String>,
+    allow_precompiled: bool,
+    verify: Option<PathBuf>,
+    wasm: Vec<String>,
+    wasi: Vec<String>,
+    timeout: Option<std::time::Duration>,
+    module_and_args: Vec<String>,
+}
+
+fn run_command(args: RunArgs) -> Result<ExitCode> {
+    if args.wasm.iter().any(|o| o == "help") {
+        options::print_help('W', options::WASM_HELP);
+        return Ok(ExitCode::SUCCESS);
     }
+    if args.wasi.iter().any(|o| o == "help") {
+        options::print_help('S', options::WASI_HELP);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut wasm = options::parse_wasm(&args.wasm)?;
+    wasm.timeout = wasm.timeout.or(args.timeout);
+    let wasi = options::parse_wasi(&args.wasi)?;
+    let (module_arg, guest_args) = args.module_and_args.split_first().expect("clap requires MODULE");
+    let path = Path::new(module_arg);
+    let verify = match &args.verify {
+        Some(key) => Some(PublicKey::from_file(key)?),
+        None => None,
+    };
+    let policy = modules::Policy { allow_precompiled: args.allow_precompiled, verify, fuel: wasm.fuel.is_some() };
+    let loaded = modules::load(path, &policy)?;
+    let setup = Setup { path, dirs: &args.dirs, envs: &args.envs, wasm: &wasm, wasi: &wasi };
+    match &args.invoke {
+        Some(name) => invoke(&loaded.module, &setup, name, guest_args),
+        None => run_wasi(&loaded.module, &setup, guest_args),
+    }
+}
+
+/// What every run needs besides the module.
+struct Setup<'a> {
+    path: &'a Path,
+    dirs: &'a [String],
+    envs: &'a [String],
+    wasm: &'a WasmOptions,
+    wasi: &'a WasiOptions,
+}
+
+impl Setup<'_> {
+    /// The WASI context for a program: `argv[0]` is the module path as given, then ARGS.
+    fn wasi_context(&self, args: &[String]) -> Result<kiln_wasi::WasiCtx> {
+        let mut builder = kiln_wasi::WasiCtxBuilder::new()
+            .inherit_stdio()
+            .max_open_files(self.wasi.max_open_files)
+            .arg(self.path.to_string_lossy())
+            .args(args);
+        for env in self.envs {
+            builder = match env.split_once('=') {
+                Some((key, value)) => builder.env(key, value),
+                None => match std::env::var(env) {
+                    Ok(value) => builder.env(env, value),
+                    Err(_) => bail!("--env {env}: no such variable in kiln's environment (write --env {env}=VALUE)"),
+                },
+            };
+        }
+        for dir in self.dirs {
+            let (host, guest) = dir.split_once("::").unwrap_or((dir.as_str(), dir.as_str()));
+            if host.is_empty() || guest.is_empty() {
+                bail!("--dir {dir}: expected HOST or HOST::GUEST");
+            }
+            builder = builder.preopened_dir(host, guest);
+        }
+        Ok(builder.build()?)
+    }
+
+    /// Instantiates MODULE in a store held to the -W limits, with WASI imports (if it has
+    /// imports at all), fuel and the timeout armed. `Ok(Err(trap))` if the start function
+    /// trapped.
+    fn instantiate(&self, region: &Region, module: &Module, args: &[String]) -> Result<std::result::Result<Instance, kiln_runtime::Trap>> {
+        // Built even for a module without imports: --dir and --env are checked either way.
+        let ctx = self.wasi_context(args)?;
+        let imports = if module.metadata().imports.is_empty() { Vec::new() } else { kiln_wasi::imports(module, ctx)? };
+        let store = Store::with_limits(self.wasm.limits);
+        if let Some(fuel) = self.wasm.fuel {
+            store.set_fuel(fuel);
+        }
+        if let Some(limit) = self.wasm.timeout {
+            // Armed before instantiation, so a start function cannot run forever either.
+            let handle = store.interrupt_handle();
+            std::thread::spawn(move || {
+                std::thread::sleep(limit);
+                handle.interrupt();
+            });
+        }
+        match Instance::new_in_store(region, &store, module, &imports) {
+            Ok(instance) => Ok(Ok(instance)),
+            Err(InstantiationError::Trap(trap)) => Ok(Err(trap)),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+/// Prints a trap the way the CLI contract says and returns the trap status.
+fn report_trap(trap: &kiln_runtime::Trap) -> ExitCode {
+    eprintln!("wasm trap: {trap}");
+    ExitCode::from(EXIT_TRAP)
 }
 
 /// Runs a WASI command and returns its exit status.
-fn run_wasi(
-    path: &Path,
-    dirs: &[String],
-    envs: &[String],
-    timeout: Option<std::time::Duration>,
-    args: &[String],
-) -> Result<ExitCode> {
-    let (module, _dir) = load(path)?;
+fn run_wasi(module: &Module, setup: &Setup<'_>, args: &[String]) -> Result<ExitCode> {
     if !module.metadata().exports.iter().any(|e| e.name == "_start") {
-        bail!("{} is not a WASI command: it exports no `_start` (use --invoke NAME to call an export)", path.display());
+        bail!("{} is not a WASI command: it exports no `_start` (use --invoke NAME to call an export)", setup.path.display());
     }
     let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
-    let outcome = match instantiate(&region, &module, || wasi_context(path, dirs, envs, args))? {
-        Ok(instance) => {
-            arm_timeout(&instance, timeout);
-            instance.call("_start", &[])
-        }
+    let outcome = match setup.instantiate(&region, module, args)? {
+        Ok(instance) => instance.call("_start", &[]),
         Err(trap) => Err(CallError::Trap(trap)),
     };
     match kiln_wasi::exit_status(outcome) {
         Ok(status) => Ok(ExitCode::from(status as u8)),
-        Err(CallError::Trap(trap)) => {
-            eprintln!("wasm trap: {trap}");
-            Ok(ExitCode::from(EXIT_TRAP))
-        }
+        Err(CallError::Trap(trap)) => Ok(report_trap(&trap)),
         Err(err) => Err(err.into()),
     }
 }
 
-fn run(
-    path: &Path,
-    name: &str,
-    dirs: &[String],
-    envs: &[String],
-    timeout: Option<std::time::Duration>,
-    args: &[String],
-) -> Result<ExitCode> {
-    let (module, _dir) = load(path)?;
+fn invoke(module: &Module, setup: &Setup<'_>, name: &str, args: &[String]) -> Result<ExitCode> {
     let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
-    let instance = match instantiate(&region, &module, || wasi_context(path, dirs, envs, &[]))? {
+    let instance = match setup.instantiate(&region, module, &[])? {
         Ok(instance) => instance,
-        Err(trap) => {
-            eprintln!("wasm trap: {trap}");
-            return Ok(ExitCode::from(EXIT_TRAP));
-        }
+        Err(trap) => return Ok(report_trap(&trap)),
     };
     let func = instance
         .get_func(name)
@@ -276,7 +339,6 @@ fn run(
         .zip(&params)
         .map(|(arg, &ty)| parse_arg(arg, ty).with_context(|| format!("bad argument `{arg}` for a {ty:?} parameter")))
         .collect::<Result<Vec<_>>>()?;
-    arm_timeout(&instance, timeout);
     match func.call(&values) {
         Ok(results) => {
             for result in results {
@@ -284,10 +346,7 @@ fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(CallError::Trap(trap)) => {
-            eprintln!("wasm trap: {trap}");
-            Ok(ExitCode::from(EXIT_TRAP))
-        }
+        Err(CallError::Trap(trap)) => Ok(report_trap(&trap)),
         Err(err) => Err(err.into()),
     }
 }
@@ -362,10 +421,13 @@ fn format_val(val: Val) -> String {
 }
 
 fn inspect(path: &Path) -> Result<()> {
-    let module = Module::load(path)?;
-    let meta = module.metadata();
+    let object = ObjectFile::read(path)?;
+    let meta = object.metadata();
     println!("module {}", path.display());
     println!("compiled by {}", meta.compiler);
+    let hash: String = meta.source_sha256.iter().map(|b| format!("{b:02x}")).collect();
+    println!("from wasm with sha256 {hash}");
+    println!("interrupt checks: {}  fuel metering: {}", yes_no(meta.interruptible), yes_no(meta.fuel_metered));
     println!("imports: {}", meta.imports.len());
     for import in &meta.imports {
         println!("  {}::{} {:?}", import.module, import.name, import.kind);
@@ -397,4 +459,8 @@ fn inspect(path: &Path) -> Result<()> {
         println!("start function: {start}");
     }
     Ok(())
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
 }

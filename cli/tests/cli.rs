@@ -74,8 +74,9 @@ fn compiled() -> Compiled {
     Compiled { _dir: dir, so, wat }
 }
 
+/// `kiln run --invoke NAME MODULE ARGS...`, allowing a compiled object (these tests made it).
 fn run(module: &Path, name: &str, args: &[&str]) -> Output {
-    let mut all = vec!["run", module.to_str().unwrap(), "--invoke", name, "--"];
+    let mut all = vec!["run", "--allow-precompiled", "--invoke", name, module.to_str().unwrap()];
     all.extend_from_slice(args);
     kiln(&all)
 }
@@ -218,7 +219,7 @@ fn timeout_stops_a_tight_loop_and_a_loop_of_calls_within_a_second() {
     assert!(out.status.success(), "{}", stderr(&out));
     for export in ["spin", "calls"] {
         let start = std::time::Instant::now();
-        let out = kiln(&["run", so.to_str().unwrap(), "--timeout", "100ms", "--invoke", export]);
+        let out = kiln(&["run", "--allow-precompiled", "-W", "timeout=100ms", "--invoke", export, so.to_str().unwrap()]);
         let elapsed = start.elapsed();
         assert!(elapsed < std::time::Duration::from_secs(1), "{export}: stopped after {elapsed:?}");
         assert_eq!(out.status.code(), Some(3), "{export}: {}", stderr(&out));
@@ -234,7 +235,7 @@ fn a_damaged_cache_entry_is_compiled_again() {
     std::fs::write(&module, r#"(module (func (export "answer") (result i32) (i32.const 42)))"#).unwrap();
     let run_cached = || {
         Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["run", module.to_str().unwrap(), "--invoke", "answer"])
+            .args(["run", "--invoke", "answer", module.to_str().unwrap()])
             .env("KILN_CACHE_DIR", &cache)
             .output()
             .unwrap()

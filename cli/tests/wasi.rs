@@ -161,7 +161,7 @@ fn arguments_environment_and_exit_status() {
     let dir = tempfile::tempdir().unwrap();
     let module = write_module(dir.path(), "echo.wat", ECHO);
     let m = module.to_str().unwrap();
-    let out = kiln(&["run", "--env", "A=1", "--env", "GREETING=hello there", m, "--", "x", "-y", "two words"], b"");
+    let out = kiln(&["run", "--env", "A=1", "--env", "GREETING=hello there", m, "x", "-y", "two words"], b"");
     assert_eq!(stdout(&out), format!("{m}\nx\n-y\ntwo words\nA=1\nGREETING=hello there\n"), "stderr: {}", stderr(&out));
     assert_eq!(out.status.code(), Some(7), "the proc_exit code is kiln's status");
 
@@ -268,7 +268,7 @@ fn invoke_still_calls_an_export_of_a_wasi_module() {
         "(module (import \"wasi_snapshot_preview1\" \"sched_yield\" (func $y (result i32)))
            (func (export \"add\") (param i32 i32) (result i32) (drop (call $y)) (i32.add (local.get 0) (local.get 1))))",
     );
-    let out = kiln(&["run", module.to_str().unwrap(), "--invoke", "add", "--", "2", "-5"], b"");
+    let out = kiln(&["run", "--invoke", "add", module.to_str().unwrap(), "2", "-5"], b"");
     assert_eq!(stdout(&out), "-3\n", "stderr: {}", stderr(&out));
     assert_eq!(out.status.code(), Some(0));
 }
@@ -284,7 +284,7 @@ fn timeout_stops_a_runaway_guest_with_deadline_exceeded() {
            (func (export \"spin\") (result i32) (loop $l (br $l)) (i32.const 0)))",
     );
     let m = spin.to_str().unwrap();
-    for args in [vec!["run", "--timeout", "200ms", m], vec!["run", "--timeout", "0.2", m, "--invoke", "spin"]] {
+    for args in [vec!["run", "-W", "timeout=200ms", m], vec!["run", "--timeout", "0.2", "--invoke", "spin", m]] {
         let start = std::time::Instant::now();
         let out = kiln(&args, b"");
         assert!(start.elapsed() < std::time::Duration::from_secs(20), "{args:?} took {:?}", start.elapsed());

@@ -122,6 +122,8 @@ pub(crate) fn compile(
         None => None,
     };
     let ParsedModule { mut meta, is_func_type, bodies } = parsed;
+    meta.interruptible = interruptible;
+    meta.fuel_metered = fuel;
     let builder = ObjectBuilder::new(isa.clone(), "kiln-module", cranelift_module::default_libcall_names())
         .map_err(codegen_error)?;
     let mut object = ObjectModule::new(builder);

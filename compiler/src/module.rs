@@ -68,10 +68,7 @@ pub(crate) fn convert_ref_type(ty: wasmparser::RefType) -> RefType {
         wasmparser::HeapType::Abstract { ty: wasmparser::AbstractHeapType::Extern, .. } => {
             HeapType::Extern
         }
-        wasmparser::HeapType::Concrete(idx) => match idx {
-            wasmparser::UnpackedIndex::Module(i) => HeapType::ConcreteFunc(i),
-            _ => HeapType::Func,
-        },
+        wasmparser::HeapType::Concrete(wasmparser::UnpackedIndex::Module(i)) => HeapType::ConcreteFunc(i),
         _ => HeapType::Func,
     };
     RefType { nullable: ty.is_nullable(), heap }
@@ -136,6 +133,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
     let mut validator = Validator::new_with_features(features);
     let mut meta = ModuleMetadata {
         compiler: crate::COMPILER_VERSION.to_string(),
+        source_sha256: <sha2::Sha256 as sha2::Digest>::digest(wasm).into(),
         ..Default::default()
     };
     let mut is_func_type = Vec::new();
@@ -151,10 +149,8 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
             bodies.push((func, body));
         }
         match payload {
-            Payload::Version { encoding, .. } => {
-                if encoding != wasmparser::Encoding::Module {
-                    return Err(CompileError::Unsupported("components".to_string()));
-                }
+            Payload::Version { encoding, .. } if encoding != wasmparser::Encoding::Module => {
+                return Err(CompileError::Unsupported("components".to_string()));
             }
             Payload::TypeSection(reader) => {
                 for group in reader {

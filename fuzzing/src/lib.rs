@@ -92,11 +92,25 @@ mod on_kiln {
         }
     }
 
+    /// A numeric value's bits (references, which the generated modules do not use, as 0 or 1).
+    fn bits(value: &Val) -> u128 {
+        match value {
+            Val::I32(v) => *v as u32 as u128,
+            Val::I64(v) => *v as u64 as u128,
+            Val::F32(v) => *v as u128,
+            Val::F64(v) => *v as u128,
+            Val::V128(v) => *v,
+            Val::FuncRef(f) => f.is_some() as u128,
+            Val::ExternRef(r) => r.is_some() as u128,
+        }
+    }
+
     pub fn observe(wasm: &[u8], dir: &Path, region: &Region) -> Result<Observation> {
         let so = dir.join("module.so");
         let _ = std::fs::remove_file(&so);
         kiln_compiler::Compiler::new()?.compile_to_file(wasm, &so).context("kiln compile")?;
-        let module = Module::load(&so)?;
+        // SAFETY: compiled just above, into the fuzzer's private directory.
+        let module = unsafe { Module::load(&so) }?;
         let instance = match Instance::new(region, &module, &[]) {
             Ok(instance) => instance,
             Err(InstantiationError::Trap(Trap::Wasm(TrapCode::StackOverflow))) => {
@@ -120,12 +134,15 @@ mod on_kiln {
                         .iter()
                         .enumerate()
                         .map(|(i, &t)| match t {
-                            ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64 => Val::from_raw(arg_bits(i) as u128, t),
-                            other => Val::default_for(other),
+                            ValType::I32 => Val::I32(arg_bits(i) as i32),
+                            ValType::I64 => Val::I64(arg_bits(i) as i64),
+                            ValType::F32 => Val::F32(arg_bits(i) as u32),
+                            ValType::F64 => Val::F64(arg_bits(i)),
+                            other => Val::default_for(other).unwrap_or(Val::FuncRef(None)),
                         })
                         .collect();
                     match func.call(&args) {
-                        Ok(results) => calls.push(Ok(results.iter().map(|v| v.to_raw()).collect())),
+                        Ok(results) => calls.push(Ok(results.iter().map(bits).collect())),
                         Err(CallError::Trap(Trap::Wasm(TrapCode::StackOverflow))) => {
                             return Ok(Observation::Inconclusive("stack exhausted".into()))
                         }
@@ -133,7 +150,7 @@ mod on_kiln {
                         Err(other) => return Err(other.into()),
                     }
                 }
-                Extern::Global(global) => globals.push(global.get().to_raw()),
+                Extern::Global(global) => globals.push(bits(&global.get()?)),
                 Extern::Memory(memory) => {
                     let bytes = memory.read(0, memory.size_bytes() as usize).unwrap_or_default();
                     memories.push((bytes.len(), digest(&bytes)));

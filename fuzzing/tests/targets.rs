@@ -72,13 +72,14 @@ fn metadata_decoding_refuses_damaged_bytes() {
         .unwrap()
         .compile_to_file(br#"(module (memory 1) (global (export "g") i32 (i32.const 1)) (func (export "f")))"#, &so)
         .unwrap();
-    let module = kiln_runtime::Module::load(&so).unwrap();
+    // SAFETY: compiled by this test into its temporary directory.
+    let module = unsafe { kiln_runtime::Module::load(&so) }.unwrap();
     let encoded = postcard::to_allocvec(module.metadata()).unwrap();
-    let decoded = kiln_runtime::load::decode_metadata(&encoded).unwrap();
+    let decoded = kiln_runtime::decode_metadata(&encoded).unwrap();
     assert_eq!(postcard::to_allocvec(&decoded).unwrap(), encoded, "metadata round-trips");
 
     for len in 0..encoded.len() {
-        assert!(kiln_runtime::load::decode_metadata(&encoded[..len]).is_err(), "truncated to {len}");
+        assert!(kiln_runtime::decode_metadata(&encoded[..len]).is_err(), "truncated to {len}");
     }
     for (i, mask) in (0..encoded.len()).flat_map(|i| [(i, 0x01u8), (i, 0x80), (i, 0xff)]) {
         let mut damaged = encoded.clone();
@@ -138,7 +139,8 @@ fn fuzzer_finding_table64_size_is_an_i64() {
       (func (export "grow") (result i64) (table.grow $t (ref.null func) (i64.const 2)))
       (func (export "fill_past_end") (table.fill $t (i64.const 34) (ref.null func) (i64.const 2))))"#;
     kiln_compiler::Compiler::new().unwrap().compile_to_file(wat.as_bytes(), &so).unwrap();
-    let module = kiln_runtime::Module::load(&so).unwrap();
+    // SAFETY: compiled by this test into its temporary directory.
+    let module = unsafe { kiln_runtime::Module::load(&so) }.unwrap();
     let region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 1, ..Default::default() }).unwrap();
     let instance = kiln_runtime::Instance::new(&region, &module, &[]).unwrap();
     use kiln_runtime::Val;
@@ -166,7 +168,8 @@ fn fuzzer_finding_sparse_data_high_up_stays_small() {
     kiln_compiler::Compiler::new().unwrap().compile_to_file(wat.as_bytes(), &so).unwrap();
     let size = std::fs::metadata(&so).unwrap().len();
     assert!(size < 1 << 20, "the object is {size} bytes");
-    let module = kiln_runtime::Module::load(&so).unwrap();
+    // SAFETY: compiled by this test into its temporary directory.
+    let module = unsafe { kiln_runtime::Module::load(&so) }.unwrap();
     let region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 1, ..Default::default() }).unwrap();
     let instance = kiln_runtime::Instance::new(&region, &module, &[]).unwrap();
     assert_eq!(instance.call("peek", &[]).unwrap(), vec![kiln_runtime::Val::I32(0x4aff)]);

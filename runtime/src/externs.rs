@@ -1,26 +1,80 @@
 //! What can be imported and exported: functions, memories, tables, globals.
 //!
-//! Each handle keeps its owner (an instance or a host object) alive, so an instance that imports
-//! something can never outlive it.
+//! Each handle keeps its owner (an instance or a host object) alive, and belongs to one store:
+//! handles the embedder holds also keep that store's root alive (see [`crate::store`]), while
+//! the copies an instance keeps of its imports are *detached* (no root), so an instance never
+//! keeps its own store alive.
+//!
+//! Host access follows Rust's rules even while guests run: sizes are read atomically (only the
+//! runtime changes them, atomically), and contents that wasm code writes (table elements,
+//! mutable globals, unshared memory bytes) are only touched with the store idle and owned by
+//! the calling thread ([`StoreBusy`] otherwise). Shared memories are read and written byte by
+//! byte with atomic operations, as other threads' guests may be using them.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use kiln_abi::{
-    FuncType, GlobalType, MemoryType, TableType, VMFuncRef, VMGlobalDefinition, VMMemoryDefinition,
-    VMTableDefinition,
+    FuncType, GlobalType, HeapType, MemoryType, TableType, VMContextHeader, VMFuncRef, VMGlobalDefinition,
+    VMMemoryDefinition, VMTableDefinition, ValType,
 };
 
 use crate::host::HostFuncInner;
 use crate::instance::InstanceInner;
+use crate::store::{Store, StoreBusy, StoreInner, StoreRoot};
 use crate::sys::unix::mmap::{page_align, Mmap};
-use crate::values::Val;
+use crate::values::{Val, ValueError};
 
-/// Keeps the owner of an exported entity alive.
+/// Why host code could not create, read or change a memory, table or global.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The store is running a call; see [`StoreBusy`].
+    #[error(transparent)]
+    Busy(#[from] StoreBusy),
+    /// An index or range outside the entity.
+    #[error("out of bounds: {0}")]
+    OutOfBounds(String),
+    /// A value that does not fit.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    /// `set` on an immutable global.
+    #[error("the global is immutable")]
+    Immutable,
+    /// A size beyond the entity's maximum or the store's limits.
+    #[error("{0}")]
+    Limit(String),
+    /// The memory for it could not be reserved.
+    #[error("cannot reserve memory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Keeps the owner of an exported entity alive (held, never read).
 #[derive(Clone)]
+#[allow(dead_code, reason = "held only to keep the owner alive")]
 pub(crate) enum Owner {
     Instance(Arc<InstanceInner>),
-    Host(#[allow(dead_code, reason = "held only to keep the host object alive")] Arc<dyn Any + Send + Sync>),
+    Host(Arc<dyn Any + Send + Sync>),
+}
+
+/// The store an entity belongs to, and its root for handles the embedder holds.
+#[derive(Clone)]
+pub(crate) struct Home {
+    #[allow(dead_code, reason = "held only to keep the owner alive")]
+    pub owner: Owner,
+    pub store: Arc<StoreInner>,
+    /// `None` in an instance's own copy of its imports.
+    pub root: Option<Arc<StoreRoot>>,
+}
+
+impl Home {
+    fn host(store: &Store, object: Arc<dyn Any + Send + Sync>) -> Home {
+        Home { owner: Owner::Host(object), store: store.root.inner.clone(), root: Some(store.root.clone()) }
+    }
+
+    pub(crate) fn instance(instance: &Arc<InstanceInner>, root: &Arc<StoreRoot>) -> Home {
+        Home { owner: Owner::Instance(instance.clone()), store: instance.store.clone(), root: Some(root.clone()) }
+    }
 }
 
 /// An importable or exported entity.
@@ -46,12 +100,55 @@ impl Extern {
             Extern::Global(_) => "global",
         }
     }
+
+    /// The store it belongs to (`None` for host functions, which belong to none).
+    pub(crate) fn store(&self) -> Option<&Arc<StoreInner>> {
+        match self {
+            Extern::Func(f) => f.wasm().map(|w| &w.owner.store),
+            Extern::Memory(m) => Some(&m.home.store),
+            Extern::Table(t) => Some(&t.home.store),
+            Extern::Global(g) => Some(&g.home.store),
+        }
+    }
+
+    /// A copy that does not keep the store's root alive (what an instance keeps of its
+    /// imports).
+    pub(crate) fn detached(&self) -> Extern {
+        let mut copy = self.clone();
+        match &mut copy {
+            Extern::Func(f) => {
+                if let FuncKind::Wasm(w) = &mut f.kind {
+                    w.root = None;
+                }
+            }
+            Extern::Memory(Memory { home, .. }) | Extern::Table(Table { home, .. }) | Extern::Global(Global { home, .. }) => {
+                home.root = None;
+            }
+        }
+        copy
+    }
+
+    /// A detached copy made a handle again (for [`crate::Instance::reset`]).
+    pub(crate) fn attached(&self, root: &Arc<StoreRoot>) -> Extern {
+        let mut copy = self.clone();
+        match &mut copy {
+            Extern::Func(f) => {
+                if let FuncKind::Wasm(w) = &mut f.kind {
+                    w.root = Some(root.clone());
+                }
+            }
+            Extern::Memory(Memory { home, .. }) | Extern::Table(Table { home, .. }) | Extern::Global(Global { home, .. }) => {
+                home.root = Some(root.clone());
+            }
+        }
+        copy
+    }
 }
 
-/// A function: exported by an instance, or defined by the host.
+/// A function: exported by an instance, taken from a table or global, or defined by the host.
 #[derive(Clone)]
 pub struct Func {
-    /// The type as its defining module (or the host) wrote it.
+    /// The type, with concrete type references as canonical ids (comparable across modules).
     pub(crate) ty: Arc<FuncType>,
     /// The canonical type id (see `types::canonical_ids`).
     pub(crate) type_id: u32,
@@ -61,27 +158,124 @@ pub struct Func {
 #[derive(Clone)]
 pub(crate) enum FuncKind {
     /// A function reachable through a `VMFuncRef` inside an instance's VM context.
-    Wasm {
-        funcref: *const VMFuncRef,
-        /// The exporting module's array trampoline for this type.
-        array_trampoline: *const u8,
-        owner: Arc<InstanceInner>,
-    },
+    Wasm(WasmFunc),
     /// A host function.
     Host(Arc<HostFuncInner>),
 }
 
+/// A wasm function: its `VMFuncRef`, kept valid by the instance whose VM context holds it.
+#[derive(Clone)]
+pub(crate) struct WasmFunc {
+    pub funcref: *const VMFuncRef,
+    /// The holding module's array trampoline for this type.
+    pub array_trampoline: *const u8,
+    /// The instance whose VM context holds `funcref` (its `home`); calls run on its stack.
+    pub owner: Arc<InstanceInner>,
+    /// `None` in an instance's own copy of its imports.
+    pub root: Option<Arc<StoreRoot>>,
+}
+
 // SAFETY: the raw pointers point into the owner's VM context or loaded code, which the `owner`
-// handle keeps alive; calls go through the store's running flag.
-unsafe impl Send for FuncKind {}
+// handle keeps alive; calls go through the store's ownership and running flag.
+unsafe impl Send for WasmFunc {}
 // SAFETY: as above.
-unsafe impl Sync for FuncKind {}
+unsafe impl Sync for WasmFunc {}
+
+impl std::fmt::Debug for Func {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.wasm().is_some() { "wasm" } else { "host" };
+        f.debug_struct("Func").field("kind", &kind).field("ty", &*self.ty).finish()
+    }
+}
+
+impl PartialEq for Func {
+    /// The same function reference (the same `VMFuncRef`, or the same host function).
+    fn eq(&self, other: &Func) -> bool {
+        match (&self.kind, &other.kind) {
+            (FuncKind::Wasm(a), FuncKind::Wasm(b)) => std::ptr::eq(a.funcref, b.funcref),
+            (FuncKind::Host(a), FuncKind::Host(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
 
 impl Func {
-    /// The function's type.
+    /// The function's type. Concrete references in it are canonical type ids, equal for
+    /// equal types whichever module declared them.
     pub fn ty(&self) -> &FuncType {
         &self.ty
     }
+
+    pub(crate) fn wasm(&self) -> Option<&WasmFunc> {
+        match &self.kind {
+            FuncKind::Wasm(w) => Some(w),
+            FuncKind::Host(_) => None,
+        }
+    }
+
+    /// The `VMFuncRef` and its holder, for a wasm function.
+    pub(crate) fn wasm_parts(&self) -> Option<(*const VMFuncRef, &Arc<InstanceInner>)> {
+        self.wasm().map(|w| (w.funcref, &w.owner))
+    }
+
+    /// A handle to the function a raw funcref from wasm code of `store` points to.
+    ///
+    /// # Safety
+    /// `funcref` must point to a live `VMFuncRef` in the VM context of an instance of `store`.
+    pub(crate) unsafe fn from_vm_funcref(funcref: *const VMFuncRef, store: &StoreInner) -> Func {
+        // SAFETY: forwarded from the caller; every VMFuncRef records the VM context holding it,
+        // whose header points at its live instance (an `Arc<InstanceInner>`'s contents).
+        let (owner, type_id) = unsafe {
+            let home = (*funcref).home;
+            let instance = (*(home as *const VMContextHeader)).instance as *const InstanceInner;
+            Arc::increment_strong_count(instance);
+            (Arc::from_raw(instance), (*funcref).type_id)
+        };
+        let module = &owner.module.inner;
+        let t = *module.type_index_of_id.get(&type_id).expect("a funcref's type is a type of the module holding it");
+        let root = store.root().expect("a store's values are read while one of its handles is alive");
+        Func {
+            ty: module.canonical_types[t as usize].clone(),
+            type_id,
+            kind: FuncKind::Wasm(WasmFunc { funcref, array_trampoline: module.array_trampolines[t as usize], owner, root: Some(root) }),
+        }
+    }
+}
+
+/// Reads a size field the runtime only writes atomically.
+///
+/// # Safety
+/// `field` must be a live, aligned `u64` that Rust code writes only atomically.
+unsafe fn load_size(field: *mut u64) -> u64 {
+    // SAFETY: forwarded from the caller.
+    unsafe { AtomicU64::from_ptr(field) }.load(Ordering::Acquire)
+}
+
+/// The current length of a memory definition, read atomically.
+///
+/// # Safety
+/// `definition` must point to a live memory definition.
+pub(crate) unsafe fn load_size_of_memory(definition: *mut VMMemoryDefinition) -> u64 {
+    // SAFETY: forwarded; the runtime writes lengths only with `store_size`.
+    unsafe { load_size(std::ptr::addr_of_mut!((*definition).current_length)) }
+}
+
+/// The current size of a table definition, read atomically.
+///
+/// # Safety
+/// `definition` must point to a live table definition.
+pub(crate) unsafe fn load_size_of_table(definition: *mut VMTableDefinition) -> u64 {
+    // SAFETY: forwarded; the runtime writes sizes only with `store_size`.
+    unsafe { load_size(std::ptr::addr_of_mut!((*definition).current_elements)) }
+}
+
+/// Writes a size field atomically (see [`load_size`]).
+///
+/// # Safety
+/// As for [`load_size`].
+pub(crate) unsafe fn store_size(field: *mut u64, value: u64) {
+    // SAFETY: forwarded from the caller.
+    unsafe { AtomicU64::from_ptr(field) }.store(value, Ordering::Release)
 }
 
 /// A linear memory.
@@ -89,7 +283,7 @@ impl Func {
 pub struct Memory {
     pub(crate) definition: *mut VMMemoryDefinition,
     pub(crate) ty: MemoryType,
-    pub(crate) owner: Owner,
+    pub(crate) home: Home,
 }
 
 /// A table.
@@ -98,7 +292,7 @@ pub struct Table {
     pub(crate) definition: *mut VMTableDefinition,
     /// Canonical: concrete type indices replaced by canonical ids.
     pub(crate) ty: TableType,
-    pub(crate) owner: Owner,
+    pub(crate) home: Home,
 }
 
 /// A global.
@@ -107,11 +301,11 @@ pub struct Global {
     pub(crate) definition: *mut VMGlobalDefinition,
     /// Canonical: concrete type indices replaced by canonical ids.
     pub(crate) ty: GlobalType,
-    pub(crate) owner: Owner,
+    pub(crate) home: Home,
 }
 
-// SAFETY: each points into memory its `owner` keeps alive; mutation happens only while the
-// owning store runs a call, or through `&mut`-free host reads of plain data.
+// SAFETY: each points into memory its `home.owner` keeps alive; contents are read and written
+// as the module documentation says (atomically, or with the store owned and idle).
 unsafe impl Send for Memory {}
 // SAFETY: as above.
 unsafe impl Sync for Memory {}
@@ -124,7 +318,22 @@ unsafe impl Send for Global {}
 // SAFETY: as above.
 unsafe impl Sync for Global {}
 
+fn range_in(offset: u64, len: usize, size: u64) -> Result<usize, AccessError> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(offset as usize),
+        _ => Err(AccessError::OutOfBounds(format!("{len} bytes at {offset} in a memory of {size} bytes"))),
+    }
+}
+
 impl Memory {
+    /// A memory owned by the host, in `store` (for example the spec tests' `spectest.memory`).
+    /// An unshared memory can only be imported by instances of `store`; a shared one by any.
+    pub fn new(store: &Store, ty: MemoryType) -> Result<Memory, AccessError> {
+        let host = HostMemory::new(ty, store.root.inner.resource_limits.memory_size)?;
+        let definition = &*host.definition as *const VMMemoryDefinition as *mut VMMemoryDefinition;
+        Ok(Memory { definition, ty, home: Home::host(store, Arc::new(host)) })
+    }
+
     /// The declared type (minimum as declared, not the current size).
     pub fn ty(&self) -> MemoryType {
         self.ty
@@ -132,8 +341,8 @@ impl Memory {
 
     /// Current size in bytes.
     pub fn size_bytes(&self) -> u64 {
-        // SAFETY: the definition is kept alive by `owner`.
-        unsafe { (*self.definition).current_length }
+        // SAFETY: the definition is kept alive by `home`.
+        unsafe { load_size_of_memory(self.definition) }
     }
 
     /// Current size in pages.
@@ -141,23 +350,59 @@ impl Memory {
         self.size_bytes() >> self.ty.page_size_log2
     }
 
-    /// Copies `len` bytes at `offset` out of the memory, if in bounds.
-    pub fn read(&self, offset: u64, len: usize) -> Option<Vec<u8>> {
-        let end = offset.checked_add(len as u64)?;
-        if end > self.size_bytes() {
-            return None;
-        }
-        // SAFETY: the range is inside the memory's accessible size.
-        let base = unsafe { (*self.definition).base };
-        // SAFETY: as above.
-        Some(unsafe { std::slice::from_raw_parts(base.add(offset as usize), len) }.to_vec())
+    fn base(&self) -> *mut u8 {
+        // SAFETY: the base never changes after the definition is written.
+        unsafe { (*self.definition).base }
     }
 
-    /// A memory owned by the host (for example the spec tests' `spectest.memory`).
-    pub fn new_host(ty: MemoryType) -> std::io::Result<Memory> {
-        let host = HostMemory::new(ty)?;
-        let definition = &*host.definition as *const VMMemoryDefinition as *mut VMMemoryDefinition;
-        Ok(Memory { definition, ty, owner: Owner::Host(Arc::new(host)) })
+    /// Copies `len` bytes at `offset` out of the memory.
+    pub fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, AccessError> {
+        let mut out = vec![0u8; len];
+        self.with_bytes(offset, len, |base, shared| {
+            if shared {
+                for (i, byte) in out.iter_mut().enumerate() {
+                    // SAFETY: in bounds (checked by `with_bytes`); shared memory bytes are only
+                    // accessed atomically from Rust.
+                    *byte = unsafe { AtomicU8::from_ptr(base.add(i)) }.load(Ordering::Relaxed);
+                }
+            } else {
+                // SAFETY: in bounds, and the store is idle and ours: nothing else touches it.
+                unsafe { std::ptr::copy_nonoverlapping(base, out.as_mut_ptr(), len) };
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Copies `data` into the memory at `offset`.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), AccessError> {
+        self.with_bytes(offset, data.len(), |base, shared| {
+            if shared {
+                for (i, &byte) in data.iter().enumerate() {
+                    // SAFETY: as in `read`.
+                    unsafe { AtomicU8::from_ptr(base.add(i)) }.store(byte, Ordering::Relaxed);
+                }
+            } else {
+                // SAFETY: as in `read`.
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), base, data.len()) };
+            }
+        })
+    }
+
+    /// Runs `f(address of offset, shared)` once `[offset, offset + len)` is checked, holding the
+    /// store for an unshared memory.
+    fn with_bytes(&self, offset: u64, len: usize, f: impl FnOnce(*mut u8, bool)) -> Result<(), AccessError> {
+        if self.ty.shared {
+            let start = range_in(offset, len, self.size_bytes())?;
+            // SAFETY: inside the accessible memory (it never shrinks).
+            f(unsafe { self.base().add(start) }, true);
+            return Ok(());
+        }
+        self.home.store.access(|_| {
+            let start = range_in(offset, len, self.size_bytes())?;
+            // SAFETY: as above.
+            f(unsafe { self.base().add(start) }, false);
+            Ok(())
+        })?
     }
 }
 
@@ -173,28 +418,29 @@ unsafe impl Send for HostMemory {}
 unsafe impl Sync for HostMemory {}
 
 impl HostMemory {
-    fn new(ty: MemoryType) -> std::io::Result<HostMemory> {
-        let reservation = (kiln_abi::HEAP_RESERVATION + kiln_abi::HEAP_GUARD) as usize;
-        let mmap = Mmap::reserve(reservation)?;
-        let page = 1u64 << ty.page_size_log2;
+    fn new(ty: MemoryType, limit: u64) -> Result<HostMemory, AccessError> {
+        let page = 1u64.checked_shl(ty.page_size_log2.into()).unwrap_or(0);
         let length = ty.minimum.saturating_mul(page);
-        if length > kiln_abi::HEAP_RESERVATION {
-            return Err(std::io::Error::other("memory larger than 4 GiB"));
+        let cap = limit.min(kiln_abi::HEAP_RESERVATION);
+        if page == 0 || length > cap {
+            return Err(AccessError::Limit(format!("a memory of {} pages is larger than the limit of {cap} bytes", ty.minimum)));
         }
+        let mmap = Mmap::reserve((kiln_abi::HEAP_RESERVATION + kiln_abi::HEAP_GUARD) as usize)?;
         mmap.make_accessible(0, page_align(length as usize))?;
-        let maximum = ty.maximum.map_or(kiln_abi::HEAP_RESERVATION, |m| m.saturating_mul(page).min(kiln_abi::HEAP_RESERVATION));
+        let maximum = ty.maximum.map_or(cap, |m| m.saturating_mul(page).min(cap));
         let definition = Box::new(VMMemoryDefinition { base: mmap.as_ptr(), current_length: length, maximum_length: maximum });
         Ok(HostMemory { _mmap: mmap, definition })
     }
 }
 
-/// Most elements any table may have; address space for this many is reserved per table.
+/// Most elements any table may have, whatever the limits; address space for this many is
+/// reserved per table that does not fit in its slot.
 pub(crate) const MAX_TABLE_ELEMENTS: u64 = 1 << 24;
 
 /// Backing store of a table: address space for its maximum size, reserved up front so the
 /// elements never move.
 pub(crate) struct TableStorage {
-    mmap: Mmap,
+    _mmap: Mmap,
     pub definition: Box<VMTableDefinition>,
 }
 
@@ -204,11 +450,11 @@ unsafe impl Send for TableStorage {}
 unsafe impl Sync for TableStorage {}
 
 impl TableStorage {
-    /// A table of `ty.minimum` elements, each `init`.
-    pub fn new(ty: &TableType, init: usize) -> std::io::Result<TableStorage> {
-        let maximum = ty.maximum.unwrap_or(u64::MAX).min(MAX_TABLE_ELEMENTS);
+    /// A table of `ty.minimum` elements, each `init`, that may grow to `maximum` elements.
+    pub fn new(ty: &TableType, maximum: u64, init: usize) -> std::io::Result<TableStorage> {
+        let maximum = maximum.min(MAX_TABLE_ELEMENTS);
         if ty.minimum > maximum {
-            return Err(std::io::Error::other("table larger than Kiln's limit"));
+            return Err(std::io::Error::other("table larger than its limit"));
         }
         let bytes = page_align((maximum as usize).max(1) * 8);
         let mmap = Mmap::reserve(bytes)?;
@@ -219,20 +465,30 @@ impl TableStorage {
             unsafe { std::slice::from_raw_parts_mut(base, ty.minimum as usize) }.fill(init);
         }
         let definition = Box::new(VMTableDefinition { base, current_elements: ty.minimum, maximum_elements: maximum });
-        Ok(TableStorage { mmap, definition })
+        Ok(TableStorage { _mmap: mmap, definition })
     }
 
     pub fn definition_ptr(&self) -> *mut VMTableDefinition {
         &*self.definition as *const VMTableDefinition as *mut VMTableDefinition
     }
-
-    #[allow(dead_code, reason = "kept for symmetry with memories")]
-    pub fn reservation(&self) -> &Mmap {
-        &self.mmap
-    }
 }
 
 impl Table {
+    /// A table owned by the host, in `store` (for example `spectest.table`), every element
+    /// `init`. Only instances of `store` can import it.
+    pub fn new(store: &Store, ty: TableType, init: Val) -> Result<Table, AccessError> {
+        let inner = &store.root.inner;
+        let limit = inner.resource_limits.table_elements;
+        if ty.minimum > limit {
+            return Err(AccessError::Limit(format!("{} elements is more than the limit of {limit}", ty.minimum)));
+        }
+        let raw = init.to_wasm(ValType::Ref(ty.element), inner)? as usize;
+        let maximum = ty.maximum.unwrap_or(u64::MAX).min(limit);
+        let storage = TableStorage::new(&ty, maximum, raw)?;
+        let definition = storage.definition_ptr();
+        Ok(Table { definition, ty, home: Home::host(store, Arc::new(storage)) })
+    }
+
     /// The declared type.
     pub fn ty(&self) -> TableType {
         self.ty
@@ -240,36 +496,111 @@ impl Table {
 
     /// Current number of elements.
     pub fn size(&self) -> u64 {
-        // SAFETY: the definition is kept alive by `owner`.
-        unsafe { (*self.definition).current_elements }
+        // SAFETY: the definition is kept alive by `home`.
+        unsafe { load_size_of_table(self.definition) }
     }
 
-    /// A table owned by the host (for example `spectest.table`), every element null.
-    pub fn new_host(ty: TableType) -> std::io::Result<Table> {
-        let storage = TableStorage::new(&ty, 0)?;
-        let definition = storage.definition_ptr();
-        Ok(Table { definition, ty, owner: Owner::Host(Arc::new(storage)) })
+    fn element_type(&self) -> ValType {
+        ValType::Ref(self.ty.element)
+    }
+
+    /// The element at `index`.
+    pub fn get(&self, index: u64) -> Result<Val, AccessError> {
+        self.home.store.access(|store| {
+            let size = self.size();
+            if index >= size {
+                return Err(AccessError::OutOfBounds(format!("element {index} of a table of {size}")));
+            }
+            // SAFETY: in bounds; the store is idle and ours; elements are raw values of the
+            // element type that only this store's code and `set` wrote.
+            Ok(unsafe { Val::from_wasm(*(*self.definition).base.add(index as usize) as u128, self.element_type(), store) })
+        })?
+    }
+
+    /// Sets the element at `index` to `value` (checked against the element type and store).
+    pub fn set(&self, index: u64, value: Val) -> Result<(), AccessError> {
+        self.home.store.access(|store| {
+            let size = self.size();
+            if index >= size {
+                return Err(AccessError::OutOfBounds(format!("element {index} of a table of {size}")));
+            }
+            let raw = value.to_wasm(self.element_type(), store)? as usize;
+            // SAFETY: in bounds; the store is idle and ours.
+            unsafe { *(*self.definition).base.add(index as usize) = raw };
+            Ok(())
+        })?
+    }
+
+    /// Adds `delta` elements set to `init`; returns the previous size.
+    pub fn grow(&self, delta: u64, init: Val) -> Result<u64, AccessError> {
+        self.home.store.access(|store| {
+            let raw = init.to_wasm(self.element_type(), store)? as usize;
+            // SAFETY: the store is idle and ours; `grow_table` checks against the maximum.
+            unsafe { grow_table(self.definition, delta, raw) }
+                .ok_or_else(|| AccessError::Limit(format!("the table cannot grow by {delta} elements")))
+        })?
+    }
+}
+
+/// Grows a table by `delta` elements set to `init`, within its maximum; the old size, or
+/// `None`. Shared by `table.grow` and [`Table::grow`].
+///
+/// # Safety
+/// `definition` must be a live table definition whose store this thread owns and is not
+/// running wasm code on another thread.
+pub(crate) unsafe fn grow_table(definition: *mut VMTableDefinition, delta: u64, init: usize) -> Option<u64> {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let size_field = std::ptr::addr_of_mut!((*definition).current_elements);
+        let old = load_size(size_field);
+        let new = old.checked_add(delta).filter(|&new| new <= (*definition).maximum_elements)?;
+        // The storage reserves `maximum_elements` accessible elements.
+        std::slice::from_raw_parts_mut((*definition).base.add(old as usize), delta as usize).fill(init);
+        store_size(size_field, new);
+        Some(old)
     }
 }
 
 impl Global {
+    /// A global owned by the host, in `store` (for example `spectest.global_i32`), holding
+    /// `value`, which must be of `ty.content`.
+    pub fn new(store: &Store, ty: GlobalType, value: Val) -> Result<Global, AccessError> {
+        let raw = value.to_wasm(ty.content, &store.root.inner)?;
+        let storage = Box::new(VMGlobalDefinition { storage: raw.to_le_bytes() });
+        let definition = Box::into_raw(storage);
+        Ok(Global { definition, ty, home: Home::host(store, Arc::new(HostGlobal(definition))) })
+    }
+
     /// The global's type.
     pub fn ty(&self) -> GlobalType {
         self.ty
     }
 
     /// The current value.
-    pub fn get(&self) -> Val {
-        // SAFETY: the definition is kept alive by `owner`.
-        let raw = unsafe { u128::from_le_bytes((*self.definition).storage) };
-        Val::from_raw(raw, self.ty.content)
+    pub fn get(&self) -> Result<Val, AccessError> {
+        let read = |store: &StoreInner| {
+            // SAFETY: the definition is kept alive by `home`; an immutable global is never
+            // written after instantiation, a mutable one only by this store's code, which is
+            // idle (see below). The raw value was written by `to_wasm` or wasm code.
+            unsafe { Val::from_wasm(u128::from_le_bytes((*self.definition).storage), self.ty.content, store) }
+        };
+        if !self.ty.mutable {
+            return Ok(read(&self.home.store));
+        }
+        Ok(self.home.store.access(read)?)
     }
 
-    /// A global owned by the host (for example `spectest.global_i32`).
-    pub fn new_host(ty: GlobalType, value: Val) -> Global {
-        let storage = Box::new(VMGlobalDefinition { storage: value.to_raw().to_le_bytes() });
-        let definition = Box::into_raw(storage);
-        Global { definition, ty, owner: Owner::Host(Arc::new(HostGlobal(definition))) }
+    /// Sets a mutable global to `value` (checked against its type and store).
+    pub fn set(&self, value: Val) -> Result<(), AccessError> {
+        if !self.ty.mutable {
+            return Err(AccessError::Immutable);
+        }
+        self.home.store.access(|store| {
+            let raw = value.to_wasm(self.ty.content, store)?;
+            // SAFETY: the store is idle and ours.
+            unsafe { (*self.definition).storage = raw.to_le_bytes() };
+            Ok(())
+        })?
     }
 }
 
@@ -283,7 +614,12 @@ unsafe impl Sync for HostGlobal {}
 
 impl Drop for HostGlobal {
     fn drop(&mut self) {
-        // SAFETY: allocated by Box::into_raw in `Global::new_host` and freed only here.
+        // SAFETY: allocated by Box::into_raw in `Global::new` and freed only here.
         drop(unsafe { Box::from_raw(self.0) });
     }
+}
+
+/// Whether a reference type can hold function references (for pinning decisions).
+pub(crate) fn holds_references(ty: ValType) -> bool {
+    matches!(ty, ValType::Ref(r) if r.heap != HeapType::Extern)
 }

@@ -2,13 +2,17 @@
 //!
 //! The guest calls the importing module's host trampoline for the function's type, which spills
 //! the arguments into a `ValRaw` array and calls [`host_call_shim`] with the function's
-//! [`VMHostFuncContext`]. The shim decodes the values, runs the closure, and either writes the
-//! results back or raises the closure's error as a trap.
+//! [`VMHostFuncContext`]. The shim decodes the values, runs the closure, checks every result
+//! against the declared type (and store, for references), and either writes the results back or
+//! raises the closure's error as a trap. Nothing the closure owns is left on the guest stack
+//! when it traps: the shim drops it first.
 
+use std::os::fd::BorrowedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 
-use kiln_abi::{FuncType, VMContextHeader, VMHostFuncContext, VMMemoryDefinition, VMMemoryImport};
+use kiln_abi::{FuncType, TrapCode, VMContextHeader, VMHostFuncContext, VMMemoryDefinition, VMMemoryImport};
 
 use crate::externs::{Func, FuncKind};
 use crate::instance::InstanceInner;
@@ -20,21 +24,93 @@ pub struct Caller<'a> {
     instance: &'a InstanceInner,
 }
 
+/// Returned by a host function that stopped waiting because its store was interrupted (see
+/// [`Waiter`]): the guest traps with "deadline exceeded".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("deadline exceeded")]
+pub struct Interrupted;
+
 impl Caller<'_> {
-    /// The caller's memory `index` as a byte slice, if it has one.
-    pub fn memory(&mut self, index: u32) -> Option<&mut [u8]> {
+    /// The memory definition of the caller's memory `index`, if it has one.
+    fn memory_definition(&self, index: u32) -> Option<(&VMMemoryDefinition, bool)> {
         let meta = &self.instance.module.inner.meta;
-        if index as usize >= meta.memories.len() {
+        let ty = meta.memories.get(index as usize)?;
+        let offset = self.instance.module.inner.offsets.memory(index);
+        // SAFETY: the VM context holds a valid memory import at this offset, written at
+        // instantiation; the definition lives as long as the instance (its owner is kept alive).
+        let definition = unsafe { &*(*(self.instance.vmctx.add(offset as usize) as *const VMMemoryImport)).definition };
+        Some((definition, ty.shared))
+    }
+
+    /// The caller's unshared memory `index` as a byte slice (`None` if it has no such memory,
+    /// or if it is shared: see [`Self::shared_memory`]). Exclusive for as long as the borrow
+    /// lasts: the guest is paused in this call and only its store reaches an unshared memory.
+    pub fn memory(&mut self, index: u32) -> Option<&mut [u8]> {
+        let (definition, shared) = self.memory_definition(index)?;
+        if shared {
             return None;
         }
-        let offset = self.instance.module.inner.offsets.memory(index);
-        // SAFETY: the VM context holds a valid memory import at this offset; the memory is
-        // accessible up to its current length and the store runs only this call.
-        unsafe {
-            let import = &*(self.instance.vmctx.add(offset as usize) as *const VMMemoryImport);
-            let definition: &VMMemoryDefinition = &*import.definition;
-            Some(std::slice::from_raw_parts_mut(definition.base, definition.current_length as usize))
+        // SAFETY: the memory is accessible up to its current length; the store runs only this
+        // call and no other store can reach an unshared memory, and `&mut self` keeps the
+        // slice unique on the host side.
+        Some(unsafe { std::slice::from_raw_parts_mut(definition.base, definition.current_length as usize) })
+    }
+
+    /// The caller's shared memory `index`, as atomic bytes (other threads may be using it).
+    pub fn shared_memory(&self, index: u32) -> Option<&[AtomicU8]> {
+        let (definition, shared) = self.memory_definition(index)?;
+        if !shared {
+            return None;
         }
+        // SAFETY: accessible up to the current length, which only grows; `AtomicU8` has the
+        // layout of `u8`, and every Rust access through this slice is atomic.
+        Some(unsafe { std::slice::from_raw_parts(definition.base.cast::<AtomicU8>(), definition.current_length as usize) })
+    }
+
+    /// Whether the caller's store has been interrupted: a host function that waits should stop
+    /// and return `Err(HostError(Box::new(Interrupted)))`.
+    pub fn interrupted(&self) -> bool {
+        self.instance.store.interrupted()
+    }
+
+    /// What a host function that blocks needs to stop when the store is interrupted (see
+    /// [`Waiter`]); owned, so it can be used while the caller's memory is borrowed.
+    pub fn waiter(&self) -> Waiter {
+        Waiter { store: self.instance.store.clone() }
+    }
+}
+
+/// Lets a host function wait in `poll(2)` and still wake when its store is interrupted:
+/// put [`Waiter::fd`] in the poll set beside the descriptors waited for, and check
+/// [`Waiter::interrupted`] after getting it and whenever it is readable (it may also be
+/// readable spuriously, after an interrupt that was cleared).
+pub struct Waiter {
+    store: Arc<crate::store::StoreInner>,
+}
+
+impl Waiter {
+    /// Whether the store has been interrupted.
+    pub fn interrupted(&self) -> bool {
+        self.store.interrupted()
+    }
+
+    /// A descriptor that becomes readable when the store is interrupted (created on first
+    /// use, one per store).
+    pub fn fd(&self) -> std::io::Result<BorrowedFd<'_>> {
+        self.store.waker()
+    }
+
+    /// Called when [`Self::fd`] is readable: whether the store is interrupted; if not (a
+    /// stale wake-up from an interrupt already cleared), empties the descriptor so the next
+    /// wait sleeps again.
+    pub fn acknowledge(&self) -> bool {
+        if self.interrupted() {
+            return true;
+        }
+        if let Ok(fd) = self.store.waker() {
+            crate::sys::unix::drain_eventfd(std::os::fd::AsRawFd::as_raw_fd(&fd));
+        }
+        self.interrupted()
     }
 }
 
@@ -63,7 +139,9 @@ impl HostFuncInner {
 
 impl Func {
     /// A host function of type `ty` running `callback(caller, params, results)`; `results`
-    /// arrives filled with zero values of the result types.
+    /// arrives filled with zero values (null for references) of the result types, and each
+    /// result the callback leaves must be of its declared type (a mismatch traps). Concrete
+    /// reference types in `ty` are canonical type ids (as in [`Func::ty`]).
     pub fn new_host(
         ty: FuncType,
         callback: impl Fn(&mut Caller<'_>, &[Val], &mut [Val]) -> Result<(), HostError> + Send + Sync + 'static,
@@ -88,14 +166,20 @@ unsafe extern "C" fn host_call_shim(ctx: *mut VMHostFuncContext, caller_vmctx: *
         // the importing instance, and its caller's VM context.
         unsafe { call_host(ctx, caller_vmctx, values) }
     }));
-    let error = match outcome {
+    let trap = match outcome {
         Ok(Ok(())) => return,
-        Ok(Err(error)) => error,
-        Err(_) => HostError("host function panicked".into()),
+        Ok(Err(error)) if error.0.is::<Interrupted>() => Trap::Wasm(TrapCode::Interrupt),
+        Ok(Err(error)) => Trap::Host(error),
+        Err(payload) => {
+            // `raise` never returns, so anything still owned here would leak: drop the panic
+            // payload now (its destructor may itself panic; then it is leaked, not unwound).
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            Trap::Host(HostError("host function panicked".into()))
+        }
     };
-    // SAFETY: we were called by guest code, and this frame owns nothing but `error`, which
+    // SAFETY: we were called by guest code, and this frame owns nothing but `trap`, which
     // `raise` moves into the activation.
-    unsafe { traps::raise(Trap::Host(error)) }
+    unsafe { traps::raise(trap) }
 }
 
 /// # Safety
@@ -105,17 +189,30 @@ unsafe fn call_host(ctx: *mut VMHostFuncContext, caller_vmctx: *mut u8, values: 
     let func = unsafe { &*((*ctx).data as *const HostFuncInner) };
     // SAFETY: every guest VM context's header points at its instance.
     let instance = unsafe { &*(*(caller_vmctx as *const VMContextHeader)).instance.cast::<InstanceInner>() };
+    let store = &*instance.store;
     let slots = func.ty.params.len().max(func.ty.results.len());
     // SAFETY: the trampoline's array has max(params, results, 1) slots.
     let raw = unsafe { std::slice::from_raw_parts_mut(values, slots) };
-    let params: Vec<Val> = func.ty.params.iter().zip(raw.iter()).map(|(&t, &r)| Val::from_raw(r, t)).collect();
-    let mut results: Vec<Val> = func.ty.results.iter().map(|&t| Val::default_for(t)).collect();
+    let params: Vec<Val> = func
+        .ty
+        .params
+        .iter()
+        .zip(raw.iter())
+        // SAFETY: the guest passed values of the function's declared parameter types.
+        .map(|(&t, &r)| unsafe { Val::from_wasm(r, t, store) })
+        .collect();
+    let mut results: Vec<Val> =
+        func.ty.results.iter().map(|&t| Val::default_for(t).unwrap_or(Val::FuncRef(None))).collect();
     (func.callback)(&mut Caller { instance }, &params, &mut results)?;
-    for ((slot, value), &ty) in raw.iter_mut().zip(&results).zip(&func.ty.results) {
-        if !value.matches(ty) {
-            return Err(HostError(format!("host function returned {value} for a result of type {ty:?}").into()));
-        }
-        *slot = value.to_raw();
+    // Check every result before writing any: the guest sees all of them or a trap.
+    let encoded = results
+        .iter()
+        .zip(&func.ty.results)
+        .map(|(value, &ty)| value.to_wasm(ty, store))
+        .collect::<Result<Vec<u128>, _>>()
+        .map_err(|e| HostError(format!("host function result: {e}").into()))?;
+    for (slot, value) in raw.iter_mut().zip(encoded) {
+        *slot = value;
     }
     Ok(())
 }

@@ -1,34 +1,41 @@
 //! Kiln's runtime: loads shared objects made by `kiln-compiler` and runs them in reusable
 //! memory slots.
 //!
-//! The lifecycle, one module each: [`load`] a `.so` ([`Module`]), reserve a [`Region`] of slots,
-//! [`Instance::new`] (instantiate), call exports through the [`context`] switch, isolate
-//! [`traps`], and tear down when the instance is dropped.
+//! The lifecycle: load a `.so` ([`Module::load`], or [`Module::load_verified`] for a signed
+//! one), reserve a [`Region`] of slots, [`Instance::new`] (instantiate), call exports through
+//! the context switch, isolate traps, and tear down when nothing needs the instance any more.
 //!
+//! Everything public here is safe to call with any arguments, except the items marked
+//! `unsafe`, whose contracts are listed in `SECURITY.md` (loading native code is the main one).
 //! This crate never depends on Cranelift.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod context;
-pub mod externs;
-pub mod host;
-pub mod instance;
+mod context;
+mod elf_check;
+mod externs;
+mod host;
+mod instance;
 mod libcalls;
-pub mod load;
+mod limits;
+mod load;
 mod parking;
-pub mod region;
-pub mod store;
+mod region;
+mod signature;
+mod store;
 mod sys;
-pub mod traps;
+mod traps;
 mod types;
-pub mod values;
+mod values;
 
-pub use externs::{Extern, Func, Global, Memory, Table};
-pub use host::Caller;
+pub use externs::{AccessError, Extern, Func, Global, Memory, Table};
+pub use host::{Caller, Interrupted, Waiter};
 pub use instance::{CallError, Instance, InstantiationError, TypedFunc, WasmParams, WasmResults, WasmTy};
 pub use kiln_abi::{FuncType, GlobalType, HeapType, ImportKind, MemoryType, RefType, TableType, TrapCode, ValType};
-pub use load::{LoadError, Module};
-pub use region::{Region, RegionConfig, RegionError};
-pub use store::{InterruptHandle, Store};
+pub use limits::{LimitError, StoreLimits};
+pub use load::{decode_metadata, LoadError, Module, ObjectFile};
+pub use region::{Region, RegionConfig, RegionError, SlotLayout};
+pub use signature::{signature_path, PublicKey, SignatureError};
+pub use store::{InterruptHandle, Store, StoreBinding, StoreBusy};
 pub use traps::{HostError, Trap};
-pub use values::Val;
+pub use values::{Val, ValueError};

@@ -4,6 +4,8 @@
 
 use kiln_abi::{TrapCode, VMContextHeader, VMMemoryDefinition, VMMemoryImport, VMTableDefinition};
 
+
+use crate::externs::{grow_table, load_size_of_memory, store_size};
 use crate::instance::InstanceInner;
 use crate::traps::{raise, Trap};
 
@@ -50,21 +52,34 @@ unsafe fn instance<'a>(vmctx: *mut u8) -> &'a InstanceInner {
     unsafe { &*(*(vmctx as *const VMContextHeader)).instance.cast::<InstanceInner>() }
 }
 
-/// Memory `index`'s definition in `instance`.
-#[allow(clippy::mut_from_ref, reason = "the definition lives in VM memory, not in `InstanceInner`; the store's single-call rule makes this the only reference")]
-fn memory(instance: &InstanceInner, index: u32) -> &mut VMMemoryDefinition {
+/// Memory `index`'s definition in `instance`. A raw pointer: host code may read its length
+/// at the same time (atomically), so no reference to the whole definition is ever made.
+fn memory(instance: &InstanceInner, index: u32) -> *mut VMMemoryDefinition {
     let offset = instance.module.inner.offsets.memory(index);
     // SAFETY: compiled code only passes memory indices the module has (validation), and the
-    // import entry was written at instantiation; the store runs one call at a time.
-    unsafe { &mut *(*instance.vm_field::<VMMemoryImport>(offset)).definition }
+    // import entry was written at instantiation.
+    unsafe { (*instance.vm_field::<VMMemoryImport>(offset)).definition }
 }
 
-/// Table `index`'s definition in `instance`.
-#[allow(clippy::mut_from_ref, reason = "the definition lives in VM memory, not in `InstanceInner`; the store's single-call rule makes this the only reference")]
-fn table(instance: &InstanceInner, index: u32) -> &mut VMTableDefinition {
+/// Memory `index`'s base and current length.
+fn memory_bounds(instance: &InstanceInner, index: u32) -> (*mut u8, u64) {
+    let def = memory(instance, index);
+    // SAFETY: a live definition whose base never changes; its length is read atomically.
+    unsafe { ((*def).base, load_size_of_memory(def)) }
+}
+
+/// Table `index`'s definition in `instance` (a raw pointer, as for [`memory`]).
+fn table(instance: &InstanceInner, index: u32) -> *mut VMTableDefinition {
     let offset = instance.module.inner.offsets.table(index);
     // SAFETY: as for `memory`.
-    unsafe { &mut **instance.vm_field::<*mut VMTableDefinition>(offset) }
+    unsafe { *instance.vm_field::<*mut VMTableDefinition>(offset) }
+}
+
+/// Table `index`'s first element and current size.
+fn table_bounds(instance: &InstanceInner, index: u32) -> (*mut usize, u64) {
+    let def = table(instance, index);
+    // SAFETY: a live definition whose base never changes; its size is read atomically.
+    unsafe { ((*def).base, crate::externs::load_size_of_table(def)) }
 }
 
 fn in_bounds(start: u64, len: u64, size: u64) -> bool {
@@ -85,51 +100,48 @@ unsafe extern "C" fn memory_grow(vmctx: *mut u8, index: u32, delta_pages: u64) -
     let instance = unsafe { instance(vmctx) };
     let page_log2 = instance.module.inner.meta.memories[index as usize].page_size_log2;
     let def = memory(instance, index);
-    let old = def.current_length;
+    // SAFETY: a live definition; host code reads its length concurrently, atomically.
+    let old = unsafe { load_size_of_memory(def) };
     let Some(new) = delta_pages.checked_shl(page_log2 as u32).filter(|d| d >> page_log2 == delta_pages).and_then(|d| old.checked_add(d)) else {
         return u64::MAX;
     };
-    if new > def.maximum_length {
+    // The maximum is the declared one capped by the store's memory limit.
+    // SAFETY: the maximum never changes after instantiation.
+    if new > unsafe { (*def).maximum_length } {
         return u64::MAX;
     }
     if new > old {
+        // SAFETY: the base never changes after instantiation.
+        let base = unsafe { (*def).base };
         let start = crate::sys::unix::mmap::page_align(old as usize);
         let end = crate::sys::unix::mmap::page_align(new as usize);
-        if end > start {
-            // SAFETY: [base + start, base + end) lies inside the memory's reservation (new is
-            // at most the maximum, itself at most the reservation).
-            let rc = unsafe { libc::mprotect(def.base.add(start).cast(), end - start, libc::PROT_READ | libc::PROT_WRITE) };
-            if rc != 0 {
-                return u64::MAX;
-            }
+        // SAFETY: [base + start, base + end) lies inside the memory's reservation (new is at
+        // most the maximum, itself at most the reservation).
+        if end > start && unsafe { crate::sys::unix::mmap::make_accessible_at(base.add(start), end - start) }.is_err() {
+            return u64::MAX;
         }
-        def.current_length = new;
+        // SAFETY: a live definition; the length is only ever written atomically.
+        unsafe { store_size(std::ptr::addr_of_mut!((*def).current_length), new) };
     }
     old >> page_log2
 }
 
 unsafe extern "C" fn memory_fill(vmctx: *mut u8, index: u32, dst: u64, value: u32, len: u64) {
     // SAFETY: called by compiled code with its own VM context.
-    let def = memory(unsafe { instance(vmctx) }, index);
-    if !in_bounds(dst, len, def.current_length) {
+    let (base, size) = memory_bounds(unsafe { instance(vmctx) }, index);
+    if !in_bounds(dst, len, size) {
         // SAFETY: called by guest code; nothing owned on this frame.
         unsafe { trap(TrapCode::HeapOutOfBounds) }
     }
     // SAFETY: bounds checked against the accessible size.
-    unsafe { std::ptr::write_bytes(def.base.add(dst as usize), value as u8, len as usize) }
+    unsafe { std::ptr::write_bytes(base.add(dst as usize), value as u8, len as usize) }
 }
 
 unsafe extern "C" fn memory_copy(vmctx: *mut u8, dst_index: u32, src_index: u32, dst: u64, src: u64, len: u64) {
     // SAFETY: called by compiled code with its own VM context.
     let instance = unsafe { instance(vmctx) };
-    let (dst_base, dst_len) = {
-        let d = memory(instance, dst_index);
-        (d.base, d.current_length)
-    };
-    let (src_base, src_len) = {
-        let s = memory(instance, src_index);
-        (s.base, s.current_length)
-    };
+    let (dst_base, dst_len) = memory_bounds(instance, dst_index);
+    let (src_base, src_len) = memory_bounds(instance, src_index);
     if !in_bounds(dst, len, dst_len) || !in_bounds(src, len, src_len) {
         // SAFETY: called by guest code; nothing owned on this frame.
         unsafe { trap(TrapCode::HeapOutOfBounds) }
@@ -146,14 +158,14 @@ unsafe extern "C" fn memory_init(vmctx: *mut u8, index: u32, segment: u32, dst: 
     } else {
         &instance.module.inner.meta.data[segment as usize].bytes
     };
-    let def = memory(instance, index);
+    let (base, size) = memory_bounds(instance, index);
     let (src, len) = (src as u64, len as u64);
-    if !in_bounds(src, len, bytes.len() as u64) || !in_bounds(dst, len, def.current_length) {
+    if !in_bounds(src, len, bytes.len() as u64) || !in_bounds(dst, len, size) {
         // SAFETY: called by guest code; the borrow above has ended.
         unsafe { trap(TrapCode::HeapOutOfBounds) }
     }
     // SAFETY: both ranges checked; a segment never overlaps a linear memory.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().add(src as usize), def.base.add(dst as usize), len as usize) }
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().add(src as usize), base.add(dst as usize), len as usize) }
 }
 
 unsafe extern "C" fn data_drop(vmctx: *mut u8, segment: u32) {
@@ -165,38 +177,26 @@ unsafe extern "C" fn data_drop(vmctx: *mut u8, segment: u32) {
 unsafe extern "C" fn table_grow(vmctx: *mut u8, index: u32, delta: u64, init: usize) -> u64 {
     // SAFETY: called by compiled code with its own VM context.
     let def = table(unsafe { instance(vmctx) }, index);
-    let old = def.current_elements;
-    let Some(new) = old.checked_add(delta).filter(|&new| new <= def.maximum_elements) else {
-        return u64::MAX;
-    };
-    // SAFETY: the storage reserves `maximum_elements` accessible elements.
-    unsafe { std::slice::from_raw_parts_mut(def.base.add(old as usize), delta as usize) }.fill(init);
-    def.current_elements = new;
-    old
+    // SAFETY: a live definition of a table of this (running, so owned) store.
+    unsafe { grow_table(def, delta, init) }.unwrap_or(u64::MAX)
 }
 
 unsafe extern "C" fn table_fill(vmctx: *mut u8, index: u32, dst: u64, value: usize, len: u64) {
     // SAFETY: called by compiled code with its own VM context.
-    let def = table(unsafe { instance(vmctx) }, index);
-    if !in_bounds(dst, len, def.current_elements) {
+    let (base, size) = table_bounds(unsafe { instance(vmctx) }, index);
+    if !in_bounds(dst, len, size) {
         // SAFETY: called by guest code; nothing owned on this frame.
         unsafe { trap(TrapCode::TableAccessOutOfBounds) }
     }
     // SAFETY: bounds checked.
-    unsafe { std::slice::from_raw_parts_mut(def.base.add(dst as usize), len as usize) }.fill(value);
+    unsafe { std::slice::from_raw_parts_mut(base.add(dst as usize), len as usize) }.fill(value);
 }
 
 unsafe extern "C" fn table_copy(vmctx: *mut u8, dst_index: u32, src_index: u32, dst: u64, src: u64, len: u64) {
     // SAFETY: called by compiled code with its own VM context.
     let instance = unsafe { instance(vmctx) };
-    let (dst_base, dst_size) = {
-        let d = table(instance, dst_index);
-        (d.base, d.current_elements)
-    };
-    let (src_base, src_size) = {
-        let s = table(instance, src_index);
-        (s.base, s.current_elements)
-    };
+    let (dst_base, dst_size) = table_bounds(instance, dst_index);
+    let (src_base, src_size) = table_bounds(instance, src_index);
     if !in_bounds(dst, len, dst_size) || !in_bounds(src, len, src_size) {
         // SAFETY: called by guest code; nothing owned on this frame.
         unsafe { trap(TrapCode::TableAccessOutOfBounds) }
@@ -208,16 +208,14 @@ unsafe extern "C" fn table_copy(vmctx: *mut u8, dst_index: u32, src_index: u32, 
 unsafe extern "C" fn table_init(vmctx: *mut u8, index: u32, segment: u32, dst: u64, src: u64, len: u64) {
     // SAFETY: called by compiled code with its own VM context.
     let instance = unsafe { instance(vmctx) };
-    let def = table(instance, index);
+    let (base, size) = table_bounds(instance, index);
     let ok = {
         let elements = instance.elements.borrow();
         let items: &[usize] = elements[segment as usize].as_deref().unwrap_or(&[]);
-        let ok = in_bounds(src, len, items.len() as u64) && in_bounds(dst, len, def.current_elements);
+        let ok = in_bounds(src, len, items.len() as u64) && in_bounds(dst, len, size);
         if ok {
             // SAFETY: both ranges checked; segments never overlap tables.
-            unsafe {
-                std::ptr::copy_nonoverlapping(items.as_ptr().add(src as usize), def.base.add(dst as usize), len as usize)
-            }
+            unsafe { std::ptr::copy_nonoverlapping(items.as_ptr().add(src as usize), base.add(dst as usize), len as usize) }
         }
         ok
     };
@@ -236,15 +234,15 @@ unsafe extern "C" fn elem_drop(vmctx: *mut u8, segment: u32) {
 /// Checks an atomic access of `size` bytes at `addr` in memory `index` and returns its host
 /// address, or the trap it deserves.
 fn atomic_address(instance: &InstanceInner, index: u32, addr: u64, size: u64) -> Result<*mut u8, TrapCode> {
-    let def = memory(instance, index);
-    if !in_bounds(addr, size, def.current_length) {
+    let (base, len) = memory_bounds(instance, index);
+    if !in_bounds(addr, size, len) {
         return Err(TrapCode::HeapOutOfBounds);
     }
     if !addr.is_multiple_of(size) {
         return Err(TrapCode::HeapMisaligned);
     }
     // SAFETY: in bounds of the accessible memory.
-    Ok(unsafe { def.base.add(addr as usize) })
+    Ok(unsafe { base.add(addr as usize) })
 }
 
 unsafe extern "C" fn memory_atomic_wait32(vmctx: *mut u8, index: u32, addr: u64, expected: u32, timeout: u64) -> u32 {
@@ -288,7 +286,9 @@ unsafe fn atomic_wait(
         if !instance.module.inner.meta.memories[index as usize].shared {
             return Err(TrapCode::WaitOnUnsharedMemory);
         }
-        Ok(crate::parking::wait(ptr as usize, || still_expected(ptr), timeout as i64))
+        // Interruptible: an interrupt of this store wakes the wait and traps.
+        crate::parking::wait(ptr as usize, || still_expected(ptr), timeout as i64, || instance.store.interrupted())
+            .map_err(|crate::parking::Interrupted| TrapCode::Interrupt)
     });
     match result {
         Ok(code) => code,

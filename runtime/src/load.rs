@@ -48,6 +48,9 @@ pub enum LoadError {
         /// What is wrong.
         reason: String,
     },
+    /// The object's signature is missing or does not verify (see [`Module::load_verified`]).
+    #[error(transparent)]
+    Signature(#[from] crate::signature::SignatureError),
     /// The dynamic loader refused the file.
     #[error("cannot load {path}: {reason}")]
     Dlopen {
@@ -79,13 +82,17 @@ pub(crate) struct ModuleInner {
     pub initially_dropped: Vec<bool>,
     /// Indices of the active data segments instantiation must copy (not in the heap image).
     pub copied_segments: Vec<usize>,
-    /// Per type index: the type, shared by the `Func` handles of exports.
-    pub func_types: Vec<Arc<kiln_abi::FuncType>>,
+    /// Per type index: the type with concrete references as canonical ids, shared by the
+    /// `Func` handles of the module's functions.
+    pub canonical_types: Vec<Arc<kiln_abi::FuncType>>,
+    /// Canonical type id → the first type index with that id.
+    pub type_index_of_id: std::collections::HashMap<u32, u32>,
     /// Unique in the process (slots remember which module's heap image they hold).
     pub id: u64,
     /// Per defined memory (empty if none has one): its heap image.
     pub images: Vec<Option<ModuleImage>>,
-    /// The module's file, open when its heap images can be mapped from it (page-aligned).
+    /// The sealed copy of the module's file, kept when its heap images can be mapped from it
+    /// (page-aligned).
     pub image_file: Option<std::fs::File>,
     pub path: PathBuf,
     // Drop order matters: unregister the code, then free the table, then unload the code.
@@ -125,10 +132,24 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> LoadError {
     LoadError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
 }
 
+/// Reads the whole file through one descriptor.
+fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })
+}
+
+/// What [`check_file`] learns from a file without loading it.
+struct Checked {
+    meta: ModuleMetadata,
+    /// Where the heap image section lies in the file (offset and size), if there is one.
+    image_section: Option<(u64, u64)>,
+}
+
 /// Checks the file before the dynamic loader sees it: an x86-64 ELF shared object whose
-/// segments lie inside the file, exporting a Kiln header of our ABI version. Returns where the
-/// heap image section lies in the file (offset and size), if there is one.
-fn check_file(path: &Path, bytes: &[u8]) -> Result<Option<(u64, u64)>, LoadError> {
+/// segments lie inside the file, with nothing that runs at load time (see
+/// [`crate::elf_check`]), exporting a Kiln header of our ABI version, ending in a valid
+/// checksum trailer; and decodes its metadata from the file (as the loader would see it after
+/// relocation), so nothing needs to be loaded to inspect it.
+fn check_file(path: &Path, bytes: &[u8]) -> Result<Checked, LoadError> {
     let file = object::File::parse(bytes).map_err(|e| not_kiln(path, format!("not an ELF object ({e})")))?;
     if file.format() != object::BinaryFormat::Elf || file.architecture() != object::Architecture::X86_64 || !file.is_64() {
         return Err(not_kiln(path, "not an x86-64 ELF object"));
@@ -142,37 +163,38 @@ fn check_file(path: &Path, bytes: &[u8]) -> Result<Option<(u64, u64)>, LoadError
             return Err(not_kiln(path, "truncated: a segment extends past the end of the file"));
         }
     }
+    let image = crate::elf_check::nothing_runs_at_load(bytes).map_err(|reason| not_kiln(path, reason))?;
     let symbol = file
         .dynamic_symbols()
         .find(|s| s.name() == Ok(MODULE_SYMBOL))
         .ok_or_else(|| not_kiln(path, format!("no `{MODULE_SYMBOL}` symbol")))?;
-    let header = file
-        .segments()
-        .find_map(|seg| {
-            let (addr, size) = (seg.address(), seg.size());
-            let sym = symbol.address();
-            if sym >= addr && sym + ModuleHeader::SIZE as u64 <= addr + size {
-                let data = seg.data().ok()?;
-                let start = (sym - addr) as usize;
-                data.get(start..start + ModuleHeader::SIZE)
-            } else {
-                None
-            }
-        })
+    if symbol.kind() != object::SymbolKind::Data || symbol.is_undefined() {
+        return Err(not_kiln(path, format!("`{MODULE_SYMBOL}` is not a data object")));
+    }
+    let header = image
+        .bytes_at(symbol.address(), ModuleHeader::SIZE as u64)
         .ok_or_else(|| not_kiln(path, "the module header is not inside a loadable segment"))?;
     if header[ModuleHeader::MAGIC_OFFSET..ModuleHeader::MAGIC_OFFSET + 8] != MODULE_MAGIC {
         return Err(not_kiln(path, format!("`{MODULE_SYMBOL}` does not start with Kiln's magic")));
     }
-    let version_bytes = &header[ModuleHeader::VERSION_OFFSET..ModuleHeader::VERSION_OFFSET + 4];
-    let version = u32::from_le_bytes(version_bytes.try_into().expect("four bytes"));
+    let field = |offset: usize| u64::from_le_bytes(header[offset..offset + 8].try_into().expect("eight bytes"));
+    let field32 = |offset: usize| u32::from_le_bytes(header[offset..offset + 4].try_into().expect("four bytes"));
+    let version = field32(ModuleHeader::VERSION_OFFSET);
     if version != ABI_VERSION {
         return Err(LoadError::AbiMismatch { path: path.to_path_buf(), found: version, expected: ABI_VERSION });
     }
-    let size_bytes = &header[ModuleHeader::HEADER_SIZE_OFFSET..ModuleHeader::HEADER_SIZE_OFFSET + 4];
-    if u32::from_le_bytes(size_bytes.try_into().expect("four bytes")) as usize != ModuleHeader::SIZE {
+    if field32(ModuleHeader::HEADER_SIZE_OFFSET) as usize != ModuleHeader::SIZE {
         return Err(corrupt(path, "module header has the wrong size"));
     }
-    Ok(file.section_by_name(kiln_abi::HEAP_IMAGE_SECTION).and_then(|section| section.file_range()))
+    kiln_abi::verify_checksum_trailer(bytes).map_err(|e| corrupt(path, e.to_string()))?;
+    // The metadata pointer, as the loader will relocate it.
+    let metadata_at = image.pointer_at(symbol.address() + ModuleHeader::METADATA_OFFSET as u64, field(ModuleHeader::METADATA_OFFSET));
+    let metadata = image
+        .bytes_at(metadata_at, field(ModuleHeader::METADATA_LEN_OFFSET))
+        .ok_or_else(|| corrupt(path, "the metadata lies outside the file"))?;
+    let meta = decode_metadata(metadata).map_err(|reason| corrupt(path, reason))?;
+    let image_section = file.section_by_name(kiln_abi::HEAP_IMAGE_SECTION).and_then(|section| section.file_range());
+    Ok(Checked { meta, image_section })
 }
 
 /// Copies `count` pointers from a table in the loaded image.
@@ -187,24 +209,105 @@ unsafe fn read_table(table: *const *const u8, count: usize) -> Vec<*const u8> {
     unsafe { std::slice::from_raw_parts(table, count) }.to_vec()
 }
 
-impl Module {
-    /// Loads the Kiln shared object at `path`.
-    ///
-    /// The file is checked before the dynamic loader sees it (ELF kind, ABI version, and the
-    /// checksum trailer over every byte), so a truncated, corrupted or foreign file is an
-    /// error. It must not be deleted or replaced while the module is loaded (the dynamic
-    /// loader identifies loaded objects by inode).
-    pub fn load(path: impl AsRef<Path>) -> Result<Module, LoadError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
-        let image_section = check_file(path, &bytes)?;
-        kiln_abi::verify_checksum_trailer(&bytes).map_err(|e| corrupt(path, e.to_string()))?;
-        let file_len = bytes.len() as u64;
-        drop(bytes);
+/// A compiled object read into memory and checked, but not loaded: nothing in it has run, and
+/// its metadata (imports, exports, functions, which wasm it was compiled from) can be
+/// inspected. [`ObjectFile::load`] then loads exactly these bytes.
+pub struct ObjectFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    checked: Checked,
+}
 
-        // SAFETY: the file is an ELF shared object exporting a Kiln header of our version; Kiln
-        // objects have no initialisers.
-        let library = unsafe { Library::open(path) }
+impl std::fmt::Debug for ObjectFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectFile").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl ObjectFile {
+    /// Reads the object at `path` through one descriptor and checks it: an x86-64 ELF shared
+    /// object of this ABI version whose checksum trailer covers every byte, with nothing that
+    /// runs at load time (no `DT_NEEDED`, initialisers, finalisers, text relocations,
+    /// executable stack, or relocation types Kiln never emits), and decodable metadata.
+    pub fn read(path: impl AsRef<Path>) -> Result<ObjectFile, LoadError> {
+        let path = path.as_ref();
+        let bytes = read_file(path)?;
+        let checked = check_file(path, &bytes)?;
+        Ok(ObjectFile { path: path.to_path_buf(), bytes, checked })
+    }
+
+    /// The object's metadata, read from the file.
+    pub fn metadata(&self) -> &ModuleMetadata {
+        &self.checked.meta
+    }
+
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Loads the checked bytes, from a sealed memory file: replacing or editing the file
+    /// afterwards, or a library search path, changes nothing.
+    ///
+    /// # Safety
+    /// The object's code runs natively when the module is instantiated and called: whoever
+    /// could write the file can run any code in this process, and none of the checks proves
+    /// otherwise (the checksum detects accidents, not forgeries). The caller must trust the
+    /// file's origin: Kiln's compiler made it, and nobody untrusted could change it since. To
+    /// load an object of untrusted provenance, check its signature with
+    /// [`ObjectFile::load_verified`] instead.
+    pub unsafe fn load(self) -> Result<Module, LoadError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { Module::from_checked(&self.path, &self.bytes, self.checked) }
+    }
+
+    /// Loads the checked bytes if the object's signature, `PATH.minisig`, verifies with `key`
+    /// (see [`crate::signature_path`]). Safe: the key's holder vouches that the object came
+    /// from Kiln's compiler. ([`Module::load_verified`] checks the signature before parsing
+    /// anything.)
+    pub fn load_verified(self, key: &crate::PublicKey) -> Result<Module, LoadError> {
+        crate::signature::verify(&self.path, &self.bytes, key)?;
+        // SAFETY: a key the embedder trusts signed these very bytes, vouching for their origin.
+        unsafe { self.load() }
+    }
+}
+
+impl Module {
+    /// Loads the Kiln shared object at `path`: [`ObjectFile::read`], then
+    /// [`ObjectFile::load`].
+    ///
+    /// # Safety
+    /// As for [`ObjectFile::load`]: the caller must trust the file's origin.
+    pub unsafe fn load(path: impl AsRef<Path>) -> Result<Module, LoadError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { ObjectFile::read(path)?.load() }
+    }
+
+    /// Loads the Kiln shared object at `path` if its signature, `PATH.minisig`, verifies with
+    /// `key` (see [`crate::signature_path`]): the signature is checked over the file's bytes
+    /// before anything in them is parsed, and exactly those bytes are then checked and loaded.
+    /// Safe: the key's holder vouches that the object came from Kiln's compiler.
+    pub fn load_verified(path: impl AsRef<Path>, key: &crate::PublicKey) -> Result<Module, LoadError> {
+        let path = path.as_ref();
+        let bytes = read_file(path)?;
+        crate::signature::verify(path, &bytes, key)?;
+        let checked = check_file(path, &bytes)?;
+        // SAFETY: a key the embedder trusts signed these very bytes, vouching for their origin.
+        unsafe { Module::from_checked(path, &bytes, checked) }
+    }
+
+    /// Loads checked bytes (the contents of `path`, which is only named in errors).
+    ///
+    /// # Safety
+    /// As for [`ObjectFile::load`].
+    unsafe fn from_checked(path: &Path, bytes: &[u8], checked: Checked) -> Result<Module, LoadError> {
+        let Checked { meta, image_section } = checked;
+        let file_len = bytes.len() as u64;
+        let sealed = crate::sys::unix::dl::sealed_memfd(bytes).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+
+        // SAFETY: the bytes were checked to be an ELF shared object exporting a Kiln header of
+        // our version, with nothing that runs at load time; the caller vouches for the rest.
+        let library = unsafe { Library::open_sealed(sealed) }
             .map_err(|reason| LoadError::Dlopen { path: path.to_path_buf(), reason })?;
         let header_ptr = library
             .symbol(MODULE_SYMBOL)
@@ -215,13 +318,10 @@ impl Module {
         if header.magic != MODULE_MAGIC || header.abi_version != ABI_VERSION {
             return Err(not_kiln(path, "the loaded header differs from the file's (was it replaced while loaded?)"));
         }
+        // The metadata was decoded from the same bytes (the sealed file cannot change).
         if header.metadata_len > file_len || header.metadata.is_null() {
             return Err(corrupt(path, "metadata length exceeds the file"));
         }
-        // SAFETY: the metadata lies inside the loaded image (its length is bounded by the file
-        // and its address was relocated by the loader).
-        let metadata = unsafe { std::slice::from_raw_parts(header.metadata, header.metadata_len as usize) };
-        let meta = decode_metadata(metadata).map_err(|reason| corrupt(path, reason))?;
         if header.num_functions as usize != meta.functions.len() || header.num_types as usize != meta.types.len() {
             return Err(corrupt(path, "the header's table lengths disagree with the metadata"));
         }
@@ -241,7 +341,7 @@ impl Module {
         for (info, &code) in meta.functions.iter().zip(&functions) {
             let start = code as usize;
             code_start = code_start.min(start);
-            code_end = code_end.max(start + info.code_len as usize);
+            code_end = code_end.max(start.saturating_add(info.code_len as usize));
             sites.extend(info.traps.iter().map(|t| (start + t.offset as usize, t.code)));
         }
         sites.sort_by_key(|s| s.0);
@@ -252,11 +352,14 @@ impl Module {
         if code_start == usize::MAX {
             code_start = 0;
         }
-        let registration = registry::register(code_start, code_end, &trap_table)
+        // SAFETY: the table is boxed and stored beside the registration in `ModuleInner`, which
+        // drops the registration first.
+        let registration = unsafe { registry::register(code_start, code_end, &trap_table) }
             .ok_or_else(|| corrupt(path, "too many modules loaded at once"))?;
 
         let type_ids = types::canonical_ids(&meta.types, &meta.rec_groups);
-        let (images, image_file) = heap_images(path, &meta, &header, image_section)?;
+        let sealed = library.file().expect("opened from a sealed file");
+        let (images, image_file) = heap_images(path, &meta, &header, image_section, sealed)?;
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let offsets = VMOffsets::new(meta.vm_counts());
@@ -272,7 +375,8 @@ impl Module {
                 host_trampolines,
                 initially_dropped,
                 copied_segments,
-                func_types: meta.types.iter().cloned().map(Arc::new).collect(),
+                canonical_types: meta.types.iter().map(|ty| Arc::new(types::canonical_func_type(ty, &type_ids))).collect(),
+                type_index_of_id: type_ids.iter().enumerate().rev().map(|(t, &id)| (id, t as u32)).collect(),
                 type_ids,
                 id,
                 images,
@@ -325,6 +429,7 @@ fn heap_images(
     meta: &ModuleMetadata,
     header: &ModuleHeader,
     section: Option<(u64, u64)>,
+    sealed: &std::fs::File,
 ) -> Result<(Vec<Option<ModuleImage>>, Option<std::fs::File>), LoadError> {
     if meta.heap_images.iter().all(Option::is_none) {
         return Ok((Vec::new(), None));
@@ -337,7 +442,7 @@ fn heap_images(
     let own_memories = &meta.memories[meta.num_imported_memories as usize..];
     for (image, memory) in meta.heap_images.iter().zip(own_memories) {
         let page_size = 1u64.checked_shl(memory.page_size_log2.into()).unwrap_or(0);
-        let initial = memory.minimum.checked_mul(page_size).unwrap_or(u64::MAX);
+        let initial = memory.minimum.saturating_mul(page_size);
         images.push(match image {
             Some(i)
                 if i.offset % page == 0
@@ -357,8 +462,9 @@ fn heap_images(
             None => None,
         });
     }
+    // The sealed copy the library was loaded from: its image pages are exactly the checked ones.
     let file = if section_offset % page == 0 {
-        Some(std::fs::File::open(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?)
+        Some(sealed.try_clone().map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?)
     } else {
         None
     };

@@ -1,49 +1,82 @@
-//! Stores: groups of instances that may call each other and so share one set of runtime limits.
+//! Stores: groups of instances that may call each other and so share one set of runtime limits,
+//! and the rule that keeps every function reference valid.
 //!
 //! A call that crosses from one instance into an imported function of another keeps running on
 //! the caller's stack, so both must check the same stack limit: every instance of a store
 //! points at the store's [`VMRuntimeLimits`]. A store runs one call at a time.
 //!
-//! Exclusion without a locked instruction per call: a call first makes the store *owned* by
+//! **Lifetimes.** A function reference is a pointer into the VM context of the instance that
+//! holds it (see [`kiln_abi::VMFuncRef::home`]); it must never outlive that instance, or a
+//! `call_indirect` through it would run whatever the slot holds next. Two kinds of owner keep
+//! instances alive:
+//! - handles ([`Instance`](crate::Instance), [`Func`](crate::Func), tables, globals, memories,
+//!   funcref values): an instance lives at least as long as any handle to it;
+//! - the store's *root*: an instance whose references may be held somewhere it does not own
+//!   is *pinned* to the root and lives as long as the store. That is decided conservatively:
+//!   at instantiation when it imports anything from another instance, any table, or a mutable
+//!   global of reference type; and whenever one of its functions crosses from the host into
+//!   wasm or into a table or global as a value.
+//!
+//! The root is held by every handle of the store and by nothing inside it (instances, tables
+//! and globals only point at [`StoreInner`]), so there are no cycles: when the last handle
+//! goes, the root goes, and the pinned instances with it.
+//!
+//! **Exclusion** without a locked instruction per call: a call first makes the store *owned* by
 //! its thread (one compare-and-swap), and releases ownership when it ends, unless a
-//! [`TypedFunc`](crate::TypedFunc) of the store is alive on that thread: typed functions keep
-//! their thread's ownership, so their calls cost two plain loads and stores. The `in_call` flag
-//! is only touched by the owning thread.
+//! [`StoreBinding`] made on that thread is alive: then calls cost two plain loads and stores.
+//! The `in_call` flag is only touched by the owning thread. Host-side access to tables, globals
+//! and memories takes ownership the same way and needs the store idle.
 
 use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-use crate::instance::InstanceInner;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use kiln_abi::VMRuntimeLimits;
 
+use crate::instance::InstanceInner;
+use crate::limits::StoreLimits;
+
 /// A group of instances that can be linked together. Cheap to clone.
-///
-/// The store also keeps alive every instance that was linked to another one of the store
-/// (imports from an instance) until the last `Store` handle is dropped: such an instance's
-/// functions may have been stored in tables it does not own, even if its instantiation failed
-/// half-way (the spec keeps the effects of the segments applied before the failure).
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) inner: Arc<StoreInner>,
-    retained: Arc<Mutex<Vec<Arc<InstanceInner>>>>,
+    pub(crate) root: Arc<StoreRoot>,
 }
 
+/// Keeps a store's pinned instances alive; held by every handle of the store, never by the
+/// store's own contents.
+pub(crate) struct StoreRoot {
+    pub inner: Arc<StoreInner>,
+    pinned: Mutex<Vec<Arc<InstanceInner>>>,
+}
+
+/// The state compiled code and the runtime share for one store.
 pub(crate) struct StoreInner {
     pub id: u64,
     limits: UnsafeCell<VMRuntimeLimits>,
     /// Key of the thread that owns the store (see [`thread_key`]), 0 when free.
     owner: AtomicUsize,
-    /// Live typed functions keeping their thread's ownership.
+    /// Live [`StoreBinding`]s keeping their thread's ownership.
     bindings: AtomicUsize,
     /// Whether the owner is inside a call (detects re-entrant calls). Owner-only.
     in_call: Cell<bool>,
+    /// The root, for turning references that leave wasm into handles (alive while any handle
+    /// is, which is whenever a call or an access is in progress).
+    root: Weak<StoreRoot>,
+    /// Resource limits for the store's instances.
+    pub resource_limits: StoreLimits,
+    /// Instances of this store that have not been torn down.
+    live_instances: AtomicUsize,
+    /// Made readable by an interrupt, so a host function blocked in `poll(2)` wakes up
+    /// (created the first time one blocks).
+    waker: OnceLock<OwnedFd>,
 }
 
 // SAFETY: `limits` and `in_call` are only accessed by the thread that owns the store (an
-// acquire on `owner` orders them after the previous owner's release), and compiled code reads
-// `limits` on that same thread.
+// acquire on `owner` orders them after the previous owner's release), except the interrupt
+// flag, which every thread accesses atomically; compiled code reads `limits` on the owning
+// thread.
 unsafe impl Send for StoreInner {}
 // SAFETY: as above.
 unsafe impl Sync for StoreInner {}
@@ -56,40 +89,47 @@ impl Default for Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("id", &self.inner.id).finish()
+        f.debug_struct("Store").field("id", &self.root.inner.id).finish()
     }
 }
 
 impl Store {
-    /// A new, empty store.
+    /// A new, empty store with the default [`StoreLimits`].
     pub fn new() -> Store {
+        Store::with_limits(StoreLimits::default())
+    }
+
+    /// A new, empty store whose instances are held to `limits`.
+    pub fn with_limits(limits: StoreLimits) -> Store {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        Store {
+        let root = Arc::new_cyclic(|root| StoreRoot {
             inner: Arc::new(StoreInner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 limits: UnsafeCell::new(VMRuntimeLimits::default()),
                 owner: AtomicUsize::new(0),
                 bindings: AtomicUsize::new(0),
                 in_call: Cell::new(false),
+                root: root.clone(),
+                resource_limits: limits,
+                live_instances: AtomicUsize::new(0),
+                waker: OnceLock::new(),
             }),
-            retained: Arc::default(),
-        }
+            pinned: Mutex::new(Vec::new()),
+        });
+        Store { root }
     }
 
-    /// A handle to an existing store's limits that retains nothing (for `Instance::reset`).
-    pub(crate) fn from_inner(inner: Arc<StoreInner>) -> Store {
-        Store { inner, retained: Arc::default() }
-    }
-
-    /// Keeps `instance` alive as long as this store.
-    pub(crate) fn retain(&self, instance: Arc<InstanceInner>) {
-        self.retained.lock().unwrap_or_else(|e| e.into_inner()).push(instance);
+    /// The limits this store's instances are held to.
+    pub fn limits(&self) -> &StoreLimits {
+        &self.root.inner.resource_limits
     }
 
     /// A handle that stops this store's running guest from any thread: the guest traps with
-    /// "deadline exceeded" at its next function entry or loop iteration.
+    /// "deadline exceeded" at its next function entry or loop iteration, or as soon as it is
+    /// blocked in `memory.atomic.wait` or in a host function that waits with a
+    /// [`Waiter`](crate::Waiter).
     pub fn interrupt_handle(&self) -> InterruptHandle {
-        InterruptHandle { store: self.inner.clone() }
+        InterruptHandle { store: self.root.inner.clone() }
     }
 
     /// Sets the fuel left for code compiled with fuel metering
@@ -97,35 +137,136 @@ impl Store {
     /// and running out traps with "all fuel consumed". A new store has unlimited fuel. `false`
     /// if the store is busy (another thread runs it, or a call is in progress).
     pub fn set_fuel(&self, fuel: u64) -> bool {
-        self.inner.with_limits(|limits| limits.fuel = fuel.min(i64::MAX as u64) as i64).is_some()
+        let fuel = fuel.min(i64::MAX as u64) as i64;
+        // SAFETY: `access` gives this thread exclusive use of the non-atomic limit fields.
+        self.root.inner.access(|inner| unsafe { (*inner.limits.get()).fuel = fuel }).is_ok()
     }
 
     /// The fuel left (0 once exhausted), or `None` if the store is busy.
     pub fn fuel_remaining(&self) -> Option<u64> {
-        self.inner.with_limits(|limits| limits.fuel.max(0) as u64)
+        // SAFETY: as in `set_fuel`.
+        self.root.inner.access(|inner| unsafe { (*inner.limits.get()).fuel }.max(0) as u64).ok()
     }
 
     /// Clears a pending interruption so the store can run again.
     pub fn clear_interrupt(&self) {
-        self.inner.interrupt_flag().store(0, Ordering::SeqCst);
+        self.root.inner.interrupt_flag().store(0, Ordering::SeqCst);
+        if let Some(waker) = self.root.inner.waker.get() {
+            drain_eventfd(waker);
+        }
     }
 
     /// Whether two handles refer to the same store.
     pub fn same(&self, other: &Store) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+        Arc::ptr_eq(&self.root, &other.root)
+    }
+
+    /// Binds the store to this thread while the binding lives: calls from this thread (typed
+    /// ones especially) then skip the compare-and-swap that makes them exclusive, and calls
+    /// from other threads fail with [`CallError::Busy`](crate::CallError::Busy). Like a lock
+    /// guard, forgetting the binding (`mem::forget`) keeps the store bound to this thread.
+    /// `None` if another thread owns the store now.
+    pub fn bind_to_thread(&self) -> Option<StoreBinding> {
+        self.root.inner.bind().then(|| StoreBinding { store: self.root.clone(), _not_send: PhantomData })
+    }
+
+    /// Number of instances pinned to this store (alive until the store's last handle goes).
+    pub fn pinned_instances(&self) -> usize {
+        self.root.pinned.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
+
+impl StoreRoot {
+    /// Keeps `instance` alive as long as the store (idempotent).
+    pub fn pin(&self, instance: &Arc<InstanceInner>) {
+        if !instance.pinned.swap(true, Ordering::AcqRel) {
+            self.pinned.lock().unwrap_or_else(|e| e.into_inner()).push(instance.clone());
+        }
+    }
+}
+
+impl Drop for StoreRoot {
+    fn drop(&mut self) {
+        // Tear the pinned instances down latest first: importers before what they import.
+        let mut pinned = std::mem::take(self.pinned.get_mut().unwrap_or_else(|e| e.into_inner()));
+        while let Some(instance) = pinned.pop() {
+            drop(instance);
+        }
+    }
+}
+
+/// Keeps a store bound to the thread that made it (see [`Store::bind_to_thread`]).
+pub struct StoreBinding {
+    store: Arc<StoreRoot>,
+    /// `!Send` and `!Sync`: the binding belongs to this thread.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for StoreBinding {
+    fn drop(&mut self) {
+        self.store.inner.unbind();
+    }
+}
+
+/// Why host-side access to a store's contents was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the store is running a call (on this thread or another); try again when it returns")]
+pub struct StoreBusy;
 
 impl StoreInner {
     pub fn limits_ptr(&self) -> *mut VMRuntimeLimits {
         self.limits.get()
     }
 
+    /// The root, while any handle of the store is alive.
+    pub fn root(&self) -> Option<Arc<StoreRoot>> {
+        self.root.upgrade()
+    }
+
+    /// Pins `instance` (an instance of this store) to the store's root.
+    pub fn pin(&self, instance: &Arc<InstanceInner>) {
+        if let Some(root) = self.root() {
+            root.pin(instance);
+        }
+    }
+
     /// The interrupt flag, shared with compiled code.
     fn interrupt_flag(&self) -> &AtomicU64 {
         // SAFETY: the field is a properly aligned u64 that lives as long as `self`; every access
-        // from Rust goes through this atomic view, and compiled code only reads it.
+        // from Rust goes through this atomic view (no reference to the whole struct is ever
+        // made), and compiled code only reads it atomically.
         unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*self.limits.get()).interrupt)) }
+    }
+
+    /// Whether the guest has been asked to stop.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt_flag().load(Ordering::SeqCst) != 0
+    }
+
+    /// Counts a new instance against the store's limit; `false` if it is reached.
+    pub fn add_instance(&self) -> bool {
+        let max = self.resource_limits.instances;
+        self.live_instances.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    /// Uncounts an instance torn down.
+    pub fn remove_instance(&self) {
+        self.live_instances.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The eventfd an interrupt writes to, created on first use. The fence orders its
+    /// publication before the caller's next look at the interrupt flag, matching the fence in
+    /// [`InterruptHandle::interrupt`]: either the interrupter sees the waker, or the waiter sees
+    /// the flag.
+    pub fn waker(&self) -> std::io::Result<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        if self.waker.get().is_none() {
+            let fd = crate::sys::unix::eventfd()?;
+            // A racing initialiser's fd is dropped (closed) here: only one is ever published.
+            let _ = self.waker.set(fd);
+        }
+        fence(Ordering::SeqCst);
+        Ok(self.waker.get().expect("initialised above").as_fd())
     }
 
     /// Makes this thread the owner if the store is free (or already ours).
@@ -134,6 +275,14 @@ impl StoreInner {
         let me = thread_key();
         let owner = self.owner.load(Ordering::Acquire);
         owner == me || (owner == 0 && self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok())
+    }
+
+    /// Releases ownership unless a binding keeps it.
+    #[inline]
+    fn release_owner(&self) {
+        if self.bindings.load(Ordering::Relaxed) == 0 {
+            self.owner.store(0, Ordering::Release);
+        }
     }
 
     /// Starts a call with the given stack limit; `None` if another thread owns the store or
@@ -148,42 +297,30 @@ impl StoreInner {
             return None;
         }
         self.in_call.set(true);
-        // SAFETY: we own the store, so no other thread reads or writes the limits now.
+        // SAFETY: we own the store, so no other thread reads or writes the limits now; the
+        // write goes through a raw place, never a reference to the whole struct.
         unsafe { (*self.limits.get()).stack_limit = stack_limit };
         Some(RunningGuard { store: self })
     }
 
-    /// Runs `f` on the limits while no call is in progress, taking ownership for the duration.
-    pub fn with_limits<R>(&self, f: impl FnOnce(&mut VMRuntimeLimits) -> R) -> Option<R> {
-        if !self.acquire_owner() || self.in_call.get() {
-            return None;
+    /// Runs `f` while no call is in progress, taking ownership for the duration: the way host
+    /// code reads and writes what a guest of this store may also touch.
+    pub fn access<R>(&self, f: impl FnOnce(&StoreInner) -> R) -> Result<R, StoreBusy> {
+        if !self.acquire_owner() {
+            return Err(StoreBusy);
         }
-        // SAFETY: we own the store and no call is running, so nothing else touches the limits
-        // (the interrupt flag, written from other threads, is not touched by `f`'s callers).
-        let result = f(unsafe { &mut *self.limits.get() });
-        if self.bindings.load(Ordering::Relaxed) == 0 {
-            self.owner.store(0, Ordering::Release);
-        }
-        Some(result)
-    }
-
-    /// Starts a call on a thread that holds a [`Self::bind`]ing (so it owns the store and no
-    /// other thread can take it): no atomic operation at all. `None` if re-entrant.
-    #[inline]
-    pub fn begin_bound_call(&self, stack_limit: usize) -> Option<BoundCallGuard<'_>> {
-        debug_assert_eq!(self.owner.load(Ordering::Relaxed), thread_key(), "the caller must hold a binding");
         if self.in_call.get() {
-            return None;
+            return Err(StoreBusy);
         }
+        // Counts as a call, so `f` cannot re-enter (a panic in `f` releases through the guard).
         self.in_call.set(true);
-        // SAFETY: this thread owns the store (it holds a binding).
-        unsafe { (*self.limits.get()).stack_limit = stack_limit };
-        Some(BoundCallGuard { store: self })
+        let _guard = RunningGuard { store: self };
+        Ok(f(self))
     }
 
-    /// Keeps this thread's ownership while a typed function lives; `false` if another thread
-    /// owns the store.
-    pub fn bind(&self) -> bool {
+    /// Keeps this thread's ownership while a binding lives; `false` if another thread owns
+    /// the store.
+    fn bind(&self) -> bool {
         if !self.acquire_owner() {
             return false;
         }
@@ -192,7 +329,7 @@ impl StoreInner {
     }
 
     /// Ends a [`Self::bind`].
-    pub fn unbind(&self) {
+    fn unbind(&self) {
         if self.bindings.fetch_sub(1, Ordering::Relaxed) == 1 && !self.in_call.get() {
             self.owner.store(0, Ordering::Release);
         }
@@ -211,10 +348,21 @@ impl InterruptHandle {
         InterruptHandle { store }
     }
 
-    /// Asks the guest to stop.
+    /// Asks the guest to stop, waking it if it is blocked in `memory.atomic.wait` or in a host
+    /// function waiting with a [`Waiter`](crate::Waiter).
     pub fn interrupt(&self) {
         self.store.interrupt_flag().store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if let Some(waker) = self.store.waker.get() {
+            crate::sys::unix::signal_eventfd(waker);
+        }
+        crate::parking::wake_all();
     }
+}
+
+/// Empties an eventfd (non-blocking), so a handled interrupt does not wake the next wait.
+fn drain_eventfd(fd: &OwnedFd) {
+    crate::sys::unix::drain_eventfd(fd.as_raw_fd());
 }
 
 /// A number identifying the current thread while it lives: the address of a thread-local.
@@ -226,28 +374,15 @@ fn thread_key() -> usize {
     KEY.with(|k| k as *const u8 as usize)
 }
 
-/// Ends a bound call when dropped (the binding keeps the store owned).
-pub(crate) struct BoundCallGuard<'a> {
-    store: &'a StoreInner,
-}
-
-impl Drop for BoundCallGuard<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        self.store.in_call.set(false);
-    }
-}
-
-/// Ends the call when dropped, releasing the store unless a typed function binds it.
+/// Ends the call when dropped, releasing the store unless a binding keeps it.
 pub(crate) struct RunningGuard<'a> {
     store: &'a StoreInner,
 }
 
 impl Drop for RunningGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.store.in_call.set(false);
-        if self.store.bindings.load(Ordering::Relaxed) == 0 {
-            self.store.owner.store(0, Ordering::Release);
-        }
+        self.store.release_owner();
     }
 }

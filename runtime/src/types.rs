@@ -81,6 +81,14 @@ pub fn canonical_val_type(ty: ValType, ids: &[u32]) -> ValType {
     }
 }
 
+/// `ty` with its concrete type indices replaced by canonical ids.
+pub fn canonical_func_type(ty: &FuncType, ids: &[u32]) -> FuncType {
+    FuncType {
+        params: ty.params.iter().map(|&t| canonical_val_type(t, ids)).collect(),
+        results: ty.results.iter().map(|&t| canonical_val_type(t, ids)).collect(),
+    }
+}
+
 /// Reference subtyping on canonical types: `sub` may be used where `sup` is expected.
 pub fn is_subtype(sub: ValType, sup: ValType) -> bool {
     match (sub, sup) {

@@ -45,6 +45,13 @@ const TENANT: &str = r#"
 )
 "#;
 
+/// Loads a shared object. Every object these tests load was compiled by them, or is a damaged
+/// or foreign file that the loader's checks must refuse before `dlopen` runs anything.
+fn load(path: impl AsRef<std::path::Path>) -> Result<Module, kiln_runtime::LoadError> {
+    // SAFETY: see above.
+    unsafe { Module::load(path) }
+}
+
 fn trap(result: Result<Vec<Val>, CallError>) -> TrapCode {
     match result {
         Err(CallError::Trap(Trap::Wasm(code))) => code,
@@ -57,7 +64,7 @@ fn tenants_stay_isolated_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let so = dir.path().join("tenant.so");
     kiln_compiler::Compiler::new().unwrap().compile_to_file(TENANT.as_bytes(), &so).unwrap();
-    let module = Module::load(&so).unwrap();
+    let module = load(&so).unwrap();
     let region = Region::new(RegionConfig { slots: 6, ..Default::default() }).unwrap();
     let threads: Vec<_> = (0..4u32)
         .map(|t| {

@@ -14,7 +14,7 @@ use anyhow::{anyhow, Context, Result};
 use kiln_compiler::cache::ObjectCache;
 use kiln_compiler::{CompileError, Compiler, WasmFeatures};
 use kiln_runtime::{
-    CallError, Extern, Instance, InstantiationError, Module, Region, RegionConfig, Store,
+    CallError, Extern, Instance, InstantiationError, Module, Region, RegionConfig, Store, StoreLimits,
     Trap, TrapCode, Val, ValType,
 };
 use wast::core::{NanPattern, V128Pattern, WastArgCore, WastRetCore};
@@ -214,16 +214,25 @@ struct Runner<'t> {
 
 impl<'t> Runner<'t> {
     fn new(path: &Path, text: &'t str, features: WasmFeatures) -> Result<Runner<'t>> {
+        // The scripts test the language, not a server's resource policy: no limits but the
+        // language's and Kiln's own.
+        let store = Store::with_limits(StoreLimits {
+            memory_size: u64::MAX,
+            table_elements: u64::MAX,
+            instances: usize::MAX,
+            tables: u32::MAX,
+            memories: u32::MAX,
+        });
         Ok(Runner {
             path: path.to_path_buf(),
             text,
             compiler: Compiler::with_features(features)?,
-            store: Store::new(),
+            store: store.clone(),
             regions: Vec::new(),
             current: None,
             named: HashMap::new(),
             registered: HashMap::new(),
-            spectest: spectest::exports()?,
+            spectest: spectest::exports(&store)?,
             report: Report::default(),
             cache: cache_dir().map(ObjectCache::new),
             next_object: 0,
@@ -359,7 +368,9 @@ impl<'t> Runner<'t> {
                 so
             }
         };
-        Module::load(&so).map_err(|e| ModuleError::Load(e.to_string()))
+        // SAFETY: the object was compiled by this runner (into its private temporary directory,
+        // or its cache of objects it compiled itself) from the script's module.
+        unsafe { Module::load(&so) }.map_err(|e| ModuleError::Load(e.to_string()))
     }
 
     fn resolve_imports(&self, module: &Module) -> Result<Vec<Extern>, ModuleError> {
@@ -421,7 +432,10 @@ impl<'t> Runner<'t> {
                     Err(e) => return Outcome::Fail(e),
                 };
                 match instance.get_export(global) {
-                    Some(Extern::Global(g)) => vec![g.get()],
+                    Some(Extern::Global(g)) => match g.get() {
+                        Ok(value) => vec![value],
+                        Err(e) => return Outcome::Fail(format!("cannot read global `{global}`: {e}")),
+                    },
                     _ => return Outcome::Fail(format!("no exported global `{global}`")),
                 }
             }
@@ -503,7 +517,10 @@ fn arg_value(arg: &WastArg<'_>, ty: ValType) -> Result<Val, String> {
         WastArgCore::F32(f) => Val::F32(f.bits),
         WastArgCore::F64(f) => Val::F64(f.bits),
         WastArgCore::V128(v) => Val::V128(u128::from_le_bytes(v.to_le_bytes())),
-        WastArgCore::RefNull(_) => Val::default_for(ty),
+        WastArgCore::RefNull(_) => match ty {
+            ValType::Ref(r) if r.heap == kiln_runtime::HeapType::Extern => Val::ExternRef(None),
+            _ => Val::FuncRef(None),
+        },
         WastArgCore::RefExtern(n) => Val::ExternRef(Some(*n as u64)),
         WastArgCore::RefHost(_) => return Err("ref.host arguments (GC)".into()),
     })
@@ -564,11 +581,11 @@ fn matches_core(value: &Val, pattern: &WastRetCore<'_>) -> Result<bool, String> 
         (WastRetCore::F32(p), Val::F32(bits)) => f32_matches(*bits, p),
         (WastRetCore::F64(p), Val::F64(bits)) => f64_matches(*bits, p),
         (WastRetCore::V128(p), Val::V128(v)) => v128_matches(*v, p),
-        (WastRetCore::RefNull(_), Val::FuncRef(p)) => *p == 0,
+        (WastRetCore::RefNull(_), Val::FuncRef(f)) => f.is_none(),
         (WastRetCore::RefNull(_), Val::ExternRef(v)) => v.is_none(),
         (WastRetCore::RefExtern(None), Val::ExternRef(v)) => v.is_some(),
         (WastRetCore::RefExtern(Some(n)), Val::ExternRef(v)) => *v == Some(*n as u64),
-        (WastRetCore::RefFunc(_), Val::FuncRef(p)) => *p != 0,
+        (WastRetCore::RefFunc(_), Val::FuncRef(f)) => f.is_some(),
         (WastRetCore::RefHost(_), _)
         | (WastRetCore::RefAny, _)
         | (WastRetCore::RefEq, _)

@@ -3,19 +3,20 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use kiln_runtime::{Extern, Func, FuncType, Global, GlobalType, Memory, MemoryType, RefType, Table, TableType, Val, ValType};
+use kiln_runtime::{Extern, Func, FuncType, Global, GlobalType, Memory, MemoryType, RefType, Store, Table, TableType, Val, ValType};
 
 fn print(params: &[ValType]) -> Extern {
     let ty = FuncType { params: params.to_vec(), results: vec![] };
     Extern::Func(Func::new_host(ty, |_caller, _params, _results| Ok(())))
 }
 
-fn global(content: ValType, value: Val) -> Extern {
-    Extern::Global(Global::new_host(GlobalType { content, mutable: false }, value))
+fn global(store: &Store, content: ValType, value: Val) -> Result<Extern> {
+    Ok(Extern::Global(Global::new(store, GlobalType { content, mutable: false }, value)?))
 }
 
-/// `spectest`'s exports, by name.
-pub fn exports() -> Result<HashMap<&'static str, Extern>> {
+/// `spectest`'s exports, by name, in `store` (the script's: its tables and unshared memory
+/// can only be imported there).
+pub fn exports(store: &Store) -> Result<HashMap<&'static str, Extern>> {
     use ValType::*;
     let memory = |shared: bool| MemoryType { minimum: 1, maximum: Some(2), memory64: false, shared, page_size_log2: 16 };
     Ok(HashMap::from([
@@ -26,15 +27,15 @@ pub fn exports() -> Result<HashMap<&'static str, Extern>> {
         ("print_f64", print(&[F64])),
         ("print_i32_f32", print(&[I32, F32])),
         ("print_f64_f64", print(&[F64, F64])),
-        ("global_i32", global(I32, Val::I32(666))),
-        ("global_i64", global(I64, Val::I64(666))),
-        ("global_f32", global(F32, Val::F32(666.6f32.to_bits()))),
-        ("global_f64", global(F64, Val::F64(666.6f64.to_bits()))),
-        ("table", Extern::Table(Table::new_host(table(false))?)),
+        ("global_i32", global(store, I32, Val::I32(666))?),
+        ("global_i64", global(store, I64, Val::I64(666))?),
+        ("global_f32", global(store, F32, Val::F32(666.6f32.to_bits()))?),
+        ("global_f64", global(store, F64, Val::F64(666.6f64.to_bits()))?),
+        ("table", Extern::Table(Table::new(store, table(false), Val::FuncRef(None))?)),
         // The memory64 proposal's spectest adds the same table with 64-bit indices.
-        ("table64", Extern::Table(Table::new_host(table(true))?)),
-        ("memory", Extern::Memory(Memory::new_host(memory(false))?)),
-        ("shared_memory", Extern::Memory(Memory::new_host(memory(true))?)),
+        ("table64", Extern::Table(Table::new(store, table(true), Val::FuncRef(None))?)),
+        ("memory", Extern::Memory(Memory::new(store, memory(false))?)),
+        ("shared_memory", Extern::Memory(Memory::new(store, memory(true))?)),
     ]))
 }
 

@@ -80,7 +80,8 @@ pub fn run(wasm: &Path, options: &RunOptions<'_>) -> Result<Outcome> {
     let so = scratch.path().join("program.so");
     let bytes = std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
     kiln_compiler::Compiler::new()?.compile_to_file(&bytes, &so)?;
-    let module = Module::load(&so)?;
+    // SAFETY: compiled just above into a private temporary directory.
+    let module = unsafe { Module::load(&so) }?;
 
     let mut stdin = tempfile::tempfile()?;
     stdin.write_all(options.stdin)?;

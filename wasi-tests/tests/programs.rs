@@ -217,11 +217,13 @@ fn escape_symlink() -> TestResult {
             "create through create_link",
             "mkdir dir_link/made",
             "set times through rel_link",
-            "open guest_link",
-            "open guest_link2",
+            "symlink guest_link -> ../secret.txt",
+            "symlink guest_link2 -> dir_link/../../secret.txt",
         ],
     )?;
     check(out.stdout.contains("allowed open inside_link"), "a symlink that stays inside works", &out)?;
+    check(out.stdout.contains("allowed open own_link"), "a symlink the guest makes inside works", &out)?;
+    check(out.stdout.contains("blocked open guest_link errno=44"), "the refused link does not exist", &out)?;
     check(!layout.root.path().join("created_outside.txt").exists(), "no file created through the dangling link", &out)
 }
 

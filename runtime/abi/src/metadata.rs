@@ -281,6 +281,13 @@ pub struct HeapImage {
 pub struct ModuleMetadata {
     /// Version string of the compiler that produced the object.
     pub compiler: String,
+    /// SHA-256 of the WebAssembly binary the object was compiled from: binds a cached object
+    /// to its source, so a cache entry swapped for another module's object is noticed.
+    pub source_sha256: [u8; 32],
+    /// Whether the code checks the store's interrupt flag (see `Compiler::set_interruptible`).
+    pub interruptible: bool,
+    /// Whether the code meters fuel (see `Compiler::set_fuel_metering`).
+    pub fuel_metered: bool,
     /// The type section (function types only; other entries are empty placeholders).
     pub types: Vec<FuncType>,
     /// Sizes of the type section's recursion groups, in order (they add up to `types.len()`).

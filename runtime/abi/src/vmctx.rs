@@ -81,6 +81,11 @@ impl VMRuntimeLimits {
 
 /// A callable function: code, the context it expects as `callee_vmctx`, its canonical type.
 /// Table elements and `funcref` values are pointers to one of these (null is the null ref).
+///
+/// Every `VMFuncRef` lives in the `func_refs` array of some instance's VM context (imported
+/// functions get a copy in the importer's), and records which one in `home`: that is how the
+/// runtime finds, from a bare funcref the guest hands out, the instance that must stay alive
+/// for the pointer to stay valid.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct VMFuncRef {
@@ -92,6 +97,8 @@ pub struct VMFuncRef {
     pub type_id: u32,
     /// Padding, always zero.
     pub _pad: u32,
+    /// The VM context whose `func_refs` array holds this entry (never read by compiled code).
+    pub home: *mut u8,
 }
 
 impl VMFuncRef {
@@ -101,6 +108,8 @@ impl VMFuncRef {
     pub const VMCTX_OFFSET: u32 = offset_of!(VMFuncRef, vmctx) as u32;
     /// Offset of [`Self::type_id`].
     pub const TYPE_ID_OFFSET: u32 = offset_of!(VMFuncRef, type_id) as u32;
+    /// Offset of [`Self::home`].
+    pub const HOME_OFFSET: u32 = offset_of!(VMFuncRef, home) as u32;
     /// Size in bytes.
     pub const SIZE: u32 = size_of::<VMFuncRef>() as u32;
 }
@@ -321,7 +330,7 @@ mod tests {
 
     #[test]
     fn layout_sizes_are_what_the_compiler_assumes() {
-        assert_eq!(VMFuncRef::SIZE, 24);
+        assert_eq!(VMFuncRef::SIZE, 32);
         assert_eq!(VMMemoryImport::SIZE, 16);
         assert_eq!(VMMemoryDefinition::SIZE, 24);
         assert_eq!(VMTableDefinition::SIZE, 24);

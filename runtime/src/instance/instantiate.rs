@@ -2,6 +2,7 @@
 //! initialise memories, tables and globals, apply the segments, run the start function.
 
 use std::cell::RefCell;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use kiln_abi::{
@@ -11,10 +12,11 @@ use kiln_abi::{
 };
 
 use super::{Instance, InstanceInner};
-use crate::externs::{Extern, FuncKind, Owner, TableStorage, MAX_TABLE_ELEMENTS};
+use crate::externs::{holds_references, Extern, FuncKind, TableStorage, MAX_TABLE_ELEMENTS};
+use crate::limits::{LimitError, StoreLimits};
 use crate::load::Module;
 use crate::region::{ImageSource, Region};
-use crate::store::{Store, StoreInner};
+use crate::store::{Store, StoreBusy, StoreInner};
 use crate::traps::Trap;
 
 /// Why instantiation failed.
@@ -47,6 +49,12 @@ pub enum InstantiationError {
     /// The instance is still referenced elsewhere.
     #[error("the instance is still in use")]
     InUse,
+    /// The module asks for more than the store's limits allow.
+    #[error("the module exceeds a resource limit: {0}")]
+    Limit(#[from] LimitError),
+    /// The store is running a call (instantiation needs it idle, as it writes to imports).
+    #[error(transparent)]
+    Busy(#[from] StoreBusy),
     /// Mapping memory failed.
     #[error("memory mapping failed: {0}")]
     Io(#[from] std::io::Error),
@@ -96,6 +104,15 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
             region.layout().vmctx_size
         )));
     }
+    let limits = &store.root.inner.resource_limits;
+    let defined_memories = meta.memories.len() as u32 - meta.num_imported_memories;
+    if defined_memories > limits.memories {
+        return Err(LimitError::Memories { count: defined_memories, limit: limits.memories }.into());
+    }
+    let defined_tables = meta.defined_tables.len() as u32;
+    if defined_tables > limits.tables {
+        return Err(LimitError::Tables { count: defined_tables, limit: limits.tables }.into());
+    }
     // Check every import before touching a slot.
     for (i, (import, provided)) in meta.imports.iter().zip(imports).enumerate() {
         match (&import.kind, provided) {
@@ -133,15 +150,26 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
                 return Err(unlinkable(meta, i, format!("expected a different kind, got a {}", other.kind_name())));
             }
         }
-        if let Some(owner_store) = instance_store(provided) {
-            if !Arc::ptr_eq(owner_store, &store.inner) {
-                return Err(unlinkable(meta, i, "it belongs to an instance of another store"));
+        let shared_memory = matches!(provided, Extern::Memory(mem) if mem.ty.shared);
+        if let Some(owner_store) = provided.store() {
+            if !Arc::ptr_eq(owner_store, &store.root.inner) && !shared_memory {
+                return Err(unlinkable(meta, i, "it belongs to another store"));
             }
         }
     }
 
-    let own_memory_lengths =
-        meta.memories[meta.num_imported_memories as usize..].iter().map(initial_length).collect::<Result<Vec<_>, _>>()?;
+    let own_memory_lengths = meta.memories[meta.num_imported_memories as usize..]
+        .iter()
+        .enumerate()
+        .map(|(d, ty)| initial_length(ty, meta.num_imported_memories + d as u32, limits))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (d, def) in meta.defined_tables.iter().enumerate() {
+        if def.ty.minimum > limits.table_elements {
+            let index = meta.num_imported_tables + d as u32;
+            return Err(LimitError::TableElements { index, elements: def.ty.minimum, limit: limits.table_elements }.into());
+        }
+    }
+    let counted = InstanceCount::add(&store.root.inner)?;
     let mut slot = region.take_slot(m.id).ok_or(InstantiationError::NoFreeSlot)?;
     // The first defined memory lives in the slot's heap, any further ones in reservations the
     // slot keeps between tenants; each starts with its heap image, mapped copy-on-write from
@@ -180,20 +208,20 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
     let mut next_element = 0usize;
     let share = slot.table_capacity() / meta.defined_tables.len().max(1);
     for def in &meta.defined_tables {
-        let wanted = def.ty.maximum.unwrap_or(u64::MAX).min(MAX_TABLE_ELEMENTS) as usize;
+        let wanted = def.ty.maximum.unwrap_or(u64::MAX).min(limits.table_elements).min(MAX_TABLE_ELEMENTS) as usize;
         if (def.ty.minimum as usize) <= share.min(wanted) {
             let capacity = wanted.min(share);
             table_placements.push(TablePlacement::Slot { start: next_element, capacity });
             next_element += capacity;
         } else {
             table_placements.push(TablePlacement::Own(tables.len()));
-            tables.push(TableStorage::new(&def.ty, 0)?);
+            tables.push(TableStorage::new(&def.ty, wanted as u64, 0)?);
         }
     }
 
     let inner = Arc::new(InstanceInner {
         module: module.clone(),
-        store: store.inner.clone(),
+        store: store.root.inner.clone(),
         region: region.clone(),
         slot,
         vmctx,
@@ -201,33 +229,60 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
         table_placements,
         dropped_data: RefCell::new(m.initially_dropped.clone()),
         elements: RefCell::new(vec![None; meta.elements.len()]),
-        imports: imports.to_vec(),
+        imports: imports.iter().map(Extern::detached).collect(),
+        pinned: AtomicBool::new(false),
     });
-    // From here on, dropping `inner` tears the slot down (see teardown.rs).
-    let instance = Instance { inner };
-    if imports.iter().any(|i| instance_store(i).is_some()) {
-        store.retain(instance.inner.clone());
+    // From here on, dropping `inner` tears the slot down and uncounts it (see teardown.rs).
+    counted.transfer();
+    let instance = Instance { inner, root: store.root.clone() };
+    // Its functions may end up where it cannot see them (an imported table or global, or an
+    // instance it calls): it must then live as long as the store. Pinned before anything runs,
+    // because a failed instantiation keeps what its segments already wrote.
+    if imports.iter().any(may_carry_its_references_away) {
+        store.root.pin(&instance.inner);
     }
-    initialise(&instance, &own_memory_lengths)?;
+    // Segments write into imported tables and memories: the store must be idle and ours.
+    store.root.inner.access(|_| initialise(&instance, &own_memory_lengths))??;
+    start(&instance)?;
     Ok(instance)
 }
 
-fn owner_instance(owner: &Owner) -> Option<&Arc<StoreInner>> {
-    match owner {
-        Owner::Instance(inner) => Some(&inner.store),
-        Owner::Host(_) => None,
+/// Whether, through this import, the importing instance's function references can end up held
+/// by something other than itself (and so must not die with its handles).
+fn may_carry_its_references_away(ext: &Extern) -> bool {
+    match ext {
+        Extern::Func(f) => f.wasm().is_some(),
+        Extern::Table(t) => holds_references(ValType::Ref(t.ty.element)),
+        Extern::Global(g) => g.ty.mutable && holds_references(g.ty.content),
+        Extern::Memory(_) => false,
     }
 }
 
-fn instance_store(ext: &Extern) -> Option<&Arc<StoreInner>> {
-    match ext {
-        Extern::Func(f) => match &f.kind {
-            FuncKind::Wasm { owner, .. } => Some(&owner.store),
-            FuncKind::Host(_) => None,
-        },
-        Extern::Memory(m) => owner_instance(&m.owner),
-        Extern::Table(t) => owner_instance(&t.owner),
-        Extern::Global(g) => owner_instance(&g.owner),
+/// Counts an instance against its store's limit until the instance itself takes over the
+/// count (its teardown uncounts it), or uncounts it if instantiation fails before that.
+struct InstanceCount<'a> {
+    store: Option<&'a StoreInner>,
+}
+
+impl<'a> InstanceCount<'a> {
+    fn add(store: &'a StoreInner) -> Result<InstanceCount<'a>, LimitError> {
+        if store.add_instance() {
+            Ok(InstanceCount { store: Some(store) })
+        } else {
+            Err(LimitError::Instances { limit: store.resource_limits.instances })
+        }
+    }
+
+    fn transfer(mut self) {
+        self.store = None;
+    }
+}
+
+impl Drop for InstanceCount<'_> {
+    fn drop(&mut self) {
+        if let Some(store) = self.store {
+            store.remove_instance();
+        }
     }
 }
 
@@ -270,13 +325,16 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
         unsafe {
             match (&import.kind, provided) {
                 (ImportKind::Func(t), Extern::Func(f)) => {
+                    let home = inner.vmctx;
                     let funcref = match &f.kind {
-                        FuncKind::Wasm { funcref, .. } => **funcref,
+                        // A copy of the exporter's, which now lives in this VM context.
+                        FuncKind::Wasm(w) => VMFuncRef { home, ..*w.funcref },
                         FuncKind::Host(host) => VMFuncRef {
                             code: m.host_trampolines[*t as usize],
                             vmctx: host.vmctx(),
                             type_id: host.type_id,
                             _pad: 0,
+                            home,
                         },
                     };
                     write(inner, o.func_ref(func), funcref);
@@ -305,7 +363,8 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
         let type_index = meta.func_types[index as usize];
         // SAFETY: see above.
         unsafe {
-            write(inner, o.func_ref(index), VMFuncRef { code, vmctx: inner.vmctx, type_id: m.type_ids[type_index as usize], _pad: 0 });
+            let type_id = m.type_ids[type_index as usize];
+            write(inner, o.func_ref(index), VMFuncRef { code, vmctx: inner.vmctx, type_id, _pad: 0, home: inner.vmctx });
         }
     }
 
@@ -314,7 +373,8 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
     for (d, (ty, &length)) in meta.memories[meta.num_imported_memories as usize..].iter().zip(own_memory_lengths).enumerate() {
         let page = 1u64 << ty.page_size_log2;
         let length = length as u64;
-        let maximum = ty.maximum.map_or(kiln_abi::HEAP_RESERVATION, |mx| mx.saturating_mul(page).min(kiln_abi::HEAP_RESERVATION));
+        let cap = inner.store.resource_limits.memory_size.min(kiln_abi::HEAP_RESERVATION);
+        let maximum = ty.maximum.map_or(cap, |mx| mx.saturating_mul(page).min(cap));
         let heap = if d == 0 { inner.slot.heap() } else { inner.slot.extra_heap(d - 1) };
         let index = meta.num_imported_memories + d as u32;
         let def_offset = o.defined_memory(d as u32);
@@ -413,18 +473,33 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
                 return Err(trap(TrapCode::HeapOutOfBounds));
             }
             // SAFETY: bounds checked against the memory's current size.
-            unsafe { std::ptr::copy_nonoverlapping(segment.bytes.as_ptr(), def.base.add(start as usize), segment.bytes.len()) };
+            let dst = unsafe { def.base.add(start as usize) };
+            if ty.shared {
+                // Other stores' threads may be using it: write as atomics do.
+                for (k, &byte) in segment.bytes.iter().enumerate() {
+                    // SAFETY: in bounds (checked above); Rust accesses shared memories atomically.
+                    unsafe { std::sync::atomic::AtomicU8::from_ptr(dst.add(k)) }.store(byte, std::sync::atomic::Ordering::Relaxed);
+                }
+            } else {
+                // SAFETY: in bounds; the store is idle and ours, and no other store reaches an
+                // unshared memory.
+                unsafe { std::ptr::copy_nonoverlapping(segment.bytes.as_ptr(), dst, segment.bytes.len()) };
+            }
             dropped[i] = true;
         }
     }
 
-    if let Some(start) = meta.start {
-        let func = instance.export_func_by_index(start);
-        func.call(&[]).map_err(|e| match e {
-            crate::CallError::Trap(trap) => InstantiationError::Trap(trap),
-            other => InstantiationError::Unsupported(other.to_string()),
-        })?;
-    }
+    Ok(())
+}
+
+/// Runs the start function, if the module has one.
+fn start(instance: &Instance) -> Result<(), InstantiationError> {
+    let Some(start) = instance.inner.module.inner.meta.start else { return Ok(()) };
+    let func = instance.inner.func(start, Some(instance.root.clone()));
+    func.call(&[]).map_err(|e| match e {
+        crate::CallError::Trap(trap) => InstantiationError::Trap(trap),
+        other => InstantiationError::Unsupported(other.to_string()),
+    })?;
     Ok(())
 }
 
@@ -437,16 +512,20 @@ pub(crate) enum TablePlacement {
     Own(usize),
 }
 
-/// A memory's initial size in bytes, if Kiln can hold it.
-fn initial_length(ty: &MemoryType) -> Result<usize, InstantiationError> {
+/// Memory `index`'s initial size in bytes, if Kiln can hold it and the limits allow it.
+fn initial_length(ty: &MemoryType, index: u32, limits: &StoreLimits) -> Result<usize, InstantiationError> {
     if ty.page_size_log2 != 16 {
         return Err(InstantiationError::Unsupported("custom page sizes".into()));
     }
-    ty.minimum
+    let bytes = ty
+        .minimum
         .checked_mul(1u64 << ty.page_size_log2)
         .filter(|&l| l <= kiln_abi::HEAP_RESERVATION)
-        .map(|l| l as usize)
-        .ok_or_else(|| InstantiationError::Unsupported("initial memory larger than 4 GiB".into()))
+        .ok_or_else(|| InstantiationError::Unsupported("initial memory larger than 4 GiB".into()))?;
+    if bytes > limits.memory_size {
+        return Err(LimitError::MemorySize { index, bytes, limit: limits.memory_size }.into());
+    }
+    Ok(bytes as usize)
 }
 
 /// Evaluates a constant expression to its raw value.
@@ -492,13 +571,14 @@ pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) 
     stack.pop().unwrap_or(0)
 }
 
-/// A fixed-capacity operand stack for constant expressions (no allocation).
+/// The operand stack of constant expressions: no allocation for the first 16 values (almost
+/// every expression is one operation), a vector beyond.
 mod smallstack {
-    /// Holds up to 16 values; validation bounds the depth of real expressions far lower.
     #[derive(Default)]
     pub struct Stack {
         values: [u128; 16],
         len: usize,
+        spill: Vec<u128>,
     }
 
     impl Stack {
@@ -506,22 +586,32 @@ mod smallstack {
             if self.len < self.values.len() {
                 self.values[self.len] = value;
                 self.len += 1;
+            } else {
+                self.spill.push(value);
             }
         }
 
         pub fn pop(&mut self) -> Option<u128> {
+            if let Some(value) = self.spill.pop() {
+                return Some(value);
+            }
             self.len = self.len.checked_sub(1)?;
             Some(self.values[self.len])
         }
     }
-}
 
-impl Instance {
-    /// A function of this instance by function index (exported or not).
-    pub(crate) fn export_func_by_index(&self, index: u32) -> crate::externs::Func {
-        match self.export_by_kind(kiln_abi::ExportKind::Func(index)) {
-            Extern::Func(f) => f,
-            _ => unreachable!("asked for a function"),
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn deep_expressions_keep_every_operand() {
+            let mut stack = super::Stack::default();
+            for v in 0..40u128 {
+                stack.push(v);
+            }
+            for v in (0..40u128).rev() {
+                assert_eq!(stack.pop(), Some(v));
+            }
+            assert_eq!(stack.pop(), None);
         }
     }
 }

@@ -9,6 +9,7 @@ mod teardown;
 mod typed;
 
 use std::cell::RefCell;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use kiln_abi::{ExportKind, VMGlobalDefinition, VMMemoryImport, VMTableDefinition};
@@ -17,17 +18,20 @@ pub use instantiate::InstantiationError;
 pub use run::CallError;
 pub use typed::{TypedFunc, WasmParams, WasmResults, WasmTy};
 
-use crate::externs::{Extern, Func, FuncKind, Global, Memory, Owner, Table, TableStorage};
+use crate::externs::{Extern, Func, FuncKind, Global, Home, Memory, Table, TableStorage, WasmFunc};
 use crate::load::Module;
 use crate::region::{Region, Slot};
-use crate::store::{Store, StoreInner};
+use crate::store::{Store, StoreInner, StoreRoot};
 use crate::values::Val;
 
-/// A live instance: a reference-counted handle. Dropping the last handle to it (instances that
-/// import from it hold one) tears it down and returns its slot to the region.
+/// A live instance: a reference-counted handle. The instance is torn down, and its slot
+/// returned to the region, when nothing needs it any more: no handle to it or to anything it
+/// exports, no instance importing from it, and, if it is pinned to its store (see
+/// [`crate::Store`]), no handle of the store.
 #[derive(Clone)]
 pub struct Instance {
     pub(crate) inner: Arc<InstanceInner>,
+    pub(crate) root: Arc<StoreRoot>,
 }
 
 /// Everything an instance owns. Its address is stored in the VM context header, so libcalls
@@ -46,8 +50,11 @@ pub(crate) struct InstanceInner {
     pub dropped_data: RefCell<Vec<bool>>,
     /// Per element segment: its evaluated elements, `None` once dropped.
     pub elements: RefCell<Vec<Option<Vec<usize>>>>,
-    /// What it was instantiated with: kept alive, and reused by [`Instance::reset`].
+    /// What it was instantiated with, detached from the store's root: kept alive, and reused
+    /// by [`Instance::reset`].
     pub imports: Vec<Extern>,
+    /// Whether the store's root keeps it alive (see [`crate::store`]).
+    pub pinned: AtomicBool,
 }
 
 // SAFETY: the raw VM context pointer points into the slot this value owns. The RefCells are
@@ -67,8 +74,8 @@ impl InstanceInner {
     pub(crate) fn own_memory_len(&self, d: u32) -> usize {
         let def = self.vm_field::<kiln_abi::VMMemoryDefinition>(self.module.inner.offsets.defined_memory(d));
         // SAFETY: the definitions of own memories are written at instantiation, before anything
-        // that can fail.
-        unsafe { (*def).current_length as usize }
+        // that can fail; their length is written atomically.
+        unsafe { crate::externs::load_size_of_memory(def) as usize }
     }
 
     /// Number of memories the module defines (not imports).
@@ -85,10 +92,29 @@ impl InstanceInner {
             0
         }
     }
+
+    /// A handle to function `index` (exported or not) of this instance.
+    pub(crate) fn func(self: &Arc<Self>, index: u32, root: Option<Arc<StoreRoot>>) -> Func {
+        let module = &self.module.inner;
+        let type_index = module.meta.func_types[index as usize] as usize;
+        let funcref = self.vm_field::<kiln_abi::VMFuncRef>(module.offsets.func_ref(index));
+        Func {
+            ty: module.canonical_types[type_index].clone(),
+            // SAFETY: written at instantiation (imported ones carry the exporter's id).
+            type_id: unsafe { (*funcref).type_id },
+            kind: FuncKind::Wasm(WasmFunc {
+                funcref,
+                array_trampoline: module.array_trampolines[type_index],
+                owner: self.clone(),
+                root,
+            }),
+        }
+    }
 }
 
 impl Instance {
-    /// Instantiates `module` in a free slot of `region`, in a store of its own.
+    /// Instantiates `module` in a free slot of `region`, in a store of its own (with the
+    /// default [`StoreLimits`](crate::StoreLimits)).
     pub fn new(region: &Region, module: &Module, imports: &[Extern]) -> Result<Instance, InstantiationError> {
         Instance::new_in_store(region, &Store::new(), module, imports)
     }
@@ -110,9 +136,9 @@ impl Instance {
         crate::store::InterruptHandle::new(self.inner.store.clone())
     }
 
-    /// The store this instance belongs to (for fuel and interruption).
+    /// The store this instance belongs to (for fuel, interruption and linking).
     pub fn store(&self) -> Store {
-        Store::from_inner(self.inner.store.clone())
+        Store { root: self.root.clone() }
     }
 
     /// The export called `name`.
@@ -139,26 +165,14 @@ impl Instance {
         let inner = &self.inner;
         let module = &inner.module.inner;
         let offsets = &module.offsets;
-        let owner = Owner::Instance(inner.clone());
+        // A re-exported import is owned by this instance too: it keeps what it imports alive.
+        let home = Home::instance(inner, &self.root);
         match kind {
-            ExportKind::Func(i) => {
-                let type_index = module.meta.func_types[i as usize];
-                let funcref = inner.vm_field::<kiln_abi::VMFuncRef>(offsets.func_ref(i));
-                Extern::Func(Func {
-                    ty: module.func_types[type_index as usize].clone(),
-                    // SAFETY: written at instantiation (imported ones carry the exporter's id).
-                    type_id: unsafe { (*funcref).type_id },
-                    kind: FuncKind::Wasm {
-                        funcref,
-                        array_trampoline: module.array_trampolines[type_index as usize],
-                        owner: inner.clone(),
-                    },
-                })
-            }
+            ExportKind::Func(i) => Extern::Func(inner.func(i, Some(self.root.clone()))),
             ExportKind::Memory(i) => {
                 // SAFETY: written at instantiation.
                 let definition = unsafe { (*inner.vm_field::<VMMemoryImport>(offsets.memory(i))).definition };
-                Extern::Memory(Memory { definition, ty: module.meta.memories[i as usize], owner })
+                Extern::Memory(Memory { definition, ty: module.meta.memories[i as usize], home })
             }
             ExportKind::Table(i) => {
                 // SAFETY: written at instantiation.
@@ -167,14 +181,14 @@ impl Instance {
                 if let kiln_abi::ValType::Ref(r) = inner.module.canonical_val_type(kiln_abi::ValType::Ref(ty.element)) {
                     ty.element = r;
                 }
-                Extern::Table(Table { definition, ty, owner })
+                Extern::Table(Table { definition, ty, home })
             }
             ExportKind::Global(i) => {
                 // SAFETY: written at instantiation.
                 let definition = unsafe { *inner.vm_field::<*mut VMGlobalDefinition>(offsets.global(i)) };
                 let mut ty = module.meta.globals[i as usize];
                 ty.content = inner.module.canonical_val_type(ty.content);
-                Extern::Global(Global { definition, ty, owner })
+                Extern::Global(Global { definition, ty, home })
             }
         }
     }
@@ -187,15 +201,16 @@ impl Instance {
 
     /// Tears the instance down and instantiates the same module with the same imports in the
     /// same store, normally in the same slot. Fails if something else still holds the instance
-    /// (another instance imports from it, or a handle to one of its exports is alive).
+    /// (another instance imports from it, a handle to one of its exports is alive, or it is
+    /// pinned to its store).
     pub fn reset(self) -> Result<Instance, InstantiationError> {
         if Arc::strong_count(&self.inner) != 1 {
             return Err(InstantiationError::InUse);
         }
         let region = self.inner.region.clone();
-        let store = Store::from_inner(self.inner.store.clone());
+        let store = self.store();
         let module = self.inner.module.clone();
-        let imports = self.inner.imports.clone();
+        let imports: Vec<Extern> = self.inner.imports.iter().map(|i| i.attached(&self.root)).collect();
         drop(self); // teardown: the slot goes back to the region
         Instance::new_in_store(&region, &store, &module, &imports)
     }

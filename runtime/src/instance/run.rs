@@ -26,33 +26,32 @@ pub enum CallError {
 }
 
 impl Func {
-    /// Calls the function with `args`, returning its results.
+    /// Calls the function with `args`, returning its results. Every argument is checked
+    /// against the parameter's exact type (and, for a function reference, its store).
     pub fn call(&self, args: &[Val]) -> Result<Vec<Val>, CallError> {
         let ty = &self.ty;
         if args.len() != ty.params.len() {
             return Err(CallError::BadArguments(format!("expected {} arguments, got {}", ty.params.len(), args.len())));
         }
-        for (i, (arg, &param)) in args.iter().zip(&ty.params).enumerate() {
-            if !arg.matches(param) {
-                return Err(CallError::BadArguments(format!("argument {i} is {arg}, expected {param:?}")));
-            }
-        }
-        let FuncKind::Wasm { funcref, array_trampoline, owner } = &self.kind else {
+        let FuncKind::Wasm(wasm) = &self.kind else {
             return Err(CallError::BadArguments("host functions are called by the guest, not the host".into()));
         };
+        let owner = &wasm.owner;
+        let store = &*owner.store;
         signals::ensure_installed();
-        let _running = owner.store.begin_call(owner.slot.stack_limit()).ok_or(CallError::Busy)?;
+        let _running = store.begin_call(owner.slot.stack_limit()).ok_or(CallError::Busy)?;
 
         let mut values = vec![0u128; ty.params.len().max(ty.results.len()).max(1)];
-        for (slot, arg) in values.iter_mut().zip(args) {
-            *slot = arg.to_raw();
+        for (i, ((slot, arg), &param)) in values.iter_mut().zip(args).zip(&ty.params).enumerate() {
+            *slot = arg.to_wasm(param, store).map_err(|e| CallError::BadArguments(format!("argument {i}: {e}")))?;
         }
         // SAFETY: the store's call guard is held, the trampoline and `funcref` come from the
-        // exporting module for this function's type, and `values` has room for its parameters
+        // holding module for this function's type, and `values` has room for its parameters
         // and results.
-        unsafe { enter_through_trampoline(*funcref, *array_trampoline, owner, values.as_mut_ptr()) }
+        unsafe { enter_through_trampoline(wasm.funcref, wasm.array_trampoline, owner, values.as_mut_ptr()) }
             .map_err(CallError::Trap)?;
-        Ok(ty.results.iter().zip(&values).map(|(&t, &raw)| Val::from_raw(raw, t)).collect())
+        // SAFETY: the function returned values of its declared result types.
+        Ok(ty.results.iter().zip(&values).map(|(&t, &raw)| unsafe { Val::from_wasm(raw, t, store) }).collect())
     }
 }
 

@@ -19,7 +19,7 @@ impl Drop for InstanceInner {
                 // SAFETY: the definition lies in this instance's VM context. If instantiation
                 // failed before writing it, it is a previous tenant's: clamped to the capacity,
                 // that only wipes more than needed.
-                let used = (unsafe { (*def).current_elements } as usize).min(capacity);
+                let used = (unsafe { crate::externs::load_size_of_table(def) } as usize).min(capacity);
                 result = result.and(self.slot.reset_tables(start, used));
             }
         }
@@ -33,6 +33,7 @@ impl Drop for InstanceInner {
             eprintln!("kiln: could not reset slot {}: {err}; retiring it", self.slot.index);
             self.slot.retire();
         }
+        self.store.remove_instance();
         // `slot` is dropped after this, returning it to the free list (unless retired).
     }
 }

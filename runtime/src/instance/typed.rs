@@ -1,6 +1,10 @@
 //! Typed calls: the fast path for embedders that know a function's signature at compile time.
 //! Checks the type once, when the `TypedFunc` is made; each call then stores its arguments in a
 //! stack array and switches stacks, with no allocation and no system call.
+//!
+//! The traits are sealed: the unsafe code below trusts what they say (how many values, which
+//! register class), so only Kiln's own implementations exist: the numeric types and tuples of
+//! up to [`MAX_TYPED_VALUES`] of them.
 
 use std::marker::PhantomData;
 
@@ -11,20 +15,28 @@ use crate::context;
 use crate::externs::{Func, FuncKind};
 use crate::traps::{signals, Activation};
 
-/// A Rust type that is a wasm value type.
-pub trait WasmTy: Copy {
+mod sealed {
+    /// Implemented only in this module: outside code cannot add typed-call types.
+    pub trait Sealed {}
+}
+
+/// A Rust type that is a wasm value type (sealed: `i32`, `u32`, `i64`, `u64`, `f32`, `f64`,
+/// `u128` for v128).
+pub trait WasmTy: Copy + sealed::Sealed {
     /// Its wasm type.
+    #[doc(hidden)]
     const TYPE: ValType;
-    /// Whether it travels in an integer register (i32/i64), so calls can skip the trampoline.
-    const INTEGER: bool = matches!(Self::TYPE, ValType::I32 | ValType::I64);
     /// Encodes into the raw 16-byte form.
+    #[doc(hidden)]
     fn to_raw(self) -> u128;
     /// Decodes from the raw form.
+    #[doc(hidden)]
     fn from_raw(raw: u128) -> Self;
 }
 
 macro_rules! wasm_ty {
     ($ty:ty, $vt:ident, |$v:ident| $to:expr, |$r:ident| $from:expr) => {
+        impl sealed::Sealed for $ty {}
         impl WasmTy for $ty {
             const TYPE: ValType = ValType::$vt;
             fn to_raw(self) -> u128 {
@@ -47,59 +59,54 @@ wasm_ty!(f64, F64, |v| v.to_bits() as u128, |r| f64::from_bits(r as u64));
 wasm_ty!(u128, V128, |v| v, |r| r);
 
 /// Most parameters or results a typed call carries (more: use [`Func::call`]).
-pub const MAX_TYPED_VALUES: usize = 8;
+pub const MAX_TYPED_VALUES: usize = 4;
 
-/// A tuple of wasm values passed as parameters.
-pub trait WasmParams: Copy {
-    /// Whether every parameter is an integer and there are at most four (the direct path).
-    const DIRECT: bool;
-    /// The wasm types, in order.
-    fn types() -> Vec<ValType>;
+/// Whether a value of `ty` travels in an integer register.
+const fn is_integer(ty: ValType) -> bool {
+    matches!(ty, ValType::I32 | ValType::I64)
+}
+
+/// A tuple of wasm values passed as parameters (sealed; see [`WasmTy`]).
+pub trait WasmParams: Copy + sealed::Sealed {
+    /// The wasm types, in order (at most [`MAX_TYPED_VALUES`]).
+    #[doc(hidden)]
+    const TYPES: &'static [ValType];
     /// Stores the values into `slots`.
+    #[doc(hidden)]
     fn store(self, slots: &mut [u128; MAX_TYPED_VALUES]);
 }
 
-/// A tuple of wasm values returned as results.
-pub trait WasmResults: Sized {
-    /// Whether there is at most one result and it is an integer (the direct path).
-    const DIRECT: bool;
-    /// The wasm types, in order.
-    fn types() -> Vec<ValType>;
+/// A tuple of wasm values returned as results (sealed; see [`WasmTy`]).
+pub trait WasmResults: Sized + sealed::Sealed {
+    /// The wasm types, in order (at most [`MAX_TYPED_VALUES`]).
+    #[doc(hidden)]
+    const TYPES: &'static [ValType];
     /// Loads the values from `slots`.
+    #[doc(hidden)]
     fn load(slots: &[u128; MAX_TYPED_VALUES]) -> Self;
 }
 
+impl sealed::Sealed for () {}
+
 impl WasmParams for () {
-    const DIRECT: bool = true;
-    fn types() -> Vec<ValType> {
-        Vec::new()
-    }
+    const TYPES: &'static [ValType] = &[];
     fn store(self, _: &mut [u128; MAX_TYPED_VALUES]) {}
 }
 
 impl WasmResults for () {
-    const DIRECT: bool = true;
-    fn types() -> Vec<ValType> {
-        Vec::new()
-    }
+    const TYPES: &'static [ValType] = &[];
     fn load(_: &[u128; MAX_TYPED_VALUES]) -> Self {}
 }
 
 impl<T: WasmTy> WasmParams for T {
-    const DIRECT: bool = T::INTEGER;
-    fn types() -> Vec<ValType> {
-        vec![T::TYPE]
-    }
+    const TYPES: &'static [ValType] = &[T::TYPE];
     fn store(self, slots: &mut [u128; MAX_TYPED_VALUES]) {
         slots[0] = self.to_raw();
     }
 }
 
 impl<T: WasmTy> WasmResults for T {
-    const DIRECT: bool = T::INTEGER;
-    fn types() -> Vec<ValType> {
-        vec![T::TYPE]
-    }
+    const TYPES: &'static [ValType] = &[T::TYPE];
     fn load(slots: &[u128; MAX_TYPED_VALUES]) -> Self {
         T::from_raw(slots[0])
     }
@@ -107,20 +114,15 @@ impl<T: WasmTy> WasmResults for T {
 
 macro_rules! tuples {
     ($(($($t:ident $i:tt),+))*) => {$(
+        impl<$($t: WasmTy),+> sealed::Sealed for ($($t,)+) {}
         impl<$($t: WasmTy),+> WasmParams for ($($t,)+) {
-            const DIRECT: bool = $($t::INTEGER &&)+ true;
-            fn types() -> Vec<ValType> {
-                vec![$($t::TYPE),+]
-            }
+            const TYPES: &'static [ValType] = &[$($t::TYPE),+];
             fn store(self, slots: &mut [u128; MAX_TYPED_VALUES]) {
                 $(slots[$i] = self.$i.to_raw();)+
             }
         }
         impl<$($t: WasmTy),+> WasmResults for ($($t,)+) {
-            const DIRECT: bool = false;
-            fn types() -> Vec<ValType> {
-                vec![$($t::TYPE),+]
-            }
+            const TYPES: &'static [ValType] = &[$($t::TYPE),+];
             fn load(slots: &[u128; MAX_TYPED_VALUES]) -> Self {
                 ($($t::from_raw(slots[$i]),)+)
             }
@@ -134,76 +136,81 @@ tuples! {
     (A 0, B 1, C 2, D 3)
 }
 
+/// Whether `P -> R` can be called directly, arguments and result in integer registers (no
+/// array trampoline): at most four integer parameters and at most one integer result. Derived
+/// here from the types, never taken from an implementation.
+const fn direct<P: WasmParams, R: WasmResults>() -> bool {
+    let (params, results) = (P::TYPES, R::TYPES);
+    if params.len() > 4 || results.len() > 1 || (results.len() == 1 && !is_integer(results[0])) {
+        return false;
+    }
+    let mut i = 0;
+    while i < params.len() {
+        if !is_integer(params[i]) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// A function whose signature was checked against `P -> R`.
 ///
-/// While one lives, its store stays bound to the thread that made it (calls from other threads
-/// get [`CallError::Busy`]), which lets each call skip any locked instruction. It cannot be
-/// sent to another thread; make one there instead.
+/// Each call takes the store for its thread with one compare-and-swap, unless the thread holds
+/// a [`StoreBinding`](crate::StoreBinding) (see [`Store::bind_to_thread`](crate::Store::bind_to_thread)),
+/// which makes calls skip it.
 pub struct TypedFunc<P, R> {
     func: Func,
-    /// `!Send` and `!Sync`: the store binding belongs to this thread.
-    _types: PhantomData<(fn(P) -> R, *const ())>,
+    _types: PhantomData<fn(P) -> R>,
 }
 
 impl<P, R> Clone for TypedFunc<P, R> {
     fn clone(&self) -> Self {
-        if let FuncKind::Wasm { owner, .. } = &self.func.kind {
-            let bound = owner.store.bind();
-            debug_assert!(bound, "this thread already owns the store");
-        }
         TypedFunc { func: self.func.clone(), _types: PhantomData }
-    }
-}
-
-impl<P, R> Drop for TypedFunc<P, R> {
-    fn drop(&mut self) {
-        if let FuncKind::Wasm { owner, .. } = &self.func.kind {
-            owner.store.unbind();
-        }
     }
 }
 
 impl Func {
     /// This function as a [`TypedFunc`], if its type is `P -> R`.
     pub fn typed<P: WasmParams, R: WasmResults>(&self) -> Result<TypedFunc<P, R>, CallError> {
-        let expected = FuncType { params: P::types(), results: R::types() };
+        let expected = FuncType { params: P::TYPES.to_vec(), results: R::TYPES.to_vec() };
+        // The traits are sealed, but the unsafe calls below rely on this bound: check it anyway.
+        assert!(P::TYPES.len() <= MAX_TYPED_VALUES && R::TYPES.len() <= MAX_TYPED_VALUES);
         if expected != *self.ty {
             return Err(CallError::BadArguments(format!("the function has type {:?}, not {expected:?}", self.ty)));
         }
-        let FuncKind::Wasm { owner, .. } = &self.kind else {
+        if self.wasm().is_none() {
             return Err(CallError::BadArguments("host functions are called by the guest, not the host".into()));
-        };
-        if !owner.store.bind() {
-            return Err(CallError::Busy);
         }
-        // The typed function stays on this thread, so its calls can skip this check.
-        signals::ensure_installed();
         Ok(TypedFunc { func: self.clone(), _types: PhantomData })
     }
 }
 
 impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
+    /// The untyped function.
+    pub fn func(&self) -> &Func {
+        &self.func
+    }
+
     /// Calls the function.
     #[inline]
     pub fn call(&self, params: P) -> Result<R, CallError> {
-        let FuncKind::Wasm { funcref, array_trampoline, owner } = &self.func.kind else {
-            unreachable!("checked in Func::typed")
-        };
-        // This thread holds a binding (made with the TypedFunc, which cannot leave the thread),
-        // so it owns the store and its signal handling is installed.
-        let _running = owner.store.begin_bound_call(owner.slot.stack_limit()).ok_or(CallError::Busy)?;
+        let FuncKind::Wasm(wasm) = &self.func.kind else { unreachable!("checked in Func::typed") };
+        let owner = &wasm.owner;
+        signals::ensure_installed();
+        let _running = owner.store.begin_call(owner.slot.stack_limit()).ok_or(CallError::Busy)?;
         let mut slots = [0u128; MAX_TYPED_VALUES];
         params.store(&mut slots);
-        if P::DIRECT && R::DIRECT {
+        if const { direct::<P, R>() } {
             // Integers only: call the function itself, arguments in registers.
             // SAFETY: `funcref` points into the owner's VM context, alive through `owner`.
-            let funcref: VMFuncRef = unsafe { **funcref };
+            let funcref: VMFuncRef = unsafe { *wasm.funcref };
             let args = [slots[0] as u64, slots[1] as u64, slots[2] as u64, slots[3] as u64];
             let activation = Activation::new();
             let result = activation.run(|| {
                 // SAFETY: the signature was checked to be at most four integer parameters and
-                // at most one integer result; the bound call guard is held, so the owner's stack
-                // is unused, and the activation outlives the call.
+                // at most one integer result; the call guard is held, so the owner's stack is
+                // unused, and the activation outlives the call.
                 unsafe {
                     context::enter_direct(funcref.code, funcref.vmctx, owner.vmctx, args, owner.slot.stack_top(), &activation.saved_sp)
                 }
@@ -216,10 +223,25 @@ impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
                 None => Err(CallError::Trap(activation.take_trap())),
             };
         }
-        // SAFETY: the bound call guard is held, the trampoline matches the checked type, and the
-        // slots array holds every parameter and result.
-        unsafe { enter_through_trampoline(*funcref, *array_trampoline, owner, slots.as_mut_ptr()) }
+        // SAFETY: the call guard is held, the trampoline matches the checked type, and the
+        // slots array holds every parameter and result (at most MAX_TYPED_VALUES of each).
+        unsafe { enter_through_trampoline(wasm.funcref, wasm.array_trampoline, owner, slots.as_mut_ptr()) }
             .map_err(CallError::Trap)?;
         Ok(R::load(&slots))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_direct_path_is_derived_from_the_types() {
+        assert!(direct::<(), ()>());
+        assert!(direct::<(i32, i64, u32, u64), i32>());
+        assert!(!direct::<f64, i32>(), "a float parameter travels in an xmm register");
+        assert!(!direct::<i32, f32>());
+        assert!(!direct::<i32, (i32, i32)>());
+        assert!(!direct::<u128, ()>());
     }
 }

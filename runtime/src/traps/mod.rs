@@ -6,8 +6,8 @@
 //! the context switch's landing pad. Any other fault is passed to the handler that was
 //! installed before Kiln's, so the host's own crashes still crash.
 
-pub mod registry;
-pub mod signals;
+pub(crate) mod registry;
+pub(crate) mod signals;
 
 use std::cell::Cell;
 use std::fmt;

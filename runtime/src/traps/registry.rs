@@ -1,16 +1,19 @@
 //! The code registry: which address ranges hold guest code, and their trap tables.
 //!
 //! The signal handler reads it, so lookups take no lock and allocate nothing: a fixed array of
-//! slots whose fields are atomics. A module registers when it loads and unregisters before it
-//! unloads; a trap table is only read for a program counter inside the module's code, which
-//! means that module is running and cannot be unloading.
+//! slots whose fields are atomics. Each slot is a sequence lock: a writer makes the sequence
+//! odd, writes the range and table, then makes it even again; a reader that sees an odd
+//! sequence, or a different one after reading, ignores the slot. So the handler never uses a
+//! range of one module with the table of another (a *torn* entry), even while other threads
+//! load and unload modules. A trap table is only dereferenced for a program counter inside its
+//! module's code, which means that module is running and cannot be unloading.
 
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicPtr, AtomicUsize, Ordering};
 
 use kiln_abi::TrapCode;
 
 /// A module's trap sites as absolute addresses, sorted.
-pub struct TrapTable {
+pub(crate) struct TrapTable {
     /// Sorted program counters.
     pub pcs: Vec<usize>,
     /// The code for each entry of `pcs`.
@@ -27,6 +30,10 @@ impl TrapTable {
 const MAX_MODULES: usize = 4096;
 
 struct Slot {
+    /// Even: stable; odd: being written. Claimed slots hold a non-zero `owner` too.
+    sequence: AtomicUsize,
+    /// Non-zero while a registration owns the slot (claimed with a compare-and-swap).
+    claimed: AtomicUsize,
     start: AtomicUsize,
     end: AtomicUsize,
     table: AtomicPtr<TrapTable>,
@@ -34,6 +41,8 @@ struct Slot {
 
 #[allow(clippy::declare_interior_mutable_const, reason = "used only to initialise the array")]
 const EMPTY: Slot = Slot {
+    sequence: AtomicUsize::new(0),
+    claimed: AtomicUsize::new(0),
     start: AtomicUsize::new(0),
     end: AtomicUsize::new(0),
     table: AtomicPtr::new(std::ptr::null_mut()),
@@ -43,22 +52,49 @@ static SLOTS: [Slot; MAX_MODULES] = [EMPTY; MAX_MODULES];
 /// One past the highest slot ever used, to bound the scan.
 static HIGH_WATER: AtomicUsize = AtomicUsize::new(0);
 
+impl Slot {
+    /// Publishes `(start, end, table)` (the slot must be claimed by the caller).
+    fn publish(&self, start: usize, end: usize, table: *mut TrapTable) {
+        let sequence = self.sequence.load(Ordering::Relaxed);
+        self.sequence.store(sequence.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.start.store(start, Ordering::Relaxed);
+        self.end.store(end, Ordering::Relaxed);
+        self.table.store(table, Ordering::Relaxed);
+        self.sequence.store(sequence.wrapping_add(2), Ordering::Release);
+    }
+
+    /// A consistent `(start, end, table)`, or `None` while it is being written.
+    fn read(&self) -> Option<(usize, usize, *mut TrapTable)> {
+        let before = self.sequence.load(Ordering::Acquire);
+        if before % 2 == 1 {
+            return None;
+        }
+        let entry = (
+            self.start.load(Ordering::Relaxed),
+            self.end.load(Ordering::Relaxed),
+            self.table.load(Ordering::Relaxed),
+        );
+        fence(Ordering::Acquire);
+        (self.sequence.load(Ordering::Relaxed) == before).then_some(entry)
+    }
+}
+
 /// A registration, removed on drop.
-pub struct Registration {
+pub(crate) struct Registration {
     index: usize,
 }
 
-/// Registers code at `[start, end)` with its trap table. The table must outlive the
-/// registration.
-pub fn register(start: usize, end: usize, table: &TrapTable) -> Option<Registration> {
+/// Registers code at `[start, end)` with its trap table; `None` if every slot is taken.
+///
+/// # Safety
+/// `table` must stay alive, unmoved and unchanged until the returned registration is dropped,
+/// and the registration must be dropped (not forgotten) before the table is: the signal
+/// handler reads the table through the registry.
+pub(crate) unsafe fn register(start: usize, end: usize, table: &TrapTable) -> Option<Registration> {
     for (index, slot) in SLOTS.iter().enumerate() {
-        if slot
-            .table
-            .compare_exchange(std::ptr::null_mut(), table as *const _ as *mut _, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            slot.start.store(start, Ordering::Release);
-            slot.end.store(end, Ordering::Release);
+        if slot.claimed.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            slot.publish(start, end, table as *const _ as *mut _);
             HIGH_WATER.fetch_max(index + 1, Ordering::AcqRel);
             return Some(Registration { index });
         }
@@ -69,36 +105,64 @@ pub fn register(start: usize, end: usize, table: &TrapTable) -> Option<Registrat
 impl Drop for Registration {
     fn drop(&mut self) {
         let slot = &SLOTS[self.index];
-        slot.start.store(0, Ordering::Release);
-        slot.end.store(0, Ordering::Release);
-        slot.table.store(std::ptr::null_mut(), Ordering::Release);
+        slot.publish(0, 0, std::ptr::null_mut());
+        slot.claimed.store(0, Ordering::Release);
     }
 }
 
 /// The trap code of the instruction at `pc`, if it is a trap site of registered guest code.
 /// Async-signal-safe: no locks, no allocation.
-pub fn lookup(pc: usize) -> Option<TrapCode> {
+pub(crate) fn lookup(pc: usize) -> Option<TrapCode> {
     let high = HIGH_WATER.load(Ordering::Acquire);
     for slot in &SLOTS[..high] {
-        let start = slot.start.load(Ordering::Acquire);
-        let end = slot.end.load(Ordering::Acquire);
-        if start <= pc && pc < end {
-            let table = slot.table.load(Ordering::Acquire);
-            if table.is_null() {
-                continue;
-            }
+        let Some((start, end, table)) = slot.read() else { continue };
+        if start <= pc && pc < end && !table.is_null() {
             // SAFETY: `pc` is inside this module's code and the faulting thread is executing
-            // it, so the module (which owns the table) is alive.
+            // it, so the module (which owns the table) is alive; the sequence check above
+            // guarantees the table belongs to this range.
             return unsafe { &*table }.lookup(pc);
         }
     }
     None
 }
 
-/// Whether `pc` lies in registered guest code.
-pub fn is_guest_code(pc: usize) -> bool {
-    let high = HIGH_WATER.load(Ordering::Acquire);
-    SLOTS[..high].iter().any(|slot| {
-        slot.start.load(Ordering::Acquire) <= pc && pc < slot.end.load(Ordering::Acquire)
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_are_found_and_removed() {
+        let table = TrapTable { pcs: vec![0x1010, 0x1020], codes: vec![TrapCode::UnreachableCodeReached, TrapCode::HeapOutOfBounds] };
+        // SAFETY: `table` outlives the registration, dropped below.
+        let registration = unsafe { register(0x1000, 0x1100, &table) }.unwrap();
+        assert_eq!(lookup(0x1020), Some(TrapCode::HeapOutOfBounds));
+        assert_eq!(lookup(0x1011), None);
+        drop(registration);
+        assert_eq!(lookup(0x1020), None);
+    }
+
+    #[test]
+    fn concurrent_registration_never_shows_a_torn_entry() {
+        // One thread registers and unregisters two modules whose ranges and tables differ;
+        // readers must only ever see each module's own code for its range.
+        let a = TrapTable { pcs: vec![0x7000_0010], codes: vec![TrapCode::IntegerOverflow] };
+        let b = TrapTable { pcs: vec![0x7000_0010], codes: vec![TrapCode::StackOverflow] };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for _ in 0..20_000 {
+                    // SAFETY: both tables outlive the scope; each registration is dropped at
+                    // the end of its statement.
+                    drop(unsafe { register(0x7000_0000, 0x7000_0100, &a) });
+                    // SAFETY: as above.
+                    drop(unsafe { register(0x7100_0000, 0x7100_0100, &b) });
+                }
+                stop.store(true, Ordering::Release);
+            });
+            while !stop.load(Ordering::Acquire) {
+                // A pc in a's range must never come back with b's code.
+                assert_ne!(lookup(0x7000_0010), Some(TrapCode::StackOverflow));
+            }
+        });
+    }
 }

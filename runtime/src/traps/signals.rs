@@ -157,7 +157,7 @@ fn write_stderr(message: &[u8]) {
 unsafe fn chain(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     let Some(index) = SIGNALS.iter().position(|&s| s == signal) else { return };
     // SAFETY: PREVIOUS was fully written before our handler was installed.
-    let previous = unsafe { (*(&raw const PREVIOUS))[index].assume_init_ref() };
+    let previous = unsafe { (*(&raw const PREVIOUS).cast::<MaybeUninit<libc::sigaction>>().add(index)).assume_init_ref() };
     let handler = previous.sa_sigaction;
     if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
         // Restore the default action and return: the faulting instruction runs again and the

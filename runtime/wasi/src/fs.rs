@@ -223,10 +223,8 @@ pub(crate) fn fd_fdstat_set_flags(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a:
     if flags & sync != desc.flags & sync {
         return Err(Errno::NotSup.into());
     }
-    let fd = desc.handle.fd();
-    let mut os = rustix::fs::fcntl_getfl(fd).map_err(Errno::from)?;
-    os.set(rustix::fs::OFlags::NONBLOCK, flags & fdflags::NONBLOCK != 0);
-    rustix::fs::fcntl_setfl(fd, os).map_err(Errno::from)?;
+    // Kept here and honoured by Kiln (`append` in fd_write, `nonblock` in io.rs), never set on
+    // the host descriptor: it may be the host's own stdio, shared with whoever started it.
     desc.flags = flags;
     Ok(())
 }
@@ -269,22 +267,14 @@ pub(crate) fn fd_filestat_set_times(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, 
     Ok(())
 }
 
-/// Reads into the guest buffers `iovs` with one host read (`at`: a positioned read).
-fn read_into(fd: BorrowedFd<'_>, mem: &mut GuestMemory<'_>, iovs_ptr: u32, iovs_len: u32, at: Option<u64>) -> WasiResult<u32> {
-    let iovs = mem.iovecs(iovs_ptr, iovs_len)?;
-    let mut buf = vec![0u8; GuestMemory::capacity(&iovs)];
-    let n = match at {
-        Some(offset) => rustix::io::pread(fd, &mut buf[..], offset)?,
-        None => rustix::io::read(fd, &mut buf[..])?,
-    };
-    mem.scatter(&iovs, &buf[..n])?;
-    Ok(n as u32)
-}
-
 pub(crate) fn fd_read(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let fd = ctx.table.get(a.u32(0))?.stream(rights::FD_READ)?;
-    let n = read_into(fd, mem, a.u32(1), a.u32(2), None)?;
-    Ok(mem.write_u32(a.u32(3), n)?)
+    let desc = ctx.table.get(a.u32(0))?;
+    let fd = desc.stream(rights::FD_READ)?;
+    let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
+    let mut buf = vec![0u8; GuestMemory::capacity(&iovs)];
+    let n = crate::io::read(desc, fd, &mut buf, a.waiter)?;
+    mem.scatter(&iovs, &buf[..n])?;
+    Ok(mem.write_u32(a.u32(3), n as u32)?)
 }
 
 pub(crate) fn fd_pread(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
@@ -293,8 +283,12 @@ pub(crate) fn fd_pread(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_
     if offset > i64::MAX as u64 {
         return Err(Errno::Inval.into());
     }
-    let n = read_into(fd, mem, a.u32(1), a.u32(2), Some(offset))?;
-    Ok(mem.write_u32(a.u32(4), n)?)
+    let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
+    let mut buf = vec![0u8; GuestMemory::capacity(&iovs)];
+    // Positioned: only seekable files, which never wait for anyone.
+    let n = rustix::io::pread(fd, &mut buf[..], offset).map_err(Errno::from)?;
+    mem.scatter(&iovs, &buf[..n])?;
+    Ok(mem.write_u32(a.u32(4), n as u32)?)
 }
 
 pub(crate) fn fd_write(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
@@ -305,7 +299,7 @@ pub(crate) fn fd_write(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_
     if desc.flags & fdflags::APPEND != 0 && desc.filetype == filetype::REGULAR_FILE {
         rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0)).map_err(Errno::from)?;
     }
-    let n = if data.is_empty() { 0 } else { rustix::io::write(fd, &data).map_err(Errno::from)? };
+    let n = crate::io::write(desc, fd, &data, a.waiter)?;
     Ok(mem.write_u32(a.u32(3), n as u32)?)
 }
 
@@ -546,7 +540,9 @@ pub(crate) fn path_open(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'
         opts.truncate(of & oflags::TRUNC != 0);
         opts.follow(if follow { FollowSymlinks::Yes } else { FollowSymlinks::No });
         opts.maybe_dir(true);
-        opts.nonblock(ff & fdflags::NONBLOCK != 0);
+        // Always: opening a FIFO would otherwise wait for its other end, out of reach of any
+        // interrupt. The guest's own `nonblock` is kept in the descriptor (see io.rs).
+        opts.nonblock(true);
         opts.sync(ff & fdflags::SYNC != 0);
         opts.dsync(ff & fdflags::DSYNC != 0);
         opts.rsync(ff & fdflags::RSYNC != 0);
@@ -566,6 +562,7 @@ pub(crate) fn path_open(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'
             Handle::File(cap_std::fs::File::from_std(std_file))
         }
     };
+    refuse_host_internals(handle.fd())?;
     let (filetype, mask) = crate::table::classify(handle.fd());
     let (base, inheriting) = match handle {
         Handle::Dir(_) => (base & parent_inheriting & rights::DIRECTORY, inheriting & parent_inheriting),
@@ -574,6 +571,28 @@ pub(crate) fn path_open(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'
     let desc = Descriptor { handle, filetype, base, inheriting, flags: ff, preopen: None };
     let fd = ctx.table.push(desc)?;
     Ok(mem.write_u32(a.u32(8), fd)?)
+}
+
+/// Refuses what a wide preopen (`/`, say) would otherwise reach of the host itself: procfs and
+/// sysfs (`/proc/self/mem` is the host's memory), block devices, and character devices other
+/// than the harmless ones (null, zero, full, random, urandom, tty).
+fn refuse_host_internals(fd: BorrowedFd<'_>) -> WasiResult<()> {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    const SYSFS_MAGIC: i64 = 0x6265_6572;
+    let fs = rustix::fs::fstatfs(fd)?;
+    if fs.f_type as i64 == PROC_SUPER_MAGIC || fs.f_type as i64 == SYSFS_MAGIC {
+        return Err(Errno::Acces);
+    }
+    let st = rustix::fs::fstat(fd)?;
+    match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+        rustix::fs::FileType::BlockDevice => Err(Errno::Acces),
+        rustix::fs::FileType::CharacterDevice => {
+            let device = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+            const HARMLESS: [(u32, u32); 6] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
+            if HARMLESS.contains(&device) { Ok(()) } else { Err(Errno::Acces) }
+        }
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn path_readlink(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
@@ -611,10 +630,37 @@ pub(crate) fn path_symlink(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Arg
     let old_path = path_arg(mem, a.u32(0), a.u32(1))?;
     let dir = ctx.table.get(a.u32(2))?.dir_with(rights::PATH_SYMLINK)?;
     let new_path = path_arg(mem, a.u32(3), a.u32(4))?;
-    // cap-std refuses absolute targets; a relative one is only ever followed through cap-std
-    // again, which keeps it inside the sandbox.
+    // Through cap-std, no symlink ever leads a guest out; but the host (or another program)
+    // follows links without it. So a link may only point into the subtree of the directory
+    // that holds it: not absolute, and no `..` climbing above its own directory. Wherever the
+    // directory is later moved inside the preopen, the link still points inside it.
+    if !stays_below(&old_path) {
+        return Err(Errno::Perm.into());
+    }
     dir.symlink(as_path(&old_path), as_path(&new_path)).map_err(Errno::from)?;
     Ok(())
+}
+
+/// Whether a symlink target stays in the subtree of the link's directory: relative, and never
+/// more `..` than names before them.
+fn stays_below(target: &[u8]) -> bool {
+    if target.first() == Some(&b'/') {
+        return false;
+    }
+    let mut depth = 0i64;
+    for component in target.split(|&b| b == b'/') {
+        match component {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
 }
 
 pub(crate) fn path_unlink_file(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use kiln_runtime::{Caller, Func, FuncType, HostError, Val, ValType};
+use kiln_runtime::{Caller, Func, FuncType, HostError, Val, ValType, Waiter};
 
 use crate::memory::GuestMemory;
 use crate::table::Handle;
@@ -23,12 +23,16 @@ impl From<Errno> for Fail {
     }
 }
 
-/// The arguments of one call, as the unsigned values preview1 means.
-pub(crate) struct Args<'a>(pub(crate) &'a [Val]);
+/// The arguments of one call, as the unsigned values preview1 means, and how to wait in it.
+pub(crate) struct Args<'a> {
+    pub values: &'a [Val],
+    /// Wakes a wait when the store is interrupted (`None` in host-side tests: no store).
+    pub waiter: Option<&'a Waiter>,
+}
 
 impl Args<'_> {
     pub fn u32(&self, i: usize) -> u32 {
-        match self.0[i] {
+        match self.values[i] {
             Val::I32(v) => v as u32,
             Val::I64(v) => v as u32,
             _ => 0,
@@ -36,7 +40,7 @@ impl Args<'_> {
     }
 
     pub fn u64(&self, i: usize) -> u64 {
-        match self.0[i] {
+        match self.values[i] {
             Val::I64(v) => v as u64,
             Val::I32(v) => v as u32 as u64,
             _ => 0,
@@ -126,9 +130,10 @@ pub(crate) fn host_func(name: &str, ty: &FuncType, ctx: Arc<Mutex<WasiCtx>>) -> 
     }
     Ok(Func::new_host(expected, move |caller: &mut Caller<'_>, args: &[Val], results: &mut [Val]| {
         let mut ctx = ctx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let waiter = caller.waiter();
         let mut empty = [];
         let mut memory = GuestMemory::new(caller.memory(0).unwrap_or(&mut empty));
-        let errno = match body(&mut ctx, &mut memory, &Args(args)) {
+        let errno = match body(&mut ctx, &mut memory, &Args { values: args, waiter: Some(&waiter) }) {
             Ok(()) => Errno::Success,
             Err(Fail::Errno(e)) => e,
             Err(Fail::Trap(err)) => return Err(err),
@@ -254,7 +259,9 @@ fn sock_accept(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Re
     if flags & !crate::types::fdflags::NONBLOCK != 0 {
         return Err(Errno::Inval.into());
     }
+    let nonblocking = ctx.table.get(a.u32(0))?.flags & crate::types::fdflags::NONBLOCK != 0;
     let listener = socket(ctx, a.u32(0), rights::SOCK_ACCEPT)?;
+    crate::io::wait_ready(listener, rustix::event::PollFlags::IN, nonblocking, a.waiter)?;
     let mut sock_flags = rustix::net::SocketFlags::CLOEXEC;
     if flags & crate::types::fdflags::NONBLOCK != 0 {
         sock_flags |= rustix::net::SocketFlags::NONBLOCK;
@@ -278,10 +285,14 @@ fn sock_recv(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Resu
     if riflags & !3 != 0 {
         return Err(Errno::Inval.into());
     }
+    let desc = ctx.table.get(a.u32(0))?;
     let sock = socket(ctx, a.u32(0), rights::FD_READ)?;
     let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
     let total = GuestMemory::capacity(&iovs);
-    let mut flags = rustix::net::RecvFlags::empty();
+    if total > 0 {
+        crate::io::wait_ready(sock, rustix::event::PollFlags::IN, desc.flags & crate::types::fdflags::NONBLOCK != 0, a.waiter)?;
+    }
+    let mut flags = rustix::net::RecvFlags::DONTWAIT;
     if riflags & 1 != 0 {
         flags |= rustix::net::RecvFlags::PEEK;
     }
@@ -299,10 +310,15 @@ fn sock_send(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Resu
     if a.u32(3) != 0 {
         return Err(Errno::Inval.into());
     }
+    let desc = ctx.table.get(a.u32(0))?;
     let sock = socket(ctx, a.u32(0), rights::FD_WRITE)?;
     let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
     let data = mem.gather(&iovs)?;
-    let n = rustix::net::send(sock, &data, rustix::net::SendFlags::NOSIGNAL).map_err(Errno::from)?;
+    if !data.is_empty() {
+        crate::io::wait_ready(sock, rustix::event::PollFlags::OUT, desc.flags & crate::types::fdflags::NONBLOCK != 0, a.waiter)?;
+    }
+    let n = rustix::net::send(sock, &data, rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT)
+        .map_err(Errno::from)?;
     Ok(mem.write_u32(a.u32(4), n as u32)?)
 }
 

@@ -9,7 +9,8 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let module = kiln_runtime::Module::load("hello.so")?;
+//! // SAFETY: hello.so was made by `kiln compile` from a module we trust to load.
+//! let module = unsafe { kiln_runtime::Module::load("hello.so") }?;
 //! let ctx = kiln_wasi::WasiCtxBuilder::new().arg("hello").inherit_stdio().build()?;
 //! let imports = kiln_wasi::imports(&module, ctx)?;
 //! let region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 1, ..Default::default() })?;
@@ -23,6 +24,7 @@
 
 mod funcs;
 mod fs;
+mod io;
 pub mod memory;
 mod poll;
 pub mod table;
@@ -43,6 +45,15 @@ pub use funcs::NAMES as FUNCTION_NAMES;
 /// Errors setting up a WASI context or linking a module against it.
 #[derive(Debug, thiserror::Error)]
 pub enum WasiError {
+    /// A host directory the guest must never get (`/proc`, `/sys`, `/dev`: through them a
+    /// guest could write the host's memory or devices).
+    #[error("refusing to give the guest {path}: {reason}")]
+    Forbidden {
+        /// The host path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A `--dir` host directory could not be opened.
     #[error("cannot open directory {path} for the guest: {source}")]
     Preopen {
@@ -104,6 +115,11 @@ pub fn exit_status(outcome: Result<Vec<Val>, CallError>) -> Result<i32, CallErro
     }
 }
 
+/// How many descriptors a guest may hold open unless [`WasiCtxBuilder::max_open_files`]
+/// says otherwise (stdio and preopens included): enough for real programs, small enough that
+/// a few hundred tenants cannot take a process's whole descriptor limit.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 256;
+
 /// What one guest program sees: arguments, environment, descriptors.
 pub struct WasiCtx {
     pub(crate) args: Vec<Vec<u8>>,
@@ -118,6 +134,7 @@ pub struct WasiCtxBuilder {
     env: Vec<Vec<u8>>,
     stdio: [Option<StdioSource>; 3],
     preopens: Vec<(PathBuf, String)>,
+    max_open_files: Option<usize>,
 }
 
 enum StdioSource {
@@ -170,9 +187,16 @@ impl WasiCtxBuilder {
         self
     }
 
+    /// Limits the descriptors the guest may hold open at once, stdio and preopens included
+    /// (default [`DEFAULT_MAX_OPEN_FILES`]); opening more fails with `mfile`.
+    pub fn max_open_files(mut self, max: usize) -> Self {
+        self.max_open_files = Some(max);
+        self
+    }
+
     /// Opens the preopened directories and builds the context.
     pub fn build(self) -> Result<WasiCtx, WasiError> {
-        let mut table = Table::default();
+        let mut table = Table::with_limit(self.max_open_files.unwrap_or(DEFAULT_MAX_OPEN_FILES));
         for (i, source) in self.stdio.into_iter().enumerate() {
             let handle = match source {
                 None => continue,
@@ -182,11 +206,16 @@ impl WasiCtxBuilder {
                 Some(StdioSource::Inherit) => Handle::Inherited(i as i32),
                 Some(StdioSource::File(f)) => Handle::File(cap_std::fs::File::from_std(f)),
             };
-            let (filetype, base) = classify(handle.fd());
+            let (filetype, _) = classify(handle.fd());
+            // Lent by the host: a stream to read or write, nothing more. No seeking,
+            // truncating, re-timing, syncing or allocating what the caller owns; flags the
+            // guest sets are kept here, never applied to the host's descriptor.
+            let base = if i == 0 { rights::STDIN } else { rights::STDOUT };
             table.insert(i as u32, Descriptor { handle, filetype, base, inheriting: 0, flags: 0, preopen: None });
         }
         // Preopens start at 3 even when some stdio descriptor is absent.
         for (next, (host, guest)) in (3u32..).zip(self.preopens) {
+            refuse_special_directory(&host)?;
             let dir = cap_std::fs::Dir::open_ambient_dir(&host, cap_std::ambient_authority())
                 .map_err(|source| WasiError::Preopen { path: host.clone(), source })?;
             table.insert(
@@ -203,6 +232,23 @@ impl WasiCtxBuilder {
         }
         Ok(WasiCtx { args: self.args, env: self.env, table })
     }
+}
+
+/// Refuses preopens of `/proc`, `/sys` and `/dev` (and anything inside them): `/proc/self/mem`
+/// alone would let the guest rewrite the host's memory. Paths are resolved first, so a symlink
+/// or `..` leading there is refused too. (Opening such files through a wider preopen, such as
+/// `/`, is refused file by file; see `fs::path_open`.)
+fn refuse_special_directory(host: &Path) -> Result<(), WasiError> {
+    let resolved = std::fs::canonicalize(host).map_err(|source| WasiError::Preopen { path: host.to_path_buf(), source })?;
+    for special in ["/proc", "/sys", "/dev"] {
+        if resolved.starts_with(special) {
+            return Err(WasiError::Forbidden {
+                path: host.to_path_buf(),
+                reason: format!("{} is inside {special}, which exposes the host itself", resolved.display()),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn host_stdio_is_open(fd: usize) -> bool {

@@ -11,6 +11,14 @@ use crate::types::{Errno, WasiResult};
 /// make the host allocate gigabytes; a shorter transfer is a normal short read or write.
 pub const MAX_TRANSFER: usize = 16 << 20;
 
+/// The most iovecs one call may pass, as POSIX's `IOV_MAX` on Linux: more is `inval`, as
+/// `readv`/`writev` answer (the host never allocates per guest-chosen count beyond it).
+pub const IOV_MAX: u32 = 1024;
+
+/// The longest path argument, as Linux's `PATH_MAX`: longer is `nametoolong` (a guest path is
+/// copied out of its memory, so its length is a host allocation).
+pub const PATH_MAX: u32 = 4096;
+
 /// The calling instance's memory 0.
 pub struct GuestMemory<'a> {
     bytes: &'a mut [u8],
@@ -105,9 +113,13 @@ impl<'a> GuestMemory<'a> {
         self.write_bytes(ptr, &v.to_le_bytes())
     }
 
-    /// Reads an array of `len` iovecs at `ptr`, checking that each buffer lies in memory.
+    /// Reads an array of `len` iovecs at `ptr` (at most [`IOV_MAX`]), checking that each
+    /// buffer lies in memory.
     pub fn iovecs(&self, ptr: u32, len: u32) -> WasiResult<Vec<IoVec>> {
-        let bytes = self.slice(ptr, len.checked_mul(8).ok_or(Errno::Fault)?)?;
+        if len > IOV_MAX {
+            return Err(Errno::Inval);
+        }
+        let bytes = self.slice(ptr, len * 8)?;
         let mut out = Vec::with_capacity(len as usize);
         let mut total: u64 = 0;
         for chunk in bytes.chunks_exact(8) {
@@ -159,8 +171,12 @@ impl<'a> GuestMemory<'a> {
         Ok(())
     }
 
-    /// A path argument: the bytes `[ptr, ptr + len)`, copied out of guest memory.
+    /// A path argument: the bytes `[ptr, ptr + len)` (at most [`PATH_MAX`]), copied out of
+    /// guest memory.
     pub fn path(&self, ptr: u32, len: u32) -> WasiResult<Vec<u8>> {
+        if len > PATH_MAX {
+            return Err(Errno::NameTooLong);
+        }
         Ok(self.slice(ptr, len)?.to_vec())
     }
 }
@@ -189,7 +205,18 @@ mod tests {
         let mem = GuestMemory::new(&mut bytes);
         assert_eq!(mem.iovecs(0, 1).map(|v| v.len()), Err(Errno::Fault));
         assert_eq!(mem.iovecs(60, 1).map(|v| v.len()), Err(Errno::Fault));
-        assert_eq!(mem.iovecs(0, u32::MAX).map(|v| v.len()), Err(Errno::Fault));
+        assert_eq!(mem.iovecs(0, u32::MAX).map(|v| v.len()), Err(Errno::Inval));
+    }
+
+    #[test]
+    fn guest_counts_and_lengths_are_capped() {
+        // 0x1fffe000 zero-length iovecs once made the host allocate 4 GiB.
+        let mut bytes = vec![0u8; 64];
+        let mem = GuestMemory::new(&mut bytes);
+        assert_eq!(mem.iovecs(0, 0x1fff_e000).map(|v| v.len()), Err(Errno::Inval));
+        assert_eq!(mem.iovecs(0, IOV_MAX + 1).map(|v| v.len()), Err(Errno::Inval));
+        assert_eq!(mem.path(0, PATH_MAX + 1), Err(Errno::NameTooLong));
+        assert_eq!(mem.path(0, 8).map(|p| p.len()), Ok(8));
     }
 
     #[test]

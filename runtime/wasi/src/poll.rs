@@ -14,6 +14,10 @@ use crate::WasiCtx;
 const SUBSCRIPTION_SIZE: u32 = 48;
 const EVENT_SIZE: u32 = 32;
 
+/// The most subscriptions one call may pass (`inval` beyond, as `poll(2)` answers for more
+/// descriptors than a process may have): what the host allocates per call stays bounded.
+pub const MAX_SUBSCRIPTIONS: u32 = 4096;
+
 struct Event {
     userdata: u64,
     error: Errno,
@@ -31,7 +35,7 @@ enum Sub {
 
 pub(crate) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
     let (subs_ptr, events_ptr, n, nevents_ptr) = (a.u32(0), a.u32(1), a.u32(2), a.u32(3));
-    if n == 0 {
+    if n == 0 || n > MAX_SUBSCRIPTIONS {
         return Err(Errno::Inval.into());
     }
     mem.slice(subs_ptr, n.checked_mul(SUBSCRIPTION_SIZE).ok_or(Errno::Fault)?)?;
@@ -109,30 +113,11 @@ pub(crate) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args
     // Something is already ready: only look, never wait.
     let wait = if ready.is_empty() { timeout.map(Duration::from_nanos) } else { Some(Duration::ZERO) };
 
-    let mut revents = vec![rustix::event::PollFlags::empty(); poll_fds.len()];
-    if !poll_fds.is_empty() {
-        let mut set: Vec<rustix::event::PollFd<'_>> =
-            poll_fds.iter().map(|(fd, flags)| rustix::event::PollFd::new(fd, *flags)).collect();
-        let ts = wait.map(|d| rustix::event::Timespec {
-            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: d.subsec_nanos() as _,
-        });
-        loop {
-            match rustix::event::poll(&mut set, ts.as_ref()) {
-                Ok(_) => break,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(Errno::from(e).into()),
-            }
-        }
-        for (out, pfd) in revents.iter_mut().zip(&set) {
-            *out = pfd.revents();
-        }
-    } else if let Some(d) = wait {
-        std::thread::sleep(d);
-    } else if ready.is_empty() {
+    if poll_fds.is_empty() && wait.is_none() {
         // Only invalid subscriptions would leave nothing to wait for; they are reported above.
         return Err(Errno::Inval.into());
     }
+    let revents = wait_interruptibly(&poll_fds, wait, start, a.waiter)?;
     let elapsed = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
 
     for sub in &subs {
@@ -186,4 +171,48 @@ pub(crate) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args
         mem.write_u16(at + 24, ev.flags)?;
     }
     Ok(mem.write_u32(nevents_ptr, ready.len() as u32)?)
+}
+
+/// Polls `fds` for at most `wait` (forever if `None`) since `start`, together with the store's
+/// interrupt descriptor: an interrupt ends the wait with the trap "deadline exceeded", however
+/// long the guest asked to sleep. Returns each descriptor's events.
+fn wait_interruptibly(
+    fds: &[(std::os::fd::BorrowedFd<'_>, rustix::event::PollFlags)],
+    wait: Option<Duration>,
+    start: std::time::Instant,
+    waiter: Option<&kiln_runtime::Waiter>,
+) -> Result<Vec<rustix::event::PollFlags>, Fail> {
+    use rustix::event::{PollFd, PollFlags};
+    let wake = match waiter {
+        // Only a wait that can last needs the interrupt descriptor.
+        Some(waiter) if wait != Some(Duration::ZERO) => Some(waiter.fd().map_err(Errno::from)?),
+        _ => None,
+    };
+    loop {
+        if waiter.is_some_and(|w| w.interrupted()) && wake.is_some() {
+            return Err(Fail::Trap(kiln_runtime::HostError(Box::new(kiln_runtime::Interrupted))));
+        }
+        let mut set: Vec<PollFd<'_>> = fds.iter().map(|(fd, flags)| PollFd::new(fd, *flags)).collect();
+        if let Some(wake) = &wake {
+            set.push(PollFd::new(wake, PollFlags::IN));
+        }
+        let left = wait.map(|d| d.saturating_sub(start.elapsed()));
+        let ts = left.map(|d| rustix::event::Timespec { tv_sec: d.as_secs().min(i64::MAX as u64) as i64, tv_nsec: d.subsec_nanos() as _ });
+        match rustix::event::poll(&mut set, ts.as_ref()) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(Errno::from(e).into()),
+        }
+        let woken = wake.is_some() && !set.last().expect("the wake descriptor").revents().is_empty();
+        if woken && waiter.is_some_and(|w| w.acknowledge()) {
+            return Err(Fail::Trap(kiln_runtime::HostError(Box::new(kiln_runtime::Interrupted))));
+        }
+        let revents: Vec<PollFlags> = set[..fds.len()].iter().map(|p| p.revents()).collect();
+        let timed_out = left.is_some_and(|d| d.is_zero() || start.elapsed() >= wait.unwrap_or_default());
+        // A stale wake-up with nothing else ready and time left: wait again.
+        if woken && revents.iter().all(|r| r.is_empty()) && !timed_out {
+            continue;
+        }
+        return Ok(revents);
+    }
 }

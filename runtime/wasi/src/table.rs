@@ -109,13 +109,18 @@ pub fn classify(fd: BorrowedFd<'_>) -> (u8, u64) {
     }
 }
 
-/// The table: fd number → descriptor.
-#[derive(Default)]
+/// The table: fd number → descriptor, holding at most `limit` at once.
 pub struct Table {
     entries: BTreeMap<u32, Descriptor>,
+    limit: usize,
 }
 
 impl Table {
+    /// An empty table that refuses (`mfile`) to hold more than `limit` descriptors.
+    pub fn with_limit(limit: usize) -> Table {
+        Table { entries: BTreeMap::new(), limit }
+    }
+
     /// The descriptor `fd`, or `badf`.
     pub fn get(&self, fd: u32) -> WasiResult<&Descriptor> {
         self.entries.get(&fd).ok_or(Errno::Badf)
@@ -126,8 +131,12 @@ impl Table {
         self.entries.get_mut(&fd).ok_or(Errno::Badf)
     }
 
-    /// Puts `desc` at the lowest free number.
+    /// Puts `desc` at the lowest free number (`mfile` if the table is full; `desc` is then
+    /// dropped, closing it).
     pub fn push(&mut self, desc: Descriptor) -> WasiResult<u32> {
+        if self.entries.len() >= self.limit {
+            return Err(Errno::Mfile);
+        }
         let mut fd = 0u32;
         for &used in self.entries.keys() {
             if used != fd {
@@ -139,7 +148,8 @@ impl Table {
         Ok(fd)
     }
 
-    /// Puts `desc` at `fd`, replacing (and closing) what was there.
+    /// Puts `desc` at `fd`, replacing (and closing) what was there (the host's own setup and
+    /// `fd_renumber`, which never add to the count a guest can reach).
     pub fn insert(&mut self, fd: u32, desc: Descriptor) {
         self.entries.insert(fd, desc);
     }

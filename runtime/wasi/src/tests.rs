@@ -35,7 +35,7 @@ impl Guest {
     fn call(&mut self, name: &str, args: &[Val]) -> Errno {
         let (_, _, body) = FUNCS.iter().find(|(n, _, _)| *n == name).expect("known function");
         let mut mem = GuestMemory::new(&mut self.mem);
-        match body(&mut self.ctx, &mut mem, &Args(args)) {
+        match body(&mut self.ctx, &mut mem, &Args { values: args, waiter: None }) {
             Ok(()) => Errno::Success,
             Err(Fail::Errno(e)) => e,
             Err(Fail::Trap(t)) => panic!("{name} trapped: {t}"),
@@ -84,6 +84,16 @@ impl Guest {
     fn path_call(&mut self, name: &str, path: &str) -> Errno {
         let len = self.put(PATH, path.as_bytes());
         self.call(name, &[Val::I32(SANDBOX), Val::I32(PATH as i32), Val::I32(len)])
+    }
+
+    /// `path_symlink(target, link)` in the preopen.
+    fn symlink(&mut self, target: &str, link: &str) -> Errno {
+        let target_len = self.put(PATH2, target.as_bytes());
+        let link_len = self.put(PATH, link.as_bytes());
+        self.call(
+            "path_symlink",
+            &[Val::I32(PATH2 as i32), Val::I32(target_len), Val::I32(SANDBOX), Val::I32(PATH as i32), Val::I32(link_len)],
+        )
     }
 
     fn stat(&mut self, follow: bool, path: &str) -> Errno {
@@ -154,15 +164,19 @@ fn symlinks_cannot_lead_outside() {
     assert!(refused(g.open(true, "chain", 0, rights::FD_READ)), "a chain of links");
     assert!(refused(g.open(false, "dir_link/secret.txt", 0, rights::FD_READ)), "a link as a directory");
     assert_eq!(g.stat(true, "rel_link"), Errno::Perm);
-    // A link the guest makes itself is confined the same way.
-    let target_len = g.put(PATH2, b"../secret.txt");
-    let link_len = g.put(PATH, b"guest_link");
-    let e = g.call(
-        "path_symlink",
-        &[Val::I32(PATH2 as i32), Val::I32(target_len), Val::I32(SANDBOX), Val::I32(PATH as i32), Val::I32(link_len)],
-    );
-    assert_eq!(e, Errno::Success, "making a link is allowed");
-    assert!(refused(g.open(true, "guest_link", 0, rights::FD_READ)));
+    // The guest cannot make a link that leads out either (the host, following it without
+    // cap-std, would escape): its target must stay below the link's own directory.
+    for (target, link) in [("../secret.txt", "guest_link"), ("sub/../../secret.txt", "sneaky"), ("/etc/passwd", "abs")] {
+        let e = g.symlink(target, link);
+        assert_eq!(e, Errno::Perm, "{link} -> {target}");
+        assert!(std::fs::symlink_metadata(root.path().join("sandbox").join(link)).is_err());
+    }
+    assert_eq!(g.symlink("inside.txt", "guest_link"), Errno::Success);
+    // Even a `..` that stays inside today is refused when it climbs above the link's own
+    // directory: moving that directory up later would make the link lead out.
+    assert_eq!(g.symlink("../inside.txt", "sub/up_one"), Errno::Perm);
+    assert_eq!(g.symlink("deeper/../x", "sub/fine"), Errno::Success);
+    assert!(g.open(true, "guest_link", 0, rights::FD_READ).is_ok());
     // Not following: the link itself can be looked at; a link inside works.
     assert_eq!(g.stat(false, "abs_link"), Errno::Success);
     assert!(g.open(true, "inside_link", 0, rights::FD_READ).is_ok());
@@ -294,10 +308,10 @@ fn proc_exit_and_proc_raise_end_the_program_with_a_status() {
         Ok(()) => Err("returned".into()),
         Err(Fail::Errno(e)) => Err(format!("{e:?}")),
     };
-    assert_eq!(status(exit(&mut g.ctx, &mut mem, &Args(&[Val::I32(42)]))), Ok(42));
-    assert_eq!(status(raise(&mut g.ctx, &mut mem, &Args(&[Val::I32(15)]))), Ok(128 + 15), "sigterm terminates");
-    assert!(raise(&mut g.ctx, &mut mem, &Args(&[Val::I32(0)])).is_ok(), "signal 0 does nothing");
-    assert!(matches!(raise(&mut g.ctx, &mut mem, &Args(&[Val::I32(99)])), Err(Fail::Errno(Errno::Inval))));
+    assert_eq!(status(exit(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(42)], waiter: None })), Ok(42));
+    assert_eq!(status(raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(15)], waiter: None })), Ok(128 + 15), "sigterm terminates");
+    assert!(raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(0)], waiter: None }).is_ok(), "signal 0 does nothing");
+    assert!(matches!(raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(99)], waiter: None }), Err(Fail::Errno(Errno::Inval))));
     assert_eq!(crate::exit_status(Ok(vec![])).ok(), Some(0));
 }
 
@@ -315,4 +329,109 @@ fn args_and_environment_are_laid_out_as_preview1_says() {
     assert_eq!(g.call("clock_time_get", &[Val::I32(9), Val::I64(0), Val::I32(0)]), Errno::Inval);
     assert_eq!(g.call("clock_res_get", &[Val::I32(1), Val::I32(0)]), Errno::Success);
     assert!(g.u64_at(0) > 0);
+}
+
+/// An iovec array of `count` entries at offset 0 (all zero-length, pointing at 0).
+fn zero_iovecs(g: &mut Guest, count: usize) {
+    g.mem[..count * 8].fill(0);
+}
+
+/// Issue 12.6: guest-chosen counts do not become host allocations. Before, one `fd_write` with
+/// 0x1fffe000 zero-length iovecs made the host allocate 4 GiB.
+#[test]
+fn guest_counts_are_capped_with_posix_errors() {
+    let root = layout();
+    let mut g = Guest::new(&root.path().join("sandbox"));
+    let fd = g.open(false, "inside.txt", 0, rights::FD_READ | rights::FD_WRITE).unwrap() as i32;
+    zero_iovecs(&mut g, 1024);
+    assert_eq!(g.call("fd_write", &[Val::I32(fd), Val::I32(0), Val::I32(0x1fff_e000), Val::I32(OUT as i32)]), Errno::Inval);
+    assert_eq!(g.call("fd_read", &[Val::I32(fd), Val::I32(0), Val::I32(1025), Val::I32(OUT as i32)]), Errno::Inval);
+    assert_eq!(g.call("fd_write", &[Val::I32(fd), Val::I32(0), Val::I32(1024), Val::I32(OUT as i32)]), Errno::Success);
+    // poll_oneoff: a subscription count beyond the cap is refused before anything is built.
+    assert_eq!(g.call("poll_oneoff", &[Val::I32(0), Val::I32(0), Val::I32(4097), Val::I32(OUT as i32)]), Errno::Inval);
+    // A path longer than PATH_MAX is refused before it is copied.
+    let e = g.call(
+        "path_open",
+        &[Val::I32(SANDBOX), Val::I32(0), Val::I32(0), Val::I32(8192), Val::I32(0), Val::I64(0), Val::I64(0), Val::I32(0), Val::I32(OUT as i32)],
+    );
+    assert_eq!(e, Errno::NameTooLong);
+}
+
+/// Issue 12.7: a guest cannot hold more descriptors than its limit (before: ~20,000, the
+/// whole process's).
+#[test]
+fn open_descriptors_are_limited() {
+    let root = layout();
+    let ctx = WasiCtxBuilder::new().preopened_dir(root.path().join("sandbox"), "sandbox").max_open_files(10).build().unwrap();
+    let mut g = Guest { ctx, mem: vec![0; MEM] };
+    let mut opened = 0;
+    let error = loop {
+        match g.open(false, "inside.txt", 0, rights::FD_READ) {
+            Ok(_) => opened += 1,
+            Err(e) => break e,
+        }
+        assert!(opened <= 10, "the limit is not enforced");
+    };
+    assert_eq!(error, Errno::Mfile);
+    assert_eq!(opened, 9, "ten in all, the preopen included");
+    assert_eq!(g.call("fd_close", &[Val::I32(4)]), Errno::Success);
+    assert!(g.open(false, "inside.txt", 0, rights::FD_READ).is_ok(), "closing one makes room");
+}
+
+/// Issue 12.5: stdio the host lends (a file here, inherited stdio in `kiln run`) is a stream:
+/// the guest cannot truncate, re-time, seek or allocate it, and flags it sets stay Kiln's,
+/// never the host descriptor's. Before, `fd_filestat_set_size` truncated the caller's log and
+/// `fd_fdstat_set_flags` left the caller's pipe non-blocking.
+#[test]
+fn lent_stdio_cannot_be_changed_by_the_guest() {
+    use std::os::fd::AsFd;
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("log");
+    std::fs::write(&log_path, "keep me").unwrap();
+    let log = std::fs::OpenOptions::new().read(true).write(true).open(&log_path).unwrap();
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    let writer_probe = writer.try_clone().unwrap();
+    let ctx = WasiCtxBuilder::new()
+        .stdio_file(0, std::fs::File::from(reader))
+        .stdio_file(1, log)
+        .stdio_file(2, std::fs::File::from(writer))
+        .build()
+        .unwrap();
+    let mut g = Guest { ctx, mem: vec![0; MEM] };
+    assert_eq!(g.call("fd_filestat_set_size", &[Val::I32(1), Val::I64(0)]), Errno::NotCapable);
+    assert_eq!(g.call("fd_filestat_set_times", &[Val::I32(1), Val::I64(0), Val::I64(0), Val::I32(1 << 2)]), Errno::NotCapable);
+    assert_eq!(g.call("fd_allocate", &[Val::I32(1), Val::I64(0), Val::I64(1 << 20)]), Errno::NotCapable);
+    assert_eq!(g.call("fd_seek", &[Val::I32(1), Val::I64(0), Val::I32(0), Val::I32(OUT as i32)]), Errno::NotCapable);
+    assert_eq!(std::fs::read_to_string(&log_path).unwrap(), "keep me");
+
+    let nonblock = crate::types::fdflags::NONBLOCK as i32;
+    for fd in [0, 2] {
+        assert_eq!(g.call("fd_fdstat_set_flags", &[Val::I32(fd), Val::I32(nonblock)]), Errno::Success);
+    }
+    let flags = rustix::fs::fcntl_getfl(writer_probe.as_fd()).unwrap();
+    assert!(!flags.contains(rustix::fs::OFlags::NONBLOCK), "the host's pipe stays blocking");
+    // The guest's non-blocking read of an empty pipe still answers `again`, and fdstat shows
+    // the flag it set.
+    g.put(0, &[0, 1, 0, 0, 4, 0, 0, 0]);
+    assert_eq!(g.call("fd_read", &[Val::I32(0), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]), Errno::Again);
+    assert_eq!(g.call("fd_fdstat_get", &[Val::I32(0), Val::I32(OUT as i32)]), Errno::Success);
+    assert_eq!(u16::from_le_bytes([g.mem[OUT as usize + 2], g.mem[OUT as usize + 3]]) as i32, nonblock);
+}
+
+/// Issue 12.8: `/proc`, `/sys` and `/dev` cannot be preopened, and through a wider preopen the
+/// host's own files there cannot be opened (`/proc/self/mem` would be the host's memory).
+#[test]
+fn the_host_itself_is_out_of_reach() {
+    for special in ["/proc", "/proc/self", "/sys", "/dev"] {
+        let err = WasiCtxBuilder::new().preopened_dir(special, "x").build().err().expect("refused");
+        assert!(matches!(err, crate::WasiError::Forbidden { .. }), "{special}: {err}");
+    }
+    let ctx = WasiCtxBuilder::new().preopened_dir("/", "/").build().unwrap();
+    let mut g = Guest { ctx, mem: vec![0; MEM] };
+    for path in ["proc/self/mem", "proc/self/environ", "sys/kernel/mm/transparent_hugepage/enabled", "dev/mem"] {
+        let e = g.open(false, path, 0, rights::FD_READ);
+        assert!(matches!(e, Err(Errno::Acces | Errno::NoEnt | Errno::Perm)), "{path}: {e:?}");
+    }
+    assert_eq!(g.open(false, "proc", oflags::DIRECTORY, 0), Err(Errno::Acces));
+    assert!(g.open(false, "dev/null", 0, rights::FD_READ).is_ok(), "harmless devices stay usable");
 }

@@ -285,8 +285,15 @@ pub mod rights {
     /// What a directory may hand down to what is opened through it.
     pub const DIRECTORY_INHERITING: u64 = DIRECTORY | FILE;
 
-    /// The rights of a character device or pipe (stdio).
+    /// The rights of a character device or pipe.
     pub const STREAM: u64 = FD_READ | FD_WRITE | FD_FDSTAT_SET_FLAGS | FD_FILESTAT_GET | POLL_FD_READWRITE;
+
+    /// Inherited stdin, whatever it is: read, poll, look at, and flags kept by Kiln.
+    pub const STDIN: u64 = FD_READ | FD_FDSTAT_SET_FLAGS | FD_FILESTAT_GET | POLL_FD_READWRITE;
+
+    /// Inherited stdout and stderr, whatever they are: write, poll, look at, and flags kept by
+    /// Kiln.
+    pub const STDOUT: u64 = FD_WRITE | FD_FDSTAT_SET_FLAGS | FD_FILESTAT_GET | POLL_FD_READWRITE;
 }
 
 /// `filetype` values.

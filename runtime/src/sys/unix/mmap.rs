@@ -12,6 +12,21 @@ pub const fn page_align(value: usize) -> usize {
     (value + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
 }
 
+/// Makes `len` bytes at `addr` readable and writable (growing a memory inside a reservation
+/// some other value owns).
+///
+/// # Safety
+/// `[addr, addr + len)` must be page-aligned and lie inside a reservation whose owner expects
+/// it to become accessible.
+pub unsafe fn make_accessible_at(addr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: forwarded from the caller.
+    let rc = unsafe { libc::mprotect(addr.cast(), len, libc::PROT_READ | libc::PROT_WRITE) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// An owned, page-aligned reservation of address space, unmapped on drop.
 #[derive(Debug)]
 pub struct Mmap {

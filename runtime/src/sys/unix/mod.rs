@@ -1,4 +1,7 @@
-//! Linux implementations: memory mappings and the dynamic loader.
+//! Linux implementations: memory mappings, the dynamic loader, event descriptors.
 
 pub mod dl;
+mod event;
 pub mod mmap;
+
+pub use event::{drain_eventfd, eventfd, signal_eventfd};
