@@ -11,6 +11,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use arbitrary::Unstructured;
 
+pub mod api;
+pub mod linked;
 pub mod targets;
 
 /// What one side observed.
@@ -85,15 +87,15 @@ mod on_kiln {
     use super::*;
     use kiln_runtime::{CallError, Extern, Instance, InstantiationError, Module, Region, Trap, TrapCode, Val, ValType};
 
-    fn trap_kind(code: TrapCode) -> String {
+    pub(crate) fn trap_kind(code: TrapCode) -> String {
         match code {
             TrapCode::TableOutOfBounds | TrapCode::TableAccessOutOfBounds => "table out of bounds".into(),
             other => other.message().to_string(),
         }
     }
 
-    /// A numeric value's bits (references, which the generated modules do not use, as 0 or 1).
-    fn bits(value: &Val) -> u128 {
+    /// A value's bits (a reference as 1 if it is not null, else 0).
+    pub(crate) fn bits(value: &Val) -> u128 {
         match value {
             Val::I32(v) => *v as u32 as u128,
             Val::I64(v) => *v as u64 as u128,
@@ -102,6 +104,62 @@ mod on_kiln {
             Val::V128(v) => *v,
             Val::FuncRef(f) => f.is_some() as u128,
             Val::ExternRef(r) => r.is_some() as u128,
+        }
+    }
+
+    /// What Kiln's side saw so far.
+    #[derive(Default)]
+    pub(crate) struct Seen {
+        calls: Vec<std::result::Result<Vec<u128>, String>>,
+        pub globals: Vec<u128>,
+        memories: Vec<(usize, u64)>,
+    }
+
+    impl Seen {
+        /// Calls every exported function of `instance` and records its globals and memories,
+        /// in export-name order (both engines can list them that way). `Some` if a call makes
+        /// the run inconclusive.
+        pub fn observe_exports(&mut self, instance: &Instance) -> Result<Option<Observation>> {
+            let mut exports = instance.exports();
+            exports.sort_by(|a, b| a.0.cmp(&b.0));
+            for (_, export) in exports {
+                match export {
+                    Extern::Func(func) => {
+                        let args: Vec<Val> = func
+                            .ty()
+                            .params
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &t)| match t {
+                                ValType::I32 => Val::I32(arg_bits(i) as i32),
+                                ValType::I64 => Val::I64(arg_bits(i) as i64),
+                                ValType::F32 => Val::F32(arg_bits(i) as u32),
+                                ValType::F64 => Val::F64(arg_bits(i)),
+                                other => Val::default_for(other).unwrap_or(Val::FuncRef(None)),
+                            })
+                            .collect();
+                        match func.call(&args) {
+                            Ok(results) => self.calls.push(Ok(results.iter().map(bits).collect())),
+                            Err(CallError::Trap(Trap::Wasm(TrapCode::StackOverflow))) => {
+                                return Ok(Some(Observation::Inconclusive("stack exhausted".into())))
+                            }
+                            Err(CallError::Trap(Trap::Wasm(code))) => self.calls.push(Err(trap_kind(code))),
+                            Err(other) => return Err(other.into()),
+                        }
+                    }
+                    Extern::Global(global) => self.globals.push(bits(&global.get()?)),
+                    Extern::Memory(memory) => {
+                        let bytes = memory.read(0, memory.size_bytes() as usize)?;
+                        self.memories.push((bytes.len(), digest(&bytes)));
+                    }
+                    Extern::Table(_) => {}
+                }
+            }
+            Ok(None)
+        }
+
+        pub fn finish(self) -> Observation {
+            Observation::Ran { calls: self.calls, globals: self.globals, memories: self.memories }
         }
     }
 
@@ -119,53 +177,18 @@ mod on_kiln {
             Err(InstantiationError::Trap(Trap::Wasm(code))) => return Ok(Observation::InstantiationTrap(trap_kind(code))),
             Err(other) => return Err(other.into()),
         };
-        let mut calls = Vec::new();
-        let mut globals = Vec::new();
-        let mut memories = Vec::new();
-        // Export order: by name, as both engines can list them that way.
-        let mut exports = instance.exports();
-        exports.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, export) in exports {
-            match export {
-                Extern::Func(func) => {
-                    let args: Vec<Val> = func
-                        .ty()
-                        .params
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &t)| match t {
-                            ValType::I32 => Val::I32(arg_bits(i) as i32),
-                            ValType::I64 => Val::I64(arg_bits(i) as i64),
-                            ValType::F32 => Val::F32(arg_bits(i) as u32),
-                            ValType::F64 => Val::F64(arg_bits(i)),
-                            other => Val::default_for(other).unwrap_or(Val::FuncRef(None)),
-                        })
-                        .collect();
-                    match func.call(&args) {
-                        Ok(results) => calls.push(Ok(results.iter().map(bits).collect())),
-                        Err(CallError::Trap(Trap::Wasm(TrapCode::StackOverflow))) => {
-                            return Ok(Observation::Inconclusive("stack exhausted".into()))
-                        }
-                        Err(CallError::Trap(Trap::Wasm(code))) => calls.push(Err(trap_kind(code))),
-                        Err(other) => return Err(other.into()),
-                    }
-                }
-                Extern::Global(global) => globals.push(bits(&global.get()?)),
-                Extern::Memory(memory) => {
-                    let bytes = memory.read(0, memory.size_bytes() as usize).unwrap_or_default();
-                    memories.push((bytes.len(), digest(&bytes)));
-                }
-                Extern::Table(_) => {}
-            }
+        let mut seen = Seen::default();
+        if let Some(stop) = seen.observe_exports(&instance)? {
+            return Ok(stop);
         }
-        Ok(Observation::Ran { calls, globals, memories })
+        Ok(seen.finish())
     }
 }
 
 mod on_wasmi {
     use super::*;
     use wasmi::core::{TrapCode, ValType};
-    use wasmi::{Engine, Linker, Module, Store, Val};
+    use wasmi::{Engine, Instance, Linker, Module, Store, Val};
 
     fn trap_kind(code: TrapCode) -> String {
         match code {
@@ -183,13 +206,96 @@ mod on_wasmi {
         .to_string()
     }
 
-    fn raw(val: &Val) -> u128 {
+    /// A value's bits (a reference as 1 if it is not null, else 0), as Kiln's side counts them.
+    pub(crate) fn raw(val: &Val) -> u128 {
         match val {
             Val::I32(v) => *v as u32 as u128,
             Val::I64(v) => *v as u64 as u128,
             Val::F32(v) => v.to_bits() as u128,
             Val::F64(v) => v.to_bits() as u128,
-            _ => 0,
+            Val::FuncRef(f) => !f.is_null() as u128,
+            Val::ExternRef(r) => !r.is_null() as u128,
+        }
+    }
+
+    /// Instantiates and starts `module`; `Ok(Err(observation))` if that trapped.
+    pub(crate) fn instantiate(store: &mut Store<()>, linker: &Linker<()>, module: &Module) -> Result<std::result::Result<Instance, Observation>> {
+        let pre = match linker.instantiate(&mut *store, module) {
+            Ok(pre) => pre,
+            // wasmi reports out-of-bounds segments as instantiation errors, not traps.
+            Err(err) => {
+                let message = err.to_string();
+                if message.contains("out of bounds memory access") {
+                    return Ok(Err(Observation::InstantiationTrap("out of bounds memory access".into())));
+                }
+                if message.contains("out of bounds table access") {
+                    return Ok(Err(Observation::InstantiationTrap("table out of bounds".into())));
+                }
+                return Err(anyhow::anyhow!("wasmi link: {message}"));
+            }
+        };
+        match pre.start(&mut *store) {
+            Ok(instance) => Ok(Ok(instance)),
+            Err(err) => match err.as_trap_code() {
+                Some(TrapCode::StackOverflow) => Ok(Err(Observation::Inconclusive("stack exhausted".into()))),
+                Some(code) => Ok(Err(Observation::InstantiationTrap(trap_kind(code)))),
+                None => Err(anyhow::anyhow!("wasmi start: {err}")),
+            },
+        }
+    }
+
+    /// What wasmi's side saw so far (see `on_kiln::Seen`).
+    #[derive(Default)]
+    pub(crate) struct Seen {
+        calls: Vec<std::result::Result<Vec<u128>, String>>,
+        pub globals: Vec<u128>,
+        memories: Vec<(usize, u64)>,
+    }
+
+    impl Seen {
+        pub fn observe_exports(&mut self, store: &mut Store<()>, instance: Instance) -> Result<Option<Observation>> {
+            let mut exports: Vec<(String, wasmi::Extern)> =
+                instance.exports(&*store).map(|e| (e.name().to_string(), e.into_extern())).collect();
+            exports.sort_by(|a, b| a.0.cmp(&b.0));
+            for (_, export) in exports {
+                match export {
+                    wasmi::Extern::Func(func) => {
+                        let ty = func.ty(&*store);
+                        let args: Vec<Val> = ty
+                            .params()
+                            .iter()
+                            .enumerate()
+                            .map(|(i, t)| match t {
+                                ValType::I32 => Val::I32(arg_bits(i) as u32 as i32),
+                                ValType::I64 => Val::I64(arg_bits(i) as i64),
+                                ValType::F32 => Val::F32(wasmi::core::F32::from_bits(arg_bits(i) as u32)),
+                                ValType::F64 => Val::F64(wasmi::core::F64::from_bits(arg_bits(i))),
+                                other => Val::default(*other),
+                            })
+                            .collect();
+                        let mut results: Vec<Val> = ty.results().iter().map(|t| Val::default(*t)).collect();
+                        match func.call(&mut *store, &args, &mut results) {
+                            Ok(()) => self.calls.push(Ok(results.iter().map(raw).collect())),
+                            Err(err) => match err.as_trap_code() {
+                                Some(TrapCode::StackOverflow) => return Ok(Some(Observation::Inconclusive("stack exhausted".into()))),
+                                Some(code) => self.calls.push(Err(trap_kind(code))),
+                                None => return Err(anyhow::anyhow!("wasmi call: {err}")),
+                            },
+                        }
+                    }
+                    wasmi::Extern::Global(global) => self.globals.push(raw(&global.get(&*store))),
+                    wasmi::Extern::Memory(memory) => {
+                        let bytes = memory.data(&*store);
+                        self.memories.push((bytes.len(), digest(bytes)));
+                    }
+                    wasmi::Extern::Table(_) => {}
+                }
+            }
+            Ok(None)
+        }
+
+        pub fn finish(self) -> Observation {
+            Observation::Ran { calls: self.calls, globals: self.globals, memories: self.memories }
         }
     }
 
@@ -198,69 +304,15 @@ mod on_wasmi {
         let module = Module::new(&engine, wasm).map_err(|e| anyhow::anyhow!("wasmi rejects the module: {e}"))?;
         let mut store = Store::new(&engine, ());
         let linker = Linker::<()>::new(&engine);
-        let pre = match linker.instantiate(&mut store, &module) {
-            Ok(pre) => pre,
-            // wasmi reports out-of-bounds segments as instantiation errors, not traps.
-            Err(err) => {
-                let message = err.to_string();
-                if message.contains("out of bounds memory access") {
-                    return Ok(Observation::InstantiationTrap("out of bounds memory access".into()));
-                }
-                if message.contains("out of bounds table access") {
-                    return Ok(Observation::InstantiationTrap("table out of bounds".into()));
-                }
-                return Err(anyhow::anyhow!("wasmi link: {message}"));
-            }
-        };
-        let instance = match pre.start(&mut store) {
+        let instance = match instantiate(&mut store, &linker, &module)? {
             Ok(instance) => instance,
-            Err(err) => match err.as_trap_code() {
-                Some(TrapCode::StackOverflow) => return Ok(Observation::Inconclusive("stack exhausted".into())),
-                Some(code) => return Ok(Observation::InstantiationTrap(trap_kind(code))),
-                None => return Err(anyhow::anyhow!("wasmi start: {err}")),
-            },
+            Err(stop) => return Ok(stop),
         };
-        let mut exports: Vec<(String, wasmi::Extern)> =
-            instance.exports(&store).map(|e| (e.name().to_string(), e.into_extern())).collect();
-        exports.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut calls = Vec::new();
-        let mut globals = Vec::new();
-        let mut memories = Vec::new();
-        for (_, export) in exports {
-            match export {
-                wasmi::Extern::Func(func) => {
-                    let ty = func.ty(&store);
-                    let args: Vec<Val> = ty
-                        .params()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, t)| match t {
-                            ValType::I32 => Val::I32(arg_bits(i) as u32 as i32),
-                            ValType::I64 => Val::I64(arg_bits(i) as i64),
-                            ValType::F32 => Val::F32(wasmi::core::F32::from_bits(arg_bits(i) as u32)),
-                            ValType::F64 => Val::F64(wasmi::core::F64::from_bits(arg_bits(i))),
-                            other => Val::default(*other),
-                        })
-                        .collect();
-                    let mut results: Vec<Val> = ty.results().iter().map(|t| Val::default(*t)).collect();
-                    match func.call(&mut store, &args, &mut results) {
-                        Ok(()) => calls.push(Ok(results.iter().map(raw).collect())),
-                        Err(err) => match err.as_trap_code() {
-                            Some(TrapCode::StackOverflow) => return Ok(Observation::Inconclusive("stack exhausted".into())),
-                            Some(code) => calls.push(Err(trap_kind(code))),
-                            None => return Err(anyhow::anyhow!("wasmi call: {err}")),
-                        },
-                    }
-                }
-                wasmi::Extern::Global(global) => globals.push(raw(&global.get(&store))),
-                wasmi::Extern::Memory(memory) => {
-                    let bytes = memory.data(&store);
-                    memories.push((bytes.len(), digest(bytes)));
-                }
-                wasmi::Extern::Table(_) => {}
-            }
+        let mut seen = Seen::default();
+        if let Some(stop) = seen.observe_exports(&mut store, instance)? {
+            return Ok(stop);
         }
-        Ok(Observation::Ran { calls, globals, memories })
+        Ok(seen.finish())
     }
 }
 
@@ -278,11 +330,16 @@ pub fn check(seed: u64, dir: &Path, region: &kiln_runtime::Region) -> Result<Ver
 pub fn compare(wasm: &[u8], seed: u64, dir: &Path, region: &kiln_runtime::Region) -> Result<Verdict> {
     let reference = on_wasmi::observe(wasm)?;
     let kiln = on_kiln::observe(wasm, dir, region).with_context(|| format!("seed {seed}"))?;
-    Ok(match (&kiln, &reference) {
+    Ok(verdict(kiln, reference, seed))
+}
+
+/// Compares what the two engines saw.
+fn verdict(kiln: Observation, reference: Observation, seed: u64) -> Verdict {
+    match (&kiln, &reference) {
         (Observation::Inconclusive(_), _) | (_, Observation::Inconclusive(_)) => Verdict::Inconclusive,
         (a, b) if a == b => Verdict::Agree,
         (a, b) => Verdict::Mismatch { seed, kiln: format!("{a:?}"), wasmi: format!("{b:?}") },
-    })
+    }
 }
 
 /// Totals of a batch.
@@ -298,22 +355,27 @@ pub struct Summary {
     pub failures: Vec<String>,
 }
 
-/// Checks modules `first_seed..first_seed + count`.
+/// Checks, for each seed in `first_seed..first_seed + count`, one module and one linked pair
+/// (see [`linked`]).
 pub fn run_batch(first_seed: u64, count: u64, mut progress: impl FnMut(u64, &Summary)) -> Result<Summary> {
     let dir = tempfile::tempdir()?;
     let region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 1, ..Default::default() })?;
+    let pair_region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 2, ..Default::default() })?;
     let mut summary = Summary::default();
     for seed in first_seed..first_seed + count {
-        match check(seed, dir.path(), &region) {
-            Ok(Verdict::Agree) => summary.passed += 1,
-            Ok(Verdict::Inconclusive) => summary.inconclusive += 1,
-            Ok(Verdict::Mismatch { seed, kiln, wasmi }) => {
-                summary.failed += 1;
-                summary.failures.push(format!("seed {seed}: kiln {kiln}\n    wasmi {wasmi}"));
-            }
-            Err(err) => {
-                summary.failed += 1;
-                summary.failures.push(format!("seed {seed}: {err:#}"));
+        let checks = [("", check(seed, dir.path(), &region)), ("linked ", linked::check(seed, dir.path(), &pair_region))];
+        for (kind, outcome) in checks {
+            match outcome {
+                Ok(Verdict::Agree) => summary.passed += 1,
+                Ok(Verdict::Inconclusive) => summary.inconclusive += 1,
+                Ok(Verdict::Mismatch { seed, kiln, wasmi }) => {
+                    summary.failed += 1;
+                    summary.failures.push(format!("{kind}seed {seed}: kiln {kiln}\n    wasmi {wasmi}"));
+                }
+                Err(err) => {
+                    summary.failed += 1;
+                    summary.failures.push(format!("{kind}seed {seed}: {err:#}"));
+                }
             }
         }
         progress(seed, &summary);

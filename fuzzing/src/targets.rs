@@ -15,7 +15,7 @@ use kiln_runtime::{Module, Region, RegionConfig};
 
 use crate::Verdict;
 
-fn compiler() -> &'static Compiler {
+pub(crate) fn compiler() -> &'static Compiler {
     static COMPILER: OnceLock<Compiler> = OnceLock::new();
     COMPILER.get_or_init(|| Compiler::new().expect("the host ISA is supported"))
 }
@@ -187,4 +187,30 @@ pub fn differential(data: &[u8]) -> bool {
             Err(err) => panic!("the differential check failed: {err:#}"),
         }
     })
+}
+
+/// `linked`: the pair of modules wasm-smith builds from `data` (B importing A's exports, both
+/// importing a host table and globals) behaves the same in Kiln and in wasmi.
+pub fn linked(data: &[u8]) -> bool {
+    let Ok((a, b)) = crate::linked::generate_from(data) else { return false };
+    PAIR_REGION.with(|region| {
+        SCRATCH.with_borrow_mut(|scratch| match crate::linked::compare(&a, &b, 0, scratch.dir.path(), region) {
+            Ok(Verdict::Agree) => true,
+            Ok(Verdict::Inconclusive) => false,
+            Ok(Verdict::Mismatch { kiln, wasmi, .. }) => panic!("Kiln and wasmi disagree on a linked pair:\n kiln  {kiln}\n wasmi {wasmi}"),
+            Err(err) => panic!("the linked differential check failed: {err:#}"),
+        })
+    })
+}
+
+thread_local! {
+    /// A two-slot region for linked pairs.
+    static PAIR_REGION: Region = Region::new(RegionConfig { slots: 2, ..Default::default() }).expect("a two-slot region");
+}
+
+/// `api`: an arbitrary sequence of embedding-API calls across two stores and threads (see
+/// [`crate::api`]) never crashes, never hands out a function reference of another store, and
+/// every call through a table reaches only the functions that can be there.
+pub fn api(data: &[u8]) -> bool {
+    crate::api::run(data)
 }

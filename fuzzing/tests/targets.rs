@@ -177,3 +177,41 @@ fn fuzzer_finding_sparse_data_high_up_stays_small() {
     let input: &[u8] = &[231, 32, 0, 198, 0, 255, 75, 96, 74, 1, 0, 0, 170, 255, 255, 255, 74, 74, 255, 255, 255, 75, 74, 74, 74, 0, 0, 0, 0, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 7, 2, 2, 255, 85, 0, 0, 0, 74, 74, 255, 255, 255, 75, 74, 74, 74, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 255, 198, 209];
     assert!(targets::compile_generated(input));
 }
+
+#[test]
+fn linked_pairs_share_functions_tables_and_globals_and_agree() {
+    // The generator really links: over these seeds, B imports functions and tables from A, and
+    // A or B import the host's table and globals.
+    let (mut from_a, mut tables, mut host) = (0, 0, 0);
+    let region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 2, ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut agreed = 0;
+    for seed in 1..=40 {
+        let (a, b) = kiln_fuzzing::linked::generate(seed).unwrap();
+        for payload in wasmparser::Parser::new(0).parse_all(&b).chain(wasmparser::Parser::new(0).parse_all(&a)) {
+            let Ok(wasmparser::Payload::ImportSection(reader)) = payload else { continue };
+            for import in reader.into_iter().flatten() {
+                from_a += (import.module == "a" && matches!(import.ty, wasmparser::TypeRef::Func(_))) as usize;
+                tables += matches!(import.ty, wasmparser::TypeRef::Table(_)) as usize;
+                host += (import.module == "host") as usize;
+            }
+        }
+        match kiln_fuzzing::linked::compare(&a, &b, seed, dir.path(), &region).unwrap() {
+            kiln_fuzzing::Verdict::Agree => agreed += 1,
+            kiln_fuzzing::Verdict::Inconclusive => {}
+            kiln_fuzzing::Verdict::Mismatch { kiln, wasmi, .. } => panic!("seed {seed}: kiln {kiln}\n wasmi {wasmi}"),
+        }
+        targets::linked(&random_bytes(seed, 4096));
+    }
+    assert!(from_a >= 10 && tables >= 10 && host >= 20, "imports: {from_a} functions from A, {tables} tables, {host} from the host");
+    assert!(agreed >= 30, "{agreed} of 40 pairs agreed (the rest inconclusive)");
+}
+
+#[test]
+fn api_call_sequences_keep_every_promise() {
+    let mut exercised = 0;
+    for seed in 0..300 {
+        exercised += targets::api(&random_bytes(seed, 64 + (seed as usize * 37) % 2000)) as usize;
+    }
+    assert!(exercised >= 250, "only {exercised} of 300 sequences did anything");
+}

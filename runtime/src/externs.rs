@@ -206,6 +206,11 @@ impl Func {
         &self.ty
     }
 
+    /// The store a wasm function belongs to (`None` for a host function: it belongs to none).
+    pub fn store(&self) -> Option<Store> {
+        self.wasm().and_then(|w| w.root.clone()).map(|root| Store { root })
+    }
+
     pub(crate) fn wasm(&self) -> Option<&WasmFunc> {
         match &self.kind {
             FuncKind::Wasm(w) => Some(w),

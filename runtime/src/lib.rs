@@ -7,6 +7,12 @@
 //!
 //! Everything public here is safe to call with any arguments, except the items marked
 //! `unsafe`, whose contracts are listed in `SECURITY.md` (loading native code is the main one).
+//! Internals with preconditions (the context switch, the trap registry, slots) are not public:
+//!
+//! ```compile_fail
+//! let _ = kiln_runtime::traps::registry::register;
+//! ```
+//!
 //! This crate never depends on Cranelift.
 
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -573,3 +573,16 @@ fn fuel_bounds_execution_deterministically() {
     assert_eq!(store.fuel_remaining(), Some(0));
     assert_eq!(TrapCode::OutOfFuel.message(), "all fuel consumed");
 }
+
+#[test]
+fn region_configurations_are_checked() {
+    let bad = |config: RegionConfig| match Region::new(config) {
+        Err(err) => err.to_string(),
+        Ok(_) => panic!("refused"),
+    };
+    assert!(bad(RegionConfig { slots: 0, ..Default::default() }).contains("at least one slot"));
+    assert!(bad(RegionConfig { stack_size: usize::MAX, ..Default::default() }).contains("stack_size"));
+    assert!(bad(RegionConfig { max_vmctx_size: usize::MAX, ..Default::default() }).contains("max_vmctx_size"));
+    assert!(bad(RegionConfig { host_stack_reserve: 1 << 21, stack_size: 1 << 21, ..Default::default() }).contains("reserve"));
+    assert!(bad(RegionConfig { slots: usize::MAX, ..Default::default() }).contains("too many slots"));
+}

@@ -102,3 +102,115 @@ fn tenants_stay_isolated_under_load() {
     }
     assert_eq!(region.free_slots(), 6);
 }
+
+/// A tenant that shares its store's host table and global: it writes its own function into the
+/// table and its id into the global, and can call whatever the table holds.
+const SHARED_USER: &str = r#"
+(module
+  (import "host" "table" (table 4 funcref))
+  (import "host" "last" (global $last (mut i32)))
+  (memory 1)
+  (global $mine (mut i32) (i32.const 0))
+  (type $r (func (result i32)))
+  (func $id (result i32) (global.get $mine))
+  (elem declare func $id)
+  (func (export "init") (param $id i32) (param $slot i32)
+    (global.set $mine (local.get $id))
+    (i32.store (i32.const 100) (local.get $id))
+    (table.set (local.get $slot) (ref.func $id))
+    (global.set $last (local.get $id)))
+  (func (export "probe") (result i32) (i32.load (i32.const 100)))
+  (func (export "mine") (result i32) (global.get $mine))
+  (func (export "call") (param i32) (result i32) (call_indirect (type $r) (local.get 0)))
+  (func (export "spin") (loop $l (br $l)))
+  (func (export "boom") (unreachable)))
+"#;
+
+/// A tenant of its own store that looks for anything a previous tenant of its slot left.
+const LOOKOUT: &str = r#"
+(module
+  (memory 1)
+  (table 4 funcref)
+  (func (export "probe") (result i32) (i32.load (i32.const 100)))
+  (func (export "slot_is_null") (param i32) (result i32) (ref.is_null (table.get (local.get 0)))))
+"#;
+
+/// Many threads, each running sessions of tenants that share a store's host table and global,
+/// with traps and interrupts, while lookout tenants of their own stores take the slots the
+/// sessions free. Every call through the shared table answers its writer's id (the writer is
+/// kept alive by the store, whatever became of its handle), no tenant starts with another's
+/// memory, globals or table entries, and every slot comes back.
+#[test]
+fn shared_tables_and_globals_never_leak_between_tenants() {
+    use kiln_runtime::{Extern, Global, GlobalType, RefType, Store, Table, TableType, ValType};
+    const THREADS: u32 = 4;
+    const SESSIONS: u32 = 25;
+    const PER_SESSION: u32 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let compile = |name: &str, wat: &str| {
+        let so = dir.path().join(format!("{name}.so"));
+        kiln_compiler::Compiler::new().unwrap().compile_to_file(wat.as_bytes(), &so).unwrap();
+        load(&so).unwrap()
+    };
+    let user = compile("user", SHARED_USER);
+    let lookout = compile("lookout", LOOKOUT);
+    let slots = (THREADS * (PER_SESSION + 1)) as usize;
+    let region = Region::new(RegionConfig { slots, ..Default::default() }).unwrap();
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (user, lookout, region) = (user.clone(), lookout.clone(), region.clone());
+            std::thread::spawn(move || {
+                for session in 0..SESSIONS {
+                    let store = Store::new();
+                    let table_type = TableType { element: RefType::FUNCREF, minimum: 4, maximum: None, table64: false };
+                    let table = Table::new(&store, table_type, Val::FuncRef(None)).unwrap();
+                    let last = Global::new(&store, GlobalType { content: ValType::I32, mutable: true }, Val::I32(0)).unwrap();
+                    let imports = [Extern::Table(table.clone()), Extern::Global(last.clone())];
+                    let mut ids = Vec::new();
+                    for k in 0..PER_SESSION {
+                        let id = (t * 1_000_000 + session * 100 + k + 1) as i32;
+                        let tenant = Instance::new_in_store(&region, &store, &user, &imports).unwrap();
+                        assert_eq!(tenant.call("probe", &[]).unwrap(), vec![Val::I32(0)], "t{t} s{session}: stale memory");
+                        assert_eq!(tenant.call("mine", &[]).unwrap(), vec![Val::I32(0)], "t{t} s{session}: stale global");
+                        tenant.call("init", &[Val::I32(id), Val::I32(k as i32)]).unwrap();
+                        assert_eq!(last.get().unwrap(), Val::I32(id));
+                        // Every earlier tenant of the session still answers through the table,
+                        // although its handle is gone.
+                        for (slot, &earlier) in ids.iter().enumerate() {
+                            assert_eq!(tenant.call("call", &[Val::I32(slot as i32)]).unwrap(), vec![Val::I32(earlier)]);
+                        }
+                        match (t + session + k) % 4 {
+                            0 => assert_eq!(trap(tenant.call("boom", &[])), TrapCode::UnreachableCodeReached),
+                            1 => {
+                                let handle = tenant.interrupt_handle();
+                                let stopper = std::thread::spawn(move || {
+                                    std::thread::sleep(std::time::Duration::from_millis(2));
+                                    handle.interrupt();
+                                });
+                                assert_eq!(trap(tenant.call("spin", &[])), TrapCode::Interrupt);
+                                stopper.join().unwrap();
+                                store.clear_interrupt();
+                            }
+                            2 => assert_eq!(trap(tenant.call("call", &[Val::I32(3)])), TrapCode::IndirectCallToNull),
+                            _ => {}
+                        }
+                        assert_eq!(tenant.call("call", &[Val::I32(k as i32)]).unwrap(), vec![Val::I32(id)]);
+                        ids.push(id);
+                    }
+                    assert_eq!(store.pinned_instances(), PER_SESSION as usize);
+                    drop((table, last, imports, store));
+                    // The session's slots are free again; a lookout that gets one sees nothing.
+                    let watcher = Instance::new(&region, &lookout, &[]).unwrap();
+                    assert_eq!(watcher.call("probe", &[]).unwrap(), vec![Val::I32(0)], "t{t} s{session}: a tenant's memory leaked");
+                    for slot in 0..4 {
+                        assert_eq!(watcher.call("slot_is_null", &[Val::I32(slot)]).unwrap(), vec![Val::I32(1)]);
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(region.free_slots(), slots, "every slot came back");
+}

@@ -1,4 +1,5 @@
-//! `cargo xtask fuzz --smoke`: a bounded, fixed-seed differential batch (Kiln vs wasmi).
+//! `cargo xtask fuzz --smoke`: a bounded, fixed-seed differential batch (Kiln vs wasmi): per
+//! seed, one module and one linked pair (see `kiln_fuzzing::linked`).
 
 use std::time::Instant;
 
@@ -20,7 +21,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
     if !smoke {
         bail!("only the bounded batch is available: `cargo xtask fuzz --smoke [--count N] [--seed S]`");
     }
-    eprintln!("fuzz: {count} wasm-smith modules from seed {seed}, Kiln against wasmi");
+    eprintln!("fuzz: {count} wasm-smith modules and {count} linked pairs from seed {seed}, Kiln against wasmi");
     let start = Instant::now();
     let summary = kiln_fuzzing::run_batch(seed, count, |s, summary| {
         let done = s - seed + 1;
@@ -33,7 +34,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
-        "fuzz: {:.1}s, {:.0} modules/s, {} inconclusive (stack exhaustion depends on frame sizes)",
+        "fuzz: {:.1}s, {:.0} seeds/s (a module and a linked pair each), {} inconclusive (stack exhaustion depends on frame sizes)",
         secs,
         count as f64 / secs,
         summary.inconclusive

@@ -21,7 +21,27 @@ mod sealed {
 }
 
 /// A Rust type that is a wasm value type (sealed: `i32`, `u32`, `i64`, `u64`, `f32`, `f64`,
-/// `u128` for v128).
+/// `u128` for v128). Code outside Kiln cannot implement it:
+///
+/// ```compile_fail
+/// #[derive(Clone, Copy)]
+/// struct Forged;
+/// impl kiln_runtime::WasmTy for Forged {
+///     const TYPE: kiln_runtime::ValType = kiln_runtime::ValType::I64;
+///     fn to_raw(self) -> u128 { 0 }
+///     fn from_raw(_: u128) -> Self { Forged }
+/// }
+/// ```
+///
+/// nor [`WasmResults`] for more results than a typed call has room for:
+///
+/// ```compile_fail
+/// struct Sixteen;
+/// impl kiln_runtime::WasmResults for Sixteen {
+///     const TYPES: &'static [kiln_runtime::ValType] = &[kiln_runtime::ValType::I64; 16];
+///     fn load(_: &[u128; 4]) -> Self { Sixteen }
+/// }
+/// ```
 pub trait WasmTy: Copy + sealed::Sealed {
     /// Its wasm type.
     #[doc(hidden)]

@@ -98,6 +98,12 @@ impl Region {
         if config.host_stack_reserve >= config.stack_size {
             return Err(RegionError::Config("the host stack reserve must be smaller than the stack".into()));
         }
+        // Bounded so the layout arithmetic below cannot overflow.
+        for (name, size) in [("stack_size", config.stack_size), ("max_vmctx_size", config.max_vmctx_size)] {
+            if size > MAX_AREA_SIZE {
+                return Err(RegionError::Config(format!("{name} is {size} bytes, more than the {MAX_AREA_SIZE} a slot allows")));
+            }
+        }
         let layout = SlotLayout::new(&config);
         let total = layout
             .slot_size
@@ -139,6 +145,9 @@ impl Region {
         Some(Slot::new(self.inner.clone(), slot.index, slot.heap_state, slot.extra_heaps))
     }
 }
+
+/// Largest stack or VM context area a slot may have (1 GiB).
+const MAX_AREA_SIZE: usize = 1 << 30;
 
 /// Address space for the elements of a module's own tables (2 Mi elements); tables that do
 /// not fit get a reservation of their own.
