@@ -78,6 +78,37 @@ fn modules() -> &'static (tempfile::TempDir, Module, Module) {
     })
 }
 
+/// What the runs on this thread reached (for the fixed-input test: the target must get past
+/// instantiation and into calls, tables and cross-store refusals).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// Instances made.
+    pub instances: usize,
+    /// Calls that returned.
+    pub calls: usize,
+    /// Calls through a table (`call_at`, `via_host`, `via_a`, `via_slot`) that returned.
+    pub table_calls: usize,
+    /// Function references handed out by Kiln.
+    pub funcrefs: usize,
+    /// Calls or accesses refused for a bad value (wrong type, other store).
+    pub refused: usize,
+}
+
+thread_local! {
+    static STATS: std::cell::Cell<Stats> = const { std::cell::Cell::new(Stats { instances: 0, calls: 0, table_calls: 0, funcrefs: 0, refused: 0 }) };
+}
+
+/// What the runs on this thread reached so far.
+pub fn stats() -> Stats {
+    STATS.get()
+}
+
+fn count(f: impl FnOnce(&mut Stats)) {
+    let mut stats = STATS.get();
+    f(&mut stats);
+    STATS.set(stats);
+}
+
 /// What the host function `hook` does, chosen by the input.
 static HOOK_MODE: AtomicU8 = AtomicU8::new(0);
 
@@ -141,6 +172,11 @@ fn check_results(func: &Func, args: &[Val], results: &[Val], state: &mut State) 
         ([Val::FuncRef(_), Val::I64(x)], [Val::I64(r)]) => assert_eq!(r, x, "call_ref reached something but the identity"),
         _ => {}
     }
+    count(|s| {
+        s.calls += 1;
+        s.table_calls += matches!(args, [Val::I32(_), Val::I32(_)]) as usize;
+        s.funcrefs += results.iter().filter(|v| matches!(v, Val::FuncRef(Some(_)))).count();
+    });
     state.values.extend(results.iter().cloned());
 }
 
@@ -177,8 +213,13 @@ fn instantiate(u: &mut Unstructured<'_>, state: &mut State, region: &Region) -> 
         ]
     };
     let module = if imports.len() == 1 { exporter } else { importer };
-    if let Ok(instance) = Instance::new_in_store(region, &world.store, module, &imports) {
-        state.instances.push((w, instance));
+    match Instance::new_in_store(region, &world.store, module, &imports) {
+        Ok(instance) => {
+            count(|s| s.instances += 1);
+            state.instances.push((w, instance));
+        }
+        Err(kiln_runtime::InstantiationError::Unlinkable { .. }) => count(|s| s.refused += 1),
+        Err(_) => {}
     }
     Ok(())
 }
@@ -208,7 +249,8 @@ fn call(u: &mut Unstructured<'_>, state: &mut State, on_another_thread: bool) ->
     };
     match outcome {
         Ok(results) => check_results(&func, &args, &results, state),
-        Err(CallError::Trap(_) | CallError::BadArguments(_) | CallError::Busy | CallError::NoSuchExport(_)) => {}
+        Err(CallError::BadArguments(_)) => count(|s| s.refused += 1),
+        Err(CallError::Trap(_) | CallError::Busy | CallError::NoSuchExport(_)) => {}
     }
     Ok(())
 }

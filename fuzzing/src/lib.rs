@@ -38,18 +38,22 @@ pub enum Verdict {
     Inconclusive,
 }
 
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
+/// `len` pseudo-random bytes for `seed` (xorshift), what wasm-smith builds a seed's module from.
+pub(crate) fn seed_bytes(seed: u64, multiplier: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(multiplier) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
 }
 
 /// The module for `seed`.
 pub fn generate(seed: u64) -> Result<Vec<u8>> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let bytes: Vec<u8> = (0..8192).map(|_| xorshift(&mut state) as u8).collect();
-    generate_from(&bytes)
+    generate_from(&seed_bytes(seed, 0x9e37_79b9_7f4a_7c15, 8192))
 }
 
 /// The module wasm-smith builds from `bytes` (the differential fuzz target's input).

@@ -61,16 +61,8 @@ pub fn generate_from(bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
 
 /// The pair for `seed`.
 pub fn generate(seed: u64) -> Result<(Vec<u8>, Vec<u8>)> {
-    let mut state = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
-    let bytes: Vec<u8> = (0..16384)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    generate_from(&bytes)
+    // Another multiplier than the single modules': the pair is not the seed's module again.
+    generate_from(&crate::seed_bytes(seed, 0x2545_f491_4f6c_dd1d, 16384))
 }
 
 fn val_type(ty: wasmparser::ValType) -> Result<String> {

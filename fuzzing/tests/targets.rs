@@ -214,4 +214,10 @@ fn api_call_sequences_keep_every_promise() {
         exercised += targets::api(&random_bytes(seed, 64 + (seed as usize * 37) % 2000)) as usize;
     }
     assert!(exercised >= 250, "only {exercised} of 300 sequences did anything");
+    let stats = kiln_fuzzing::api::stats();
+    eprintln!("api: {stats:?}");
+    assert!(
+        stats.instances >= 300 && stats.calls >= 1000 && stats.table_calls >= 100 && stats.funcrefs >= 50 && stats.refused >= 100,
+        "the sequences do not reach far enough: {stats:?}"
+    );
 }

@@ -278,7 +278,7 @@ pub(crate) unsafe fn load_size_of_table(definition: *mut VMTableDefinition) -> u
 ///
 /// # Safety
 /// As for [`load_size`].
-pub(crate) unsafe fn store_size(field: *mut u64, value: u64) {
+unsafe fn store_size(field: *mut u64, value: u64) {
     // SAFETY: forwarded from the caller.
     unsafe { AtomicU64::from_ptr(field) }.store(value, Ordering::Release)
 }

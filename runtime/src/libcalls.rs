@@ -5,7 +5,9 @@
 use kiln_abi::{TrapCode, VMContextHeader, VMMemoryDefinition, VMMemoryImport, VMTableDefinition};
 
 
-use crate::externs::{grow_table, load_size_of_memory, store_size};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::externs::{grow_table, load_size_of_memory};
 use crate::instance::InstanceInner;
 use crate::traps::{raise, Trap};
 
@@ -100,30 +102,36 @@ unsafe extern "C" fn memory_grow(vmctx: *mut u8, index: u32, delta_pages: u64) -
     let instance = unsafe { instance(vmctx) };
     let page_log2 = instance.module.inner.meta.memories[index as usize].page_size_log2;
     let def = memory(instance, index);
-    // SAFETY: a live definition; host code reads its length concurrently, atomically.
-    let old = unsafe { load_size_of_memory(def) };
-    let Some(new) = delta_pages.checked_shl(page_log2 as u32).filter(|d| d >> page_log2 == delta_pages).and_then(|d| old.checked_add(d)) else {
-        return u64::MAX;
-    };
-    // The maximum is the declared one capped by the store's memory limit.
-    // SAFETY: the maximum never changes after instantiation.
-    if new > unsafe { (*def).maximum_length } {
-        return u64::MAX;
-    }
-    if new > old {
-        // SAFETY: the base never changes after instantiation.
-        let base = unsafe { (*def).base };
-        let start = crate::sys::unix::mmap::page_align(old as usize);
-        let end = crate::sys::unix::mmap::page_align(new as usize);
-        // SAFETY: [base + start, base + end) lies inside the memory's reservation (new is at
-        // most the maximum, itself at most the reservation).
-        if end > start && unsafe { crate::sys::unix::mmap::make_accessible_at(base.add(start), end - start) }.is_err() {
+    // SAFETY: the base and the maximum (the declared one capped by the store's memory limit)
+    // never change after instantiation.
+    let (base, maximum) = unsafe { ((*def).base, (*def).maximum_length) };
+    // SAFETY: a live definition whose length is only ever accessed atomically.
+    let length = unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*def).current_length)) };
+    // A compare-and-swap loop: threads of other stores may grow a shared memory at the same
+    // time, and each growth must take effect once.
+    let mut old = length.load(Ordering::Acquire);
+    loop {
+        let Some(new) = delta_pages.checked_shl(page_log2 as u32).filter(|d| d >> page_log2 == delta_pages).and_then(|d| old.checked_add(d)) else {
+            return u64::MAX;
+        };
+        if new > maximum {
             return u64::MAX;
         }
-        // SAFETY: a live definition; the length is only ever written atomically.
-        unsafe { store_size(std::ptr::addr_of_mut!((*def).current_length), new) };
+        if new > old {
+            let start = crate::sys::unix::mmap::page_align(old as usize);
+            let end = crate::sys::unix::mmap::page_align(new as usize);
+            // SAFETY: [base + start, base + end) lies inside the memory's reservation (new is at
+            // most the maximum, itself at most the reservation); making pages accessible twice
+            // (a racing grower) is harmless.
+            if end > start && unsafe { crate::sys::unix::mmap::make_accessible_at(base.add(start), end - start) }.is_err() {
+                return u64::MAX;
+            }
+        }
+        match length.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return old >> page_log2,
+            Err(current) => old = current,
+        }
     }
-    old >> page_log2
 }
 
 unsafe extern "C" fn memory_fill(vmctx: *mut u8, index: u32, dst: u64, value: u32, len: u64) {

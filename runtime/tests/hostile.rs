@@ -539,3 +539,35 @@ fn host_errors_still_reach_the_caller() {
     assert!(matches!(instance.call("run", &[]), Err(CallError::Trap(Trap::Host(e))) if e.to_string() == "no"));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// A shared memory grown by guests of two stores on two threads at once grows by every page
+/// asked for (before, concurrent `memory.grow`s could lose updates).
+#[test]
+fn concurrent_growth_of_a_shared_memory_is_never_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = load(
+        dir.path(),
+        "grower",
+        r#"(module
+          (import "host" "mem" (memory 1 400 shared))
+          (func (export "grow") (param i32) (result i32)
+            (local $i i32)
+            (loop $l
+              (drop (memory.grow (i32.const 1)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $l (i32.lt_u (local.get $i) (local.get 0))))
+            (memory.size)))"#,
+    );
+    let region = region(2);
+    let owner = Store::new();
+    let ty = MemoryType { minimum: 1, maximum: Some(400), memory64: false, shared: true, page_size_log2: 16 };
+    let memory = Memory::new(&owner, ty).unwrap();
+    let growers: Vec<Instance> =
+        (0..2).map(|_| Instance::new(&region, &module, &[Extern::Memory(memory.clone())]).unwrap()).collect();
+    std::thread::scope(|s| {
+        for grower in &growers {
+            s.spawn(move || grower.call("grow", &[Val::I32(150)]).unwrap());
+        }
+    });
+    assert_eq!(memory.size_pages(), 301, "1 + 2 × 150 pages");
+}
