@@ -40,24 +40,36 @@ fn compile(wat: &Path, so: &Path, extra: &[&str]) {
 
 const ANSWER: &str = r#"(module (func (export "answer") (result i32) (i32.const 42)))"#;
 
-/// A real shared library whose constructor creates the file named by $KILN_EVIL_MARKER: if the
-/// marker exists, the dynamic loader ran foreign code.
+/// A shared library shaped like a Kiln object (a `kiln_module` header with Kiln's magic and ABI
+/// version, a valid checksum trailer), whose constructor creates the file named by
+/// $KILN_EVIL_MARKER: if the marker exists, the dynamic loader ran its code. (Before the fix,
+/// both `kiln inspect` and `kiln run upload.wasm` did.)
 fn evil_library(dir: &Path) -> PathBuf {
     let source = write(
         dir,
         "evil.c",
         r#"#include <stdio.h>
 #include <stdlib.h>
+struct header { char magic[8]; unsigned version; unsigned size; const void *pointers[8]; };
+__attribute__((visibility("default"))) const struct header kiln_module = { "KILNMOD", VERSION, 80, {0} };
 __attribute__((constructor)) static void evil(void) {
     const char *marker = getenv("KILN_EVIL_MARKER");
     if (marker) { FILE *f = fopen(marker, "w"); if (f) fclose(f); }
 }
-int answer(void) { return 1; }
 "#,
     );
     let so = dir.join("evil.so");
-    let status = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&so).arg(&source).status().expect("a C compiler (cc)");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", &format!("-DVERSION={}", kiln_abi::ABI_VERSION), "-o"])
+        .arg(&so)
+        .arg(&source)
+        .status()
+        .expect("a C compiler (cc)");
     assert!(status.success());
+    let mut bytes = std::fs::read(&so).unwrap();
+    let trailer = kiln_abi::checksum_trailer(&bytes);
+    bytes.extend_from_slice(&trailer);
+    std::fs::write(&so, bytes).unwrap();
     so
 }
 
@@ -88,6 +100,7 @@ fn native_code_runs_only_with_consent_and_never_at_load_time() {
         let out = kiln().args(&args).env("KILN_EVIL_MARKER", &marker).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("not a Kiln module"), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("DT_NEEDED") || stderr(&out).contains("DT_INIT"), "{args:?}: {}", stderr(&out));
         assert!(!marker.exists(), "{args:?}: the library's constructor ran");
     }
 }
