@@ -102,8 +102,9 @@ enum Command {
         /// Same as `-W timeout=DURATION`.
         #[arg(long, value_name = "DURATION", value_parser = options::parse_duration, hide = true)]
         timeout: Option<std::time::Duration>,
-        /// The module, then the guest's arguments.
-        #[arg(value_name = "MODULE [ARGS]...", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        /// The module (.wasm, .wat, or with --allow-precompiled a .so), then the guest's
+        /// arguments: everything after the module.
+        #[arg(value_name = "MODULE", trailing_var_arg = true, allow_hyphen_values = true)]
         module_and_args: Vec<String>,
     },
     /// Describe a compiled shared object (imports, exports, functions, trap sites, the wasm it
@@ -220,7 +221,9 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
     let mut wasm = options::parse_wasm(&args.wasm)?;
     wasm.timeout = wasm.timeout.or(args.timeout);
     let wasi = options::parse_wasi(&args.wasi)?;
-    let (module_arg, guest_args) = args.module_and_args.split_first().expect("clap requires MODULE");
+    let Some((module_arg, guest_args)) = args.module_and_args.split_first() else {
+        bail!("kiln run needs a MODULE to run (see `kiln run --help`)");
+    };
     let path = Path::new(module_arg);
     let verify = match &args.verify {
         Some(key) => Some(PublicKey::from_file(key)?),

@@ -223,11 +223,10 @@ impl StoreInner {
         self.root.upgrade()
     }
 
-    /// Pins `instance` (an instance of this store) to the store's root.
+    /// Pins `instance` (an instance of this store) to the store's root. Values only enter
+    /// wasm while a handle of the store is alive (the one being called or written through).
     pub fn pin(&self, instance: &Arc<InstanceInner>) {
-        if let Some(root) = self.root() {
-            root.pin(instance);
-        }
+        self.root().expect("values enter a store's wasm while one of its handles is alive").pin(instance);
     }
 
     /// The interrupt flag, shared with compiled code.
