@@ -82,6 +82,32 @@ pub fn generate_from(bytes: &[u8]) -> Result<Vec<u8>> {
     Ok(module.to_bytes())
 }
 
+/// Memory and table limits both engines apply, so growth fails the same way in both and a
+/// module that grows a table by a billion elements costs neither engine gigabytes.
+pub(crate) const MAX_MEMORY_BYTES: u64 = 64 << 20;
+/// See [`MAX_MEMORY_BYTES`].
+pub(crate) const MAX_TABLE_ELEMENTS: u32 = 100_000;
+
+/// Kiln's side of those limits, in a new store.
+pub(crate) fn kiln_store() -> kiln_runtime::Store {
+    kiln_runtime::Store::with_limits(kiln_runtime::StoreLimits {
+        memory_size: MAX_MEMORY_BYTES,
+        table_elements: MAX_TABLE_ELEMENTS as u64,
+        ..Default::default()
+    })
+}
+
+/// wasmi's side of those limits, in a new store.
+pub(crate) fn wasmi_store(engine: &wasmi::Engine) -> wasmi::Store<wasmi::StoreLimits> {
+    let limits = wasmi::StoreLimitsBuilder::new()
+        .memory_size(MAX_MEMORY_BYTES as usize)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .build();
+    let mut store = wasmi::Store::new(engine, limits);
+    store.limiter(|limits| limits);
+    store
+}
+
 /// Deterministic arguments for a call.
 fn arg_bits(index: usize) -> u64 {
     [0, 1, u64::MAX, 7, 0x8000_0000, 42][index % 6]
@@ -173,7 +199,7 @@ mod on_kiln {
         kiln_compiler::Compiler::new()?.compile_to_file(wasm, &so).context("kiln compile")?;
         // SAFETY: compiled just above, into the fuzzer's private directory.
         let module = unsafe { Module::load(&so) }?;
-        let instance = match Instance::new(region, &module, &[]) {
+        let instance = match Instance::new_in_store(region, &crate::kiln_store(), &module, &[]) {
             Ok(instance) => instance,
             Err(InstantiationError::Trap(Trap::Wasm(TrapCode::StackOverflow))) => {
                 return Ok(Observation::Inconclusive("stack exhausted".into()))
@@ -192,7 +218,7 @@ mod on_kiln {
 mod on_wasmi {
     use super::*;
     use wasmi::core::{TrapCode, ValType};
-    use wasmi::{Engine, Instance, Linker, Module, Store, Val};
+    use wasmi::{Engine, Instance, Linker, Module, Store, StoreLimits, Val};
 
     fn trap_kind(code: TrapCode) -> String {
         match code {
@@ -223,7 +249,7 @@ mod on_wasmi {
     }
 
     /// Instantiates and starts `module`; `Ok(Err(observation))` if that trapped.
-    pub(crate) fn instantiate(store: &mut Store<()>, linker: &Linker<()>, module: &Module) -> Result<std::result::Result<Instance, Observation>> {
+    pub(crate) fn instantiate(store: &mut Store<StoreLimits>, linker: &Linker<StoreLimits>, module: &Module) -> Result<std::result::Result<Instance, Observation>> {
         let pre = match linker.instantiate(&mut *store, module) {
             Ok(pre) => pre,
             // wasmi reports out-of-bounds segments as instantiation errors, not traps.
@@ -257,7 +283,7 @@ mod on_wasmi {
     }
 
     impl Seen {
-        pub fn observe_exports(&mut self, store: &mut Store<()>, instance: Instance) -> Result<Option<Observation>> {
+        pub fn observe_exports(&mut self, store: &mut Store<StoreLimits>, instance: Instance) -> Result<Option<Observation>> {
             let mut exports: Vec<(String, wasmi::Extern)> =
                 instance.exports(&*store).map(|e| (e.name().to_string(), e.into_extern())).collect();
             exports.sort_by(|a, b| a.0.cmp(&b.0));
@@ -306,8 +332,8 @@ mod on_wasmi {
     pub fn observe(wasm: &[u8]) -> Result<Observation> {
         let engine = Engine::default();
         let module = Module::new(&engine, wasm).map_err(|e| anyhow::anyhow!("wasmi rejects the module: {e}"))?;
-        let mut store = Store::new(&engine, ());
-        let linker = Linker::<()>::new(&engine);
+        let mut store = crate::wasmi_store(&engine);
+        let linker = Linker::<StoreLimits>::new(&engine);
         let instance = match instantiate(&mut store, &linker, &module)? {
             Ok(instance) => instance,
             Err(stop) => return Ok(stop),

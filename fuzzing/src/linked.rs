@@ -161,7 +161,7 @@ mod on_kiln {
 
     pub fn observe(a: &[u8], b: &[u8], dir: &Path, region: &Region) -> Result<Observation> {
         let (module_a, module_b) = (load(dir, "a", a)?, load(dir, "b", b)?);
-        let store = Store::new();
+        let store = crate::kiln_store();
         let funcrefs = TableType { element: RefType::FUNCREF, minimum: 8, maximum: None, table64: false };
         let host: HashMap<&str, Extern> = HashMap::from([
             ("table", Extern::Table(Table::new(&store, funcrefs, Val::FuncRef(None))?)),
@@ -194,18 +194,18 @@ mod on_kiln {
 mod on_wasmi {
     use super::*;
     use wasmi::core::ValType;
-    use wasmi::{Engine, Extern, Global, Instance, Linker, Module, Mutability, Store, Table, TableType, Val};
+    use wasmi::{Engine, Extern, Global, Instance, Linker, Module, Mutability, StoreLimits, Table, TableType, Val};
 
     pub fn observe(a: &[u8], b: &[u8]) -> Result<Observation> {
         let engine = Engine::default();
         let module_a = Module::new(&engine, a).map_err(|e| anyhow!("wasmi rejects A: {e}"))?;
         let module_b = Module::new(&engine, b).map_err(|e| anyhow!("wasmi rejects B: {e}"))?;
-        let mut store = Store::new(&engine, ());
+        let mut store = crate::wasmi_store(&engine);
         let table = Table::new(&mut store, TableType::new(ValType::FuncRef, 8, None), Val::default(ValType::FuncRef))
             .map_err(|e| anyhow!("wasmi table: {e}"))?;
         let global = Global::new(&mut store, Val::I32(0), Mutability::Var);
         let counter = Global::new(&mut store, Val::I64(0), Mutability::Var);
-        let mut linker = Linker::<()>::new(&engine);
+        let mut linker = Linker::<StoreLimits>::new(&engine);
         linker.define("host", "table", table)?;
         linker.define("host", "global", global)?;
         linker.define("host", "counter", counter)?;
