@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use kiln_benches::{compute_wasm, heap_wasm, hello_wasm, kiln, memory_shape_wasm, trivial_wasm, DIRTY_SIZES, HEAP_SIZES};
+use kiln_benches::{
+    compute_wasm, heap_wasm, hello_wasm, kiln, memory_shape_wasm, trivial_wasm, DIRTY_SIZES, HEAP_SIZES,
+};
 
 const MEMORY_SHAPES: [&str; 3] = ["one_memory", "two_memories", "memory64"];
 
@@ -18,7 +20,8 @@ fn kiln_benches(c: &mut Criterion) {
         b.iter(|| {
             // SAFETY: compiled by `kiln::setup` into its private directory.
             let module = unsafe { kiln_runtime::Module::load(&setup.so) }.unwrap();
-            let region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 1, ..Default::default() }).unwrap();
+            let region =
+                kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 1, ..Default::default() }).unwrap();
             let imports = kiln::stub_imports(&module);
             let instance = kiln_runtime::Instance::new(&region, &module, &imports).unwrap();
             drop(instance);
@@ -206,7 +209,9 @@ fn peer_benches(c: &mut Criterion) {
         let setup = peer::setup(&compute_wasm()).expect("compile compute");
         let (mut store, instance) = setup.instantiate();
         let sum = instance.get_typed_func::<i32, i64>(&mut store, "sum").unwrap();
-        group.bench_function(BenchmarkId::new("compute_1M_calls", "default"), |b| b.iter(|| sum.call(&mut store, 1_000_000).unwrap()));
+        group.bench_function(BenchmarkId::new("compute_1M_calls", "default"), |b| {
+            b.iter(|| sum.call(&mut store, 1_000_000).unwrap())
+        });
     }
 
     let dirty = peer::setup(&heap_wasm(16 << 20, false)).expect("compile heap module");

@@ -7,13 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 /// Initial heap sizes of the dense/sparse instantiation benchmarks.
-pub const HEAP_SIZES: &[(&str, usize)] = &[
-    ("64K", 64 << 10),
-    ("512K", 512 << 10),
-    ("1M", 1 << 20),
-    ("4M", 4 << 20),
-    ("16M", 16 << 20),
-];
+pub const HEAP_SIZES: &[(&str, usize)] =
+    &[("64K", 64 << 10), ("512K", 512 << 10), ("1M", 1 << 20), ("4M", 4 << 20), ("16M", 16 << 20)];
 
 /// Heap sizes the teardown benchmark dirties.
 pub const DIRTY_SIZES: &[(&str, usize)] = &[("1M", 1 << 20), ("4M", 4 << 20), ("16M", 16 << 20)];

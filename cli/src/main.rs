@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use kiln_runtime::{CallError, Instance, InstantiationError, Module, ObjectFile, PublicKey, Region, RegionConfig, Store, Val, ValType};
+use kiln_runtime::{
+    CallError, Instance, InstantiationError, Module, ObjectFile, PublicKey, Region, RegionConfig, Store, Val, ValType,
+};
 
 use options::{WasiOptions, WasmOptions};
 
@@ -124,7 +126,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Compile { input, output, sign } => compile(&input, output, sign.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Compile { input, output, sign } => {
+            compile(&input, output, sign.as_deref()).map(|()| ExitCode::SUCCESS)
+        }
         Command::Run { invoke, dirs, envs, allow_precompiled, verify, wasm, wasi, timeout, module_and_args } => {
             run_command(RunArgs { invoke, dirs, envs, allow_precompiled, verify, wasm, wasi, timeout, module_and_args })
         }
@@ -147,9 +151,7 @@ fn compile(input: &Path, output: Option<PathBuf>, sign: Option<&Path>) -> Result
     }
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
     let compiler = kiln_compiler::Compiler::new()?;
-    compiler
-        .compile_to_file(&bytes, &output)
-        .with_context(|| format!("cannot compile {}", input.display()))?;
+    compiler.compile_to_file(&bytes, &output).with_context(|| format!("cannot compile {}", input.display()))?;
     if let Some(key) = sign {
         sign_object(&output, key)?;
     }
@@ -191,7 +193,8 @@ fn keygen(prefix: &Path) -> Result<()> {
         .open(&secret_path)
         .with_context(|| format!("cannot create {}", secret_path.display()))?;
     secret.write_all(pair.sk.to_box(None)?.into_string().as_bytes())?;
-    std::fs::write(&public_path, pair.pk.to_box()?.into_string()).with_context(|| format!("cannot write {}", public_path.display()))?;
+    std::fs::write(&public_path, pair.pk.to_box()?.into_string())
+        .with_context(|| format!("cannot write {}", public_path.display()))?;
     println!("secret key: {} (keep it private)\npublic key: {}", secret_path.display(), public_path.display());
     Ok(())
 }
@@ -277,7 +280,12 @@ impl Setup<'_> {
     /// Instantiates MODULE in a store held to the -W limits, with WASI imports (if it has
     /// imports at all), fuel and the timeout armed. `Ok(Err(trap))` if the start function
     /// trapped.
-    fn instantiate(&self, region: &Region, module: &Module, args: &[String]) -> Result<std::result::Result<Instance, kiln_runtime::Trap>> {
+    fn instantiate(
+        &self,
+        region: &Region,
+        module: &Module,
+        args: &[String],
+    ) -> Result<std::result::Result<Instance, kiln_runtime::Trap>> {
         // Built even for a module without imports: --dir and --env are checked either way.
         let ctx = self.wasi_context(args)?;
         let imports = if module.metadata().imports.is_empty() { Vec::new() } else { kiln_wasi::imports(module, ctx)? };
@@ -310,7 +318,10 @@ fn report_trap(trap: &kiln_runtime::Trap) -> ExitCode {
 /// Runs a WASI command and returns its exit status.
 fn run_wasi(module: &Module, setup: &Setup<'_>, args: &[String]) -> Result<ExitCode> {
     if !module.metadata().exports.iter().any(|e| e.name == "_start") {
-        bail!("{} is not a WASI command: it exports no `_start` (use --invoke NAME to call an export)", setup.path.display());
+        bail!(
+            "{} is not a WASI command: it exports no `_start` (use --invoke NAME to call an export)",
+            setup.path.display()
+        );
     }
     let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
     let outcome = match setup.instantiate(&region, module, args)? {
@@ -330,9 +341,7 @@ fn invoke(module: &Module, setup: &Setup<'_>, name: &str, args: &[String]) -> Re
         Ok(instance) => instance,
         Err(trap) => return Ok(report_trap(&trap)),
     };
-    let func = instance
-        .get_func(name)
-        .with_context(|| format!("the module exports no function named `{name}`"))?;
+    let func = instance.get_func(name).with_context(|| format!("the module exports no function named `{name}`"))?;
     let params = func.ty().params.clone();
     if params.len() != args.len() {
         bail!("`{name}` takes {} arguments ({:?}), {} given", params.len(), params, args.len());
@@ -396,7 +405,11 @@ fn format_float(value: f64, is_nan_canonical: bool, payload: u64, negative: bool
             format!("{sign}nan:{payload:#x}")
         }
     } else if value.is_infinite() {
-        if value > 0.0 { "inf".into() } else { "-inf".into() }
+        if value > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         format!("{value}")
     }
@@ -465,5 +478,9 @@ fn inspect(path: &Path) -> Result<()> {
 }
 
 fn yes_no(value: bool) -> &'static str {
-    if value { "yes" } else { "no" }
+    if value {
+        "yes"
+    } else {
+        "no"
+    }
 }

@@ -118,9 +118,16 @@ fn cached(cache: &ObjectCache, compiler: &Compiler, wasm: &[u8]) -> std::result:
         None if hit => {
             cache.evict(compiler, wasm).map_err(|e| Cached::Unusable(format!("cannot evict a damaged entry: {e}")))?;
             let (so, _) = lookup(cache)?;
-            check(&so).ok_or_else(|| Cached::Failed(anyhow::anyhow!("the object just compiled into {} does not check out", so.display())))?
+            check(&so).ok_or_else(|| {
+                Cached::Failed(anyhow::anyhow!("the object just compiled into {} does not check out", so.display()))
+            })?
         }
-        None => return Err(Cached::Failed(anyhow::anyhow!("the object just compiled into {} does not check out", so.display()))),
+        None => {
+            return Err(Cached::Failed(anyhow::anyhow!(
+                "the object just compiled into {} does not check out",
+                so.display()
+            )))
+        }
     };
     // SAFETY: Kiln compiled this object (a cache directory only this user can write, the
     // object checked, and it records the hash of exactly this wasm).

@@ -74,7 +74,9 @@ pub fn parse_wasm(options: &[String]) -> Result<WasmOptions> {
         let context = || format!("-W {option}");
         let limits = &mut parsed.limits;
         match name {
-            "timeout" => parsed.timeout = Some(parse_duration(value).map_err(anyhow::Error::msg).with_context(context)?),
+            "timeout" => {
+                parsed.timeout = Some(parse_duration(value).map_err(anyhow::Error::msg).with_context(context)?)
+            }
             "fuel" => parsed.fuel = Some(value.parse().with_context(context)?),
             "max-memory-size" => limits.memory_size = parse_size(value).with_context(context)?,
             "max-table-elements" => limits.table_elements = value.parse().with_context(context)?,

@@ -219,7 +219,8 @@ fn timeout_stops_a_tight_loop_and_a_loop_of_calls_within_a_second() {
     assert!(out.status.success(), "{}", stderr(&out));
     for export in ["spin", "calls"] {
         let start = std::time::Instant::now();
-        let out = kiln(&["run", "--allow-precompiled", "-W", "timeout=100ms", "--invoke", export, so.to_str().unwrap()]);
+        let out =
+            kiln(&["run", "--allow-precompiled", "-W", "timeout=100ms", "--invoke", export, so.to_str().unwrap()]);
         let elapsed = start.elapsed();
         assert!(elapsed < std::time::Duration::from_secs(1), "{export}: stopped after {elapsed:?}");
         assert_eq!(out.status.code(), Some(3), "{export}: {}", stderr(&out));

@@ -120,7 +120,9 @@ fn signed_objects_run_only_with_the_right_key() {
     compile(&write(dir.path(), "answer.wat", ANSWER), &so, &["--sign", secret.to_str().unwrap()]);
     assert!(dir.path().join("answer.so.minisig").exists());
 
-    let verify = |key: &Path, module: &Path| run(&["run", "--verify", key.to_str().unwrap(), "--invoke", "answer", module.to_str().unwrap()]);
+    let verify = |key: &Path, module: &Path| {
+        run(&["run", "--verify", key.to_str().unwrap(), "--invoke", "answer", module.to_str().unwrap()])
+    };
     let out = verify(&public, &so);
     assert_eq!(stdout(&out), "42\n", "{}", stderr(&out));
     let out = verify(&dir.path().join("other.pub"), &so);
@@ -206,7 +208,9 @@ fn limits_are_set_with_w_options() {
     assert!(stderr(&out).contains("unknown option"), "{}", stderr(&out));
     let help = run(&["run", "-W", "help"]);
     assert!(help.status.success(), "{}", stderr(&help));
-    for name in ["timeout", "fuel", "max-memory-size", "max-table-elements", "max-instances", "max-tables", "max-memories"] {
+    for name in
+        ["timeout", "fuel", "max-memory-size", "max-table-elements", "max-instances", "max-tables", "max-memories"]
+    {
         assert!(stdout(&help).contains(name), "-W help lacks {name}");
     }
     // Fuel from the command line: a loop stops with "all fuel consumed".

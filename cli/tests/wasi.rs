@@ -240,11 +240,8 @@ fn modules_without_start_or_with_foreign_imports_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("_start"), "{}", stderr(&out));
 
-    let foreign = write_module(
-        dir.path(),
-        "foreign.wat",
-        "(module (import \"env\" \"f\" (func)) (func (export \"_start\")))",
-    );
+    let foreign =
+        write_module(dir.path(), "foreign.wat", "(module (import \"env\" \"f\" (func)) (func (export \"_start\")))");
     let out = kiln(&["run", foreign.to_str().unwrap()], b"");
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("env::f"), "{}", stderr(&out));

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::{link, Compiler, CompileError, COMPILER_VERSION};
+use crate::{link, CompileError, Compiler, COMPILER_VERSION};
 
 /// A directory of `<key>.so` files.
 #[derive(Debug, Clone)]
@@ -32,7 +32,8 @@ impl ObjectCache {
         if let Some(dir) = var("KILN_CACHE_DIR") {
             return Some(ObjectCache::new(dir));
         }
-        let base = var("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| var("HOME").map(|h| Path::new(&h).join(".cache")))?;
+        let base =
+            var("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| var("HOME").map(|h| Path::new(&h).join(".cache")))?;
         Some(ObjectCache::new(base.join("kiln")))
     }
 

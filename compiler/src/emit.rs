@@ -8,13 +8,13 @@ use cranelift_codegen::Context;
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, ModuleRelocTarget};
 use cranelift_object::{ObjectBuilder, ObjectModule};
-use wasmparser::FuncValidatorAllocations;
 use cranelift_wasm::FuncTranslator;
 use kiln_abi::{
-    FunctionInfo, ModuleHeader, ModuleMetadata, TrapCode, TrapSite, VMContextHeader, VMOffsets, VMRuntimeLimits,
-    ConstOp, DataMode, HeapImage, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, FUNC_SYMBOL_PREFIX, HEAP_IMAGE_SECTION,
+    ConstOp, DataMode, FunctionInfo, HeapImage, ModuleHeader, ModuleMetadata, TrapCode, TrapSite, VMContextHeader,
+    VMOffsets, VMRuntimeLimits, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, FUNC_SYMBOL_PREFIX, HEAP_IMAGE_SECTION,
     HOST_TRAMPOLINE_PREFIX, IMAGE_PAGE_SIZE, MODULE_MAGIC, MODULE_SYMBOL,
 };
+use wasmparser::FuncValidatorAllocations;
 
 use crate::func_env::{wasm_signature, KilnFuncEnv, ModuleEnv};
 use crate::module::ParsedModule;
@@ -46,8 +46,8 @@ pub struct CompiledObject {
 /// The Cranelift ISA for this machine: x86-64 with the host CPU's features, optimised for
 /// speed, position-independent (the output is a shared object).
 pub fn host_isa() -> Result<OwnedTargetIsa, CompileError> {
-    let isa_builder = cranelift_native::builder()
-        .map_err(|e| CompileError::Codegen(format!("host CPU not supported: {e}")))?;
+    let isa_builder =
+        cranelift_native::builder().map_err(|e| CompileError::Codegen(format!("host CPU not supported: {e}")))?;
     if !cfg!(target_arch = "x86_64") {
         return Err(CompileError::Unsupported("Kiln only targets x86-64".to_string()));
     }
@@ -68,9 +68,7 @@ pub fn baseline_isa() -> Result<OwnedTargetIsa, CompileError> {
 fn finish_isa(isa_builder: cranelift_codegen::isa::Builder) -> Result<OwnedTargetIsa, CompileError> {
     let mut flags = settings::builder();
     let set = |flags: &mut settings::Builder, name: &str, value: &str| {
-        flags
-            .set(name, value)
-            .map_err(|e| CompileError::Codegen(format!("setting {name}={value}: {e}")))
+        flags.set(name, value).map_err(|e| CompileError::Codegen(format!("setting {name}={value}: {e}")))
     };
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "is_pic", "true")?;
@@ -79,9 +77,7 @@ fn finish_isa(isa_builder: cranelift_codegen::isa::Builder) -> Result<OwnedTarge
     set(&mut flags, "unwind_info", "false")?;
     // The prologue's stack-limit check (see `VMContextHeader::stack_limit`) replaces probing.
     set(&mut flags, "enable_probestack", "false")?;
-    isa_builder
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| CompileError::Codegen(e.to_string()))
+    isa_builder.finish(settings::Flags::new(flags)).map_err(|e| CompileError::Codegen(e.to_string()))
 }
 
 fn codegen_error(err: impl std::fmt::Display) -> CompileError {
@@ -186,22 +182,14 @@ pub(crate) fn compile(
             other => codegen_error(other),
         })?;
         let compiled = ctx.compiled_code().expect("define_function compiled the function");
-        let mut traps: Vec<TrapSite> = compiled
-            .buffer
-            .traps()
-            .iter()
-            .map(|t| TrapSite { offset: t.offset, code: trap_code(t.code) })
-            .collect();
+        let mut traps: Vec<TrapSite> =
+            compiled.buffer.traps().iter().map(|t| TrapSite { offset: t.offset, code: trap_code(t.code) }).collect();
         traps.sort_by_key(|t| t.offset);
         if let (Some(listings), Some(capstone), Some(clif)) = (listings.as_deref_mut(), &capstone, clif) {
             let disasm = compiled.disassemble(Some(&ctx.func.params), capstone).map_err(codegen_error)?;
             listings.push(FunctionListing { index: (num_imported + i) as u32, clif, disasm, traps: traps.clone() });
         }
-        infos.push(FunctionInfo {
-            type_index,
-            code_len: compiled.code_info().total_size,
-            traps,
-        });
+        infos.push(FunctionInfo { type_index, code_len: compiled.code_info().total_size, traps });
     }
     drop(module_env);
     meta.functions = infos;
@@ -316,14 +304,23 @@ fn heap_image(meta: &ModuleMetadata, memory: u32) -> Option<Vec<u8>> {
     Some(image)
 }
 
-fn define_data(object: &mut ObjectModule, name: &str, linkage: Linkage, desc: &DataDescription) -> Result<DataId, CompileError> {
+fn define_data(
+    object: &mut ObjectModule,
+    name: &str,
+    linkage: Linkage,
+    desc: &DataDescription,
+) -> Result<DataId, CompileError> {
     let id = object.declare_data(name, linkage, true, false).map_err(codegen_error)?;
     object.define_data(id, desc).map_err(codegen_error)?;
     Ok(id)
 }
 
 /// A data object holding one code address per entry (null where `None`).
-fn define_function_table(object: &mut ObjectModule, name: &str, entries: &[Option<FuncId>]) -> Result<DataId, CompileError> {
+fn define_function_table(
+    object: &mut ObjectModule,
+    name: &str,
+    entries: &[Option<FuncId>],
+) -> Result<DataId, CompileError> {
     let mut desc = DataDescription::new();
     desc.define(vec![0u8; entries.len().max(1) * 8].into_boxed_slice());
     desc.set_align(8);

@@ -7,20 +7,18 @@
 
 use cranelift_codegen::cursor::FuncCursor;
 use cranelift_codegen::ir::{
-    self, condcodes::IntCC, types, AbiParam, ArgumentPurpose, InstBuilder, MemFlags, Signature,
-    UserExternalName,
+    self, condcodes::IntCC, types, AbiParam, ArgumentPurpose, InstBuilder, MemFlags, Signature, UserExternalName,
 };
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_entity::PrimaryMap;
 use cranelift_frontend::FunctionBuilder;
 use cranelift_wasm::{
     wasmparser, FuncEnvironment, FuncIndex, FuncTranslationState, GlobalIndex, GlobalVariable, Heap, HeapData,
-    HeapStyle, MemoryIndex, TableIndex, TargetEnvironment, TypeConvert, TypeIndex, WasmError,
-    WasmHeapType, WasmResult,
+    HeapStyle, MemoryIndex, TableIndex, TargetEnvironment, TypeConvert, TypeIndex, WasmError, WasmHeapType, WasmResult,
 };
 use kiln_abi::{
-    AbiType, FuncType, Libcall, ModuleMetadata, VMContextHeader, VMFuncRef, VMMemoryDefinition, VMRuntimeLimits,
-    VMMemoryImport, VMOffsets, VMTableDefinition, ValType,
+    AbiType, FuncType, Libcall, ModuleMetadata, VMContextHeader, VMFuncRef, VMMemoryDefinition, VMMemoryImport,
+    VMOffsets, VMRuntimeLimits, VMTableDefinition, ValType,
 };
 
 use kiln_abi::{HEAP_GUARD, HEAP_RESERVATION};
@@ -143,9 +141,7 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
     }
 
     fn vmctx_gv(&mut self, func: &mut ir::Function) -> ir::GlobalValue {
-        *self
-            .vmctx_gv
-            .get_or_insert_with(|| func.create_global_value(ir::GlobalValueData::VMContext))
+        *self.vmctx_gv.get_or_insert_with(|| func.create_global_value(ir::GlobalValueData::VMContext))
     }
 
     /// A global value that loads `vmctx + offset`.
@@ -160,8 +156,7 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
     }
 
     fn vmctx_value(func: &ir::Function) -> ir::Value {
-        func.special_param(ArgumentPurpose::VMContext)
-            .expect("every Kiln function has a vmctx parameter")
+        func.special_param(ArgumentPurpose::VMContext).expect("every Kiln function has a vmctx parameter")
     }
 
     fn num_imported_funcs(&self) -> u32 {
@@ -217,7 +212,13 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
     }
 
     /// Address of element `index` of `table`, trapping with `oob_trap` when out of bounds.
-    fn table_element_addr(&mut self, builder: &mut FunctionBuilder, table: TableIndex, index: ir::Value, oob_trap: ir::TrapCode) -> ir::Value {
+    fn table_element_addr(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table: TableIndex,
+        index: ir::Value,
+        oob_trap: ir::TrapCode,
+    ) -> ir::Value {
         let def = self.table_definition(builder, table);
         // The base never moves (room for the maximum is reserved up front); only the length does.
         let base = builder.ins().load(types::I64, vm_readonly(), def, VMTableDefinition::BASE_OFFSET as i32);
@@ -246,12 +247,8 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
         builder.ins().trapz(funcref, ir::TrapCode::IndirectCallToNull);
         let actual = builder.ins().load(types::I32, vm_flags(), funcref, VMFuncRef::TYPE_ID_OFFSET as i32);
         let vmctx = Self::vmctx_value(builder.func);
-        let expected = builder.ins().load(
-            types::I32,
-            vm_readonly(),
-            vmctx,
-            self.offsets().type_id(sig_index.as_u32()) as i32,
-        );
+        let expected =
+            builder.ins().load(types::I32, vm_readonly(), vmctx, self.offsets().type_id(sig_index.as_u32()) as i32);
         let mismatch = builder.ins().icmp(IntCC::NotEqual, actual, expected);
         builder.ins().trapnz(mismatch, ir::TrapCode::BadSignature);
         funcref
@@ -265,7 +262,8 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
             return;
         }
         let vmctx = Self::vmctx_value(builder.func);
-        let limits = builder.ins().load(types::I64, vm_readonly(), vmctx, VMContextHeader::RUNTIME_LIMITS_OFFSET as i32);
+        let limits =
+            builder.ins().load(types::I64, vm_readonly(), vmctx, VMContextHeader::RUNTIME_LIMITS_OFFSET as i32);
         // Another thread sets it. An atomic load (a plain `mov` on x86-64) so Cranelift's
         // redundant-load elimination cannot reuse the value read at the function's entry.
         let addr = builder.ins().iadd_imm(limits, VMRuntimeLimits::INTERRUPT_OFFSET as i64);
@@ -281,7 +279,8 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
             return;
         }
         let vmctx = Self::vmctx_value(builder.func);
-        let limits = builder.ins().load(types::I64, vm_readonly(), vmctx, VMContextHeader::RUNTIME_LIMITS_OFFSET as i32);
+        let limits =
+            builder.ins().load(types::I64, vm_readonly(), vmctx, VMContextHeader::RUNTIME_LIMITS_OFFSET as i32);
         let fuel = builder.ins().load(types::I64, vm_flags(), limits, VMRuntimeLimits::FUEL_OFFSET as i32);
         let left = builder.ins().iadd_imm(fuel, -self.fuel_pending);
         builder.ins().store(vm_flags(), left, limits, VMRuntimeLimits::FUEL_OFFSET as i32);
@@ -291,7 +290,11 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
     }
 
     /// `(code, callee_vmctx, caller_vmctx ++ args)` for a call through a non-null funcref.
-    fn funcref_call_args(builder: &mut FunctionBuilder, funcref: ir::Value, args: &[ir::Value]) -> (ir::Value, Vec<ir::Value>) {
+    fn funcref_call_args(
+        builder: &mut FunctionBuilder,
+        funcref: ir::Value,
+        args: &[ir::Value],
+    ) -> (ir::Value, Vec<ir::Value>) {
         let code = builder.ins().load(types::I64, vm_flags(), funcref, VMFuncRef::CODE_OFFSET as i32);
         let callee_vmctx = builder.ins().load(types::I64, vm_flags(), funcref, VMFuncRef::VMCTX_OFFSET as i32);
         let caller_vmctx = Self::vmctx_value(builder.func);
@@ -302,12 +305,18 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
 
     /// For a direct call: `Some((code, args))` if the callee is imported (call it through its
     /// funcref in the VM context), `None` if it is defined here (call it by symbol).
-    fn direct_call_args(&mut self, builder: &mut FunctionBuilder, callee_index: FuncIndex, args: &[ir::Value]) -> (Option<ir::Value>, Vec<ir::Value>) {
+    fn direct_call_args(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        callee_index: FuncIndex,
+        args: &[ir::Value],
+    ) -> (Option<ir::Value>, Vec<ir::Value>) {
         let vmctx = Self::vmctx_value(builder.func);
         if self.is_imported_func(callee_index) {
             let base = self.offsets().func_ref(callee_index.as_u32()) as i32;
             let code = builder.ins().load(types::I64, vm_readonly(), vmctx, base + VMFuncRef::CODE_OFFSET as i32);
-            let callee_vmctx = builder.ins().load(types::I64, vm_readonly(), vmctx, base + VMFuncRef::VMCTX_OFFSET as i32);
+            let callee_vmctx =
+                builder.ins().load(types::I64, vm_readonly(), vmctx, base + VMFuncRef::VMCTX_OFFSET as i32);
             let mut call_args = vec![callee_vmctx, vmctx];
             call_args.extend_from_slice(args);
             (Some(code), call_args)
@@ -439,14 +448,16 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
             self.module.defined_func_ids[(index.as_u32() - self.num_imported_funcs()) as usize]
         };
         let name = func.declare_imported_user_function(UserExternalName::new(0, user_index));
-        Ok(func.import_function(ir::ExtFuncData {
-            name: ir::ExternalName::user(name),
-            signature,
-            colocated: true,
-        }))
+        Ok(func.import_function(ir::ExtFuncData { name: ir::ExternalName::user(name), signature, colocated: true }))
     }
 
-    fn translate_call(&mut self, builder: &mut FunctionBuilder, callee_index: FuncIndex, callee: ir::FuncRef, call_args: &[ir::Value]) -> WasmResult<ir::Inst> {
+    fn translate_call(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        callee_index: FuncIndex,
+        callee: ir::FuncRef,
+        call_args: &[ir::Value],
+    ) -> WasmResult<ir::Inst> {
         let (code, args) = self.direct_call_args(builder, callee_index, call_args);
         Ok(match code {
             Some(code) => {
@@ -457,13 +468,27 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         })
     }
 
-    fn translate_call_indirect(&mut self, builder: &mut FunctionBuilder, table_index: TableIndex, sig_index: TypeIndex, sig_ref: ir::SigRef, callee: ir::Value, call_args: &[ir::Value]) -> WasmResult<Option<ir::Inst>> {
+    fn translate_call_indirect(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table_index: TableIndex,
+        sig_index: TypeIndex,
+        sig_ref: ir::SigRef,
+        callee: ir::Value,
+        call_args: &[ir::Value],
+    ) -> WasmResult<Option<ir::Inst>> {
         let funcref = self.checked_funcref(builder, table_index, sig_index, callee);
         let (code, args) = Self::funcref_call_args(builder, funcref, call_args);
         Ok(Some(builder.ins().call_indirect(sig_ref, code, &args)))
     }
 
-    fn translate_return_call(&mut self, builder: &mut FunctionBuilder, callee_index: FuncIndex, callee: ir::FuncRef, call_args: &[ir::Value]) -> WasmResult<()> {
+    fn translate_return_call(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        callee_index: FuncIndex,
+        callee: ir::FuncRef,
+        call_args: &[ir::Value],
+    ) -> WasmResult<()> {
         let (code, args) = self.direct_call_args(builder, callee_index, call_args);
         match code {
             Some(code) => {
@@ -477,27 +502,53 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         Ok(())
     }
 
-    fn translate_return_call_indirect(&mut self, builder: &mut FunctionBuilder, table_index: TableIndex, sig_index: TypeIndex, sig_ref: ir::SigRef, callee: ir::Value, call_args: &[ir::Value]) -> WasmResult<()> {
+    fn translate_return_call_indirect(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table_index: TableIndex,
+        sig_index: TypeIndex,
+        sig_ref: ir::SigRef,
+        callee: ir::Value,
+        call_args: &[ir::Value],
+    ) -> WasmResult<()> {
         let funcref = self.checked_funcref(builder, table_index, sig_index, callee);
         let (code, args) = Self::funcref_call_args(builder, funcref, call_args);
         builder.ins().return_call_indirect(sig_ref, code, &args);
         Ok(())
     }
 
-    fn translate_return_call_ref(&mut self, builder: &mut FunctionBuilder, sig_ref: ir::SigRef, callee: ir::Value, call_args: &[ir::Value]) -> WasmResult<()> {
+    fn translate_return_call_ref(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        sig_ref: ir::SigRef,
+        callee: ir::Value,
+        call_args: &[ir::Value],
+    ) -> WasmResult<()> {
         builder.ins().trapz(callee, NULL_FUNCTION_REFERENCE);
         let (code, args) = Self::funcref_call_args(builder, callee, call_args);
         builder.ins().return_call_indirect(sig_ref, code, &args);
         Ok(())
     }
 
-    fn translate_call_ref(&mut self, builder: &mut FunctionBuilder, sig_ref: ir::SigRef, callee: ir::Value, call_args: &[ir::Value]) -> WasmResult<ir::Inst> {
+    fn translate_call_ref(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        sig_ref: ir::SigRef,
+        callee: ir::Value,
+        call_args: &[ir::Value],
+    ) -> WasmResult<ir::Inst> {
         builder.ins().trapz(callee, NULL_FUNCTION_REFERENCE);
         let (code, args) = Self::funcref_call_args(builder, callee, call_args);
         Ok(builder.ins().call_indirect(sig_ref, code, &args))
     }
 
-    fn translate_memory_grow(&mut self, mut pos: FuncCursor, index: MemoryIndex, _heap: Heap, val: ir::Value) -> WasmResult<ir::Value> {
+    fn translate_memory_grow(
+        &mut self,
+        mut pos: FuncCursor,
+        index: MemoryIndex,
+        _heap: Heap,
+        val: ir::Value,
+    ) -> WasmResult<ir::Value> {
         let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
         let delta = Self::to_i64(&mut pos, val);
         let old = self.call_libcall(&mut pos, Libcall::memory_grow, &[memory, delta]).unwrap();
@@ -509,12 +560,23 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         let vmctx = Self::vmctx_value(pos.func);
         let offset = self.offsets().memory(index.as_u32()) + VMMemoryImport::DEFINITION_OFFSET;
         let definition = pos.ins().load(types::I64, vm_readonly(), vmctx, offset as i32);
-        let bytes = pos.ins().load(types::I64, vm_flags(), definition, VMMemoryDefinition::CURRENT_LENGTH_OFFSET as i32);
+        let bytes =
+            pos.ins().load(types::I64, vm_flags(), definition, VMMemoryDefinition::CURRENT_LENGTH_OFFSET as i32);
         let pages = pos.ins().ushr_imm(bytes, ty.page_size_log2 as i64);
         Ok(if ty.memory64 { pages } else { pos.ins().ireduce(types::I32, pages) })
     }
 
-    fn translate_memory_copy(&mut self, mut pos: FuncCursor, src_index: MemoryIndex, _src_heap: Heap, dst_index: MemoryIndex, _dst_heap: Heap, dst: ir::Value, src: ir::Value, len: ir::Value) -> WasmResult<()> {
+    fn translate_memory_copy(
+        &mut self,
+        mut pos: FuncCursor,
+        src_index: MemoryIndex,
+        _src_heap: Heap,
+        dst_index: MemoryIndex,
+        _dst_heap: Heap,
+        dst: ir::Value,
+        src: ir::Value,
+        len: ir::Value,
+    ) -> WasmResult<()> {
         let dst_mem = pos.ins().iconst(types::I32, dst_index.as_u32() as i64);
         let src_mem = pos.ins().iconst(types::I32, src_index.as_u32() as i64);
         let dst = Self::to_i64(&mut pos, dst);
@@ -524,7 +586,15 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         Ok(())
     }
 
-    fn translate_memory_fill(&mut self, mut pos: FuncCursor, index: MemoryIndex, _heap: Heap, dst: ir::Value, val: ir::Value, len: ir::Value) -> WasmResult<()> {
+    fn translate_memory_fill(
+        &mut self,
+        mut pos: FuncCursor,
+        index: MemoryIndex,
+        _heap: Heap,
+        dst: ir::Value,
+        val: ir::Value,
+        len: ir::Value,
+    ) -> WasmResult<()> {
         let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
         let dst = Self::to_i64(&mut pos, dst);
         let len = Self::to_i64(&mut pos, len);
@@ -532,7 +602,16 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         Ok(())
     }
 
-    fn translate_memory_init(&mut self, mut pos: FuncCursor, index: MemoryIndex, _heap: Heap, seg_index: u32, dst: ir::Value, src: ir::Value, len: ir::Value) -> WasmResult<()> {
+    fn translate_memory_init(
+        &mut self,
+        mut pos: FuncCursor,
+        index: MemoryIndex,
+        _heap: Heap,
+        seg_index: u32,
+        dst: ir::Value,
+        src: ir::Value,
+        len: ir::Value,
+    ) -> WasmResult<()> {
         let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
         let segment = pos.ins().iconst(types::I32, seg_index as i64);
         let dst = Self::to_i64(&mut pos, dst);
@@ -553,25 +632,50 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         Ok(if self.is_table64(index) { len } else { pos.ins().ireduce(types::I32, len) })
     }
 
-    fn translate_table_grow(&mut self, mut pos: FuncCursor, table_index: TableIndex, delta: ir::Value, init_value: ir::Value) -> WasmResult<ir::Value> {
+    fn translate_table_grow(
+        &mut self,
+        mut pos: FuncCursor,
+        table_index: TableIndex,
+        delta: ir::Value,
+        init_value: ir::Value,
+    ) -> WasmResult<ir::Value> {
         let table = pos.ins().iconst(types::I32, table_index.as_u32() as i64);
         let delta = Self::to_i64(&mut pos, delta);
         let old = self.call_libcall(&mut pos, Libcall::table_grow, &[table, delta, init_value]).unwrap();
         Ok(if self.is_table64(table_index) { old } else { pos.ins().ireduce(types::I32, old) })
     }
 
-    fn translate_table_get(&mut self, builder: &mut FunctionBuilder, table_index: TableIndex, index: ir::Value) -> WasmResult<ir::Value> {
+    fn translate_table_get(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table_index: TableIndex,
+        index: ir::Value,
+    ) -> WasmResult<ir::Value> {
         let addr = self.table_element_addr(builder, table_index, index, TABLE_ACCESS_OUT_OF_BOUNDS);
         Ok(builder.ins().load(types::I64, vm_flags(), addr, 0))
     }
 
-    fn translate_table_set(&mut self, builder: &mut FunctionBuilder, table_index: TableIndex, value: ir::Value, index: ir::Value) -> WasmResult<()> {
+    fn translate_table_set(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table_index: TableIndex,
+        value: ir::Value,
+        index: ir::Value,
+    ) -> WasmResult<()> {
         let addr = self.table_element_addr(builder, table_index, index, TABLE_ACCESS_OUT_OF_BOUNDS);
         builder.ins().store(vm_flags(), value, addr, 0);
         Ok(())
     }
 
-    fn translate_table_copy(&mut self, mut pos: FuncCursor, dst_table_index: TableIndex, src_table_index: TableIndex, dst: ir::Value, src: ir::Value, len: ir::Value) -> WasmResult<()> {
+    fn translate_table_copy(
+        &mut self,
+        mut pos: FuncCursor,
+        dst_table_index: TableIndex,
+        src_table_index: TableIndex,
+        dst: ir::Value,
+        src: ir::Value,
+        len: ir::Value,
+    ) -> WasmResult<()> {
         let dst_table = pos.ins().iconst(types::I32, dst_table_index.as_u32() as i64);
         let src_table = pos.ins().iconst(types::I32, src_table_index.as_u32() as i64);
         let [dst, src, len] = [dst, src, len].map(|v| Self::to_i64(&mut pos, v));
@@ -579,14 +683,29 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         Ok(())
     }
 
-    fn translate_table_fill(&mut self, mut pos: FuncCursor, table_index: TableIndex, dst: ir::Value, val: ir::Value, len: ir::Value) -> WasmResult<()> {
+    fn translate_table_fill(
+        &mut self,
+        mut pos: FuncCursor,
+        table_index: TableIndex,
+        dst: ir::Value,
+        val: ir::Value,
+        len: ir::Value,
+    ) -> WasmResult<()> {
         let table = pos.ins().iconst(types::I32, table_index.as_u32() as i64);
         let [dst, len] = [dst, len].map(|v| Self::to_i64(&mut pos, v));
         self.call_libcall(&mut pos, Libcall::table_fill, &[table, dst, val, len]);
         Ok(())
     }
 
-    fn translate_table_init(&mut self, mut pos: FuncCursor, seg_index: u32, table_index: TableIndex, dst: ir::Value, src: ir::Value, len: ir::Value) -> WasmResult<()> {
+    fn translate_table_init(
+        &mut self,
+        mut pos: FuncCursor,
+        seg_index: u32,
+        table_index: TableIndex,
+        dst: ir::Value,
+        src: ir::Value,
+        len: ir::Value,
+    ) -> WasmResult<()> {
         let table = pos.ins().iconst(types::I32, table_index.as_u32() as i64);
         let segment = pos.ins().iconst(types::I32, seg_index as i64);
         let [dst, src, len] = [dst, src, len].map(|v| Self::to_i64(&mut pos, v));
@@ -614,15 +733,32 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         Ok(pos.ins().iadd_imm(vmctx, self.offsets().func_ref(func_index.as_u32()) as i64))
     }
 
-    fn translate_custom_global_get(&mut self, _builder: &mut FunctionBuilder, _global_index: GlobalIndex) -> WasmResult<ir::Value> {
+    fn translate_custom_global_get(
+        &mut self,
+        _builder: &mut FunctionBuilder,
+        _global_index: GlobalIndex,
+    ) -> WasmResult<ir::Value> {
         Err(WasmError::Unsupported("custom globals".to_string()))
     }
 
-    fn translate_custom_global_set(&mut self, _builder: &mut FunctionBuilder, _global_index: GlobalIndex, _val: ir::Value) -> WasmResult<()> {
+    fn translate_custom_global_set(
+        &mut self,
+        _builder: &mut FunctionBuilder,
+        _global_index: GlobalIndex,
+        _val: ir::Value,
+    ) -> WasmResult<()> {
         Err(WasmError::Unsupported("custom globals".to_string()))
     }
 
-    fn translate_atomic_wait(&mut self, mut pos: FuncCursor, index: MemoryIndex, _heap: Heap, addr: ir::Value, expected: ir::Value, timeout: ir::Value) -> WasmResult<ir::Value> {
+    fn translate_atomic_wait(
+        &mut self,
+        mut pos: FuncCursor,
+        index: MemoryIndex,
+        _heap: Heap,
+        addr: ir::Value,
+        expected: ir::Value,
+        timeout: ir::Value,
+    ) -> WasmResult<ir::Value> {
         let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
         let addr = Self::to_i64(&mut pos, addr);
         let libcall = if pos.func.dfg.value_type(expected) == types::I64 {
@@ -633,7 +769,14 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         Ok(self.call_libcall(&mut pos, libcall, &[memory, addr, expected, timeout]).unwrap())
     }
 
-    fn translate_atomic_notify(&mut self, mut pos: FuncCursor, index: MemoryIndex, _heap: Heap, addr: ir::Value, count: ir::Value) -> WasmResult<ir::Value> {
+    fn translate_atomic_notify(
+        &mut self,
+        mut pos: FuncCursor,
+        index: MemoryIndex,
+        _heap: Heap,
+        addr: ir::Value,
+        count: ir::Value,
+    ) -> WasmResult<ir::Value> {
         let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
         let addr = Self::to_i64(&mut pos, addr);
         Ok(self.call_libcall(&mut pos, Libcall::memory_atomic_notify, &[memory, addr, count]).unwrap())
@@ -655,14 +798,23 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         true
     }
 
-    fn before_translate_function(&mut self, builder: &mut FunctionBuilder, _state: &FuncTranslationState) -> WasmResult<()> {
+    fn before_translate_function(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        _state: &FuncTranslationState,
+    ) -> WasmResult<()> {
         if self.makes_calls {
             self.check_interrupt(builder);
         }
         Ok(())
     }
 
-    fn before_translate_operator(&mut self, op: &wasmparser::Operator, builder: &mut FunctionBuilder, state: &FuncTranslationState) -> WasmResult<()> {
+    fn before_translate_operator(
+        &mut self,
+        op: &wasmparser::Operator,
+        builder: &mut FunctionBuilder,
+        state: &FuncTranslationState,
+    ) -> WasmResult<()> {
         use wasmparser::Operator as Op;
         if !self.module.fuel || !state.reachable() {
             return Ok(());

@@ -18,8 +18,8 @@ pub mod trampolines;
 use std::borrow::Cow;
 use std::path::Path;
 
-pub use wasmparser::WasmFeatures;
 pub use module::default_features;
+pub use wasmparser::WasmFeatures;
 
 /// Identifies the compiler that produced an object (stored in its metadata, part of cache keys).
 pub const COMPILER_VERSION: &str =
@@ -46,7 +46,9 @@ pub enum CompileError {
     #[error("code generation failed: {0}")]
     Codegen(String),
     /// The system linker is missing.
-    #[error("the system linker `{0}` was not found: install binutils (Debian: `apt-get install binutils`) or set KILN_LD")]
+    #[error(
+        "the system linker `{0}` was not found: install binutils (Debian: `apt-get install binutils`) or set KILN_LD"
+    )]
     LinkerNotFound(String),
     /// The system linker failed.
     #[error("linking failed: {0}")]

@@ -1,15 +1,13 @@
 //! Stage 1: parse and validate a wasm binary with wasmparser, collecting the module description
 //! ([`ModuleMetadata`]) and the function bodies still to be translated.
 
-use wasmparser::{
-    self, CompositeInnerType, ElementItems, ElementKind, ExternalKind, FuncToValidate,
-    FunctionBody, Operator, Parser, Payload, TypeRef, ValidPayload, Validator,
-    ValidatorResources, WasmFeatures,
-};
 use kiln_abi::{
-    ConstExpr, ConstOp, DataMode, DataSegment, ElementMode, ElementSegment, Export, ExportKind,
-    FuncType, GlobalDef, GlobalType, HeapType, Import, ImportKind, MemoryType, ModuleMetadata,
-    RefType, TableDef, TableType, ValType,
+    ConstExpr, ConstOp, DataMode, DataSegment, ElementMode, ElementSegment, Export, ExportKind, FuncType, GlobalDef,
+    GlobalType, HeapType, Import, ImportKind, MemoryType, ModuleMetadata, RefType, TableDef, TableType, ValType,
+};
+use wasmparser::{
+    self, CompositeInnerType, ElementItems, ElementKind, ExternalKind, FuncToValidate, FunctionBody, Operator, Parser,
+    Payload, TypeRef, ValidPayload, Validator, ValidatorResources, WasmFeatures,
 };
 
 use crate::CompileError;
@@ -46,10 +44,7 @@ pub fn default_features() -> WasmFeatures {
 }
 
 fn invalid(err: wasmparser::BinaryReaderError) -> CompileError {
-    CompileError::Invalid {
-        message: err.message().to_string(),
-        offset: err.offset(),
-    }
+    CompileError::Invalid { message: err.message().to_string(), offset: err.offset() }
 }
 
 pub(crate) fn convert_val_type(ty: wasmparser::ValType) -> ValType {
@@ -65,9 +60,7 @@ pub(crate) fn convert_val_type(ty: wasmparser::ValType) -> ValType {
 
 pub(crate) fn convert_ref_type(ty: wasmparser::RefType) -> RefType {
     let heap = match ty.heap_type() {
-        wasmparser::HeapType::Abstract { ty: wasmparser::AbstractHeapType::Extern, .. } => {
-            HeapType::Extern
-        }
+        wasmparser::HeapType::Abstract { ty: wasmparser::AbstractHeapType::Extern, .. } => HeapType::Extern,
         wasmparser::HeapType::Concrete(wasmparser::UnpackedIndex::Module(i)) => HeapType::ConcreteFunc(i),
         _ => HeapType::Func,
     };
@@ -118,11 +111,7 @@ fn convert_const_expr(expr: &wasmparser::ConstExpr<'_>) -> Result<ConstExpr, Com
             Operator::I64Sub => ConstOp::I64Sub,
             Operator::I64Mul => ConstOp::I64Mul,
             Operator::End => break,
-            other => {
-                return Err(CompileError::Unsupported(format!(
-                    "constant expression operator {other:?}"
-                )))
-            }
+            other => return Err(CompileError::Unsupported(format!("constant expression operator {other:?}"))),
         });
     }
     Ok(ops)
@@ -200,9 +189,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                             meta.num_imported_globals += 1;
                             ImportKind::Global(g)
                         }
-                        TypeRef::Tag(_) => {
-                            return Err(CompileError::Unsupported("exception tags".to_string()))
-                        }
+                        TypeRef::Tag(_) => return Err(CompileError::Unsupported("exception tags".to_string())),
                     };
                     meta.imports.push(Import {
                         module: import.module.to_string(),
@@ -235,18 +222,13 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                     meta.memories.push(convert_memory_type(&memory.map_err(invalid)?));
                 }
             }
-            Payload::TagSection(_) => {
-                return Err(CompileError::Unsupported("exception tags".to_string()))
-            }
+            Payload::TagSection(_) => return Err(CompileError::Unsupported("exception tags".to_string())),
             Payload::GlobalSection(reader) => {
                 for global in reader {
                     let global = global.map_err(invalid)?;
                     let ty = convert_global_type(&global.ty);
                     meta.globals.push(ty);
-                    meta.defined_globals.push(GlobalDef {
-                        ty,
-                        init: convert_const_expr(&global.init_expr)?,
-                    });
+                    meta.defined_globals.push(GlobalDef { ty, init: convert_const_expr(&global.init_expr)? });
                 }
             }
             Payload::ExportSection(reader) => {
@@ -257,9 +239,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                         ExternalKind::Table => ExportKind::Table(export.index),
                         ExternalKind::Memory => ExportKind::Memory(export.index),
                         ExternalKind::Global => ExportKind::Global(export.index),
-                        ExternalKind::Tag => {
-                            return Err(CompileError::Unsupported("exception tags".to_string()))
-                        }
+                        ExternalKind::Tag => return Err(CompileError::Unsupported("exception tags".to_string())),
                     };
                     meta.exports.push(Export { name: export.name.to_string(), kind });
                 }
@@ -276,10 +256,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                     let mode = match data.kind {
                         wasmparser::DataKind::Passive => DataMode::Passive,
                         wasmparser::DataKind::Active { memory_index, offset_expr } => {
-                            DataMode::Active {
-                                memory: memory_index,
-                                offset: convert_const_expr(&offset_expr)?,
-                            }
+                            DataMode::Active { memory: memory_index, offset: convert_const_expr(&offset_expr)? }
                         }
                     };
                     meta.data.push(DataSegment { mode, bytes: data.data.to_vec() });
@@ -315,10 +292,9 @@ fn convert_element(element: wasmparser::Element<'_>) -> Result<ElementSegment, C
     let mode = match element.kind {
         ElementKind::Passive => ElementMode::Passive,
         ElementKind::Declared => ElementMode::Declared,
-        ElementKind::Active { table_index, offset_expr } => ElementMode::Active {
-            table: table_index.unwrap_or(0),
-            offset: convert_const_expr(&offset_expr)?,
-        },
+        ElementKind::Active { table_index, offset_expr } => {
+            ElementMode::Active { table: table_index.unwrap_or(0), offset: convert_const_expr(&offset_expr)? }
+        }
     };
     let (ty, items) = match element.items {
         ElementItems::Functions(reader) => {

@@ -7,8 +7,7 @@
 //!   function through a `ValRaw` array on its own stack.
 
 use cranelift_codegen::ir::{
-    self, types, AbiParam, InstBuilder, MemFlags, Signature, StackSlotData, StackSlotKind,
-    UserFuncName,
+    self, types, AbiParam, InstBuilder, MemFlags, Signature, StackSlotData, StackSlotKind, UserFuncName,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};

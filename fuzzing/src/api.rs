@@ -139,8 +139,12 @@ impl World {
         let store = Store::new();
         let ty = TableType { element: RefType::FUNCREF, minimum: 4, maximum: None, table64: false };
         let table = Table::new(&store, ty, Val::FuncRef(None)).expect("a host table");
-        let slot = Global::new(&store, GlobalType { content: ValType::Ref(RefType::FUNCREF), mutable: true }, Val::FuncRef(None))
-            .expect("a host global");
+        let slot = Global::new(
+            &store,
+            GlobalType { content: ValType::Ref(RefType::FUNCREF), mutable: true },
+            Val::FuncRef(None),
+        )
+        .expect("a host global");
         World { store, table, slot }
     }
 }
@@ -169,7 +173,9 @@ fn check_results(func: &Func, args: &[Val], results: &[Val], state: &mut State) 
         ([Val::I32(_), Val::I32(x)], [Val::I32(r)]) => {
             assert!(*r == x.wrapping_add(1) || *r == x.wrapping_mul(3), "a call through a table answered {r} for {x}");
         }
-        ([Val::FuncRef(_), Val::I64(x)], [Val::I64(r)]) => assert_eq!(r, x, "call_ref reached something but the identity"),
+        ([Val::FuncRef(_), Val::I64(x)], [Val::I64(r)]) => {
+            assert_eq!(r, x, "call_ref reached something but the identity")
+        }
         _ => {}
     }
     count(|s| {
@@ -200,7 +206,12 @@ fn instantiate(u: &mut Unstructured<'_>, state: &mut State, region: &Region) -> 
     } else {
         // Host objects and an exporter from any world: a foreign one must be refused.
         let host_world = &state.worlds[u.int_in_range(0..=1)?];
-        let exporters: Vec<&Instance> = state.instances.iter().filter(|(_, i)| std::ptr::eq(i.module().metadata(), exporter.metadata())).map(|(_, i)| i).collect();
+        let exporters: Vec<&Instance> = state
+            .instances
+            .iter()
+            .filter(|(_, i)| std::ptr::eq(i.module().metadata(), exporter.metadata()))
+            .map(|(_, i)| i)
+            .collect();
         if exporters.is_empty() {
             return Ok(());
         }
@@ -229,7 +240,11 @@ fn call(u: &mut Unstructured<'_>, state: &mut State, on_another_thread: bool) ->
         return Ok(());
     }
     let (_, instance) = &state.instances[u.choose_index(state.instances.len())?];
-    let exports: Vec<Func> = instance.exports().into_iter().filter_map(|(_, e)| if let Extern::Func(f) = e { Some(f) } else { None }).collect();
+    let exports: Vec<Func> = instance
+        .exports()
+        .into_iter()
+        .filter_map(|(_, e)| if let Extern::Func(f) = e { Some(f) } else { None })
+        .collect();
     let func = exports[u.choose_index(exports.len())?].clone();
     let mut args = Vec::new();
     for &param in &func.ty().params {

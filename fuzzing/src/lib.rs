@@ -204,7 +204,9 @@ mod on_kiln {
             Err(InstantiationError::Trap(Trap::Wasm(TrapCode::StackOverflow))) => {
                 return Ok(Observation::Inconclusive("stack exhausted".into()))
             }
-            Err(InstantiationError::Trap(Trap::Wasm(code))) => return Ok(Observation::InstantiationTrap(trap_kind(code))),
+            Err(InstantiationError::Trap(Trap::Wasm(code))) => {
+                return Ok(Observation::InstantiationTrap(trap_kind(code)))
+            }
             Err(other) => return Err(other.into()),
         };
         let mut seen = Seen::default();
@@ -249,7 +251,11 @@ mod on_wasmi {
     }
 
     /// Instantiates and starts `module`; `Ok(Err(observation))` if that trapped.
-    pub(crate) fn instantiate(store: &mut Store<StoreLimits>, linker: &Linker<StoreLimits>, module: &Module) -> Result<std::result::Result<Instance, Observation>> {
+    pub(crate) fn instantiate(
+        store: &mut Store<StoreLimits>,
+        linker: &Linker<StoreLimits>,
+        module: &Module,
+    ) -> Result<std::result::Result<Instance, Observation>> {
         let pre = match linker.instantiate(&mut *store, module) {
             Ok(pre) => pre,
             // wasmi reports out-of-bounds segments as instantiation errors, not traps.
@@ -283,7 +289,11 @@ mod on_wasmi {
     }
 
     impl Seen {
-        pub fn observe_exports(&mut self, store: &mut Store<StoreLimits>, instance: Instance) -> Result<Option<Observation>> {
+        pub fn observe_exports(
+            &mut self,
+            store: &mut Store<StoreLimits>,
+            instance: Instance,
+        ) -> Result<Option<Observation>> {
             let mut exports: Vec<(String, wasmi::Extern)> =
                 instance.exports(&*store).map(|e| (e.name().to_string(), e.into_extern())).collect();
             exports.sort_by(|a, b| a.0.cmp(&b.0));
@@ -307,7 +317,9 @@ mod on_wasmi {
                         match func.call(&mut *store, &args, &mut results) {
                             Ok(()) => self.calls.push(Ok(results.iter().map(raw).collect())),
                             Err(err) => match err.as_trap_code() {
-                                Some(TrapCode::StackOverflow) => return Ok(Some(Observation::Inconclusive("stack exhausted".into()))),
+                                Some(TrapCode::StackOverflow) => {
+                                    return Ok(Some(Observation::Inconclusive("stack exhausted".into())))
+                                }
                                 Some(code) => self.calls.push(Err(trap_kind(code))),
                                 None => return Err(anyhow::anyhow!("wasmi call: {err}")),
                             },
@@ -393,7 +405,8 @@ pub fn run_batch(first_seed: u64, count: u64, mut progress: impl FnMut(u64, &Sum
     let pair_region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 2, ..Default::default() })?;
     let mut summary = Summary::default();
     for seed in first_seed..first_seed + count {
-        let checks = [("", check(seed, dir.path(), &region)), ("linked ", linked::check(seed, dir.path(), &pair_region))];
+        let checks =
+            [("", check(seed, dir.path(), &region)), ("linked ", linked::check(seed, dir.path(), &pair_region))];
         for (kind, outcome) in checks {
             match outcome {
                 Ok(Verdict::Agree) => summary.passed += 1,

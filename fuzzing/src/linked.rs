@@ -99,7 +99,8 @@ fn interface_for_b(a: &[u8]) -> Result<Vec<u8>> {
         for export in reader {
             let export = export?;
             let entity = types.entity_type_from_export(&export).ok_or_else(|| anyhow!("export type"))?;
-            let limits = |min: u64, max: Option<u64>| format!("{min}{}", max.map(|m| format!(" {m}")).unwrap_or_default());
+            let limits =
+                |min: u64, max: Option<u64>| format!("{min}{}", max.map(|m| format!(" {m}")).unwrap_or_default());
             let ty = match entity {
                 wasmparser::types::EntityType::Func(id) => {
                     let wasmparser::CompositeInnerType::Func(f) = &types[id].composite_type.inner else {
@@ -110,12 +111,20 @@ fn interface_for_b(a: &[u8]) -> Result<Vec<u8>> {
                     format!("(func (param {params}) (result {results}))")
                 }
                 wasmparser::types::EntityType::Table(t) => {
-                    format!("(table {} {})", limits(t.initial, t.maximum), val_type(wasmparser::ValType::Ref(t.element_type))?)
+                    format!(
+                        "(table {} {})",
+                        limits(t.initial, t.maximum),
+                        val_type(wasmparser::ValType::Ref(t.element_type))?
+                    )
                 }
                 wasmparser::types::EntityType::Memory(m) => format!("(memory {})", limits(m.initial, m.maximum)),
                 wasmparser::types::EntityType::Global(g) => {
                     let content = val_type(g.content_type)?;
-                    if g.mutable { format!("(global (mut {content}))") } else { format!("(global {content})") }
+                    if g.mutable {
+                        format!("(global (mut {content}))")
+                    } else {
+                        format!("(global {content})")
+                    }
                 }
                 wasmparser::types::EntityType::Tag(_) => return Err(anyhow!("a tag export")),
             };
@@ -127,7 +136,10 @@ fn interface_for_b(a: &[u8]) -> Result<Vec<u8>> {
 
 mod on_kiln {
     use super::*;
-    use kiln_runtime::{Extern, Global, GlobalType, Instance, InstantiationError, Module, RefType, Region, Store, Table, TableType, Trap, TrapCode, Val, ValType};
+    use kiln_runtime::{
+        Extern, Global, GlobalType, Instance, InstantiationError, Module, RefType, Region, Store, Table, TableType,
+        Trap, TrapCode, Val, ValType,
+    };
 
     fn load(dir: &Path, name: &str, wasm: &[u8]) -> Result<Module> {
         let so = dir.join(format!("{name}.so"));
@@ -142,7 +154,12 @@ mod on_kiln {
         Stopped(Observation),
     }
 
-    fn instantiate(region: &Region, store: &Store, module: &Module, resolve: impl Fn(&str, &str) -> Option<Extern>) -> Result<Outcome> {
+    fn instantiate(
+        region: &Region,
+        store: &Store,
+        module: &Module,
+        resolve: impl Fn(&str, &str) -> Option<Extern>,
+    ) -> Result<Outcome> {
         let imports = module
             .metadata()
             .imports
@@ -154,7 +171,9 @@ mod on_kiln {
             Err(InstantiationError::Trap(Trap::Wasm(TrapCode::StackOverflow))) => {
                 Outcome::Stopped(Observation::Inconclusive("stack exhausted".into()))
             }
-            Err(InstantiationError::Trap(Trap::Wasm(code))) => Outcome::Stopped(Observation::InstantiationTrap(crate::on_kiln::trap_kind(code))),
+            Err(InstantiationError::Trap(Trap::Wasm(code))) => {
+                Outcome::Stopped(Observation::InstantiationTrap(crate::on_kiln::trap_kind(code)))
+            }
             Err(other) => return Err(other.into()),
         })
     }
@@ -165,15 +184,23 @@ mod on_kiln {
         let funcrefs = TableType { element: RefType::FUNCREF, minimum: 8, maximum: None, table64: false };
         let host: HashMap<&str, Extern> = HashMap::from([
             ("table", Extern::Table(Table::new(&store, funcrefs, Val::FuncRef(None))?)),
-            ("global", Extern::Global(Global::new(&store, GlobalType { content: ValType::I32, mutable: true }, Val::I32(0))?)),
-            ("counter", Extern::Global(Global::new(&store, GlobalType { content: ValType::I64, mutable: true }, Val::I64(0))?)),
+            (
+                "global",
+                Extern::Global(Global::new(&store, GlobalType { content: ValType::I32, mutable: true }, Val::I32(0))?),
+            ),
+            (
+                "counter",
+                Extern::Global(Global::new(&store, GlobalType { content: ValType::I64, mutable: true }, Val::I64(0))?),
+            ),
         ]);
         let from_host = |module: &str, name: &str| if module == "host" { host.get(name).cloned() } else { None };
         let instance_a = match instantiate(region, &store, &module_a, from_host)? {
             Outcome::Ready(instance) => instance,
             Outcome::Stopped(observation) => return Ok(observation),
         };
-        let instance_b = match instantiate(region, &store, &module_b, |m, n| from_host(m, n).or_else(|| if m == "a" { instance_a.get_export(n) } else { None }))? {
+        let instance_b = match instantiate(region, &store, &module_b, |m, n| {
+            from_host(m, n).or_else(|| if m == "a" { instance_a.get_export(n) } else { None })
+        })? {
             Outcome::Ready(instance) => instance,
             Outcome::Stopped(observation) => return Ok(observation),
         };
@@ -213,7 +240,8 @@ mod on_wasmi {
             Ok(instance) => instance,
             Err(stop) => return Ok(stop),
         };
-        let exports: Vec<(String, Extern)> = instance_a.exports(&store).map(|e| (e.name().to_string(), e.into_extern())).collect();
+        let exports: Vec<(String, Extern)> =
+            instance_a.exports(&store).map(|e| (e.name().to_string(), e.into_extern())).collect();
         for (name, item) in exports {
             linker.define("a", &name, item)?;
         }

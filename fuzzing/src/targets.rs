@@ -139,7 +139,8 @@ pub fn load(data: &[u8]) -> bool {
         let unchanged = bytes == *object;
         match loaded {
             Ok(module) if unchanged => {
-                let instance = kiln_runtime::Instance::new(&scratch.region, &module, &[]).expect("the seed instantiates");
+                let instance =
+                    kiln_runtime::Instance::new(&scratch.region, &module, &[]).expect("the seed instantiates");
                 let got = instance.call("get", &[]).expect("`get` runs");
                 assert_eq!(got, vec![kiln_runtime::Val::I32(i32::from_le_bytes(*b"kiln"))]);
             }
@@ -183,7 +184,9 @@ pub fn differential(data: &[u8]) -> bool {
         match crate::compare(&wasm, 0, &dir, &scratch.region) {
             Ok(Verdict::Agree) => true,
             Ok(Verdict::Inconclusive) => false,
-            Ok(Verdict::Mismatch { kiln, wasmi, .. }) => panic!("Kiln and wasmi disagree:\n kiln  {kiln}\n wasmi {wasmi}"),
+            Ok(Verdict::Mismatch { kiln, wasmi, .. }) => {
+                panic!("Kiln and wasmi disagree:\n kiln  {kiln}\n wasmi {wasmi}")
+            }
             Err(err) => panic!("the differential check failed: {err:#}"),
         }
     })
@@ -197,7 +200,9 @@ pub fn linked(data: &[u8]) -> bool {
         SCRATCH.with_borrow_mut(|scratch| match crate::linked::compare(&a, &b, 0, scratch.dir.path(), region) {
             Ok(Verdict::Agree) => true,
             Ok(Verdict::Inconclusive) => false,
-            Ok(Verdict::Mismatch { kiln, wasmi, .. }) => panic!("Kiln and wasmi disagree on a linked pair:\n kiln  {kiln}\n wasmi {wasmi}"),
+            Ok(Verdict::Mismatch { kiln, wasmi, .. }) => {
+                panic!("Kiln and wasmi disagree on a linked pair:\n kiln  {kiln}\n wasmi {wasmi}")
+            }
             Err(err) => panic!("the linked differential check failed: {err:#}"),
         })
     })

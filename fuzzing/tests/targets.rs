@@ -150,7 +150,10 @@ fn fuzzer_finding_table64_size_is_an_i64() {
     assert_eq!(instance.call("size", &[]).unwrap(), vec![Val::I64(35)]);
     instance.call("fill_past_end", &[]).unwrap_err();
     // The fuzzer's own input, through the target.
-    let input: &[u8] = &[231, 0, 0, 0, 0, 255, 255, 255, 69, 104, 115, 255, 255, 255, 175, 98, 198, 198, 198, 198, 198, 198, 58, 64, 8, 255, 39, 255, 255, 255, 255, 255, 198, 198, 60, 255, 7, 60, 209];
+    let input: &[u8] = &[
+        231, 0, 0, 0, 0, 255, 255, 255, 69, 104, 115, 255, 255, 255, 175, 98, 198, 198, 198, 198, 198, 198, 58, 64, 8,
+        255, 39, 255, 255, 255, 255, 255, 198, 198, 60, 255, 7, 60, 209,
+    ];
     assert!(targets::compile_generated(input));
 }
 
@@ -174,7 +177,12 @@ fn fuzzer_finding_sparse_data_high_up_stays_small() {
     let instance = kiln_runtime::Instance::new(&region, &module, &[]).unwrap();
     assert_eq!(instance.call("peek", &[]).unwrap(), vec![kiln_runtime::Val::I32(0x4aff)]);
     // The fuzzer's own input, through the target.
-    let input: &[u8] = &[231, 32, 0, 198, 0, 255, 75, 96, 74, 1, 0, 0, 170, 255, 255, 255, 74, 74, 255, 255, 255, 75, 74, 74, 74, 0, 0, 0, 0, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 7, 2, 2, 255, 85, 0, 0, 0, 74, 74, 255, 255, 255, 75, 74, 74, 74, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 255, 198, 209];
+    let input: &[u8] = &[
+        231, 32, 0, 198, 0, 255, 75, 96, 74, 1, 0, 0, 170, 255, 255, 255, 74, 74, 255, 255, 255, 75, 74, 74, 74, 0, 0,
+        0, 0, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 7, 2, 2, 255, 85, 0, 0, 0, 74, 74, 255, 255, 255,
+        75, 74, 74, 74, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253, 253,
+        253, 253, 255, 198, 209,
+    ];
     assert!(targets::compile_generated(input));
 }
 
@@ -203,7 +211,10 @@ fn linked_pairs_share_functions_tables_and_globals_and_agree() {
         }
         targets::linked(&random_bytes(seed, 4096));
     }
-    assert!(from_a >= 10 && tables >= 10 && host >= 20, "imports: {from_a} functions from A, {tables} tables, {host} from the host");
+    assert!(
+        from_a >= 10 && tables >= 10 && host >= 20,
+        "imports: {from_a} functions from A, {tables} tables, {host} from the host"
+    );
     assert!(agreed >= 30, "{agreed} of 40 pairs agreed (the rest inconclusive)");
 }
 
@@ -217,7 +228,11 @@ fn api_call_sequences_keep_every_promise() {
     let stats = kiln_fuzzing::api::stats();
     eprintln!("api: {stats:?}");
     assert!(
-        stats.instances >= 300 && stats.calls >= 1000 && stats.table_calls >= 100 && stats.funcrefs >= 50 && stats.refused >= 100,
+        stats.instances >= 300
+            && stats.calls >= 1000
+            && stats.table_calls >= 100
+            && stats.funcrefs >= 50
+            && stats.refused >= 100,
         "the sequences do not reach far enough: {stats:?}"
     );
 }
@@ -227,9 +242,9 @@ fn fuzzer_finding_a_billion_element_table_grow_is_bounded_in_both_engines() {
     // 48 bytes that make module A grow the host table by ~1.9 billion elements: Kiln refused
     // (its default limit), wasmi, unlimited, used 8 GB. Both engines now apply the same limits.
     let input = [
-        0xd9, 0xff, 0x5d, 0xff, 0xff, 0xda, 0xb2, 0x29, 0x14, 0xda, 0xf6, 0xf6, 0xf6, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda,
-        0xda, 0xda, 0xda, 0xda, 0x7c, 0xda, 0xda, 0xda, 0xda, 0x73, 0x79, 0x7d, 0x01, 0x74, 0x79, 0x7d, 0x01, 0x74, 0x85,
-        0x85, 0x85, 0x85, 0x85, 0x74, 0x61, 0x01, 0x2b, 0x62, 0xe1,
+        0xd9, 0xff, 0x5d, 0xff, 0xff, 0xda, 0xb2, 0x29, 0x14, 0xda, 0xf6, 0xf6, 0xf6, 0xda, 0xda, 0xda, 0xda, 0xda,
+        0xda, 0xda, 0xda, 0xda, 0xda, 0x7c, 0xda, 0xda, 0xda, 0xda, 0x73, 0x79, 0x7d, 0x01, 0x74, 0x79, 0x7d, 0x01,
+        0x74, 0x85, 0x85, 0x85, 0x85, 0x85, 0x74, 0x61, 0x01, 0x2b, 0x62, 0xe1,
     ];
     assert!(targets::linked(&input), "the pair runs and both engines agree");
 }

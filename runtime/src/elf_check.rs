@@ -100,7 +100,13 @@ pub fn nothing_runs_at_load(bytes: &[u8]) -> Result<LoadImage<'_>, String> {
     let mut dynamic = None;
     for segment in segments {
         match segment.p_type(endian) {
-            elf::PT_LOAD | elf::PT_NOTE | elf::PT_GNU_EH_FRAME | elf::PT_GNU_RELRO | elf::PT_GNU_PROPERTY | elf::PT_NULL | elf::PT_PHDR => {}
+            elf::PT_LOAD
+            | elf::PT_NOTE
+            | elf::PT_GNU_EH_FRAME
+            | elf::PT_GNU_RELRO
+            | elf::PT_GNU_PROPERTY
+            | elf::PT_NULL
+            | elf::PT_PHDR => {}
             elf::PT_DYNAMIC => dynamic = Some(segment),
             elf::PT_GNU_STACK => {
                 if segment.p_flags(endian) & elf::PF_X != 0 {
@@ -170,7 +176,11 @@ pub fn nothing_runs_at_load(bytes: &[u8]) -> Result<LoadImage<'_>, String> {
                     image.relative.insert(relocation.r_offset(endian), relocation.r_addend(endian) as u64);
                 }
                 elf::R_X86_64_NONE => {}
-                _ => return Err(format!("it has a relocation of type {kind}, which Kiln never emits (only R_X86_64_RELATIVE)")),
+                _ => {
+                    return Err(format!(
+                        "it has a relocation of type {kind}, which Kiln never emits (only R_X86_64_RELATIVE)"
+                    ))
+                }
             }
         }
     }
@@ -187,6 +197,9 @@ mod tests {
         // The test binary itself: an executable (or a PIE with an interpreter and DT_NEEDED).
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let reason = nothing_runs_at_load(&me).unwrap_err();
-        assert!(reason.contains("interpreter") || reason.contains("DT_NEEDED") || reason.contains("shared object"), "{reason}");
+        assert!(
+            reason.contains("interpreter") || reason.contains("DT_NEEDED") || reason.contains("shared object"),
+            "{reason}"
+        );
     }
 }

@@ -121,7 +121,9 @@ impl Extern {
                     w.root = None;
                 }
             }
-            Extern::Memory(Memory { home, .. }) | Extern::Table(Table { home, .. }) | Extern::Global(Global { home, .. }) => {
+            Extern::Memory(Memory { home, .. })
+            | Extern::Table(Table { home, .. })
+            | Extern::Global(Global { home, .. }) => {
                 home.root = None;
             }
         }
@@ -137,7 +139,9 @@ impl Extern {
                     w.root = Some(root.clone());
                 }
             }
-            Extern::Memory(Memory { home, .. }) | Extern::Table(Table { home, .. }) | Extern::Global(Global { home, .. }) => {
+            Extern::Memory(Memory { home, .. })
+            | Extern::Table(Table { home, .. })
+            | Extern::Global(Global { home, .. }) => {
                 home.root = Some(root.clone());
             }
         }
@@ -242,7 +246,12 @@ impl Func {
         Func {
             ty: module.canonical_types[t as usize].clone(),
             type_id,
-            kind: FuncKind::Wasm(WasmFunc { funcref, array_trampoline: module.array_trampolines[t as usize], owner, root: Some(root) }),
+            kind: FuncKind::Wasm(WasmFunc {
+                funcref,
+                array_trampoline: module.array_trampolines[t as usize],
+                owner,
+                root: Some(root),
+            }),
         }
     }
 }
@@ -428,12 +437,16 @@ impl HostMemory {
         let length = ty.minimum.saturating_mul(page);
         let cap = limit.min(kiln_abi::HEAP_RESERVATION);
         if page == 0 || length > cap {
-            return Err(AccessError::Limit(format!("a memory of {} pages is larger than the limit of {cap} bytes", ty.minimum)));
+            return Err(AccessError::Limit(format!(
+                "a memory of {} pages is larger than the limit of {cap} bytes",
+                ty.minimum
+            )));
         }
         let mmap = Mmap::reserve((kiln_abi::HEAP_RESERVATION + kiln_abi::HEAP_GUARD) as usize)?;
         mmap.make_accessible(0, page_align(length as usize))?;
         let maximum = ty.maximum.map_or(cap, |m| m.saturating_mul(page).min(cap));
-        let definition = Box::new(VMMemoryDefinition { base: mmap.as_ptr(), current_length: length, maximum_length: maximum });
+        let definition =
+            Box::new(VMMemoryDefinition { base: mmap.as_ptr(), current_length: length, maximum_length: maximum });
         Ok(HostMemory { _mmap: mmap, definition })
     }
 }
@@ -518,7 +531,9 @@ impl Table {
             }
             // SAFETY: in bounds; the store is idle and ours; elements are raw values of the
             // element type that only this store's code and `set` wrote.
-            Ok(unsafe { Val::from_wasm(*(*self.definition).base.add(index as usize) as u128, self.element_type(), store) })
+            Ok(unsafe {
+                Val::from_wasm(*(*self.definition).base.add(index as usize) as u128, self.element_type(), store)
+            })
         })?
     }
 

@@ -64,7 +64,9 @@ impl Caller<'_> {
         }
         // SAFETY: accessible up to the current length, which only grows; `AtomicU8` has the
         // layout of `u8`, and every Rust access through this slice is atomic.
-        Some(unsafe { std::slice::from_raw_parts(definition.base.cast::<AtomicU8>(), definition.current_length as usize) })
+        Some(unsafe {
+            std::slice::from_raw_parts(definition.base.cast::<AtomicU8>(), definition.current_length as usize)
+        })
     }
 
     /// Whether the caller's store has been interrupted: a host function that waits should stop

@@ -4,7 +4,6 @@
 
 use kiln_abi::{TrapCode, VMContextHeader, VMMemoryDefinition, VMMemoryImport, VMTableDefinition};
 
-
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::externs::{grow_table, load_size_of_memory};
@@ -111,7 +110,11 @@ unsafe extern "C" fn memory_grow(vmctx: *mut u8, index: u32, delta_pages: u64) -
     // time, and each growth must take effect once.
     let mut old = length.load(Ordering::Acquire);
     loop {
-        let Some(new) = delta_pages.checked_shl(page_log2 as u32).filter(|d| d >> page_log2 == delta_pages).and_then(|d| old.checked_add(d)) else {
+        let Some(new) = delta_pages
+            .checked_shl(page_log2 as u32)
+            .filter(|d| d >> page_log2 == delta_pages)
+            .and_then(|d| old.checked_add(d))
+        else {
             return u64::MAX;
         };
         if new > maximum {
@@ -120,11 +123,14 @@ unsafe extern "C" fn memory_grow(vmctx: *mut u8, index: u32, delta_pages: u64) -
         if new > old {
             let start = crate::sys::unix::mmap::page_align(old as usize);
             let end = crate::sys::unix::mmap::page_align(new as usize);
-            // SAFETY: [base + start, base + end) lies inside the memory's reservation (new is at
-            // most the maximum, itself at most the reservation); making pages accessible twice
-            // (a racing grower) is harmless.
-            if end > start && unsafe { crate::sys::unix::mmap::make_accessible_at(base.add(start), end - start) }.is_err() {
-                return u64::MAX;
+            if end > start {
+                // SAFETY: [base + start, base + end) lies inside the memory's reservation (new is at
+                // most the maximum, itself at most the reservation); making pages accessible twice
+                // (a racing grower) is harmless.
+                let grown = unsafe { crate::sys::unix::mmap::make_accessible_at(base.add(start), end - start) };
+                if grown.is_err() {
+                    return u64::MAX;
+                }
             }
         }
         match length.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
@@ -223,7 +229,9 @@ unsafe extern "C" fn table_init(vmctx: *mut u8, index: u32, segment: u32, dst: u
         let ok = in_bounds(src, len, items.len() as u64) && in_bounds(dst, len, size);
         if ok {
             // SAFETY: both ranges checked; segments never overlap tables.
-            unsafe { std::ptr::copy_nonoverlapping(items.as_ptr().add(src as usize), base.add(dst as usize), len as usize) }
+            unsafe {
+                std::ptr::copy_nonoverlapping(items.as_ptr().add(src as usize), base.add(dst as usize), len as usize)
+            }
         }
         ok
     };

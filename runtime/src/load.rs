@@ -151,7 +151,10 @@ struct Checked {
 /// relocation), so nothing needs to be loaded to inspect it.
 fn check_file(path: &Path, bytes: &[u8]) -> Result<Checked, LoadError> {
     let file = object::File::parse(bytes).map_err(|e| not_kiln(path, format!("not an ELF object ({e})")))?;
-    if file.format() != object::BinaryFormat::Elf || file.architecture() != object::Architecture::X86_64 || !file.is_64() {
+    if file.format() != object::BinaryFormat::Elf
+        || file.architecture() != object::Architecture::X86_64
+        || !file.is_64()
+    {
         return Err(not_kiln(path, "not an x86-64 ELF object"));
     }
     if file.kind() != object::ObjectKind::Dynamic {
@@ -188,7 +191,8 @@ fn check_file(path: &Path, bytes: &[u8]) -> Result<Checked, LoadError> {
     }
     kiln_abi::verify_checksum_trailer(bytes).map_err(|e| corrupt(path, e.to_string()))?;
     // The metadata pointer, as the loader will relocate it.
-    let metadata_at = image.pointer_at(symbol.address() + ModuleHeader::METADATA_OFFSET as u64, field(ModuleHeader::METADATA_OFFSET));
+    let metadata_at =
+        image.pointer_at(symbol.address() + ModuleHeader::METADATA_OFFSET as u64, field(ModuleHeader::METADATA_OFFSET));
     let metadata = image
         .bytes_at(metadata_at, field(ModuleHeader::METADATA_LEN_OFFSET))
         .ok_or_else(|| corrupt(path, "the metadata lies outside the file"))?;
@@ -303,7 +307,8 @@ impl Module {
     unsafe fn from_checked(path: &Path, bytes: &[u8], checked: Checked) -> Result<Module, LoadError> {
         let Checked { meta, image_section } = checked;
         let file_len = bytes.len() as u64;
-        let sealed = crate::sys::unix::dl::sealed_memfd(bytes).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+        let sealed = crate::sys::unix::dl::sealed_memfd(bytes)
+            .map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
 
         // SAFETY: the bytes were checked to be an ELF shared object exporting a Kiln header of
         // our version, with nothing that runs at load time; the caller vouches for the rest.
@@ -375,7 +380,11 @@ impl Module {
                 host_trampolines,
                 initially_dropped,
                 copied_segments,
-                canonical_types: meta.types.iter().map(|ty| Arc::new(types::canonical_func_type(ty, &type_ids))).collect(),
+                canonical_types: meta
+                    .types
+                    .iter()
+                    .map(|ty| Arc::new(types::canonical_func_type(ty, &type_ids)))
+                    .collect(),
                 type_index_of_id: type_ids.iter().enumerate().rev().map(|(t, &id)| (id, t as u32)).collect(),
                 type_ids,
                 id,

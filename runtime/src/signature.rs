@@ -62,8 +62,7 @@ impl PublicKey {
         } else {
             minisign_verify::PublicKey::from_base64(text)
         };
-        key.map(PublicKey)
-            .map_err(|e| SignatureError::Key { source_name: "argument".into(), reason: e.to_string() })
+        key.map(PublicKey).map_err(|e| SignatureError::Key { source_name: "argument".into(), reason: e.to_string() })
     }
 }
 

@@ -38,7 +38,8 @@ pub fn canonical_id(ty: &FuncType) -> u32 {
 /// `rec_groups` lists the group sizes (empty: every type is its own group).
 pub fn canonical_ids(types: &[FuncType], rec_groups: &[u32]) -> Vec<u32> {
     let singletons = vec![1u32; types.len()];
-    let groups = if rec_groups.iter().map(|&n| n as usize).sum::<usize>() == types.len() { rec_groups } else { &singletons };
+    let groups =
+        if rec_groups.iter().map(|&n| n as usize).sum::<usize>() == types.len() { rec_groups } else { &singletons };
     let mut ids: Vec<u32> = Vec::with_capacity(types.len());
     let mut start = 0usize;
     for &size in groups {

@@ -6,7 +6,7 @@
 //! the exact declared type (concrete function types included), the store it must belong to,
 //! and is pinned to that store (see [`crate::store`]) so nothing it can be stored in outlives it.
 
-use kiln_abi::{HeapType, ValType, VMFuncRef};
+use kiln_abi::{HeapType, VMFuncRef, ValType};
 
 use crate::externs::Func;
 use crate::store::StoreInner;
@@ -67,7 +67,11 @@ pub(crate) fn type_name(ty: ValType) -> String {
                 HeapType::Extern => "extern".to_string(),
                 HeapType::ConcreteFunc(id) => format!("func type #{id}"),
             };
-            if r.nullable { format!("(ref null {heap})") } else { format!("(ref {heap})") }
+            if r.nullable {
+                format!("(ref null {heap})")
+            } else {
+                format!("(ref {heap})")
+            }
         }
     }
 }
@@ -97,10 +101,10 @@ impl Val {
             Val::F64(_) => "f64".into(),
             Val::V128(_) => "v128".into(),
             Val::FuncRef(None) => "a null funcref".into(),
-            Val::FuncRef(Some(f)) => format!("a function of {}", type_name(ValType::Ref(kiln_abi::RefType {
-                nullable: false,
-                heap: HeapType::ConcreteFunc(f.type_id),
-            }))),
+            Val::FuncRef(Some(f)) => format!(
+                "a function of {}",
+                type_name(ValType::Ref(kiln_abi::RefType { nullable: false, heap: HeapType::ConcreteFunc(f.type_id) }))
+            ),
             Val::ExternRef(None) => "a null externref".into(),
             Val::ExternRef(Some(_)) => "an externref".into(),
         }
@@ -181,11 +185,19 @@ impl std::fmt::Display for Val {
             Val::I64(v) => write!(f, "{v}"),
             Val::F32(bits) => {
                 let v = f32::from_bits(*bits);
-                if v.is_nan() { write!(f, "nan:{bits:#010x}") } else { write!(f, "{v}") }
+                if v.is_nan() {
+                    write!(f, "nan:{bits:#010x}")
+                } else {
+                    write!(f, "{v}")
+                }
             }
             Val::F64(bits) => {
                 let v = f64::from_bits(*bits);
-                if v.is_nan() { write!(f, "nan:{bits:#018x}") } else { write!(f, "{v}") }
+                if v.is_nan() {
+                    write!(f, "nan:{bits:#018x}")
+                } else {
+                    write!(f, "{v}")
+                }
             }
             Val::V128(v) => write!(f, "{v:#034x}"),
             Val::FuncRef(None) | Val::ExternRef(None) => write!(f, "null"),

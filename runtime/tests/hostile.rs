@@ -129,7 +129,7 @@ fn an_instance_table_keeps_what_it_references_after_the_store_handle_goes() {
         drop(instance_b);
         instance_a
     }; // the `Store` handle is gone; A's handle keeps the store (and so B) alive
-    // The region has two slots, both taken (A, and B pinned to the store): C cannot have B's.
+       // The region has two slots, both taken (A, and B pinned to the store): C cannot have B's.
     assert!(matches!(Instance::new(&region, &c, &[]), Err(InstantiationError::NoFreeSlot)));
     assert_eq!(instance_a.call("call0", &[]).unwrap(), vec![Val::I32(1234)]);
     drop(instance_a);
@@ -229,7 +229,8 @@ fn function_references_from_the_host_are_checked_against_concrete_types() {
 fn host_globals_and_tables_check_their_values() {
     let store = Store::new();
     let funcref_global = GlobalType { content: ValType::Ref(RefType::FUNCREF), mutable: true };
-    let err = Global::new(&store, funcref_global, Val::I64(0x4242_4242_4242)).err().expect("an integer is not a funcref");
+    let err =
+        Global::new(&store, funcref_global, Val::I64(0x4242_4242_4242)).err().expect("an integer is not a funcref");
     assert!(matches!(err, AccessError::Value(ValueError::Type { .. })), "{err}");
     let global = Global::new(&store, funcref_global, Val::FuncRef(None)).unwrap();
     assert!(matches!(global.set(Val::I32(1)), Err(AccessError::Value(_))));
@@ -355,7 +356,8 @@ fn host_access_waits_for_the_store_to_be_idle() {
     let module = load(dir.path(), "spin", SPIN);
     let region = region(1);
     let instance = Instance::new(&region, &module, &[]).unwrap();
-    let (Some(Extern::Global(global)), Some(Extern::Memory(memory))) = (instance.get_export("g"), instance.get_export("mem"))
+    let (Some(Extern::Global(global)), Some(Extern::Memory(memory))) =
+        (instance.get_export("g"), instance.get_export("mem"))
     else {
         panic!("exports")
     };
@@ -432,7 +434,10 @@ fn tenants_are_held_to_their_limits() {
     let err = limit(instantiate("big_table", "(module (table 10000000 funcref))"));
     assert!(matches!(err, LimitError::TableElements { elements: 10_000_000, .. }), "{err}");
     let memories: String = (0..100).map(|_| "(memory 0)").collect();
-    assert!(matches!(limit(instantiate("memories", &format!("(module {memories})"))), LimitError::Memories { count: 100, .. }));
+    assert!(matches!(
+        limit(instantiate("memories", &format!("(module {memories})"))),
+        LimitError::Memories { count: 100, .. }
+    ));
     assert!(matches!(limit(instantiate("big_memory", "(module (memory 5))")), LimitError::MemorySize { .. }));
     assert_eq!(region.free_slots(), 4, "nothing was taken");
 
@@ -456,7 +461,11 @@ fn tenants_are_held_to_their_limits() {
     assert_eq!(region.free_slots(), 2);
 
     // Host-made memories and tables are held to the store's limits too.
-    assert!(Memory::new(&store, MemoryType { minimum: 5, maximum: None, memory64: false, shared: false, page_size_log2: 16 }).is_err());
+    assert!(Memory::new(
+        &store,
+        MemoryType { minimum: 5, maximum: None, memory64: false, shared: false, page_size_log2: 16 }
+    )
+    .is_err());
     assert!(Table::new(&store, funcref_table(1001), Val::FuncRef(None)).is_err());
 }
 
@@ -479,7 +488,9 @@ fn a_funcref_in_a_host_global_keeps_its_instance() {
     );
     let region = region(3);
     let store = Store::new();
-    let global = Global::new(&store, GlobalType { content: ValType::Ref(RefType::FUNCREF), mutable: true }, Val::FuncRef(None)).unwrap();
+    let global =
+        Global::new(&store, GlobalType { content: ValType::Ref(RefType::FUNCREF), mutable: true }, Val::FuncRef(None))
+            .unwrap();
     {
         let owner = Instance::new_in_store(&region, &store, &exporter, &[]).unwrap();
         global.set(Val::FuncRef(Some(owner.get_func("id").unwrap()))).unwrap();
@@ -490,7 +501,8 @@ fn a_funcref_in_a_host_global_keeps_its_instance() {
     let Val::FuncRef(Some(f)) = global.get().unwrap() else { panic!("a function") };
     assert_eq!(f.ty().params, vec![ValType::I64]);
     let concrete = ValType::Ref(RefType { nullable: false, heap: HeapType::ConcreteFunc(1 << 30) });
-    let err = Global::new(&store, GlobalType { content: concrete, mutable: false }, Val::FuncRef(Some(f))).err().unwrap();
+    let err =
+        Global::new(&store, GlobalType { content: concrete, mutable: false }, Val::FuncRef(Some(f))).err().unwrap();
     assert!(matches!(err, AccessError::Value(ValueError::Type { .. })), "{err}");
 }
 
@@ -503,7 +515,11 @@ fn every_load_is_of_the_checked_bytes() {
     let region = region(2);
     let mut modules = Vec::new();
     for answer in 0..8 {
-        let module = load(dir.path(), &format!("m{answer}"), &format!("(module (func (export \"answer{answer}\") (result i32) (i32.const {answer})))"));
+        let module = load(
+            dir.path(),
+            &format!("m{answer}"),
+            &format!("(module (func (export \"answer{answer}\") (result i32) (i32.const {answer})))"),
+        );
         modules.push(module);
     }
     for (answer, module) in modules.iter().enumerate() {
@@ -525,7 +541,8 @@ fn every_load_is_of_the_checked_bytes() {
 #[test]
 fn host_errors_still_reach_the_caller() {
     let dir = tempfile::tempdir().unwrap();
-    let module = load(dir.path(), "fails", r#"(module (import "host" "no" (func $no)) (func (export "run") (call $no)))"#);
+    let module =
+        load(dir.path(), "fails", r#"(module (import "host" "no" (func $no)) (func (export "run") (call $no)))"#);
     let calls = Arc::new(AtomicUsize::new(0));
     let no = Func::new_host(FuncType::default(), {
         let calls = calls.clone();

@@ -173,7 +173,12 @@ fn every_trap_kind_is_reported_and_the_instance_keeps_working() {
         ("div", vec![Val::I32(1), Val::I32(0)], TrapCode::IntegerDivisionByZero, "integer divide by zero"),
         ("div", vec![Val::I32(i32::MIN), Val::I32(-1)], TrapCode::IntegerOverflow, "integer overflow"),
         ("oob", vec![], TrapCode::HeapOutOfBounds, "out of bounds memory access"),
-        ("trunc", vec![Val::F32(f32::NAN.to_bits())], TrapCode::BadConversionToInteger, "invalid conversion to integer"),
+        (
+            "trunc",
+            vec![Val::F32(f32::NAN.to_bits())],
+            TrapCode::BadConversionToInteger,
+            "invalid conversion to integer",
+        ),
         ("trunc", vec![Val::F32(3e9f32.to_bits())], TrapCode::IntegerOverflow, "integer overflow"),
         ("deep", vec![Val::I32(0)], TrapCode::StackOverflow, "call stack exhausted"),
         ("indirect", vec![Val::I32(0)], TrapCode::BadSignature, "indirect call type mismatch"),
@@ -206,7 +211,10 @@ fn threads_trap_and_compute_at_the_same_time() {
                     let expected: i64 = (1..=n).product();
                     assert_eq!(instance.call("fac", &[Val::I64(n)]).unwrap(), vec![Val::I64(expected)]);
                     match i % 4 {
-                        0 => assert_eq!(trap_code(instance.call("div", &[Val::I32(1), Val::I32(0)])), TrapCode::IntegerDivisionByZero),
+                        0 => assert_eq!(
+                            trap_code(instance.call("div", &[Val::I32(1), Val::I32(0)])),
+                            TrapCode::IntegerDivisionByZero
+                        ),
                         1 => assert_eq!(trap_code(instance.call("oob", &[])), TrapCode::HeapOutOfBounds),
                         2 => assert_eq!(trap_code(instance.call("deep", &[Val::I32(0)])), TrapCode::StackOverflow),
                         _ => assert_eq!(trap_code(instance.call("boom", &[])), TrapCode::UnreachableCodeReached),
@@ -408,7 +416,11 @@ fn a_host_function_overflowing_the_guest_stack_dies_with_a_clear_message() {
         // Child: a host function that recurses far past the guest stack's host reserve.
         fn deep(n: u64) -> u64 {
             let frame = std::hint::black_box([n; 512]);
-            if n == 0 { frame[7] } else { deep(n - 1).wrapping_add(frame[n as usize % 512]) }
+            if n == 0 {
+                frame[7]
+            } else {
+                deep(n - 1).wrapping_add(frame[n as usize % 512])
+            }
         }
         let dir = tempfile::tempdir().unwrap();
         let wat = r#"(module (import "host" "deep" (func $deep)) (func (export "go") (call $deep)))"#;
@@ -583,6 +595,7 @@ fn region_configurations_are_checked() {
     assert!(bad(RegionConfig { slots: 0, ..Default::default() }).contains("at least one slot"));
     assert!(bad(RegionConfig { stack_size: usize::MAX, ..Default::default() }).contains("stack_size"));
     assert!(bad(RegionConfig { max_vmctx_size: usize::MAX, ..Default::default() }).contains("max_vmctx_size"));
-    assert!(bad(RegionConfig { host_stack_reserve: 1 << 21, stack_size: 1 << 21, ..Default::default() }).contains("reserve"));
+    assert!(bad(RegionConfig { host_stack_reserve: 1 << 21, stack_size: 1 << 21, ..Default::default() })
+        .contains("reserve"));
     assert!(bad(RegionConfig { slots: usize::MAX, ..Default::default() }).contains("too many slots"));
 }

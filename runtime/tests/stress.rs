@@ -75,7 +75,11 @@ fn tenants_stay_isolated_under_load() {
                     // Fresh: exactly what the module defines, whatever ran in this slot before.
                     assert_eq!(tenant.call("seed", &[]).unwrap(), vec![Val::I32(i32::from_le_bytes(*b"kiln"))]);
                     assert_eq!(tenant.call("pages", &[]).unwrap(), vec![Val::I32(1)]);
-                    assert_eq!(tenant.call("scan", &[]).unwrap(), vec![Val::I32(0)], "thread {t} tenant {i}: stale bytes");
+                    assert_eq!(
+                        tenant.call("scan", &[]).unwrap(),
+                        vec![Val::I32(0)],
+                        "thread {t} tenant {i}: stale bytes"
+                    );
                     assert_eq!(tenant.call("global", &[]).unwrap(), vec![Val::I64(17)]);
                     assert_eq!(tenant.call("slot2_is_null", &[]).unwrap(), vec![Val::I32(1)]);
                     let mark = 1 + (t * 150 + i) % 250;
@@ -164,14 +168,23 @@ fn shared_tables_and_globals_never_leak_between_tenants() {
                     let store = Store::new();
                     let table_type = TableType { element: RefType::FUNCREF, minimum: 4, maximum: None, table64: false };
                     let table = Table::new(&store, table_type, Val::FuncRef(None)).unwrap();
-                    let last = Global::new(&store, GlobalType { content: ValType::I32, mutable: true }, Val::I32(0)).unwrap();
+                    let last =
+                        Global::new(&store, GlobalType { content: ValType::I32, mutable: true }, Val::I32(0)).unwrap();
                     let imports = [Extern::Table(table.clone()), Extern::Global(last.clone())];
                     let mut ids = Vec::new();
                     for k in 0..PER_SESSION {
                         let id = (t * 1_000_000 + session * 100 + k + 1) as i32;
                         let tenant = Instance::new_in_store(&region, &store, &user, &imports).unwrap();
-                        assert_eq!(tenant.call("probe", &[]).unwrap(), vec![Val::I32(0)], "t{t} s{session}: stale memory");
-                        assert_eq!(tenant.call("mine", &[]).unwrap(), vec![Val::I32(0)], "t{t} s{session}: stale global");
+                        assert_eq!(
+                            tenant.call("probe", &[]).unwrap(),
+                            vec![Val::I32(0)],
+                            "t{t} s{session}: stale memory"
+                        );
+                        assert_eq!(
+                            tenant.call("mine", &[]).unwrap(),
+                            vec![Val::I32(0)],
+                            "t{t} s{session}: stale global"
+                        );
                         tenant.call("init", &[Val::I32(id), Val::I32(k as i32)]).unwrap();
                         assert_eq!(last.get().unwrap(), Val::I32(id));
                         // Every earlier tenant of the session still answers through the table,
@@ -201,7 +214,11 @@ fn shared_tables_and_globals_never_leak_between_tenants() {
                     drop((table, last, imports, store));
                     // The session's slots are free again; a lookout that gets one sees nothing.
                     let watcher = Instance::new(&region, &lookout, &[]).unwrap();
-                    assert_eq!(watcher.call("probe", &[]).unwrap(), vec![Val::I32(0)], "t{t} s{session}: a tenant's memory leaked");
+                    assert_eq!(
+                        watcher.call("probe", &[]).unwrap(),
+                        vec![Val::I32(0)],
+                        "t{t} s{session}: a tenant's memory leaked"
+                    );
                     for slot in 0..4 {
                         assert_eq!(watcher.call("slot_is_null", &[Val::I32(slot)]).unwrap(), vec![Val::I32(1)]);
                     }

@@ -52,8 +52,7 @@ snapshot_cases! {
 fn check(case: &str) {
     let path = kiln_snapshots::cases_dir().join(format!("{case}.wat"));
     let wat = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let text =
-        kiln_snapshots::render_module(&wat).unwrap_or_else(|e| panic!("compiling {case}.wat: {e}"));
+    let text = kiln_snapshots::render_module(&wat).unwrap_or_else(|e| panic!("compiling {case}.wat: {e}"));
     insta::assert_snapshot!(case, text);
 }
 

@@ -14,8 +14,8 @@ use anyhow::{anyhow, Context, Result};
 use kiln_compiler::cache::ObjectCache;
 use kiln_compiler::{CompileError, Compiler, WasmFeatures};
 use kiln_runtime::{
-    CallError, Extern, Instance, InstantiationError, Module, Region, RegionConfig, Store, StoreLimits,
-    Trap, TrapCode, Val, ValType,
+    CallError, Extern, Instance, InstantiationError, Module, Region, RegionConfig, Store, StoreLimits, Trap, TrapCode,
+    Val, ValType,
 };
 use wast::core::{NanPattern, V128Pattern, WastArgCore, WastRetCore};
 use wast::parser::{self, ParseBuffer};
@@ -324,9 +324,8 @@ impl<'t> Runner<'t> {
             WastDirective::AssertUnlinkable { module, message, .. } => {
                 let mut module = QuoteWat::Wat(module);
                 match self.instantiate_quote(&mut module) {
-                    Err(ModuleError::UnknownImport(_)) | Err(ModuleError::Instantiate(InstantiationError::Unlinkable { .. })) => {
-                        Outcome::Pass
-                    }
+                    Err(ModuleError::UnknownImport(_))
+                    | Err(ModuleError::Instantiate(InstantiationError::Unlinkable { .. })) => Outcome::Pass,
                     Err(e) => Outcome::Fail(format!("expected unlinkable (`{message}`), got {e}")),
                     Ok(_) => Outcome::Fail(format!("expected unlinkable (`{message}`), but it instantiated")),
                 }
@@ -381,7 +380,8 @@ impl<'t> Runner<'t> {
             } else {
                 self.registered.get(&import.module).and_then(|i| i.get_export(&import.name))
             };
-            imports.push(found.ok_or_else(|| ModuleError::UnknownImport(format!("{}::{}", import.module, import.name)))?);
+            imports
+                .push(found.ok_or_else(|| ModuleError::UnknownImport(format!("{}::{}", import.module, import.name)))?);
         }
         Ok(imports)
     }

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use kiln_runtime::{Extern, Func, FuncType, Global, GlobalType, Memory, MemoryType, RefType, Store, Table, TableType, Val, ValType};
+use kiln_runtime::{
+    Extern, Func, FuncType, Global, GlobalType, Memory, MemoryType, RefType, Store, Table, TableType, Val, ValType,
+};
 
 fn print(params: &[ValType]) -> Extern {
     let ty = FuncType { params: params.to_vec(), results: vec![] };
@@ -18,7 +20,8 @@ fn global(store: &Store, content: ValType, value: Val) -> Result<Extern> {
 /// can only be imported there).
 pub fn exports(store: &Store) -> Result<HashMap<&'static str, Extern>> {
     use ValType::*;
-    let memory = |shared: bool| MemoryType { minimum: 1, maximum: Some(2), memory64: false, shared, page_size_log2: 16 };
+    let memory =
+        |shared: bool| MemoryType { minimum: 1, maximum: Some(2), memory64: false, shared, page_size_log2: 16 };
     Ok(HashMap::from([
         ("print", print(&[])),
         ("print_i32", print(&[I32])),

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-
 fn run(path: &Path, expect_failure: bool) -> Result<(), Failed> {
     let report = match kiln_spec_tests::run_file(path) {
         Ok(report) => report,
@@ -60,10 +59,7 @@ fn main() {
             }
         }
         _ => {
-            trials.push(
-                Trial::test("spec::testsuite", || Ok(()))
-                    .with_ignored_flag(true),
-            );
+            trials.push(Trial::test("spec::testsuite", || Ok(())).with_ignored_flag(true));
             eprintln!("note: WASM_SPEC_TESTSUITE is not set (or not a directory): the official spec testsuite trials are ignored");
         }
     }

@@ -22,11 +22,8 @@ fn check(condition: bool, what: &str, outcome: &Outcome) -> TestResult {
     if condition {
         Ok(())
     } else {
-        Err(format!(
-            "{what}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",
-            outcome.status, outcome.stdout, outcome.stderr
-        )
-        .into())
+        Err(format!("{what}\nstatus: {}\nstdout:\n{}\nstderr:\n{}", outcome.status, outcome.stdout, outcome.stderr)
+            .into())
     }
 }
 
@@ -132,8 +129,9 @@ impl EscapeLayout {
         let secret = std::fs::read_to_string(r.join("secret.txt")).unwrap_or_default();
         check(secret == SECRET, "secret.txt is intact", out)?;
         check(!out.stdout.contains("top secret"), "the guest never read the secret", out)?;
-        let mut outside: Vec<String> =
-            std::fs::read_dir(r)?.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect::<Result<_, _>>()?;
+        let mut outside: Vec<String> = std::fs::read_dir(r)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
         outside.sort();
         check(outside == ["outside_dir", "sandbox", "secret.txt"], &format!("nothing new outside: {outside:?}"), out)?;
         check(std::fs::read_dir(r.join("outside_dir"))?.next().is_none(), "outside_dir is empty", out)?;

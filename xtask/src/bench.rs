@@ -71,7 +71,9 @@ fn read_estimates(engine: &str) -> BTreeMap<String, f64> {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.file_name().is_some_and(|n| n == "new") {
-                if let Some(median) = std::fs::read_to_string(path.join("estimates.json")).ok().and_then(|t| median_of(&t)) {
+                if let Some(median) =
+                    std::fs::read_to_string(path.join("estimates.json")).ok().and_then(|t| median_of(&t))
+                {
                     let name = dir.strip_prefix(&base).unwrap().to_string_lossy().replace('\\', "/");
                     results.insert(name, median);
                 }
@@ -87,7 +89,11 @@ fn read_estimates(engine: &str) -> BTreeMap<String, f64> {
 fn median_of(json: &str) -> Option<f64> {
     let after = &json[json.find("\"median\"")?..];
     let after = &after[after.find("\"point_estimate\"")? + "\"point_estimate\"".len()..];
-    let value: String = after.trim_start_matches([':', ' ']).chars().take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')).collect();
+    let value: String = after
+        .trim_start_matches([':', ' '])
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
+        .collect();
     value.parse().ok()
 }
 
@@ -131,7 +137,10 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let peer = read_estimates("wasmtime");
     let lucet: BTreeMap<&str, f64> = LUCET.iter().copied().collect();
     println!();
-    println!("{:<34} {:>12} {:>12} {:>10} {:>12} {:>10}", "benchmark", "kiln", "wasmtime", "kiln/wt", "lucet", "kiln/lucet");
+    println!(
+        "{:<34} {:>12} {:>12} {:>10} {:>12} {:>10}",
+        "benchmark", "kiln", "wasmtime", "kiln/wt", "lucet", "kiln/lucet"
+    );
     let mut json = String::from("{\"results\":[");
     let mut first = true;
     for (name, &k) in &kiln {
@@ -189,21 +198,43 @@ fn plot_svg(kiln: &BTreeMap<String, f64>, peer: &BTreeMap<String, f64>) -> Strin
          <text x=\"{}\" y=\"24\" font-size=\"15\">Instantiation time vs initial heap size (median)</text>\n",
         left
     );
-    svg.push_str(&format!("<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", h - bottom, w - right, h - bottom));
+    svg.push_str(&format!(
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - bottom,
+        w - right,
+        h - bottom
+    ));
     svg.push_str(&format!("<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n", h - bottom));
     for (i, size) in SIZES.iter().enumerate() {
-        svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{size}</text>\n", x(i), h - bottom + 18.0));
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{size}</text>\n",
+            x(i),
+            h - bottom + 18.0
+        ));
     }
     for k in 0..=4 {
         let ns = max * k as f64 / 4.0;
-        svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n", left - 6.0, y(ns) + 4.0, format_ns(ns)));
-        svg.push_str(&format!("<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#eee\"/>\n", y(ns), w - right));
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n",
+            left - 6.0,
+            y(ns) + 4.0,
+            format_ns(ns)
+        ));
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#eee\"/>\n",
+            y(ns),
+            w - right
+        ));
     }
     svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">initial heap size (dense: all pages hold data; sparse: one page in eight)</text>\n", (left + w - right) / 2.0, h - 16.0));
     for (n, (label, color, points)) in series.iter().enumerate() {
-        let path: Vec<String> = points.iter().enumerate().filter_map(|(i, p)| p.map(|ns| format!("{:.1},{:.1}", x(i), y(ns)))).collect();
+        let path: Vec<String> =
+            points.iter().enumerate().filter_map(|(i, p)| p.map(|ns| format!("{:.1},{:.1}", x(i), y(ns)))).collect();
         if path.len() > 1 {
-            svg.push_str(&format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n", path.join(" ")));
+            svg.push_str(&format!(
+                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n",
+                path.join(" ")
+            ));
         }
         let ly = top + 20.0 * n as f64;
         svg.push_str(&format!("<line x1=\"{0}\" y1=\"{ly}\" x2=\"{1}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/><text x=\"{2}\" y=\"{3}\">{label}</text>\n", w - right + 10.0, w - right + 30.0, w - right + 36.0, ly + 4.0));

@@ -26,7 +26,10 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let summary = kiln_fuzzing::run_batch(seed, count, |s, summary| {
         let done = s - seed + 1;
         if done.is_multiple_of(100) {
-            eprintln!("fuzz: {done}/{count} ({} agree, {} differ, {} inconclusive)", summary.passed, summary.failed, summary.inconclusive);
+            eprintln!(
+                "fuzz: {done}/{count} ({} agree, {} differ, {} inconclusive)",
+                summary.passed, summary.failed, summary.inconclusive
+            );
         }
     })?;
     for failure in &summary.failures {

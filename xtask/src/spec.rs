@@ -78,7 +78,6 @@ fn find_testsuite(flag: Option<PathBuf>) -> Result<PathBuf> {
     Ok(fetched)
 }
 
-
 /// `core` for files at the root, the proposal's folder name otherwise.
 fn group_of(relative: &str) -> String {
     match relative.strip_prefix("proposals/") {
@@ -142,7 +141,9 @@ pub fn run(args: Vec<String>) -> Result<()> {
                         (report.counts, lines)
                     }
                     Ok(Err(err)) => (Counts { passed: 0, failed: 1, skipped: 0 }, vec![format!("{rel}: {err:#}")]),
-                    Err(_) => (Counts { passed: 0, failed: 1, skipped: 0 }, vec![format!("{rel}: the harness panicked")]),
+                    Err(_) => {
+                        (Counts { passed: 0, failed: 1, skipped: 0 }, vec![format!("{rel}: the harness panicked")])
+                    }
                 };
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 eprintln!(

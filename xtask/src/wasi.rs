@@ -45,10 +45,9 @@ fn is_suite(dir: &Path) -> bool {
 /// Finds the suite: the flag, `$WASI_TESTSUITE`, `wasi-tests/testsuite`, `target/wasi-testsuite`,
 /// else fetches the pinned commit with git.
 fn find_testsuite(flag: Option<PathBuf>) -> Result<PathBuf> {
-    for (dir, origin) in [
-        (flag, "--testsuite"),
-        (std::env::var_os("WASI_TESTSUITE").map(PathBuf::from), "WASI_TESTSUITE"),
-    ] {
+    for (dir, origin) in
+        [(flag, "--testsuite"), (std::env::var_os("WASI_TESTSUITE").map(PathBuf::from), "WASI_TESTSUITE")]
+    {
         if let Some(dir) = dir {
             if !is_suite(&dir) {
                 bail!("{origin} {}: not a wasi-testsuite checkout (no test-runner/wasi_test_runner.py)", dir.display());
@@ -63,7 +62,10 @@ fn find_testsuite(flag: Option<PathBuf>) -> Result<PathBuf> {
         }
     }
     let fetched = root.join("target/wasi-testsuite");
-    eprintln!("wasi: no testsuite found; fetching WebAssembly/wasi-testsuite at {PINNED_COMMIT} into {}", fetched.display());
+    eprintln!(
+        "wasi: no testsuite found; fetching WebAssembly/wasi-testsuite at {PINNED_COMMIT} into {}",
+        fetched.display()
+    );
     if let Err(err) = crate::fetch::pinned_commit(TESTSUITE_REPO, PINNED_COMMIT, &fetched) {
         bail!(
             "could not fetch the wasi-testsuite ({err:#}). Point Kiln at a checkout of WebAssembly/wasi-testsuite \
@@ -177,7 +179,10 @@ pub fn run(args: Vec<String>) -> Result<()> {
 
     let suites = parse_report(&report);
     if suites.is_empty() {
-        bail!("the runner printed no results (exit status {}); is colorama installed (pip install colorama)?", output.status);
+        bail!(
+            "the runner printed no results (exit status {}); is colorama installed (pip install colorama)?",
+            output.status
+        );
     }
     println!();
     println!("{:<28} {:>7} {:>7} {:>8}", "suite", "passed", "failed", "skipped");

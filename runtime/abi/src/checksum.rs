@@ -72,7 +72,8 @@ mod tests {
         for i in 0..file.len() {
             let mut bad = file.clone();
             bad[i] ^= 0x01;
-            let expected = if (split_magic_range(&file)).contains(&i) { ChecksumError::Missing } else { ChecksumError::Mismatch };
+            let expected =
+                if (split_magic_range(&file)).contains(&i) { ChecksumError::Missing } else { ChecksumError::Mismatch };
             assert_eq!(verify_checksum_trailer(&bad), Err(expected), "byte {i}");
         }
         assert_eq!(verify_checksum_trailer(&file[..file.len() - 1]), Err(ChecksumError::Missing));

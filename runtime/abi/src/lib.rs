@@ -103,11 +103,9 @@ impl ModuleHeader {
     /// See [`Self::METADATA_OFFSET`].
     pub const FUNCTIONS_OFFSET: usize = core::mem::offset_of!(ModuleHeader, functions);
     /// See [`Self::METADATA_OFFSET`].
-    pub const ARRAY_TRAMPOLINES_OFFSET: usize =
-        core::mem::offset_of!(ModuleHeader, array_trampolines);
+    pub const ARRAY_TRAMPOLINES_OFFSET: usize = core::mem::offset_of!(ModuleHeader, array_trampolines);
     /// See [`Self::METADATA_OFFSET`].
-    pub const HOST_TRAMPOLINES_OFFSET: usize =
-        core::mem::offset_of!(ModuleHeader, host_trampolines);
+    pub const HOST_TRAMPOLINES_OFFSET: usize = core::mem::offset_of!(ModuleHeader, host_trampolines);
     /// See [`Self::METADATA_OFFSET`].
     pub const METADATA_LEN_OFFSET: usize = core::mem::offset_of!(ModuleHeader, metadata_len);
     /// See [`Self::METADATA_OFFSET`].

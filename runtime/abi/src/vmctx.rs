@@ -171,8 +171,7 @@ impl VMTableDefinition {
     /// Offset of [`Self::base`].
     pub const BASE_OFFSET: u32 = offset_of!(VMTableDefinition, base) as u32;
     /// Offset of [`Self::current_elements`].
-    pub const CURRENT_ELEMENTS_OFFSET: u32 =
-        offset_of!(VMTableDefinition, current_elements) as u32;
+    pub const CURRENT_ELEMENTS_OFFSET: u32 = offset_of!(VMTableDefinition, current_elements) as u32;
     /// Size in bytes.
     pub const SIZE: u32 = size_of::<VMTableDefinition>() as u32;
     /// Size of one element in bytes.
@@ -271,10 +270,7 @@ impl VMOffsets {
         let func_refs = globals + PTR * counts.globals;
         let defined_memories = func_refs + VMFuncRef::SIZE * counts.funcs;
         let defined_tables = defined_memories + VMMemoryDefinition::SIZE * counts.defined_memories;
-        let defined_globals = align_up(
-            defined_tables + VMTableDefinition::SIZE * counts.defined_tables,
-            16,
-        );
+        let defined_globals = align_up(defined_tables + VMTableDefinition::SIZE * counts.defined_tables, 16);
         let size = defined_globals + VMGlobalDefinition::SIZE * counts.defined_globals;
         VMOffsets {
             counts,

@@ -6,9 +6,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use kiln_abi::{
-    ConstOp, DataMode, ElementMode, ImportKind, MemoryType, ModuleMetadata, TableType, TrapCode,
-    VMContextHeader, VMFuncRef, VMGlobalDefinition, VMMemoryDefinition, VMMemoryImport,
-    VMTableDefinition, ValType,
+    ConstOp, DataMode, ElementMode, ImportKind, MemoryType, ModuleMetadata, TableType, TrapCode, VMContextHeader,
+    VMFuncRef, VMGlobalDefinition, VMMemoryDefinition, VMMemoryImport, VMTableDefinition, ValType,
 };
 
 use super::{Instance, InstanceInner};
@@ -90,7 +89,12 @@ fn table_matches(actual: &TableType, current: u64, declared: &TableType) -> bool
         && limits_match(current, actual.maximum, declared.minimum, declared.maximum)
 }
 
-pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, imports: &[Extern]) -> Result<Instance, InstantiationError> {
+pub(super) fn instantiate(
+    region: &Region,
+    store: &Store,
+    module: &Module,
+    imports: &[Extern],
+) -> Result<Instance, InstantiationError> {
     let m = &module.inner;
     let meta = &m.meta;
     let offsets = &m.offsets;
@@ -166,7 +170,9 @@ pub(super) fn instantiate(region: &Region, store: &Store, module: &Module, impor
     for (d, def) in meta.defined_tables.iter().enumerate() {
         if def.ty.minimum > limits.table_elements {
             let index = meta.num_imported_tables + d as u32;
-            return Err(LimitError::TableElements { index, elements: def.ty.minimum, limit: limits.table_elements }.into());
+            return Err(
+                LimitError::TableElements { index, elements: def.ty.minimum, limit: limits.table_elements }.into()
+            );
         }
     }
     let counted = InstanceCount::add(&store.root.inner)?;
@@ -307,12 +313,16 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
     // the ABI defines for those fields.
     // SAFETY: as just said; the header sits at offset 0.
     unsafe {
-        write(inner, 0, VMContextHeader {
-            runtime_limits: inner.store.limits_ptr(),
-            builtins: crate::libcalls::builtins(),
-            instance: Arc::as_ptr(&instance.inner) as *mut u8,
-            _reserved: 0,
-        });
+        write(
+            inner,
+            0,
+            VMContextHeader {
+                runtime_limits: inner.store.limits_ptr(),
+                builtins: crate::libcalls::builtins(),
+                instance: Arc::as_ptr(&instance.inner) as *mut u8,
+                _reserved: 0,
+            },
+        );
         for (t, &id) in m.type_ids.iter().enumerate() {
             write(inner, o.type_id(t as u32), id);
         }
@@ -341,7 +351,11 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
                     func += 1;
                 }
                 (ImportKind::Memory(_), Extern::Memory(mem)) => {
-                    write(inner, o.memory(memory), VMMemoryImport { base: (*mem.definition).base, definition: mem.definition });
+                    write(
+                        inner,
+                        o.memory(memory),
+                        VMMemoryImport { base: (*mem.definition).base, definition: mem.definition },
+                    );
                     memory += 1;
                 }
                 (ImportKind::Table(_), Extern::Table(t)) => {
@@ -364,13 +378,19 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
         // SAFETY: see above.
         unsafe {
             let type_id = m.type_ids[type_index as usize];
-            write(inner, o.func_ref(index), VMFuncRef { code, vmctx: inner.vmctx, type_id, _pad: 0, home: inner.vmctx });
+            write(
+                inner,
+                o.func_ref(index),
+                VMFuncRef { code, vmctx: inner.vmctx, type_id, _pad: 0, home: inner.vmctx },
+            );
         }
     }
 
     // Own memories: the first in the slot's heap, the others in the slot's extra heaps (all
     // prepared before).
-    for (d, (ty, &length)) in meta.memories[meta.num_imported_memories as usize..].iter().zip(own_memory_lengths).enumerate() {
+    for (d, (ty, &length)) in
+        meta.memories[meta.num_imported_memories as usize..].iter().zip(own_memory_lengths).enumerate()
+    {
         let page = 1u64 << ty.page_size_log2;
         let length = length as u64;
         let cap = inner.store.resource_limits.memory_size.min(kiln_abi::HEAP_RESERVATION);
@@ -380,7 +400,11 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
         let def_offset = o.defined_memory(d as u32);
         // SAFETY: see above.
         unsafe {
-            write(inner, def_offset, VMMemoryDefinition { base: heap, current_length: length, maximum_length: maximum });
+            write(
+                inner,
+                def_offset,
+                VMMemoryDefinition { base: heap, current_length: length, maximum_length: maximum },
+            );
             write(inner, o.memory(index), VMMemoryImport { base: heap, definition: inner.vm_field(def_offset) });
         }
     }
@@ -404,12 +428,16 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
                 let offset = o.defined_table(d as u32);
                 // SAFETY: see above; the elements lie in the slot's table area.
                 unsafe {
-                    write(inner, offset, VMTableDefinition {
-                        // SAFETY: `start + capacity` is within the table area.
-                        base: inner.slot.tables().add(start),
-                        current_elements: def.ty.minimum,
-                        maximum_elements: capacity as u64,
-                    });
+                    write(
+                        inner,
+                        offset,
+                        VMTableDefinition {
+                            // SAFETY: `start + capacity` is within the table area.
+                            base: inner.slot.tables().add(start),
+                            current_elements: def.ty.minimum,
+                            maximum_elements: capacity as u64,
+                        },
+                    );
                 }
                 inner.vm_field(offset)
             }
@@ -445,7 +473,8 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
                         return Err(trap(TrapCode::TableAccessOutOfBounds));
                     }
                     // SAFETY: bounds checked against the table's current size.
-                    let slots = unsafe { std::slice::from_raw_parts_mut(def.base.add(start as usize), segment.items.len()) };
+                    let slots =
+                        unsafe { std::slice::from_raw_parts_mut(def.base.add(start as usize), segment.items.len()) };
                     for (slot, item) in slots.iter_mut().zip(&segment.items) {
                         *slot = value(item);
                     }
@@ -478,7 +507,8 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
                 // Other stores' threads may be using it: write as atomics do.
                 for (k, &byte) in segment.bytes.iter().enumerate() {
                     // SAFETY: in bounds (checked above); Rust accesses shared memories atomically.
-                    unsafe { std::sync::atomic::AtomicU8::from_ptr(dst.add(k)) }.store(byte, std::sync::atomic::Ordering::Relaxed);
+                    unsafe { std::sync::atomic::AtomicU8::from_ptr(dst.add(k)) }
+                        .store(byte, std::sync::atomic::Ordering::Relaxed);
                 }
             } else {
                 // SAFETY: in bounds; the store is idle and ours, and no other store reaches an

@@ -121,7 +121,12 @@ impl Instance {
 
     /// Instantiates `module` in a free slot of `region`, in `store` (instances that import from
     /// each other must share a store).
-    pub fn new_in_store(region: &Region, store: &Store, module: &Module, imports: &[Extern]) -> Result<Instance, InstantiationError> {
+    pub fn new_in_store(
+        region: &Region,
+        store: &Store,
+        module: &Module,
+        imports: &[Extern],
+    ) -> Result<Instance, InstantiationError> {
         instantiate::instantiate(region, store, module, imports)
     }
 

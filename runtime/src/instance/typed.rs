@@ -8,7 +8,7 @@
 
 use std::marker::PhantomData;
 
-use kiln_abi::{FuncType, ValType, VMFuncRef};
+use kiln_abi::{FuncType, VMFuncRef, ValType};
 
 use super::run::{enter_through_trampoline, CallError};
 use crate::context;
@@ -232,7 +232,14 @@ impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
                 // at most one integer result; the call guard is held, so the owner's stack is
                 // unused, and the activation outlives the call.
                 unsafe {
-                    context::enter_direct(funcref.code, funcref.vmctx, owner.vmctx, args, owner.slot.stack_top(), &activation.saved_sp)
+                    context::enter_direct(
+                        funcref.code,
+                        funcref.vmctx,
+                        owner.vmctx,
+                        args,
+                        owner.slot.stack_top(),
+                        &activation.saved_sp,
+                    )
                 }
             });
             return match result {

@@ -101,14 +101,14 @@ impl Region {
         // Bounded so the layout arithmetic below cannot overflow.
         for (name, size) in [("stack_size", config.stack_size), ("max_vmctx_size", config.max_vmctx_size)] {
             if size > MAX_AREA_SIZE {
-                return Err(RegionError::Config(format!("{name} is {size} bytes, more than the {MAX_AREA_SIZE} a slot allows")));
+                return Err(RegionError::Config(format!(
+                    "{name} is {size} bytes, more than the {MAX_AREA_SIZE} a slot allows"
+                )));
             }
         }
         let layout = SlotLayout::new(&config);
-        let total = layout
-            .slot_size
-            .checked_mul(config.slots)
-            .ok_or_else(|| RegionError::Config("too many slots".into()))?;
+        let total =
+            layout.slot_size.checked_mul(config.slots).ok_or_else(|| RegionError::Config("too many slots".into()))?;
         let mmap = Mmap::reserve(total)?;
         for index in 0..config.slots {
             let base = index * layout.slot_size;
@@ -117,7 +117,10 @@ impl Region {
             mmap.make_accessible(base + layout.stack_offset, layout.stack_size)?;
         }
         // Hand out low slots first (a LIFO free list).
-        let free = (0..config.slots).rev().map(|index| FreeSlot { index, heap_state: Default::default(), extra_heaps: Vec::new() }).collect();
+        let free = (0..config.slots)
+            .rev()
+            .map(|index| FreeSlot { index, heap_state: Default::default(), extra_heaps: Vec::new() })
+            .collect();
         Ok(Region { inner: Arc::new(RegionInner { mmap, layout, free: Mutex::new(free) }) })
     }
 

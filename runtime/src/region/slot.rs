@@ -63,7 +63,13 @@ impl HeapState {
     /// `image` (or zeros): maps the image copy-on-write unless the heap already holds it, and
     /// makes exactly the first `page_align(len)` bytes accessible. No system call when the
     /// heap last served the same image with the same initial size.
-    fn prepare(&mut self, mmap: &Mmap, offset: usize, image: Option<&ImageSource<'_>>, len: usize) -> std::io::Result<()> {
+    fn prepare(
+        &mut self,
+        mmap: &Mmap,
+        offset: usize,
+        image: Option<&ImageSource<'_>>,
+        len: usize,
+    ) -> std::io::Result<()> {
         let wanted = image.map(|i| (i.id, i.len));
         if self.image != wanted {
             if let Some((_, old_len)) = self.image {
@@ -185,7 +191,12 @@ impl Slot {
 
     /// Prepares extra heap `i` (own memory `i + 1`; reserved on first use) like the slot's
     /// heap and returns its base.
-    pub fn prepare_extra_heap(&mut self, i: usize, image: Option<&ImageSource<'_>>, len: usize) -> std::io::Result<*mut u8> {
+    pub fn prepare_extra_heap(
+        &mut self,
+        i: usize,
+        image: Option<&ImageSource<'_>>,
+        len: usize,
+    ) -> std::io::Result<*mut u8> {
         while self.extra_heaps.len() <= i {
             let mmap = Mmap::reserve(kiln_abi_heap::RESERVATION + kiln_abi_heap::GUARD)?;
             self.extra_heaps.push(ExtraHeap { mmap, state: HeapState::default() });

@@ -70,11 +70,8 @@ impl Slot {
         if before % 2 == 1 {
             return None;
         }
-        let entry = (
-            self.start.load(Ordering::Relaxed),
-            self.end.load(Ordering::Relaxed),
-            self.table.load(Ordering::Relaxed),
-        );
+        let entry =
+            (self.start.load(Ordering::Relaxed), self.end.load(Ordering::Relaxed), self.table.load(Ordering::Relaxed));
         fence(Ordering::Acquire);
         (self.sequence.load(Ordering::Relaxed) == before).then_some(entry)
     }
@@ -132,7 +129,10 @@ mod tests {
 
     #[test]
     fn registrations_are_found_and_removed() {
-        let table = TrapTable { pcs: vec![0x1010, 0x1020], codes: vec![TrapCode::UnreachableCodeReached, TrapCode::HeapOutOfBounds] };
+        let table = TrapTable {
+            pcs: vec![0x1010, 0x1020],
+            codes: vec![TrapCode::UnreachableCodeReached, TrapCode::HeapOutOfBounds],
+        };
         // SAFETY: `table` outlives the registration, dropped below.
         let registration = unsafe { register(0x1000, 0x1100, &table) }.unwrap();
         assert_eq!(lookup(0x1020), Some(TrapCode::HeapOutOfBounds));

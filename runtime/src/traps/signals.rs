@@ -77,9 +77,7 @@ impl AltStack {
         }
         // A guard page below the stack, so a handler overflow faults instead of corrupting.
         let mapping = Mmap::reserve(ALT_STACK_SIZE + PAGE_SIZE).expect("reserve alternate signal stack");
-        mapping
-            .make_accessible(PAGE_SIZE, ALT_STACK_SIZE)
-            .expect("map alternate signal stack");
+        mapping.make_accessible(PAGE_SIZE, ALT_STACK_SIZE).expect("map alternate signal stack");
         let new = libc::stack_t {
             // SAFETY: inside the mapping just made accessible.
             ss_sp: unsafe { mapping.as_ptr().add(PAGE_SIZE) }.cast(),
@@ -141,7 +139,8 @@ extern "C" fn handle_signal(signal: libc::c_int, info: *mut libc::siginfo_t, con
 /// below it); other faults (null or wild pointers) land far away.
 const STACK_FAULT_DISTANCE: usize = 64 * 1024;
 
-const HOST_STACK_OVERFLOW: &[u8] = b"kiln: stack overflow in host code called from wasm: host functions and libcalls run on \
+const HOST_STACK_OVERFLOW: &[u8] =
+    b"kiln: stack overflow in host code called from wasm: host functions and libcalls run on \
 the guest stack, in the RegionConfig::host_stack_reserve bytes kept below the wasm stack limit\n";
 
 /// Writes `message` to stderr with one `write` call (async-signal-safe).
@@ -157,7 +156,8 @@ fn write_stderr(message: &[u8]) {
 unsafe fn chain(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     let Some(index) = SIGNALS.iter().position(|&s| s == signal) else { return };
     // SAFETY: PREVIOUS was fully written before our handler was installed.
-    let previous = unsafe { (*(&raw const PREVIOUS).cast::<MaybeUninit<libc::sigaction>>().add(index)).assume_init_ref() };
+    let previous =
+        unsafe { (*(&raw const PREVIOUS).cast::<MaybeUninit<libc::sigaction>>().add(index)).assume_init_ref() };
     let handler = previous.sa_sigaction;
     if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
         // Restore the default action and return: the faulting instruction runs again and the

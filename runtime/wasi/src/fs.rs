@@ -9,13 +9,17 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeDirExt, OpenOptionsSyncExt, SystemTimeSpec};
+use cap_fs_ext::{
+    DirExt, FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeDirExt, OpenOptionsSyncExt, SystemTimeSpec,
+};
 use cap_std::fs::{Dir, MetadataExt, OpenOptions};
 
 use crate::funcs::{Args, Fail};
 use crate::memory::GuestMemory;
 use crate::table::{Descriptor, Handle};
-use crate::types::{fdflags, filetype, fstflags, lookupflags, oflags, rights, whence, Errno, WasiResult, PREOPENTYPE_DIR};
+use crate::types::{
+    fdflags, filetype, fstflags, lookupflags, oflags, rights, whence, Errno, WasiResult, PREOPENTYPE_DIR,
+};
 use crate::WasiCtx;
 
 type Ret = Result<(), Fail>;
@@ -479,8 +483,7 @@ pub(crate) fn path_link(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'
 }
 
 pub(crate) fn path_open(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let (dirflags, oflags_raw, base, inheriting, fdflags_raw) =
-        (a.u32(1), a.u32(4), a.u64(5), a.u64(6), a.u32(7));
+    let (dirflags, oflags_raw, base, inheriting, fdflags_raw) = (a.u32(1), a.u32(4), a.u64(5), a.u64(6), a.u32(7));
     if oflags_raw > oflags::ALL as u32 || fdflags_raw > fdflags::ALL as u32 {
         return Err(Errno::Inval.into());
     }
@@ -496,14 +499,14 @@ pub(crate) fn path_open(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'
     let dir = parent.dir()?;
     if parent.base & needed != needed {
         // Truncating without the right is a permission problem, the rest a missing capability.
-        return Err(if needed & rights::PATH_FILESTAT_SET_SIZE != 0
-            && parent.base & rights::PATH_FILESTAT_SET_SIZE == 0
-        {
-            Errno::Perm
-        } else {
-            Errno::NotCapable
-        }
-        .into());
+        return Err(
+            if needed & rights::PATH_FILESTAT_SET_SIZE != 0 && parent.base & rights::PATH_FILESTAT_SET_SIZE == 0 {
+                Errno::Perm
+            } else {
+                Errno::NotCapable
+            }
+            .into(),
+        );
     }
     let parent_inheriting = parent.inheriting;
     let path = path_arg(mem, a.u32(2), a.u32(3))?;
@@ -589,7 +592,11 @@ fn refuse_host_internals(fd: BorrowedFd<'_>) -> WasiResult<()> {
         rustix::fs::FileType::CharacterDevice => {
             let device = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
             const HARMLESS: [(u32, u32); 6] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
-            if HARMLESS.contains(&device) { Ok(()) } else { Err(Errno::Acces) }
+            if HARMLESS.contains(&device) {
+                Ok(())
+            } else {
+                Err(Errno::Acces)
+            }
         }
         _ => Ok(()),
     }

@@ -290,7 +290,12 @@ fn sock_recv(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Resu
     let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
     let total = GuestMemory::capacity(&iovs);
     if total > 0 {
-        crate::io::wait_ready(sock, rustix::event::PollFlags::IN, desc.flags & crate::types::fdflags::NONBLOCK != 0, a.waiter)?;
+        crate::io::wait_ready(
+            sock,
+            rustix::event::PollFlags::IN,
+            desc.flags & crate::types::fdflags::NONBLOCK != 0,
+            a.waiter,
+        )?;
     }
     let mut flags = rustix::net::RecvFlags::DONTWAIT;
     if riflags & 1 != 0 {
@@ -315,7 +320,12 @@ fn sock_send(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Resu
     let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
     let data = mem.gather(&iovs)?;
     if !data.is_empty() {
-        crate::io::wait_ready(sock, rustix::event::PollFlags::OUT, desc.flags & crate::types::fdflags::NONBLOCK != 0, a.waiter)?;
+        crate::io::wait_ready(
+            sock,
+            rustix::event::PollFlags::OUT,
+            desc.flags & crate::types::fdflags::NONBLOCK != 0,
+            a.waiter,
+        )?;
     }
     let n = rustix::net::send(sock, &data, rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT)
         .map_err(Errno::from)?;

@@ -31,7 +31,12 @@ fn interrupted() -> Fail {
 
 /// Waits until `fd` is ready for `interest` (`IN` or `OUT`): at once if `nonblocking` (then
 /// `again` if it is not), else until it is or the store is interrupted.
-pub(crate) fn wait_ready(fd: BorrowedFd<'_>, interest: PollFlags, nonblocking: bool, waiter: Option<&Waiter>) -> Result<(), Fail> {
+pub(crate) fn wait_ready(
+    fd: BorrowedFd<'_>,
+    interest: PollFlags,
+    nonblocking: bool,
+    waiter: Option<&Waiter>,
+) -> Result<(), Fail> {
     if poll_one(fd, interest, Some(0))? {
         return Ok(());
     }
@@ -79,7 +84,12 @@ fn poll_one(fd: BorrowedFd<'_>, interest: PollFlags, timeout_ms: Option<i32>) ->
 }
 
 /// Reads into `buf` from the stream or file behind `desc`.
-pub(crate) fn read(desc: &Descriptor, fd: BorrowedFd<'_>, buf: &mut [u8], waiter: Option<&Waiter>) -> Result<usize, Fail> {
+pub(crate) fn read(
+    desc: &Descriptor,
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    waiter: Option<&Waiter>,
+) -> Result<usize, Fail> {
     if may_block(desc) && !buf.is_empty() {
         wait_ready(fd, PollFlags::IN, desc.flags & fdflags::NONBLOCK != 0, waiter)?;
     }
@@ -88,7 +98,12 @@ pub(crate) fn read(desc: &Descriptor, fd: BorrowedFd<'_>, buf: &mut [u8], waiter
 
 /// Writes `data` to the stream or file behind `desc`: all of it (a stream, in `PIPE_BUF`
 /// pieces, waiting as needed), or what a non-blocking stream takes now.
-pub(crate) fn write(desc: &Descriptor, fd: BorrowedFd<'_>, data: &[u8], waiter: Option<&Waiter>) -> Result<usize, Fail> {
+pub(crate) fn write(
+    desc: &Descriptor,
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    waiter: Option<&Waiter>,
+) -> Result<usize, Fail> {
     if !may_block(desc) {
         return Ok(if data.is_empty() { 0 } else { rustix::io::write(fd, data).map_err(Errno::from)? });
     }

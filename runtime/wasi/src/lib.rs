@@ -22,15 +22,15 @@
 //! `proc_exit` traps with an [`Exit`] error; [`exit_status`] turns the outcome of `_start` into
 //! the program's exit status.
 
-mod funcs;
 mod fs;
+mod funcs;
 mod io;
 pub mod memory;
 mod poll;
 pub mod table;
-pub mod types;
 #[cfg(test)]
 mod tests;
+pub mod types;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -239,7 +239,8 @@ impl WasiCtxBuilder {
 /// or `..` leading there is refused too. (Opening such files through a wider preopen, such as
 /// `/`, is refused file by file; see `fs::path_open`.)
 fn refuse_special_directory(host: &Path) -> Result<(), WasiError> {
-    let resolved = std::fs::canonicalize(host).map_err(|source| WasiError::Preopen { path: host.to_path_buf(), source })?;
+    let resolved =
+        std::fs::canonicalize(host).map_err(|source| WasiError::Preopen { path: host.to_path_buf(), source })?;
     for special in ["/proc", "/sys", "/dev"] {
         if resolved.starts_with(special) {
             return Err(WasiError::Forbidden {
@@ -269,8 +270,7 @@ pub fn imports(module: &Module, ctx: WasiCtx) -> Result<Vec<Extern>, WasiError> 
     meta.imports
         .iter()
         .map(|import| {
-            let unknown =
-                || WasiError::UnknownImport { module: import.module.clone(), name: import.name.clone() };
+            let unknown = || WasiError::UnknownImport { module: import.module.clone(), name: import.name.clone() };
             let kiln_runtime::ImportKind::Func(type_index) = import.kind else {
                 return Err(unknown());
             };

@@ -54,9 +54,7 @@ pub(crate) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args
                 let timeout = mem.read_u64(at + 24)?;
                 let flags = mem.read_u16(at + 40)?;
                 let after = match (id, flags & SUBCLOCKFLAGS_ABSTIME != 0) {
-                    (_, false) => {
-                        crate::funcs::host_clock(id).map(|_| timeout)
-                    }
+                    (_, false) => crate::funcs::host_clock(id).map(|_| timeout),
                     (clockid::REALTIME | clockid::MONOTONIC, true) => now(id).map(|t| timeout.saturating_sub(t)),
                     _ => Err(Errno::Inval),
                 };
@@ -157,7 +155,13 @@ pub(crate) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args
         if let Some(Sub::Clock { userdata, .. }) =
             subs.iter().find(|s| matches!(s, Sub::Clock { after, .. } if Some(*after) == timeout))
         {
-            ready.push(Event { userdata: *userdata, error: Errno::Success, kind: eventtype::CLOCK, nbytes: 0, flags: 0 });
+            ready.push(Event {
+                userdata: *userdata,
+                error: Errno::Success,
+                kind: eventtype::CLOCK,
+                nbytes: 0,
+                flags: 0,
+            });
         }
     }
 
@@ -197,7 +201,10 @@ fn wait_interruptibly(
             set.push(PollFd::new(wake, PollFlags::IN));
         }
         let left = wait.map(|d| d.saturating_sub(start.elapsed()));
-        let ts = left.map(|d| rustix::event::Timespec { tv_sec: d.as_secs().min(i64::MAX as u64) as i64, tv_nsec: d.subsec_nanos() as _ });
+        let ts = left.map(|d| rustix::event::Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: d.subsec_nanos() as _,
+        });
         match rustix::event::poll(&mut set, ts.as_ref()) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,

@@ -92,14 +92,23 @@ impl Guest {
         let link_len = self.put(PATH, link.as_bytes());
         self.call(
             "path_symlink",
-            &[Val::I32(PATH2 as i32), Val::I32(target_len), Val::I32(SANDBOX), Val::I32(PATH as i32), Val::I32(link_len)],
+            &[
+                Val::I32(PATH2 as i32),
+                Val::I32(target_len),
+                Val::I32(SANDBOX),
+                Val::I32(PATH as i32),
+                Val::I32(link_len),
+            ],
         )
     }
 
     fn stat(&mut self, follow: bool, path: &str) -> Errno {
         let len = self.put(PATH, path.as_bytes());
         let flags = if follow { lookupflags::SYMLINK_FOLLOW as i32 } else { 0 };
-        self.call("path_filestat_get", &[Val::I32(SANDBOX), Val::I32(flags), Val::I32(PATH as i32), Val::I32(len), Val::I32(OUT as i32)])
+        self.call(
+            "path_filestat_get",
+            &[Val::I32(SANDBOX), Val::I32(flags), Val::I32(PATH as i32), Val::I32(len), Val::I32(OUT as i32)],
+        )
     }
 }
 
@@ -166,7 +175,8 @@ fn symlinks_cannot_lead_outside() {
     assert_eq!(g.stat(true, "rel_link"), Errno::Perm);
     // The guest cannot make a link that leads out either (the host, following it without
     // cap-std, would escape): its target must stay below the link's own directory.
-    for (target, link) in [("../secret.txt", "guest_link"), ("sub/../../secret.txt", "sneaky"), ("/etc/passwd", "abs")] {
+    for (target, link) in [("../secret.txt", "guest_link"), ("sub/../../secret.txt", "sneaky"), ("/etc/passwd", "abs")]
+    {
         let e = g.symlink(target, link);
         assert_eq!(e, Errno::Perm, "{link} -> {target}");
         assert!(std::fs::symlink_metadata(root.path().join("sandbox").join(link)).is_err());
@@ -189,16 +199,28 @@ fn rights_only_shrink_and_are_enforced() {
     let fd = g.open(false, "inside.txt", 0, rights::FD_READ | rights::FD_SEEK).unwrap();
     // No FD_WRITE was asked for: writing is not allowed.
     g.put(0, &[0, 0, 0, 0, 1, 0, 0, 0]);
-    assert_eq!(g.call("fd_write", &[Val::I32(fd as i32), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]), Errno::NotCapable);
+    assert_eq!(
+        g.call("fd_write", &[Val::I32(fd as i32), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]),
+        Errno::NotCapable
+    );
     // Rights can be dropped, never added back.
-    assert_eq!(g.call("fd_fdstat_set_rights", &[Val::I32(fd as i32), Val::I64(rights::FD_SEEK as i64), Val::I64(0)]), Errno::Success);
-    assert_eq!(g.call("fd_read", &[Val::I32(fd as i32), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]), Errno::NotCapable);
+    assert_eq!(
+        g.call("fd_fdstat_set_rights", &[Val::I32(fd as i32), Val::I64(rights::FD_SEEK as i64), Val::I64(0)]),
+        Errno::Success
+    );
+    assert_eq!(
+        g.call("fd_read", &[Val::I32(fd as i32), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]),
+        Errno::NotCapable
+    );
     let all = (rights::FD_READ | rights::FD_SEEK) as i64;
     assert_eq!(g.call("fd_fdstat_set_rights", &[Val::I32(fd as i32), Val::I64(all), Val::I64(0)]), Errno::NotCapable);
     // A directory without PATH_FILESTAT_SET_SIZE cannot truncate through path_open.
     let dir_rights = (rights::DIRECTORY & !rights::PATH_FILESTAT_SET_SIZE) as i64;
     let inheriting = rights::DIRECTORY_INHERITING as i64;
-    assert_eq!(g.call("fd_fdstat_set_rights", &[Val::I32(SANDBOX), Val::I64(dir_rights), Val::I64(inheriting)]), Errno::Success);
+    assert_eq!(
+        g.call("fd_fdstat_set_rights", &[Val::I32(SANDBOX), Val::I64(dir_rights), Val::I64(inheriting)]),
+        Errno::Success
+    );
     assert_eq!(g.open(false, "inside.txt", oflags::TRUNC, rights::FD_WRITE), Err(Errno::Perm));
     assert_eq!(std::fs::read_to_string(root.path().join("sandbox/inside.txt")).unwrap(), "inside");
 }
@@ -210,7 +232,17 @@ fn bad_guest_pointers_are_efault() {
     // A path running past the end of memory.
     let e = g.call(
         "path_open",
-        &[Val::I32(SANDBOX), Val::I32(0), Val::I32(MEM as i32 - 2), Val::I32(10), Val::I32(0), Val::I64(0), Val::I64(0), Val::I32(0), Val::I32(OUT as i32)],
+        &[
+            Val::I32(SANDBOX),
+            Val::I32(0),
+            Val::I32(MEM as i32 - 2),
+            Val::I32(10),
+            Val::I32(0),
+            Val::I64(0),
+            Val::I64(0),
+            Val::I32(0),
+            Val::I32(OUT as i32),
+        ],
     );
     assert_eq!(e, Errno::Fault);
     // An iovec whose buffer lies outside memory.
@@ -231,7 +263,10 @@ fn preopen_names_and_descriptor_errors() {
     let mut g = Guest::new(&root.path().join("sandbox"));
     assert_eq!(g.call("fd_prestat_get", &[Val::I32(SANDBOX), Val::I32(OUT as i32)]), Errno::Success);
     assert_eq!(g.u32_at(OUT + 4), 7);
-    assert_eq!(g.call("fd_prestat_dir_name", &[Val::I32(SANDBOX), Val::I32(PATH as i32), Val::I32(3)]), Errno::NameTooLong);
+    assert_eq!(
+        g.call("fd_prestat_dir_name", &[Val::I32(SANDBOX), Val::I32(PATH as i32), Val::I32(3)]),
+        Errno::NameTooLong
+    );
     assert_eq!(g.call("fd_prestat_dir_name", &[Val::I32(SANDBOX), Val::I32(PATH as i32), Val::I32(7)]), Errno::Success);
     assert_eq!(&g.mem[PATH as usize..PATH as usize + 7], b"sandbox");
     assert_eq!(g.call("fd_prestat_get", &[Val::I32(4), Val::I32(OUT as i32)]), Errno::Badf);
@@ -269,7 +304,10 @@ fn pwrite_ignores_append_mode() {
     assert_eq!(g.call("fd_write", &[Val::I32(fd), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]), Errno::Success);
     g.put(100, b"XY");
     g.put(4, &2u32.to_le_bytes());
-    assert_eq!(g.call("fd_pwrite", &[Val::I32(fd), Val::I32(0), Val::I32(1), Val::I64(0), Val::I32(OUT as i32)]), Errno::Success);
+    assert_eq!(
+        g.call("fd_pwrite", &[Val::I32(fd), Val::I32(0), Val::I32(1), Val::I64(0), Val::I32(OUT as i32)]),
+        Errno::Success
+    );
     assert_eq!(g.call("fd_write", &[Val::I32(fd), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]), Errno::Success);
     assert_eq!(std::fs::read_to_string(root.path().join("sandbox/log.txt")).unwrap(), "XYcdXY");
 }
@@ -302,22 +340,32 @@ fn proc_exit_and_proc_raise_end_the_program_with_a_status() {
     let (_, _, raise) = FUNCS.iter().find(|(n, _, _)| *n == "proc_raise").unwrap();
     let mut mem = GuestMemory::new(&mut g.mem);
     let status = |outcome: Result<(), Fail>| match outcome {
-        Err(Fail::Trap(err)) => {
-            crate::exit_status(Err(kiln_runtime::CallError::Trap(kiln_runtime::Trap::Host(err)))).map_err(|e| e.to_string())
-        }
+        Err(Fail::Trap(err)) => crate::exit_status(Err(kiln_runtime::CallError::Trap(kiln_runtime::Trap::Host(err))))
+            .map_err(|e| e.to_string()),
         Ok(()) => Err("returned".into()),
         Err(Fail::Errno(e)) => Err(format!("{e:?}")),
     };
     assert_eq!(status(exit(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(42)], waiter: None })), Ok(42));
-    assert_eq!(status(raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(15)], waiter: None })), Ok(128 + 15), "sigterm terminates");
-    assert!(raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(0)], waiter: None }).is_ok(), "signal 0 does nothing");
-    assert!(matches!(raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(99)], waiter: None }), Err(Fail::Errno(Errno::Inval))));
+    assert_eq!(
+        status(raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(15)], waiter: None })),
+        Ok(128 + 15),
+        "sigterm terminates"
+    );
+    assert!(
+        raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(0)], waiter: None }).is_ok(),
+        "signal 0 does nothing"
+    );
+    assert!(matches!(
+        raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(99)], waiter: None }),
+        Err(Fail::Errno(Errno::Inval))
+    ));
     assert_eq!(crate::exit_status(Ok(vec![])).ok(), Some(0));
 }
 
 #[test]
 fn args_and_environment_are_laid_out_as_preview1_says() {
-    let mut g = Guest { ctx: WasiCtxBuilder::new().args(["prog", "a b"]).env("K", "V").build().unwrap(), mem: vec![0; MEM] };
+    let mut g =
+        Guest { ctx: WasiCtxBuilder::new().args(["prog", "a b"]).env("K", "V").build().unwrap(), mem: vec![0; MEM] };
     assert_eq!(g.call("args_sizes_get", &[Val::I32(0), Val::I32(4)]), Errno::Success);
     assert_eq!((g.u32_at(0), g.u32_at(4)), (2, 9));
     assert_eq!(g.call("args_get", &[Val::I32(16), Val::I32(64)]), Errno::Success);
@@ -344,7 +392,10 @@ fn guest_counts_are_capped_with_posix_errors() {
     let mut g = Guest::new(&root.path().join("sandbox"));
     let fd = g.open(false, "inside.txt", 0, rights::FD_READ | rights::FD_WRITE).unwrap() as i32;
     zero_iovecs(&mut g, 1024);
-    assert_eq!(g.call("fd_write", &[Val::I32(fd), Val::I32(0), Val::I32(0x1fff_e000), Val::I32(OUT as i32)]), Errno::Inval);
+    assert_eq!(
+        g.call("fd_write", &[Val::I32(fd), Val::I32(0), Val::I32(0x1fff_e000), Val::I32(OUT as i32)]),
+        Errno::Inval
+    );
     assert_eq!(g.call("fd_read", &[Val::I32(fd), Val::I32(0), Val::I32(1025), Val::I32(OUT as i32)]), Errno::Inval);
     assert_eq!(g.call("fd_write", &[Val::I32(fd), Val::I32(0), Val::I32(1024), Val::I32(OUT as i32)]), Errno::Success);
     // poll_oneoff: a subscription count beyond the cap is refused before anything is built.
@@ -352,7 +403,17 @@ fn guest_counts_are_capped_with_posix_errors() {
     // A path longer than PATH_MAX is refused before it is copied.
     let e = g.call(
         "path_open",
-        &[Val::I32(SANDBOX), Val::I32(0), Val::I32(0), Val::I32(8192), Val::I32(0), Val::I64(0), Val::I64(0), Val::I32(0), Val::I32(OUT as i32)],
+        &[
+            Val::I32(SANDBOX),
+            Val::I32(0),
+            Val::I32(0),
+            Val::I32(8192),
+            Val::I32(0),
+            Val::I64(0),
+            Val::I64(0),
+            Val::I32(0),
+            Val::I32(OUT as i32),
+        ],
     );
     assert_eq!(e, Errno::NameTooLong);
 }
@@ -362,7 +423,8 @@ fn guest_counts_are_capped_with_posix_errors() {
 #[test]
 fn open_descriptors_are_limited() {
     let root = layout();
-    let ctx = WasiCtxBuilder::new().preopened_dir(root.path().join("sandbox"), "sandbox").max_open_files(10).build().unwrap();
+    let ctx =
+        WasiCtxBuilder::new().preopened_dir(root.path().join("sandbox"), "sandbox").max_open_files(10).build().unwrap();
     let mut g = Guest { ctx, mem: vec![0; MEM] };
     let mut opened = 0;
     let error = loop {
@@ -399,7 +461,10 @@ fn lent_stdio_cannot_be_changed_by_the_guest() {
         .unwrap();
     let mut g = Guest { ctx, mem: vec![0; MEM] };
     assert_eq!(g.call("fd_filestat_set_size", &[Val::I32(1), Val::I64(0)]), Errno::NotCapable);
-    assert_eq!(g.call("fd_filestat_set_times", &[Val::I32(1), Val::I64(0), Val::I64(0), Val::I32(1 << 2)]), Errno::NotCapable);
+    assert_eq!(
+        g.call("fd_filestat_set_times", &[Val::I32(1), Val::I64(0), Val::I64(0), Val::I32(1 << 2)]),
+        Errno::NotCapable
+    );
     assert_eq!(g.call("fd_allocate", &[Val::I32(1), Val::I64(0), Val::I64(1 << 20)]), Errno::NotCapable);
     assert_eq!(g.call("fd_seek", &[Val::I32(1), Val::I64(0), Val::I32(0), Val::I32(OUT as i32)]), Errno::NotCapable);
     assert_eq!(std::fs::read_to_string(&log_path).unwrap(), "keep me");

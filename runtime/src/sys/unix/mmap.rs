@@ -103,7 +103,13 @@ impl Mmap {
 
     /// Maps `len` bytes of `file` at `file_offset` over `[offset, offset + len)`, readable,
     /// writable and private: writes are copied, the file never changes.
-    pub fn map_file_private(&self, offset: usize, len: usize, file: &std::fs::File, file_offset: u64) -> io::Result<()> {
+    pub fn map_file_private(
+        &self,
+        offset: usize,
+        len: usize,
+        file: &std::fs::File,
+        file_offset: u64,
+    ) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         self.map_fixed(offset, len, prot, 0, file.as_raw_fd(), file_offset as libc::off_t)
