@@ -4,15 +4,52 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use kiln_benches::{
-    compute_wasm, heap_wasm, hello_wasm, kiln, memory_shape_wasm, trivial_wasm, DIRTY_SIZES, HEAP_SIZES,
+    compute_wasm, heap_wasm, hello_wasm, kiln, lifecycle_wasm, memory_shape_wasm, on_threads, traps, trivial_wasm,
+    DIRTY_SIZES, HEAP_SIZES,
 };
 
 const MEMORY_SHAPES: [&str; 3] = ["one_memory", "two_memories", "memory64"];
 
+/// Lifecycles per second on one and two threads (reported as ns per lifecycle: 1e9 / rate),
+/// with one lifecycle in three trapping in the last, named `lifecycles{suffix}/1t`,
+/// `lifecycles{suffix}/2t` and `lifecycles_trapping{suffix}/2t`. The system CPU time each took
+/// per lifecycle is appended to `$KILN_BENCH_SYSTIME` as `lifecycles_system...` (`cargo xtask
+/// bench` reports it beside the wall-clock figures).
+fn lifecycle_throughput(
+    group: &mut BenchmarkGroup<WallTime>,
+    engine: &str,
+    suffix: &str,
+    lifecycle: impl Fn(bool) + Sync,
+) {
+    for (kind, threads, trapping) in [("", 1, false), ("", 2, false), ("_trapping", 2, true)] {
+        let (function, threads_name) = (format!("lifecycles{kind}{suffix}"), format!("{threads}t"));
+        let (mut system, mut count) = (Duration::ZERO, 0);
+        group.bench_function(BenchmarkId::new(&function, &threads_name), |b| {
+            b.iter_custom(|iters| {
+                let (wall, sys) = on_threads(threads, iters, |i| lifecycle(trapping && traps(i)));
+                system += sys;
+                count += iters;
+                wall
+            })
+        });
+        if let (Some(path), true) = (std::env::var_os("KILN_BENCH_SYSTIME"), count > 0) {
+            use std::io::Write;
+            let system_name = format!("{}/{threads_name}", function.replacen("lifecycles", "lifecycles_system", 1));
+            let line = format!("{engine}\t{system_name}\t{:.1}\n", system.as_nanos() as f64 / count as f64);
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
+            file.and_then(|mut f| f.write_all(line.as_bytes())).expect("write the system-time report");
+        }
+    }
+}
+
 fn kiln_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("kiln");
+    let requests = kiln::setup_slots(&lifecycle_wasm(), 4).expect("compile lifecycle module");
+    lifecycle_throughput(&mut group, "kiln", "", |trap| requests.lifecycle(trap));
+
     let hello = hello_wasm().expect("hello.wasm");
     let setup = kiln::setup(&hello).expect("compile hello");
 
@@ -125,6 +162,14 @@ fn kiln_benches(c: &mut Criterion) {
 #[cfg(feature = "wasmtime")]
 fn peer_benches(c: &mut Criterion) {
     use kiln_benches::peer;
+    let mut group = c.benchmark_group("wasmtime");
+    // The peer's best configuration for warm reuse under the plain names, its default pooling
+    // configuration beside it.
+    for (suffix, keep_resident) in [("", true), ("_pooling_default", false)] {
+        let requests = peer::setup_with(&lifecycle_wasm(), keep_resident).expect("compile lifecycle module");
+        lifecycle_throughput(&mut group, "wasmtime", suffix, |trap| requests.lifecycle(trap));
+    }
+    group.finish();
     let mut group = c.benchmark_group("wasmtime");
     let hello = hello_wasm().expect("hello.wasm");
     let setup = peer::setup(&hello).expect("compile hello");

@@ -3,6 +3,7 @@
 //! themselves are in `benches/lifecycle.rs`; `cargo xtask bench` runs them and reports.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -59,6 +60,54 @@ pub fn compute_wasm() -> Vec<u8> {
                (local.get $acc)))"#,
     )
     .expect("valid text")
+}
+
+/// The per-request workload of the lifecycle throughput benchmarks: one memory page and a
+/// global; `run(trap)` counts in the global, reads and dirties a word of memory, and traps
+/// (`unreachable`) when `trap` is non-zero, after dirtying.
+pub fn lifecycle_wasm() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+             (memory 1)
+             (global $calls (mut i32) (i32.const 0))
+             (func (export "run") (param $trap i32) (result i32)
+               (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+               (i32.store (i32.const 1024) (i32.add (i32.load (i32.const 1024)) (global.get $calls)))
+               (if (local.get $trap) (then unreachable))
+               (i32.load (i32.const 1024))))"#,
+    )
+    .expect("valid text")
+}
+
+/// Whether lifecycle number `i` of a `lifecycles_trapping` run traps (one in three).
+pub fn traps(i: u64) -> bool {
+    i % 3 == 2
+}
+
+/// Runs `iters` calls of `lifecycle(i)` split over `threads` threads and returns the wall time
+/// and the process's system CPU time they took.
+pub fn on_threads(threads: u64, iters: u64, lifecycle: impl Fn(u64) + Sync) -> (Duration, Duration) {
+    let system_before = system_time();
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let lifecycle = &lifecycle;
+            let share = iters / threads + u64::from(t < iters % threads);
+            scope.spawn(move || (0..share).for_each(lifecycle));
+        }
+    });
+    (start.elapsed(), system_time().saturating_sub(system_before))
+}
+
+/// System CPU time the process (all its threads) has used.
+pub fn system_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `getrusage` writes a `rusage` into the buffer, which is large enough.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    Duration::new(usage.ru_stime.tv_sec as u64, usage.ru_stime.tv_usec as u32 * 1000)
 }
 
 /// A module whose memory is `size` bytes, initialised with non-zero data everywhere (`dense`)
@@ -143,10 +192,24 @@ pub mod kiln {
         Ok(Setup { _dir: dir, so, module, region, imports })
     }
 
+    /// Compiles and loads `wasm` into a region of `slots` slots.
+    pub fn setup_slots(wasm: &[u8], slots: usize) -> Result<Setup> {
+        let mut setup = setup(wasm)?;
+        setup.region = Region::new(RegionConfig { slots, ..RegionConfig::default() })?;
+        Ok(setup)
+    }
+
     impl Setup {
         /// Instantiates in the region's slot.
         pub fn instantiate(&self) -> Instance {
             Instance::new(&self.region, &self.module, &self.imports).expect("instantiate")
+        }
+
+        /// One request of [`lifecycle_wasm`]: instantiate, call `run(trap)`, tear down.
+        pub fn lifecycle(&self, trap: bool) {
+            let instance = self.instantiate();
+            let run = instance.get_func("run").unwrap().typed::<i32, i32>().unwrap();
+            assert_eq!(run.call(i32::from(trap)).is_err(), trap);
         }
     }
 }
@@ -173,9 +236,19 @@ pub mod peer {
 
     /// The engine configuration the peer numbers use.
     pub fn engine() -> Result<Engine> {
+        engine_with(false)
+    }
+
+    /// The peer's configuration, or its best for warm reuse (`keep_resident`: like Kiln's warm
+    /// path, it resets the first 64 KiB of each memory and table with `memset` instead of
+    /// returning them to the kernel).
+    pub fn engine_with(keep_resident: bool) -> Result<Engine> {
         let mut config = Config::new();
         let mut pool = PoolingAllocationConfig::default();
         pool.total_memories(32).total_tables(16).total_core_instances(16).max_memories_per_module(2);
+        if keep_resident {
+            pool.linear_memory_keep_resident(64 << 10).table_keep_resident(64 << 10);
+        }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         config.wasm_memory64(true);
         config.wasm_multi_memory(true);
@@ -203,7 +276,12 @@ pub mod peer {
 
     /// Precompiles `wasm` to a file and loads it.
     pub fn setup(wasm: &[u8]) -> Result<Setup> {
-        let engine = engine()?;
+        setup_with(wasm, false)
+    }
+
+    /// [`setup`] with [`engine_with`]`(keep_resident)`.
+    pub fn setup_with(wasm: &[u8], keep_resident: bool) -> Result<Setup> {
+        let engine = engine_with(keep_resident)?;
         let dir = tempfile::tempdir()?;
         let cwasm = dir.path().join("bench.cwasm");
         std::fs::write(&cwasm, engine.precompile_module(wasm)?)?;
@@ -217,6 +295,13 @@ pub mod peer {
             let mut store = Store::new(&self.engine, ());
             let instance = self.pre.instantiate(&mut store).expect("instantiate");
             (store, instance)
+        }
+
+        /// One request of [`lifecycle_wasm`]: a new store, instantiate, call `run(trap)`, drop.
+        pub fn lifecycle(&self, trap: bool) {
+            let (mut store, instance) = self.instantiate();
+            let run = instance.get_typed_func::<i32, i32>(&mut store, "run").unwrap();
+            assert_eq!(run.call(&mut store, i32::from(trap)).is_err(), trap);
         }
     }
 }

@@ -112,6 +112,18 @@ pub(crate) struct ModuleImage {
     pub len: usize,
 }
 
+impl ModuleInner {
+    /// Defined memory `d`'s heap image as instantiation maps it into a slot, for teardown to
+    /// copy back (`None` if the memory has none or it is copied rather than mapped).
+    pub(crate) fn reset_image(&self, d: u32) -> Option<crate::region::ResetImage<'_>> {
+        let image = self.images.get(d as usize)?.as_ref().filter(|_| self.image_file.is_some())?;
+        // SAFETY: `in_memory` points to `len` bytes of the loaded object, never written, which
+        // stay mapped as long as `self` (see `ModuleImage`).
+        let bytes = unsafe { std::slice::from_raw_parts(image.in_memory, image.len) };
+        Some(crate::region::ResetImage { id: (self.id, d), bytes })
+    }
+}
+
 // SAFETY: the raw pointers point into the loaded library's immutable code, which lives as long
 // as this value and may be read from any thread.
 unsafe impl Send for ModuleInner {}

@@ -101,10 +101,9 @@ impl Store {
 
     /// A new, empty store whose instances are held to `limits`.
     pub fn with_limits(limits: StoreLimits) -> Store {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let root = Arc::new_cyclic(|root| StoreRoot {
             inner: Arc::new(StoreInner {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                id: next_store_id(),
                 limits: UnsafeCell::new(VMRuntimeLimits::default()),
                 owner: AtomicUsize::new(0),
                 bindings: AtomicUsize::new(0),
@@ -362,6 +361,25 @@ impl InterruptHandle {
 /// Empties an eventfd (non-blocking), so a handled interrupt does not wake the next wait.
 fn drain_eventfd(fd: &OwnedFd) {
     crate::sys::unix::drain_eventfd(fd.as_raw_fd());
+}
+
+/// A new process-unique store id (never 0). Threads reserve ids in blocks, so creating a store
+/// touches no cache line that other threads write.
+fn next_store_id() -> u64 {
+    const BLOCK: u64 = 1 << 16;
+    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static RESERVED: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    RESERVED.with(|reserved| {
+        let (mut next, mut end) = reserved.get();
+        if next == end {
+            next = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed) * BLOCK;
+            end = next + BLOCK;
+        }
+        reserved.set((next + 1, end));
+        next
+    })
 }
 
 /// A number identifying the current thread while it lives: the address of a thread-local.

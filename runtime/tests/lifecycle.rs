@@ -147,6 +147,77 @@ fn extra_memories_are_kept_by_the_slot_and_wiped_between_tenants() {
     assert_eq!(fourth.call("peek", &[Val::I32(2 * 65536 + 4)]).unwrap(), vec![Val::I32(0)]);
 }
 
+/// Two memories with images on both sides of the keep-resident boundaries tested below, a
+/// table and globals; `scribble(seed, from, len)` grows both memories, overwrites `len` bytes of
+/// memory 0 from `from`, its grown page, all of memory 1, the table and the global.
+const SCRIBBLER: &str = r#"
+(module
+  (memory (export "m0") 3 5)
+  (memory (export "m1") 1 2)
+  (table (export "t") 4 funcref)
+  (global (export "g") (mut i64) (i64.const 11))
+  (data (memory 0) (i32.const 8) "first page")
+  (data (memory 0) (i32.const 70000) "second page")
+  (data (memory 0) (i32.const 140000) "third page")
+  (data (memory 1) (i32.const 4100) "extra memory")
+  (elem (i32.const 1) $f)
+  (func $f (result i32) (i32.const 1))
+  (func (export "scribble") (param $seed i32) (param $from i32) (param $len i32)
+    (drop (memory.grow 0 (i32.const 1)))
+    (drop (memory.grow 1 (i32.const 1)))
+    (memory.fill 0 (local.get $from) (local.get $seed) (local.get $len))
+    (memory.fill 0 (i32.const 196608) (local.get $seed) (i32.const 65536))
+    (memory.fill 1 (i32.const 0) (local.get $seed) (i32.const 131072))
+    (table.fill (i32.const 0) (ref.func $f) (i32.const 4))
+    (global.set 0 (i64.extend_i32_u (local.get $seed)))))
+"#;
+
+#[test]
+fn a_warm_slot_is_reset_to_the_module_image_whatever_stays_resident() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = load(compile(dir.path(), "scribbler", SCRIBBLER)).unwrap();
+    assert!(module.maps_heap_image());
+    // Nothing, one page, less than one wasm page, a whole memory and more than any memory stay
+    // resident; each way, the next tenant must see exactly what a fresh instance sees.
+    for keep_resident in [0, 4096, 12 * 1024, 64 * 1024, 1 << 20] {
+        let region = Region::new(RegionConfig { slots: 1, keep_resident, ..RegionConfig::default() }).unwrap();
+        let snapshot = |instance: &Instance| {
+            let memory = |name: &str| match instance.get_export(name) {
+                Some(Extern::Memory(m)) => m.read(0, m.size_bytes() as usize).unwrap(),
+                _ => panic!("{name} is not a memory"),
+            };
+            let table = match instance.get_export("t") {
+                Some(Extern::Table(t)) => {
+                    (0..t.size()).map(|i| matches!(t.get(i).unwrap(), Val::FuncRef(None))).collect::<Vec<_>>()
+                }
+                _ => panic!("t is not a table"),
+            };
+            let global = match instance.get_export("g").map(|g| match g {
+                Extern::Global(g) => g.get().unwrap(),
+                _ => panic!("g is not a global"),
+            }) {
+                Some(Val::I64(value)) => value,
+                _ => panic!("g is not an i64 global"),
+            };
+            (memory("m0"), memory("m1"), table, global)
+        };
+        let pristine = snapshot(&Instance::new(&region, &module, &[]).unwrap());
+        assert_eq!(&pristine.0[8..18], b"first page");
+        assert_eq!(pristine.2, [true, false, true, true]);
+        for (round, (from, len)) in
+            [(0, 196608), (4096, 8192), (60000, 80000), (8, 4), (139264, 4096)].into_iter().enumerate()
+        {
+            let tenant = Instance::new(&region, &module, &[]).unwrap();
+            assert_eq!(snapshot(&tenant), pristine, "keep_resident {keep_resident}, before round {round}");
+            let seed = 0x41 + round as i32;
+            tenant.call("scribble", &[Val::I32(seed), Val::I32(from), Val::I32(len)]).unwrap();
+            assert_ne!(snapshot(&tenant), pristine);
+        }
+        let last = Instance::new(&region, &module, &[]).unwrap();
+        assert_eq!(snapshot(&last), pristine, "keep_resident {keep_resident}, after the last round");
+    }
+}
+
 #[test]
 fn reset_gives_a_fresh_instance_and_refuses_while_shared() {
     let dir = tempfile::tempdir().unwrap();

@@ -26,17 +26,20 @@ struct Options {
     quick: bool,
     json: Option<PathBuf>,
     peer: bool,
+    /// A criterion filter (a regular expression over `engine/benchmark` names).
+    filter: Option<String>,
 }
 
 fn parse(args: Vec<String>) -> Result<Options> {
-    let mut options = Options { quick: false, json: None, peer: true };
+    let mut options = Options { quick: false, json: None, peer: true, filter: None };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--json" => options.json = Some(args.next().context("--json needs a file")?.into()),
             "--no-peer" => options.peer = false,
-            other => bail!("unknown argument `{other}` (expected --quick, --json FILE, --no-peer)"),
+            other if !other.starts_with('-') && options.filter.is_none() => options.filter = Some(other.to_string()),
+            other => bail!("unknown argument `{other}` (expected --quick, --json FILE, --no-peer, FILTER)"),
         }
     }
     Ok(options)
@@ -127,14 +130,33 @@ pub fn run(args: Vec<String>) -> Result<()> {
     if options.quick {
         cargo.arg("--quick");
     }
+    if let Some(filter) = &options.filter {
+        cargo.arg(filter);
+    }
     cargo.env("KILN_BENCH_HELLO", &hello);
+    let system_times = out_dir.join("system-time.tsv");
+    let _ = std::fs::remove_file(&system_times);
+    cargo.env("KILN_BENCH_SYSTIME", &system_times);
     eprintln!("bench: running criterion (Wasmtime {})", if options.peer { "included" } else { "skipped" });
     if !cargo.status()?.success() {
         bail!("the benchmarks failed");
     }
 
-    let kiln = read_estimates("kiln");
-    let peer = read_estimates("wasmtime");
+    let mut kiln = read_estimates("kiln");
+    let mut peer = read_estimates("wasmtime");
+    // System CPU time per lifecycle of the throughput benchmarks, as `engine\tname\tns` lines.
+    for line in std::fs::read_to_string(&system_times).unwrap_or_default().lines() {
+        let mut fields = line.split('\t');
+        let (Some(engine), Some(name), Some(Ok(ns))) = (fields.next(), fields.next(), fields.next().map(str::parse))
+        else {
+            bail!("malformed line in {}: {line:?}", system_times.display());
+        };
+        match engine {
+            "kiln" => kiln.insert(name.to_string(), ns),
+            _ => peer.insert(name.to_string(), ns),
+        };
+    }
+    let names: std::collections::BTreeSet<&String> = kiln.keys().chain(peer.keys()).collect();
     let lucet: BTreeMap<&str, f64> = LUCET.iter().copied().collect();
     println!();
     println!(
@@ -143,18 +165,23 @@ pub fn run(args: Vec<String>) -> Result<()> {
     );
     let mut json = String::from("{\"results\":[");
     let mut first = true;
-    for (name, &k) in &kiln {
+    for name in names {
+        let k = kiln.get(name).copied();
         let w = peer.get(name).copied();
         let l = lucet.get(name.as_str()).copied();
+        let ratio = |other: Option<f64>, digits: usize| match (k, other) {
+            (Some(k), Some(o)) if o > 0.0 => format!("{:.digits$}x", k / o),
+            _ => "-".into(),
+        };
         println!(
             "{name:<34} {:>12} {:>12} {:>10} {:>12} {:>10}",
-            format_ns(k),
+            k.map_or("-".into(), format_ns),
             w.map_or("-".into(), format_ns),
-            w.map_or("-".into(), |w| format!("{:.2}x", k / w)),
+            ratio(w, 2),
             l.map_or("-".into(), format_ns),
-            l.map_or("-".into(), |l| format!("{:.3}x", k / l)),
+            ratio(l, 3),
         );
-        for (engine, value) in [("kiln", Some(k)), ("wasmtime", w)] {
+        for (engine, value) in [("kiln", k), ("wasmtime", w)] {
             if let Some(ns) = value {
                 if !first {
                     json.push(',');

@@ -13,19 +13,23 @@
 //! only when touched); the heap is accessible up to the memory's current size, its start mapped
 //! copy-on-write from the module's heap image. Defined memories after the first (multi-memory)
 //! get reservations of the same size outside the region, reserved on first use and then kept
-//! by the slot (`ExtraHeap`) and wiped like the heap. A slot remembers which image it holds and how
-//! much is accessible, and the free list prefers a slot that last served the same module, so
-//! instantiating a module again needs no system call. Teardown discards the heap pages (image
-//! pages fall back to the image, the rest to zeros) and zeroes the used table elements. The VM
-//! context is rewritten whole by every instantiation and the guest cannot address the stack, so
-//! neither is wiped (wasm code cannot observe either).
+//! by the slot (`ExtraHeap`) and wiped like the heap. A slot remembers which image it holds and
+//! how much is accessible, and the free list (`free.rs`: sharded per thread) prefers a slot that
+//! last served the same module, so instantiating a module again needs no system call.
+//! Teardown resets the first `keep_resident` bytes of each heap with plain stores (the image
+//! copied back, zeros after it), discards the pages beyond (image pages fall back to the image,
+//! the rest to zeros) and zeroes the used table elements: a warm slot's lifecycle enters the
+//! kernel only for memory beyond `keep_resident`. The VM context is rewritten whole by every
+//! instantiation and the guest cannot address the stack, so neither is wiped (wasm code cannot
+//! observe either).
 
+mod free;
 mod slot;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub use slot::SlotLayout;
-pub(crate) use slot::{ExtraHeap, ImageSource, Slot};
+pub(crate) use slot::{ExtraHeap, ImageSource, ResetImage, Slot};
 
 use crate::sys::unix::mmap::{page_align, Mmap};
 
@@ -40,6 +44,14 @@ pub struct RegionConfig {
     pub host_stack_reserve: usize,
     /// Largest VM context an instance may need (it grows with the module's function count).
     pub max_vmctx_size: usize,
+    /// Bytes at the start of each memory that teardown resets with plain stores (zeros, or the
+    /// heap image copied back) instead of returning them to the kernel. They stay resident
+    /// while the slot is free, so the next tenant of the same module neither makes a system
+    /// call nor takes a page fault on them; the rest of a larger memory is discarded with
+    /// `madvise`. Larger values trade resident memory per idle slot (up to this much per
+    /// memory) and a `memset` of this many bytes per teardown for fewer kernel entries.
+    /// Rounded up to the page size; 0 returns everything to the kernel.
+    pub keep_resident: usize,
 }
 
 impl Default for RegionConfig {
@@ -49,6 +61,7 @@ impl Default for RegionConfig {
             stack_size: 2 * 1024 * 1024,
             host_stack_reserve: 256 * 1024,
             max_vmctx_size: 1024 * 1024,
+            keep_resident: 64 * 1024,
         }
     }
 }
@@ -73,12 +86,16 @@ pub struct Region {
 pub(crate) struct RegionInner {
     pub mmap: Mmap,
     pub layout: SlotLayout,
-    pub free: Mutex<Vec<FreeSlot>>,
+    pub free: free::FreeList,
+    /// [`RegionConfig::keep_resident`], page-aligned.
+    pub keep_resident: usize,
 }
 
 /// A free slot and what its heap holds.
 pub(crate) struct FreeSlot {
     pub index: usize,
+    /// The module whose instance last used the slot (0: none).
+    pub last_module: u64,
     pub heap_state: slot::HeapState,
     pub extra_heaps: Vec<ExtraHeap>,
 }
@@ -99,7 +116,11 @@ impl Region {
             return Err(RegionError::Config("the host stack reserve must be smaller than the stack".into()));
         }
         // Bounded so the layout arithmetic below cannot overflow.
-        for (name, size) in [("stack_size", config.stack_size), ("max_vmctx_size", config.max_vmctx_size)] {
+        for (name, size) in [
+            ("stack_size", config.stack_size),
+            ("max_vmctx_size", config.max_vmctx_size),
+            ("keep_resident", config.keep_resident),
+        ] {
             if size > MAX_AREA_SIZE {
                 return Err(RegionError::Config(format!(
                     "{name} is {size} bytes, more than the {MAX_AREA_SIZE} a slot allows"
@@ -116,12 +137,17 @@ impl Region {
             mmap.make_accessible(base + layout.tables_offset, layout.tables_size)?;
             mmap.make_accessible(base + layout.stack_offset, layout.stack_size)?;
         }
-        // Hand out low slots first (a LIFO free list).
-        let free = (0..config.slots)
-            .rev()
-            .map(|index| FreeSlot { index, heap_state: Default::default(), extra_heaps: Vec::new() })
-            .collect();
-        Ok(Region { inner: Arc::new(RegionInner { mmap, layout, free: Mutex::new(free) }) })
+        // Hand out low slots first (each shard is a LIFO list).
+        let slots = (0..config.slots).rev().map(|index| FreeSlot {
+            index,
+            last_module: 0,
+            heap_state: Default::default(),
+            extra_heaps: Vec::new(),
+        });
+        let shards = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_SHARDS);
+        let free = free::FreeList::new(slots, shards);
+        let keep_resident = page_align(config.keep_resident);
+        Ok(Region { inner: Arc::new(RegionInner { mmap, layout, free, keep_resident }) })
     }
 
     /// The per-slot layout.
@@ -131,23 +157,18 @@ impl Region {
 
     /// Number of slots not in use.
     pub fn free_slots(&self) -> usize {
-        self.inner.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.inner.free.len()
     }
 
-    /// Takes a free slot, if any, preferring one whose heaps hold `module_id`'s images.
+    /// Takes a free slot, if any, preferring one that last served `module_id`.
     pub(crate) fn take_slot(&self, module_id: u64) -> Option<Slot> {
-        let mut free = self.inner.free.lock().unwrap_or_else(|e| e.into_inner());
-        let warm = free.iter().rposition(|f| {
-            f.heap_state.holds_image_of(module_id) || f.extra_heaps.iter().any(|h| h.state().holds_image_of(module_id))
-        });
-        let slot = match warm {
-            Some(i) => free.swap_remove(i),
-            None => free.pop()?,
-        };
-        drop(free);
-        Some(Slot::new(self.inner.clone(), slot.index, slot.heap_state, slot.extra_heaps))
+        let slot = self.inner.free.take(module_id)?;
+        Some(Slot::new(self.inner.clone(), slot.index, module_id, slot.heap_state, slot.extra_heaps))
     }
 }
+
+/// Most shards a region's free list has (one per core, up to this).
+const MAX_SHARDS: usize = 64;
 
 /// Largest stack or VM context area a slot may have (1 GiB).
 const MAX_AREA_SIZE: usize = 1 << 30;

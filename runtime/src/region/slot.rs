@@ -54,11 +54,6 @@ pub(crate) struct HeapState {
 }
 
 impl HeapState {
-    /// Whether the heap holds an image of module `module_id`.
-    pub fn holds_image_of(&self, module_id: u64) -> bool {
-        self.image.is_some_and(|((id, _), _)| id == module_id)
-    }
-
     /// Prepares the heap at `offset` in `mmap` for a memory of `len` bytes starting with
     /// `image` (or zeros): maps the image copy-on-write unless the heap already holds it, and
     /// makes exactly the first `page_align(len)` bytes accessible. No system call when the
@@ -97,12 +92,52 @@ impl HeapState {
 
     /// Resets the heap at `offset` in `mmap`, which the guest grew to `len` bytes (the libcall
     /// made them accessible), for the next tenant: image pages return to the image's contents,
-    /// the rest to zeros.
-    fn reset(&mut self, mmap: &Mmap, offset: usize, len: usize) -> std::io::Result<()> {
+    /// the rest to zeros. The first `keep_resident` bytes are reset with plain stores (the
+    /// image's bytes, given as `image`, copied back; zeros after them) and stay resident, so
+    /// the next tenant of a warm slot neither enters the kernel nor faults on them; the rest is
+    /// returned to the kernel.
+    fn reset(
+        &mut self,
+        mmap: &Mmap,
+        offset: usize,
+        len: usize,
+        image: Option<ResetImage<'_>>,
+        keep_resident: usize,
+    ) -> std::io::Result<()> {
         // Clamped, defensively: `memory.grow` already keeps memories within the reservation.
         self.accessible = self.accessible.max(page_align(len.min(kiln_abi_heap::RESERVATION)));
-        mmap.discard(offset, self.accessible)
+        let image_bytes = match (self.image, image) {
+            (None, _) => Some(&[][..]),
+            (Some(held), Some(image)) if held == (image.id, image.bytes.len()) => Some(image.bytes),
+            // An image whose bytes we do not have: only the kernel can restore it.
+            (Some(_), _) => None,
+        };
+        let resident = match image_bytes {
+            Some(bytes) => {
+                let resident = page_align(keep_resident).min(self.accessible);
+                let copied = bytes.len().min(resident);
+                // SAFETY: `[offset, offset + resident)` is accessible heap of this slot, which no
+                // tenant uses any more; `bytes` is the image mapped there, so it does not overlap.
+                unsafe {
+                    let base = mmap.range_ptr(offset, resident);
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), base, copied);
+                    std::ptr::write_bytes(base.add(copied), 0, resident - copied);
+                }
+                resident
+            }
+            None => 0,
+        };
+        mmap.discard(offset + resident, self.accessible - resident)
     }
+}
+
+/// The image a heap held, for resetting it with plain stores.
+#[derive(Clone, Copy)]
+pub(crate) struct ResetImage<'a> {
+    /// Which image (see [`ImageSource::id`]).
+    pub id: (u64, u32),
+    /// Its contents (a multiple of the page size).
+    pub bytes: &'a [u8],
 }
 
 /// The reservation of a defined memory after the first (multi-memory modules). Kept with its
@@ -113,26 +148,27 @@ pub(crate) struct ExtraHeap {
     state: HeapState,
 }
 
-impl ExtraHeap {
-    /// What the heap holds between tenants.
-    pub fn state(&self) -> &HeapState {
-        &self.state
-    }
-}
-
 /// A slot taken from a region; returned to the free list on drop (with its heap state and
 /// extra heaps). Whoever held it must have reset its contents first (see `instance::teardown`).
 pub(crate) struct Slot {
     pub region: Arc<RegionInner>,
     pub index: usize,
+    /// The module whose instance holds the slot.
+    module_id: u64,
     pub heap_state: HeapState,
     extra_heaps: Vec<ExtraHeap>,
     retired: bool,
 }
 
 impl Slot {
-    pub fn new(region: Arc<RegionInner>, index: usize, heap_state: HeapState, extra_heaps: Vec<ExtraHeap>) -> Slot {
-        Slot { region, index, heap_state, extra_heaps, retired: false }
+    pub fn new(
+        region: Arc<RegionInner>,
+        index: usize,
+        module_id: u64,
+        heap_state: HeapState,
+        extra_heaps: Vec<ExtraHeap>,
+    ) -> Slot {
+        Slot { region, index, module_id, heap_state, extra_heaps, retired: false }
     }
 
     /// Keeps the slot out of the free list for good (its contents could not be reset).
@@ -183,10 +219,11 @@ impl Slot {
         self.heap_state.prepare(&self.region.mmap, offset, image, len)
     }
 
-    /// Resets the slot's heap, which the guest grew to `len` bytes, for the next tenant.
-    pub fn reset_heap(&mut self, len: usize) -> std::io::Result<()> {
+    /// Resets the slot's heap, which the guest grew to `len` bytes and which started with
+    /// `image`, for the next tenant.
+    pub fn reset_heap(&mut self, len: usize, image: Option<ResetImage<'_>>) -> std::io::Result<()> {
         let offset = self.base_offset() + self.region.layout.heap_offset;
-        self.heap_state.reset(&self.region.mmap, offset, len)
+        self.heap_state.reset(&self.region.mmap, offset, len, image, self.region.keep_resident)
     }
 
     /// Prepares extra heap `i` (own memory `i + 1`; reserved on first use) like the slot's
@@ -211,10 +248,12 @@ impl Slot {
         self.extra_heaps[i].mmap.as_ptr()
     }
 
-    /// Resets extra heap `i`, which the guest grew to `len` bytes, for the next tenant.
-    pub fn reset_extra_heap(&mut self, i: usize, len: usize) -> std::io::Result<()> {
+    /// Resets extra heap `i`, which the guest grew to `len` bytes and which started with
+    /// `image`, for the next tenant.
+    pub fn reset_extra_heap(&mut self, i: usize, len: usize, image: Option<ResetImage<'_>>) -> std::io::Result<()> {
+        let keep_resident = self.region.keep_resident;
         let Some(heap) = self.extra_heaps.get_mut(i) else { return Ok(()) };
-        heap.state.reset(&heap.mmap, 0, len)
+        heap.state.reset(&heap.mmap, 0, len, image, keep_resident)
     }
 
     /// Zeroes the first `elements` elements of the table area from `start`.
@@ -242,7 +281,12 @@ impl Drop for Slot {
             return;
         }
         let extra_heaps = std::mem::take(&mut self.extra_heaps);
-        let free = super::FreeSlot { index: self.index, heap_state: self.heap_state, extra_heaps };
-        self.region.free.lock().unwrap_or_else(|e| e.into_inner()).push(free);
+        let free = super::FreeSlot {
+            index: self.index,
+            last_module: self.module_id,
+            heap_state: self.heap_state,
+            extra_heaps,
+        };
+        self.region.free.put(free);
     }
 }

@@ -147,6 +147,13 @@ impl Mmap {
         Ok(())
     }
 
+    /// The address of `[offset, offset + len)`, checked to lie inside the mapping.
+    pub fn range_ptr(&self, offset: usize, len: usize) -> *mut u8 {
+        self.check_range(offset, len);
+        // SAFETY: checked just above to be inside the mapping.
+        unsafe { self.as_ptr().add(offset) }
+    }
+
     /// Discards the contents of `[offset, offset + len)`: the next read sees zeros (or, for a
     /// private file mapping, the file's contents).
     pub fn discard(&self, offset: usize, len: usize) -> io::Result<()> {

@@ -1,0 +1,121 @@
+//! The region's free slots, sharded so that threads taking and returning slots at the same time
+//! share no lock and no cache line: each thread has a home shard, takes from it first and
+//! returns slots to it, and looks at the other shards only when its own has no slot that last
+//! served the module it wants (or none at all).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use super::FreeSlot;
+
+/// Free slots in per-thread shards.
+pub(crate) struct FreeList {
+    shards: Box<[Shard]>,
+}
+
+/// One shard, alone on its cache lines.
+#[repr(align(128))]
+struct Shard(Mutex<Vec<FreeSlot>>);
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, Vec<FreeSlot>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl FreeList {
+    /// A free list of `slots`, dealt out over `shards` shards (at least one). Within a shard,
+    /// the last slot is taken first.
+    pub fn new(slots: impl IntoIterator<Item = FreeSlot>, shards: usize) -> FreeList {
+        let shards: Box<[Shard]> = (0..shards.max(1)).map(|_| Shard(Mutex::new(Vec::new()))).collect();
+        for (i, slot) in slots.into_iter().enumerate() {
+            shards[i % shards.len()].lock().push(slot);
+        }
+        FreeList { shards }
+    }
+
+    /// Number of free slots.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// Takes a free slot, preferring one that last served `module_id` (its heaps hold the
+    /// module's images and sizes, so instantiating needs no system call): first at home, then
+    /// in the other shards; otherwise the home shard's most recently freed slot, then anyone's.
+    pub fn take(&self, module_id: u64) -> Option<FreeSlot> {
+        let home = self.home();
+        let warm = |free: &mut Vec<FreeSlot>| {
+            let i = free.iter().rposition(|f| f.last_module == module_id)?;
+            Some(free.swap_remove(i))
+        };
+        if let Some(slot) = warm(&mut self.shards[home].lock()) {
+            return Some(slot);
+        }
+        let others = || (1..self.shards.len()).map(|k| &self.shards[(home + k) % self.shards.len()]);
+        if let Some(slot) = others().find_map(|shard| warm(&mut shard.lock())) {
+            return Some(slot);
+        }
+        std::iter::once(&self.shards[home]).chain(others()).find_map(|shard| shard.lock().pop())
+    }
+
+    /// Returns a slot to the calling thread's home shard.
+    pub fn put(&self, slot: FreeSlot) {
+        self.shards[self.home()].lock().push(slot);
+    }
+
+    /// The calling thread's home shard: threads are numbered in the order they first use a
+    /// region, and the numbers dealt out over the shards.
+    fn home(&self) -> usize {
+        static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static THREAD: Cell<Option<usize>> = const { Cell::new(None) };
+        }
+        let thread = THREAD.with(|t| {
+            *t.get().get_or_insert_with(|| {
+                let n = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+                t.set(Some(n));
+                n
+            })
+        });
+        thread % self.shards.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(index: usize, last_module: u64) -> FreeSlot {
+        FreeSlot { index, last_module, heap_state: Default::default(), extra_heaps: Vec::new() }
+    }
+
+    #[test]
+    fn slots_warm_for_the_module_come_first_from_any_shard() {
+        let list = FreeList::new((0..4).map(|i| slot(i, 10 + i as u64)), 3);
+        assert_eq!(list.len(), 4);
+        // Whichever shard is this thread's home, the slot that served module 12 is found.
+        assert_eq!(list.take(12).unwrap().index, 2);
+        // No warm slot: the others, all of them, then nothing.
+        let mut rest: Vec<usize> = std::iter::from_fn(|| list.take(99)).map(|s| s.index).collect();
+        rest.sort();
+        assert_eq!(rest, [0, 1, 3]);
+        assert_eq!(list.len(), 0);
+        // A returned slot is the next one taken, for its module and for any other.
+        list.put(slot(3, 13));
+        list.put(slot(1, 11));
+        assert_eq!(list.take(13).unwrap().index, 3);
+        assert_eq!(list.take(42).unwrap().index, 1);
+        assert!(list.take(42).is_none());
+    }
+
+    #[test]
+    fn another_thread_takes_what_this_one_returned() {
+        let list = FreeList::new([slot(0, 0)], 8);
+        let taken = list.take(5).unwrap();
+        list.put(slot(taken.index, 5));
+        let list = &list;
+        let stolen = std::thread::scope(|s| s.spawn(move || list.take(6).map(|s| s.index)).join().unwrap());
+        assert_eq!(stolen, Some(0));
+    }
+}
