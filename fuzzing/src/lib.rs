@@ -38,8 +38,9 @@ pub enum Verdict {
     Inconclusive,
 }
 
-/// `len` pseudo-random bytes for `seed` (xorshift), what wasm-smith builds a seed's module from.
-pub(crate) fn seed_bytes(seed: u64, multiplier: u64, len: usize) -> Vec<u8> {
+/// `len` pseudo-random bytes for `seed` (xorshift), what wasm-smith builds a seed's module from
+/// (and the fixed inputs of the fuzz targets' tests).
+pub fn seed_bytes(seed: u64, multiplier: u64, len: usize) -> Vec<u8> {
     let mut state = seed.wrapping_mul(multiplier) | 1;
     (0..len)
         .map(|_| {

@@ -7,15 +7,7 @@ use kiln_fuzzing::targets;
 
 /// Deterministic pseudo-random bytes.
 fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    kiln_fuzzing::seed_bytes(seed, 0x9e37_79b9_7f4a_7c15, len)
 }
 
 #[test]

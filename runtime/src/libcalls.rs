@@ -108,18 +108,14 @@ unsafe extern "C" fn memory_grow(vmctx: *mut u8, index: u32, delta_pages: u64) -
     let length = unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*def).current_length)) };
     // A compare-and-swap loop: threads of other stores may grow a shared memory at the same
     // time, and each growth must take effect once.
+    let Some(delta) = delta_pages.checked_shl(page_log2 as u32).filter(|d| d >> page_log2 == delta_pages) else {
+        return u64::MAX;
+    };
     let mut old = length.load(Ordering::Acquire);
     loop {
-        let Some(new) = delta_pages
-            .checked_shl(page_log2 as u32)
-            .filter(|d| d >> page_log2 == delta_pages)
-            .and_then(|d| old.checked_add(d))
-        else {
+        let Some(new) = old.checked_add(delta).filter(|&new| new <= maximum) else {
             return u64::MAX;
         };
-        if new > maximum {
-            return u64::MAX;
-        }
         if new > old {
             let start = crate::sys::unix::mmap::page_align(old as usize);
             let end = crate::sys::unix::mmap::page_align(new as usize);

@@ -72,7 +72,7 @@ impl FreeList {
             static THREAD: Cell<Option<usize>> = const { Cell::new(None) };
         }
         let thread = THREAD.with(|t| {
-            *t.get().get_or_insert_with(|| {
+            t.get().unwrap_or_else(|| {
                 let n = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
                 t.set(Some(n));
                 n

@@ -92,7 +92,7 @@ impl HeapState {
 
     /// Resets the heap at `offset` in `mmap`, which the guest grew to `len` bytes (the libcall
     /// made them accessible), for the next tenant: image pages return to the image's contents,
-    /// the rest to zeros. The first `keep_resident` bytes are reset with plain stores (the
+    /// the rest to zeros. The first `keep_resident` bytes (page-aligned) are reset with plain stores (the
     /// image's bytes, given as `image`, copied back; zeros after them) and stay resident, so
     /// the next tenant of a warm slot neither enters the kernel nor faults on them; the rest is
     /// returned to the kernel.
@@ -114,7 +114,7 @@ impl HeapState {
         };
         let resident = match image_bytes {
             Some(bytes) => {
-                let resident = page_align(keep_resident).min(self.accessible);
+                let resident = keep_resident.min(self.accessible);
                 let copied = bytes.len().min(resident);
                 // SAFETY: `[offset, offset + resident)` is accessible heap of this slot, which no
                 // tenant uses any more; `bytes` is the image mapped there, so it does not overlap.
