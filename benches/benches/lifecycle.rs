@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use kiln_benches::{
-    compute_wasm, heap_wasm, hello_wasm, kiln, lifecycle_wasm, memory_shape_wasm, on_threads, traps, trivial_wasm,
-    DIRTY_SIZES, HEAP_SIZES,
+    compute_wasm, deep_lifecycle_wasm, heap_wasm, hello_wasm, kiln, lifecycle_wasm, memory_shape_wasm, on_threads,
+    stores_wasm, traps, trivial_wasm, DIRTY_SIZES, HEAP_SIZES,
 };
 
 const MEMORY_SHAPES: [&str; 3] = ["one_memory", "two_memories", "memory64"];
@@ -49,6 +49,8 @@ fn kiln_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("kiln");
     let requests = kiln::setup_slots(&lifecycle_wasm(), 4).expect("compile lifecycle module");
     lifecycle_throughput(&mut group, "kiln", "", |trap| requests.lifecycle(trap));
+    let deep = kiln::setup_slots(&deep_lifecycle_wasm(), 4).expect("compile deep lifecycle module");
+    lifecycle_throughput(&mut group, "kiln", "_deep", |trap| deep.lifecycle(trap));
 
     let hello = hello_wasm().expect("hello.wasm");
     let setup = kiln::setup(&hello).expect("compile hello");
@@ -139,6 +141,19 @@ fn kiln_benches(c: &mut Criterion) {
         let _binding = instance.store().bind_to_thread().unwrap();
         group.bench_function(BenchmarkId::new("compute_1M_calls", name), |b| b.iter(|| sum.call(1_000_000).unwrap()));
     }
+    {
+        let setup = kiln::setup(&stores_wasm()).expect("compile store kernels");
+        let instance = setup.instantiate();
+        let stores = instance.get_func("stores").unwrap().typed::<i32, ()>().unwrap();
+        let sieve = instance.get_func("sieve").unwrap().typed::<i32, i32>().unwrap();
+        let _binding = instance.store().bind_to_thread().unwrap();
+        group.bench_function(BenchmarkId::new("compute_stores", "1M_words"), |b| {
+            b.iter(|| stores.call(1 << 20).unwrap())
+        });
+        group.bench_function(BenchmarkId::new("compute_stores", "sieve_64K"), |b| {
+            b.iter(|| assert_eq!(sieve.call(65536).unwrap(), 6542))
+        });
+    }
 
     let dirty = kiln::setup(&heap_wasm(16 << 20, false)).expect("compile heap module");
     for &(name, size) in DIRTY_SIZES {
@@ -169,6 +184,8 @@ fn peer_benches(c: &mut Criterion) {
         let requests = peer::setup_with(&lifecycle_wasm(), keep_resident).expect("compile lifecycle module");
         lifecycle_throughput(&mut group, "wasmtime", suffix, |trap| requests.lifecycle(trap));
     }
+    let deep = peer::setup_with(&deep_lifecycle_wasm(), true).expect("compile deep lifecycle module");
+    lifecycle_throughput(&mut group, "wasmtime", "_deep", |trap| deep.lifecycle(trap));
     group.finish();
     let mut group = c.benchmark_group("wasmtime");
     let hello = hello_wasm().expect("hello.wasm");
@@ -256,6 +273,18 @@ fn peer_benches(c: &mut Criterion) {
         let sum = instance.get_typed_func::<i32, i64>(&mut store, "sum").unwrap();
         group.bench_function(BenchmarkId::new("compute_1M_calls", "default"), |b| {
             b.iter(|| sum.call(&mut store, 1_000_000).unwrap())
+        });
+    }
+    {
+        let setup = peer::setup(&stores_wasm()).expect("compile store kernels");
+        let (mut store, instance) = setup.instantiate();
+        let stores = instance.get_typed_func::<i32, ()>(&mut store, "stores").unwrap();
+        let sieve = instance.get_typed_func::<i32, i32>(&mut store, "sieve").unwrap();
+        group.bench_function(BenchmarkId::new("compute_stores", "1M_words"), |b| {
+            b.iter(|| stores.call(&mut store, 1 << 20).unwrap())
+        });
+        group.bench_function(BenchmarkId::new("compute_stores", "sieve_64K"), |b| {
+            b.iter(|| assert_eq!(sieve.call(&mut store, 65536).unwrap(), 6542))
         });
     }
 

@@ -79,6 +79,63 @@ pub fn lifecycle_wasm() -> Vec<u8> {
     .expect("valid text")
 }
 
+/// The lifecycle workload laid out like a compiled C or Rust program: 17 pages, the shadow stack
+/// growing down from 1 MiB and the data after it. `run(trap)` writes a stack frame just below
+/// 1 MiB, a counter in the data and a heap word 32 KiB further, then traps like
+/// [`lifecycle_wasm`]. A fixed window at the start of memory misses all of it.
+pub fn deep_lifecycle_wasm() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+             (memory 17)
+             (global $calls (mut i32) (i32.const 0))
+             (func (export "run") (param $trap i32) (result i32)
+               (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+               (i64.store (i32.const 0xFFFC0) (i64.const -1))
+               (i32.store (i32.const 0x100400) (i32.add (i32.load (i32.const 0x100400)) (global.get $calls)))
+               (i32.store (i32.const 0x108000) (global.get $calls))
+               (if (local.get $trap) (then unreachable))
+               (i32.load (i32.const 0x100400))))"#,
+    )
+    .expect("valid text")
+}
+
+/// Store-heavy kernels over one 64 KiB page, for what per-store work costs: `stores(n)` writes
+/// `n` words round the page; `sieve(n)` runs the sieve of Eratosthenes over `n` bytes (at most
+/// 65536) and counts the primes.
+pub fn stores_wasm() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+             (memory 1)
+             (func (export "stores") (param $n i32)
+               (local $i i32)
+               (loop $next
+                 (i32.store (i32.and (i32.shl (local.get $i) (i32.const 2)) (i32.const 0xFFFC)) (local.get $i))
+                 (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                 (br_if $next (i32.lt_u (local.get $i) (local.get $n)))))
+             (func (export "sieve") (param $n i32) (result i32)
+               (local $i i32) (local $j i32) (local $count i32)
+               (memory.fill (i32.const 0) (i32.const 1) (local.get $n))
+               (local.set $i (i32.const 2))
+               (block $done
+                 (loop $outer
+                   (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+                   (if (i32.load8_u (local.get $i))
+                     (then
+                       (local.set $count (i32.add (local.get $count) (i32.const 1)))
+                       (local.set $j (i32.mul (local.get $i) (local.get $i)))
+                       (block $marked
+                         (loop $inner
+                           (br_if $marked (i32.ge_u (local.get $j) (local.get $n)))
+                           (i32.store8 (local.get $j) (i32.const 0))
+                           (local.set $j (i32.add (local.get $j) (local.get $i)))
+                           (br $inner)))))
+                   (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                   (br $outer)))
+               (local.get $count)))"#,
+    )
+    .expect("valid text")
+}
+
 /// Whether lifecycle number `i` of a `lifecycles_trapping` run traps (one in three).
 pub fn traps(i: u64) -> bool {
     i % 3 == 2

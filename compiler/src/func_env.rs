@@ -10,7 +10,7 @@ use cranelift_codegen::ir::{
     self, condcodes::IntCC, types, AbiParam, ArgumentPurpose, InstBuilder, MemFlags, Signature, UserExternalName,
 };
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
-use cranelift_entity::PrimaryMap;
+use cranelift_entity::{EntityRef, PrimaryMap};
 use cranelift_frontend::FunctionBuilder;
 use cranelift_wasm::{
     wasmparser, FuncEnvironment, FuncIndex, FuncTranslationState, GlobalIndex, GlobalVariable, Heap, HeapData,
@@ -82,6 +82,86 @@ pub fn is_call(op: &wasmparser::Operator<'_>) -> bool {
     )
 }
 
+/// The memory a storing operator writes (`None` for every other operator). Bulk memory
+/// operators are libcalls, which mark what they write themselves.
+fn stored_memory(op: &wasmparser::Operator<'_>) -> Option<u32> {
+    use wasmparser::Operator as Op;
+    let memarg = match op {
+        Op::I32Store { memarg }
+        | Op::I64Store { memarg }
+        | Op::F32Store { memarg }
+        | Op::F64Store { memarg }
+        | Op::I32Store8 { memarg }
+        | Op::I32Store16 { memarg }
+        | Op::I64Store8 { memarg }
+        | Op::I64Store16 { memarg }
+        | Op::I64Store32 { memarg }
+        | Op::V128Store { memarg }
+        | Op::V128Store8Lane { memarg, .. }
+        | Op::V128Store16Lane { memarg, .. }
+        | Op::V128Store32Lane { memarg, .. }
+        | Op::V128Store64Lane { memarg, .. }
+        | Op::I32AtomicStore { memarg }
+        | Op::I64AtomicStore { memarg }
+        | Op::I32AtomicStore8 { memarg }
+        | Op::I32AtomicStore16 { memarg }
+        | Op::I64AtomicStore8 { memarg }
+        | Op::I64AtomicStore16 { memarg }
+        | Op::I64AtomicStore32 { memarg }
+        | Op::I32AtomicRmwAdd { memarg }
+        | Op::I64AtomicRmwAdd { memarg }
+        | Op::I32AtomicRmw8AddU { memarg }
+        | Op::I32AtomicRmw16AddU { memarg }
+        | Op::I64AtomicRmw8AddU { memarg }
+        | Op::I64AtomicRmw16AddU { memarg }
+        | Op::I64AtomicRmw32AddU { memarg }
+        | Op::I32AtomicRmwSub { memarg }
+        | Op::I64AtomicRmwSub { memarg }
+        | Op::I32AtomicRmw8SubU { memarg }
+        | Op::I32AtomicRmw16SubU { memarg }
+        | Op::I64AtomicRmw8SubU { memarg }
+        | Op::I64AtomicRmw16SubU { memarg }
+        | Op::I64AtomicRmw32SubU { memarg }
+        | Op::I32AtomicRmwAnd { memarg }
+        | Op::I64AtomicRmwAnd { memarg }
+        | Op::I32AtomicRmw8AndU { memarg }
+        | Op::I32AtomicRmw16AndU { memarg }
+        | Op::I64AtomicRmw8AndU { memarg }
+        | Op::I64AtomicRmw16AndU { memarg }
+        | Op::I64AtomicRmw32AndU { memarg }
+        | Op::I32AtomicRmwOr { memarg }
+        | Op::I64AtomicRmwOr { memarg }
+        | Op::I32AtomicRmw8OrU { memarg }
+        | Op::I32AtomicRmw16OrU { memarg }
+        | Op::I64AtomicRmw8OrU { memarg }
+        | Op::I64AtomicRmw16OrU { memarg }
+        | Op::I64AtomicRmw32OrU { memarg }
+        | Op::I32AtomicRmwXor { memarg }
+        | Op::I64AtomicRmwXor { memarg }
+        | Op::I32AtomicRmw8XorU { memarg }
+        | Op::I32AtomicRmw16XorU { memarg }
+        | Op::I64AtomicRmw8XorU { memarg }
+        | Op::I64AtomicRmw16XorU { memarg }
+        | Op::I64AtomicRmw32XorU { memarg }
+        | Op::I32AtomicRmwXchg { memarg }
+        | Op::I64AtomicRmwXchg { memarg }
+        | Op::I32AtomicRmw8XchgU { memarg }
+        | Op::I32AtomicRmw16XchgU { memarg }
+        | Op::I64AtomicRmw8XchgU { memarg }
+        | Op::I64AtomicRmw16XchgU { memarg }
+        | Op::I64AtomicRmw32XchgU { memarg }
+        | Op::I32AtomicRmwCmpxchg { memarg }
+        | Op::I64AtomicRmwCmpxchg { memarg }
+        | Op::I32AtomicRmw8CmpxchgU { memarg }
+        | Op::I32AtomicRmw16CmpxchgU { memarg }
+        | Op::I64AtomicRmw8CmpxchgU { memarg }
+        | Op::I64AtomicRmw16CmpxchgU { memarg }
+        | Op::I64AtomicRmw32CmpxchgU { memarg } => memarg,
+        _ => return None,
+    };
+    Some(memarg.memory)
+}
+
 fn vm_flags() -> MemFlags {
     MemFlags::trusted()
 }
@@ -114,6 +194,10 @@ pub struct KilnFuncEnv<'a, 'm> {
     fuel_pending: i64,
     /// Whether the function body contains a call (see [`KilnFuncEnv::set_makes_calls`]).
     makes_calls: bool,
+    /// Per memory index: the global value of its dirty-map bias, once used.
+    dirty_bias_gvs: Vec<Option<ir::GlobalValue>>,
+    /// Instructions in the function before the operator being translated.
+    insts_before_operator: usize,
 }
 
 impl<'a, 'm> KilnFuncEnv<'a, 'm> {
@@ -125,6 +209,8 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
             libcall_sigs: vec![None; Libcall::ALL.len()],
             fuel_pending: 0,
             makes_calls: true,
+            dirty_bias_gvs: vec![None; module.meta.memories.len()],
+            insts_before_operator: 0,
         }
     }
 
@@ -153,6 +239,81 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
             global_type: types::I64,
             flags,
         })
+    }
+
+    /// Marks the page that the store `op` (just translated) wrote in its memory's dirty map, so
+    /// teardown resets exactly the pages the tenant touched: `map[address >> 12] = 1`, with the
+    /// map reached through the bias in the memory's import (see [`kiln_abi::dirty_map_entry`]).
+    /// Emitted after the store, so a store that traps marks nothing (it wrote nothing).
+    fn mark_stored_page(
+        &mut self,
+        op: &wasmparser::Operator,
+        builder: &mut FunctionBuilder,
+        state: &FuncTranslationState,
+    ) -> WasmResult<()> {
+        // Every heap store must be marked, or a tenant's data could outlive it in a warm slot:
+        // find the ones this operator emitted, and refuse to compile rather than miss one.
+        let dfg = &builder.func.dfg;
+        let heap_stores: Vec<ir::Inst> = (self.insts_before_operator..dfg.num_insts())
+            .map(ir::Inst::new)
+            .filter(|&inst| {
+                let data = &dfg.insts[inst];
+                data.opcode().can_store()
+                    && data.memflags().and_then(|f| f.alias_region()) == Some(ir::AliasRegion::Heap)
+            })
+            .collect();
+        // The mark goes at the end of the current block: only if the store is in it, and
+        // nothing after the store can trap (a trap there would skip the mark of a completed
+        // store), is the store executed exactly when the mark is.
+        let marked_when_stored = |store: ir::Inst| {
+            let layout = &builder.func.layout;
+            layout.inst_block(store) == builder.current_block()
+                && std::iter::successors(layout.next_inst(store), |&i| layout.next_inst(i)).all(|i| {
+                    let opcode = dfg.insts[i].opcode();
+                    !(opcode.can_trap() || opcode.is_call() || opcode.can_store() || opcode.is_branch())
+                })
+        };
+        let memory = match (stored_memory(op), heap_stores.as_slice()) {
+            (_, []) if !state.reachable() => return Ok(()), // an unconditional trap writes nothing
+            (None, []) => return Ok(()),
+            (Some(memory), &[store]) if marked_when_stored(store) => memory,
+            _ => {
+                return Err(WasmError::User(format!(
+                    "internal error: cannot mark the pages `{op:?}` writes ({} heap stores)",
+                    heap_stores.len()
+                )))
+            }
+        };
+        let store = heap_stores[0];
+        let (data, args) = (builder.func.dfg.insts[store], builder.func.dfg.inst_args(store));
+        let (address, offset) = match data.opcode() {
+            ir::Opcode::Store | ir::Opcode::Istore8 | ir::Opcode::Istore16 | ir::Opcode::Istore32 => {
+                (args[1], data.load_store_offset().unwrap_or(0))
+            }
+            ir::Opcode::AtomicStore => (args[1], 0),
+            ir::Opcode::AtomicRmw | ir::Opcode::AtomicCas => (args[0], 0),
+            other => return Err(WasmError::User(format!("internal error: unexpected heap store `{other}`"))),
+        };
+        let gv = match self.dirty_bias_gvs[memory as usize] {
+            Some(gv) => gv,
+            None => {
+                let offset = self.offsets().memory(memory) + VMMemoryImport::DIRTY_BIAS_OFFSET;
+                let gv = self.vmctx_load_gv(builder.func, offset, vm_readonly());
+                self.dirty_bias_gvs[memory as usize] = Some(gv);
+                gv
+            }
+        };
+        let bias = builder.ins().global_value(types::I64, gv);
+        let address = if offset == 0 { address } else { builder.ins().iadd_imm(address, i64::from(offset)) };
+        let page = builder.ins().ushr_imm(address, i64::from(kiln_abi::DIRTY_PAGE_LOG2));
+        let entry = builder.ins().iadd(page, bias);
+        let one = builder.ins().iconst(types::I8, 1);
+        // The map is disjoint from the heap, tables and everything else compiled code loads;
+        // Kiln uses the vmctx alias region for nothing else, so this store does not stop
+        // Cranelift from reusing heap loads across it.
+        let flags = MemFlags::trusted().with_alias_region(Some(ir::AliasRegion::Vmctx));
+        builder.ins().store(flags, one, entry, 0);
+        Ok(())
     }
 
     fn vmctx_value(func: &ir::Function) -> ir::Value {
@@ -816,6 +977,7 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
         state: &FuncTranslationState,
     ) -> WasmResult<()> {
         use wasmparser::Operator as Op;
+        self.insts_before_operator = builder.func.dfg.num_insts();
         if !self.module.fuel || !state.reachable() {
             return Ok(());
         }
@@ -843,6 +1005,15 @@ impl FuncEnvironment for KilnFuncEnv<'_, '_> {
             self.charge_fuel(builder);
         }
         Ok(())
+    }
+
+    fn after_translate_operator(
+        &mut self,
+        op: &wasmparser::Operator,
+        builder: &mut FunctionBuilder,
+        state: &FuncTranslationState,
+    ) -> WasmResult<()> {
+        self.mark_stored_page(op, builder, state)
     }
 
     fn translate_loop_header(&mut self, builder: &mut FunctionBuilder) -> WasmResult<()> {

@@ -152,8 +152,6 @@ impl Extern {
 /// A function: exported by an instance, taken from a table or global, or defined by the host.
 #[derive(Clone)]
 pub struct Func {
-    /// The type, with concrete type references as canonical ids (comparable across modules).
-    pub(crate) ty: Arc<FuncType>,
     /// The canonical type id (see `types::canonical_ids`).
     pub(crate) type_id: u32,
     pub(crate) kind: FuncKind,
@@ -173,6 +171,9 @@ pub(crate) struct WasmFunc {
     pub funcref: *const VMFuncRef,
     /// The holding module's array trampoline for this type.
     pub array_trampoline: *const u8,
+    /// Index of the function's type in the owner's module (its type, read from there, costs
+    /// no reference count shared with other threads).
+    pub type_index: u32,
     /// The instance whose VM context holds `funcref` (its `home`); calls run on its stack.
     pub owner: Arc<InstanceInner>,
     /// `None` in an instance's own copy of its imports.
@@ -188,7 +189,7 @@ unsafe impl Sync for WasmFunc {}
 impl std::fmt::Debug for Func {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = if self.wasm().is_some() { "wasm" } else { "host" };
-        f.debug_struct("Func").field("kind", &kind).field("ty", &*self.ty).finish()
+        f.debug_struct("Func").field("kind", &kind).field("ty", self.ty()).finish()
     }
 }
 
@@ -207,7 +208,10 @@ impl Func {
     /// The function's type. Concrete references in it are canonical type ids, equal for
     /// equal types whichever module declared them.
     pub fn ty(&self) -> &FuncType {
-        &self.ty
+        match &self.kind {
+            FuncKind::Wasm(w) => &w.owner.module.inner.canonical_types[w.type_index as usize],
+            FuncKind::Host(h) => &h.ty,
+        }
     }
 
     /// The store a wasm function belongs to (`None` for a host function: it belongs to none).
@@ -244,11 +248,11 @@ impl Func {
         let t = *module.type_index_of_id.get(&type_id).expect("a funcref's type is a type of the module holding it");
         let root = store.root().expect("a store's values are read while one of its handles is alive");
         Func {
-            ty: module.canonical_types[t as usize].clone(),
             type_id,
             kind: FuncKind::Wasm(WasmFunc {
                 funcref,
                 array_trampoline: module.array_trampolines[t as usize],
+                type_index: t,
                 owner,
                 root: Some(root),
             }),
@@ -390,6 +394,8 @@ impl Memory {
     /// Copies `data` into the memory at `offset`.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), AccessError> {
         self.with_bytes(offset, data.len(), |base, shared| {
+            // SAFETY: the definition is kept alive by `home`; `with_bytes` checked the range.
+            unsafe { crate::dirty::mark(self.definition, offset as usize, data.len()) };
             if shared {
                 for (i, &byte) in data.iter().enumerate() {
                     // SAFETY: as in `read`.
@@ -423,6 +429,7 @@ impl Memory {
 /// Backing store of a host-owned memory: its own reservation, laid out like a slot's heap.
 struct HostMemory {
     _mmap: Mmap,
+    _map: Mmap,
     definition: Box<VMMemoryDefinition>,
 }
 
@@ -445,9 +452,15 @@ impl HostMemory {
         let mmap = Mmap::reserve((kiln_abi::HEAP_RESERVATION + kiln_abi::HEAP_GUARD) as usize)?;
         mmap.make_accessible(0, page_align(length as usize))?;
         let maximum = ty.maximum.map_or(cap, |m| m.saturating_mul(page).min(cap));
-        let definition =
-            Box::new(VMMemoryDefinition { base: mmap.as_ptr(), current_length: length, maximum_length: maximum });
-        Ok(HostMemory { _mmap: mmap, definition })
+        // Never reset (it is unmapped when dropped), but compiled code marks every memory.
+        let map = crate::dirty::reserve_map()?;
+        let definition = Box::new(VMMemoryDefinition {
+            base: mmap.as_ptr(),
+            current_length: length,
+            maximum_length: maximum,
+            dirty_bias: crate::dirty::bias(map.as_ptr(), mmap.as_ptr()),
+        });
+        Ok(HostMemory { _mmap: mmap, _map: map, definition })
     }
 }
 

@@ -24,6 +24,49 @@ pub struct Caller<'a> {
     instance: &'a InstanceInner,
 }
 
+/// A guest's unshared memory lent to a host function (see [`Caller::memory_bytes`]). Reads see
+/// all of it; writes go through [`Self::slice_mut`], which marks the pages it hands out as
+/// written, so that teardown resets exactly the pages the guest and the host wrote.
+pub struct GuestBytes<'a> {
+    bytes: &'a mut [u8],
+    /// The memory's definition, for marking; `None` for bytes no instance owns.
+    definition: Option<*const VMMemoryDefinition>,
+}
+
+impl<'a> GuestBytes<'a> {
+    /// Bytes that belong to no instance (for testing code written against guest memory):
+    /// nothing is tracked.
+    pub fn detached(bytes: &'a mut [u8]) -> GuestBytes<'a> {
+        GuestBytes { bytes, definition: None }
+    }
+
+    /// The memory's size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the memory is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The whole memory, for reading.
+    pub fn as_slice(&self) -> &[u8] {
+        self.bytes
+    }
+
+    /// The bytes in `range`, writable (`None` if the range is not inside the memory). Their
+    /// pages count as written.
+    pub fn slice_mut(&mut self, range: std::ops::Range<usize>) -> Option<&mut [u8]> {
+        let slice = self.bytes.get_mut(range.clone())?;
+        if let Some(definition) = self.definition {
+            // SAFETY: the caller's live definition (borrowed for `'a`); the range is inside it.
+            unsafe { crate::dirty::mark(definition, range.start, slice.len()) };
+        }
+        Some(slice)
+    }
+}
+
 /// Returned by a host function that stopped waiting because its store was interrupted (see
 /// [`Waiter`]): the guest traps with "deadline exceeded".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,7 +88,22 @@ impl Caller<'_> {
     /// The caller's unshared memory `index` as a byte slice (`None` if it has no such memory,
     /// or if it is shared: see [`Self::shared_memory`]). Exclusive for as long as the borrow
     /// lasts: the guest is paused in this call and only its store reaches an unshared memory.
+    ///
+    /// Since the host may write anywhere in the slice, the whole memory counts as written and
+    /// teardown resets all of it; [`Self::memory_bytes`] tracks writes page by page instead.
     pub fn memory(&mut self, index: u32) -> Option<&mut [u8]> {
+        let bytes = self.memory_bytes(index)?;
+        let len = bytes.bytes.len();
+        if let Some(definition) = bytes.definition {
+            // SAFETY: the caller's live definition; the range is the whole memory.
+            unsafe { crate::dirty::mark(definition, 0, len) };
+        }
+        Some(bytes.bytes)
+    }
+
+    /// The caller's unshared memory `index`, for reading whole and writing where needed (see
+    /// [`GuestBytes`]); `None` as for [`Self::memory`].
+    pub fn memory_bytes(&mut self, index: u32) -> Option<GuestBytes<'_>> {
         let (definition, shared) = self.memory_definition(index)?;
         if shared {
             return None;
@@ -53,15 +111,19 @@ impl Caller<'_> {
         // SAFETY: the memory is accessible up to its current length; the store runs only this
         // call and no other store can reach an unshared memory, and `&mut self` keeps the
         // slice unique on the host side.
-        Some(unsafe { std::slice::from_raw_parts_mut(definition.base, definition.current_length as usize) })
+        let bytes = unsafe { std::slice::from_raw_parts_mut(definition.base, definition.current_length as usize) };
+        Some(GuestBytes { bytes, definition: Some(definition) })
     }
 
     /// The caller's shared memory `index`, as atomic bytes (other threads may be using it).
+    /// The host may store anywhere in it, so the whole memory counts as written.
     pub fn shared_memory(&self, index: u32) -> Option<&[AtomicU8]> {
         let (definition, shared) = self.memory_definition(index)?;
         if !shared {
             return None;
         }
+        // SAFETY: the caller's live definition; the range is the memory's current size.
+        unsafe { crate::dirty::mark(definition, 0, definition.current_length as usize) };
         // SAFETY: accessible up to the current length, which only grows; `AtomicU8` has the
         // layout of `u8`, and every Rust access through this slice is atomic.
         Some(unsafe {
@@ -151,13 +213,13 @@ impl Func {
         let type_id = crate::types::canonical_id(&ty);
         let mut inner = Arc::new(HostFuncInner {
             vm: VMHostFuncContext { host_fn: host_call_shim as *const u8, data: std::ptr::null_mut() },
-            ty: ty.clone(),
+            ty,
             type_id,
             callback: Box::new(callback),
         });
         let self_ptr = Arc::as_ptr(&inner) as *mut u8;
         Arc::get_mut(&mut inner).expect("just created").vm.data = self_ptr;
-        Func { ty: Arc::new(ty), type_id, kind: FuncKind::Host(inner) }
+        Func { type_id, kind: FuncKind::Host(inner) }
     }
 }
 

@@ -18,6 +18,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod context;
+mod dirty;
 mod elf_check;
 mod externs;
 mod host;
@@ -35,7 +36,7 @@ mod types;
 mod values;
 
 pub use externs::{AccessError, Extern, Func, Global, Memory, Table};
-pub use host::{Caller, Interrupted, Waiter};
+pub use host::{Caller, GuestBytes, Interrupted, Waiter};
 pub use instance::{CallError, Instance, InstantiationError, TypedFunc, WasmParams, WasmResults, WasmTy};
 pub use kiln_abi::{FuncType, GlobalType, HeapType, ImportKind, MemoryType, RefType, TableType, TrapCode, ValType};
 pub use limits::{LimitError, StoreLimits};

@@ -138,13 +138,17 @@ unsafe extern "C" fn memory_grow(vmctx: *mut u8, index: u32, delta_pages: u64) -
 
 unsafe extern "C" fn memory_fill(vmctx: *mut u8, index: u32, dst: u64, value: u32, len: u64) {
     // SAFETY: called by compiled code with its own VM context.
-    let (base, size) = memory_bounds(unsafe { instance(vmctx) }, index);
+    let instance = unsafe { instance(vmctx) };
+    let (base, size) = memory_bounds(instance, index);
     if !in_bounds(dst, len, size) {
         // SAFETY: called by guest code; nothing owned on this frame.
         unsafe { trap(TrapCode::HeapOutOfBounds) }
     }
     // SAFETY: bounds checked against the accessible size.
-    unsafe { std::ptr::write_bytes(base.add(dst as usize), value as u8, len as usize) }
+    unsafe {
+        crate::dirty::mark(memory(instance, index), dst as usize, len as usize);
+        std::ptr::write_bytes(base.add(dst as usize), value as u8, len as usize)
+    }
 }
 
 unsafe extern "C" fn memory_copy(vmctx: *mut u8, dst_index: u32, src_index: u32, dst: u64, src: u64, len: u64) {
@@ -157,7 +161,10 @@ unsafe extern "C" fn memory_copy(vmctx: *mut u8, dst_index: u32, src_index: u32,
         unsafe { trap(TrapCode::HeapOutOfBounds) }
     }
     // SAFETY: both ranges checked; `copy` handles overlap.
-    unsafe { std::ptr::copy(src_base.add(src as usize), dst_base.add(dst as usize), len as usize) }
+    unsafe {
+        crate::dirty::mark(memory(instance, dst_index), dst as usize, len as usize);
+        std::ptr::copy(src_base.add(src as usize), dst_base.add(dst as usize), len as usize)
+    }
 }
 
 unsafe extern "C" fn memory_init(vmctx: *mut u8, index: u32, segment: u32, dst: u64, src: u32, len: u32) {
@@ -175,7 +182,10 @@ unsafe extern "C" fn memory_init(vmctx: *mut u8, index: u32, segment: u32, dst: 
         unsafe { trap(TrapCode::HeapOutOfBounds) }
     }
     // SAFETY: both ranges checked; a segment never overlaps a linear memory.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().add(src as usize), base.add(dst as usize), len as usize) }
+    unsafe {
+        crate::dirty::mark(memory(instance, index), dst as usize, len as usize);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr().add(src as usize), base.add(dst as usize), len as usize)
+    }
 }
 
 unsafe extern "C" fn data_drop(vmctx: *mut u8, segment: u32) {

@@ -670,3 +670,136 @@ fn region_configurations_are_checked() {
         .contains("reserve"));
     assert!(bad(RegionConfig { slots: usize::MAX, ..Default::default() }).contains("too many slots"));
 }
+
+/// Every way a tenant can write memory, one export each: `kind(addr)` writes at `addr` (of
+/// memory 0 unless it says otherwise), and the host functions write through the host API.
+const WRITER: &str = r#"
+(module
+  (import "host" "poke" (func $poke (param i32)))
+  (import "host" "poke_all" (func $poke_all (param i32)))
+  (memory (export "m0") 3 3)
+  (memory (export "m1") 1 1)
+  (data (memory 0) (i32.const 4090) "image across a page boundary")
+  (data (memory 1) (i32.const 8) "second memory")
+  (data $passive "passive segment")
+  (func (export "i32") (param i32) (i32.store (local.get 0) (i32.const 0x41414141)))
+  (func (export "i64") (param i32) (i64.store (local.get 0) (i64.const -1)))
+  (func (export "i32_8") (param i32) (i32.store8 (local.get 0) (i32.const 0x42)))
+  (func (export "i32_16") (param i32) (i32.store16 (local.get 0) (i32.const 0x4343)))
+  (func (export "i64_8") (param i32) (i64.store8 (local.get 0) (i64.const 0x44)))
+  (func (export "i64_16") (param i32) (i64.store16 (local.get 0) (i64.const 0x4545)))
+  (func (export "i64_32") (param i32) (i64.store32 (local.get 0) (i64.const 0x46464646)))
+  (func (export "f32") (param i32) (f32.store (local.get 0) (f32.const -1)))
+  (func (export "f64") (param i32) (f64.store (local.get 0) (f64.const -1)))
+  (func (export "v128") (param i32) (v128.store (local.get 0) (v128.const i64x2 -1 -1)))
+  (func (export "lane") (param i32) (v128.store64_lane 1 (local.get 0) (v128.const i64x2 0 -1)))
+  (func (export "offset") (param i32) (i32.store offset=70000 (local.get 0) (i32.const -1)))
+  (func (export "atomic") (param i32) (i32.atomic.store (local.get 0) (i32.const -1)))
+  (func (export "rmw") (param i32) (drop (i64.atomic.rmw.or (local.get 0) (i64.const -1))))
+  (func (export "cmpxchg") (param i32)
+    (drop (i32.atomic.rmw.cmpxchg (local.get 0) (i32.load (local.get 0)) (i32.const -1))))
+  (func (export "second") (param i32) (i64.store 1 (local.get 0) (i64.const -1)))
+  (func (export "fill") (param i32) (memory.fill (local.get 0) (i32.const 0x47) (i32.const 5000)))
+  (func (export "copy") (param i32) (memory.copy 1 0 (local.get 0) (i32.const 4090) (i32.const 28)))
+  (func (export "init") (param i32) (memory.init $passive (local.get 0) (i32.const 0) (i32.const 15)))
+  (func (export "host") (param i32) (call $poke (local.get 0)))
+  (func (export "host_all") (param i32) (call $poke_all (local.get 0))))
+"#;
+
+/// A module that writes into an imported memory: with a store and with an active data segment.
+const IMPORTER: &str = r#"
+(module
+  (import "writer" "m0" (memory 3 3))
+  (data (i32.const 12000) "written by the importer's segment")
+  (func (export "i32") (param i32) (i32.store (local.get 0) (i32.const -1))))
+"#;
+
+#[test]
+fn every_write_a_tenant_or_its_host_makes_is_undone_before_the_next_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = load(compile(dir.path(), "writer", WRITER)).unwrap();
+    let importer = load(compile(dir.path(), "importer", IMPORTER)).unwrap();
+    let poke = |all: bool| {
+        let ty = FuncType { params: vec![ValType::I32], results: vec![] };
+        Extern::Func(Func::new_host(ty, move |caller, args, _| {
+            let Val::I32(at) = args[0] else { unreachable!() };
+            let at = at as usize;
+            if all {
+                caller.memory(0).unwrap()[at..at + 4].copy_from_slice(b"HOST");
+            } else {
+                caller.memory_bytes(0).unwrap().slice_mut(at..at + 4).unwrap().copy_from_slice(b"host");
+            }
+            Ok(())
+        }))
+    };
+    let imports = [poke(false), poke(true)];
+    let memories = |instance: &Instance| {
+        ["m0", "m1"].map(|name| match instance.get_export(name) {
+            Some(Extern::Memory(m)) => m.read(0, m.size_bytes() as usize).unwrap(),
+            _ => panic!("{name} is not a memory"),
+        })
+    };
+    // Pages start at 0, 4096, 8192: an address just below a boundary makes the widest stores
+    // spill into the next page, whose own start must be restored too.
+    let writes: Vec<(&str, i32)> = [
+        ("i32", 0),
+        ("i32", 4094),
+        ("i64", 8188),
+        ("i32_8", 5000),
+        ("i32_16", 4095),
+        ("i64_8", 196607),
+        ("i64_16", 12287),
+        ("i64_32", 12286),
+        ("f32", 4093),
+        ("f64", 4091),
+        ("v128", 8191),
+        ("v128", 16),
+        ("lane", 4090),
+        ("offset", 100),
+        ("atomic", 4092),
+        ("rmw", 8184),
+        ("cmpxchg", 20000),
+        ("second", 4092),
+        ("fill", 4000),
+        ("copy", 60000),
+        ("init", 4089),
+        ("host", 4094),
+        ("host_all", 100000),
+    ]
+    .into();
+    // Reset with plain stores (everything fits), and by the kernel (nothing may stay resident).
+    for keep_resident in [64 * 1024, 0] {
+        let region = Region::new(RegionConfig { slots: 1, keep_resident, ..RegionConfig::default() }).unwrap();
+        let pristine = memories(&Instance::new(&region, &writer, &imports).unwrap());
+        assert_eq!(&pristine[0][4090..4118], b"image across a page boundary");
+        for &(kind, at) in &writes {
+            let tenant = Instance::new(&region, &writer, &imports).unwrap();
+            assert_same(&memories(&tenant), &pristine, &format!("keep_resident {keep_resident}, before {kind}({at})"));
+            tenant.call(kind, &[Val::I32(at)]).unwrap();
+            assert_ne!(memories(&tenant), pristine, "{kind}({at}) wrote nothing");
+        }
+        // The embedder's writes, and another instance's through an import.
+        let tenant = Instance::new(&region, &writer, &imports).unwrap();
+        assert_same(&memories(&tenant), &pristine, &format!("keep_resident {keep_resident}, after the wasm writes"));
+        let Some(Extern::Memory(m0)) = tenant.get_export("m0") else { panic!("m0 is not a memory") };
+        m0.write(50000, b"embedder").unwrap();
+        let other_region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() }).unwrap();
+        let guest = Instance::new_in_store(&other_region, &tenant.store(), &importer, &[Extern::Memory(m0)]).unwrap();
+        guest.call("i32", &[Val::I32(30000)]).unwrap();
+        assert_eq!(&memories(&tenant)[0][12000..12033], b"written by the importer's segment");
+        drop(guest);
+        drop(tenant);
+        let last = Instance::new(&region, &writer, &imports).unwrap();
+        assert_same(&memories(&last), &pristine, &format!("keep_resident {keep_resident}, after the host writes"));
+    }
+}
+
+/// Asserts that two sets of memory contents are equal, naming the first byte that differs.
+fn assert_same(memories: &[Vec<u8>], expected: &[Vec<u8>], context: &str) {
+    for (m, (got, want)) in memories.iter().zip(expected).enumerate() {
+        assert_eq!(got.len(), want.len(), "{context}: size of memory {m}");
+        if let Some(at) = got.iter().zip(want).position(|(a, b)| a != b) {
+            panic!("{context}: memory {m} differs at byte {at}: {} instead of {}", got[at], want[at]);
+        }
+    }
+}

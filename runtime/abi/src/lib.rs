@@ -27,7 +27,7 @@ pub use vmctx::*;
 
 /// Bumped whenever anything in this crate changes shape. The runtime refuses a `.so` whose
 /// header carries another version, before reading anything else from it.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// First eight bytes of the module header, so a foreign symbol of the same name is refused.
 pub const MODULE_MAGIC: [u8; 8] = *b"KILNMOD\0";

@@ -9,7 +9,7 @@
 //! +--------------------------+ type_ids
 //! | u32 per type index       |  canonical signature id, compared by call_indirect
 //! +--------------------------+ memories
-//! | VMMemoryImport per mem   |  heap base (never moves) + pointer to the owner's definition
+//! | VMMemoryImport per mem   |  heap base (never moves), dirty-map bias, owner's definition
 //! +--------------------------+ tables
 //! | *mut VMTableDefinition   |  one per table, own or imported
 //! +--------------------------+ globals
@@ -114,6 +114,24 @@ impl VMFuncRef {
     pub const SIZE: u32 = size_of::<VMFuncRef>() as u32;
 }
 
+/// Log2 of the granule a memory's dirty map tracks: one map byte per 4 KiB page.
+pub const DIRTY_PAGE_LOG2: u32 = 12;
+
+/// Bytes in a memory's dirty map: one per page of the reservation.
+pub const DIRTY_MAP_SIZE: u64 = crate::HEAP_RESERVATION >> DIRTY_PAGE_LOG2;
+
+/// The dirty-map byte of the page holding `address`, a byte of the memory whose definition
+/// carries `dirty_bias`: `dirty_bias + (address >> DIRTY_PAGE_LOG2)`, in wrapping arithmetic.
+///
+/// Compiled code marks a page after every store to it by writing 1 there (a store that spans
+/// two pages marks the first; whoever resets the memory also restores the first 15 bytes of
+/// the page after each dirty one). The runtime marks what host code writes, and teardown
+/// restores exactly the marked pages. With the map at `map` and the memory at `base` (4 KiB
+/// aligned), `dirty_bias = map - (base >> DIRTY_PAGE_LOG2)`.
+pub const fn dirty_map_entry(dirty_bias: usize, address: usize) -> usize {
+    dirty_bias.wrapping_add(address >> DIRTY_PAGE_LOG2)
+}
+
 /// A linear memory's state, owned by the instance that defines it.
 #[repr(C)]
 #[derive(Debug)]
@@ -124,6 +142,8 @@ pub struct VMMemoryDefinition {
     pub current_length: u64,
     /// Largest size in bytes `memory.grow` may reach (declared maximum, capped by the reservation).
     pub maximum_length: u64,
+    /// Where the memory's dirty map is, as a bias (see [`dirty_map_entry`]).
+    pub dirty_bias: usize,
 }
 
 impl VMMemoryDefinition {
@@ -131,6 +151,8 @@ impl VMMemoryDefinition {
     pub const BASE_OFFSET: u32 = offset_of!(VMMemoryDefinition, base) as u32;
     /// Offset of [`Self::current_length`].
     pub const CURRENT_LENGTH_OFFSET: u32 = offset_of!(VMMemoryDefinition, current_length) as u32;
+    /// Offset of [`Self::dirty_bias`].
+    pub const DIRTY_BIAS_OFFSET: u32 = offset_of!(VMMemoryDefinition, dirty_bias) as u32;
     /// Size in bytes.
     pub const SIZE: u32 = size_of::<VMMemoryDefinition>() as u32;
 }
@@ -143,6 +165,8 @@ pub struct VMMemoryImport {
     pub base: *mut u8,
     /// The owner's definition (for the current length, which can change).
     pub definition: *mut VMMemoryDefinition,
+    /// Copy of the definition's dirty-map bias, so marking a page needs one load.
+    pub dirty_bias: usize,
 }
 
 impl VMMemoryImport {
@@ -150,6 +174,8 @@ impl VMMemoryImport {
     pub const BASE_OFFSET: u32 = offset_of!(VMMemoryImport, base) as u32;
     /// Offset of [`Self::definition`].
     pub const DEFINITION_OFFSET: u32 = offset_of!(VMMemoryImport, definition) as u32;
+    /// Offset of [`Self::dirty_bias`].
+    pub const DIRTY_BIAS_OFFSET: u32 = offset_of!(VMMemoryImport, dirty_bias) as u32;
     /// Size in bytes.
     pub const SIZE: u32 = size_of::<VMMemoryImport>() as u32;
 }
@@ -327,8 +353,8 @@ mod tests {
     #[test]
     fn layout_sizes_are_what_the_compiler_assumes() {
         assert_eq!(VMFuncRef::SIZE, 32);
-        assert_eq!(VMMemoryImport::SIZE, 16);
-        assert_eq!(VMMemoryDefinition::SIZE, 24);
+        assert_eq!(VMMemoryImport::SIZE, 24);
+        assert_eq!(VMMemoryDefinition::SIZE, 32);
         assert_eq!(VMTableDefinition::SIZE, 24);
         assert_eq!(VMGlobalDefinition::SIZE, 16);
         assert_eq!(core::mem::align_of::<VMGlobalDefinition>(), 16);

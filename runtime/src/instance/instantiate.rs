@@ -2,6 +2,7 @@
 //! initialise memories, tables and globals, apply the segments, run the start function.
 
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use super::{Instance, InstanceInner};
 use crate::externs::{holds_references, Extern, FuncKind, TableStorage, MAX_TABLE_ELEMENTS};
 use crate::limits::{LimitError, StoreLimits};
 use crate::load::Module;
-use crate::region::{ImageSource, Region};
+use crate::region::{ImageSource, RegionInner};
 use crate::store::{Store, StoreBusy, StoreInner};
 use crate::traps::Trap;
 
@@ -90,7 +91,7 @@ fn table_matches(actual: &TableType, current: u64, declared: &TableType) -> bool
 }
 
 pub(super) fn instantiate(
-    region: &Region,
+    region: &RegionInner,
     store: &Store,
     module: &Module,
     imports: &[Extern],
@@ -101,11 +102,10 @@ pub(super) fn instantiate(
     if imports.len() != meta.imports.len() {
         return Err(InstantiationError::ImportCount { expected: meta.imports.len(), given: imports.len() });
     }
-    if offsets.size as usize > region.layout().vmctx_size {
+    if offsets.size as usize > region.layout.vmctx_size {
         return Err(InstantiationError::Unsupported(format!(
             "its VM context needs {} bytes, the region's slots hold {}",
-            offsets.size,
-            region.layout().vmctx_size
+            offsets.size, region.layout.vmctx_size
         )));
     }
     let limits = &store.root.inner.resource_limits;
@@ -225,10 +225,11 @@ pub(super) fn instantiate(
         }
     }
 
+    // A warm slot hands over the module handle it kept (see `FreeSlot::module`).
+    let module = slot.take_module().unwrap_or_else(|| module.clone());
     let inner = Arc::new(InstanceInner {
-        module: module.clone(),
+        module: ManuallyDrop::new(module),
         store: store.root.inner.clone(),
-        region: region.clone(),
         slot,
         vmctx,
         tables,
@@ -354,7 +355,11 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
                     write(
                         inner,
                         o.memory(memory),
-                        VMMemoryImport { base: (*mem.definition).base, definition: mem.definition },
+                        VMMemoryImport {
+                            base: (*mem.definition).base,
+                            definition: mem.definition,
+                            dirty_bias: (*mem.definition).dirty_bias,
+                        },
                     );
                     memory += 1;
                 }
@@ -395,7 +400,11 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
         let length = length as u64;
         let cap = inner.store.resource_limits.memory_size.min(kiln_abi::HEAP_RESERVATION);
         let maximum = ty.maximum.map_or(cap, |mx| mx.saturating_mul(page).min(cap));
-        let heap = if d == 0 { inner.slot.heap() } else { inner.slot.extra_heap(d - 1) };
+        let (heap, dirty_bias) = if d == 0 {
+            (inner.slot.heap(), inner.slot.heap_dirty_bias())
+        } else {
+            (inner.slot.extra_heap(d - 1), inner.slot.extra_heap_dirty_bias(d - 1))
+        };
         let index = meta.num_imported_memories + d as u32;
         let def_offset = o.defined_memory(d as u32);
         // SAFETY: see above.
@@ -403,9 +412,13 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
             write(
                 inner,
                 def_offset,
-                VMMemoryDefinition { base: heap, current_length: length, maximum_length: maximum },
+                VMMemoryDefinition { base: heap, current_length: length, maximum_length: maximum, dirty_bias },
             );
-            write(inner, o.memory(index), VMMemoryImport { base: heap, definition: inner.vm_field(def_offset) });
+            write(
+                inner,
+                o.memory(index),
+                VMMemoryImport { base: heap, definition: inner.vm_field(def_offset), dirty_bias },
+            );
         }
     }
 
@@ -503,6 +516,8 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
             }
             // SAFETY: bounds checked against the memory's current size.
             let dst = unsafe { def.base.add(start as usize) };
+            // SAFETY: a live definition; the range is checked above.
+            unsafe { crate::dirty::mark(def, start as usize, segment.bytes.len()) };
             if ty.shared {
                 // Other stores' threads may be using it: write as atomics do.
                 for (k, &byte) in segment.bytes.iter().enumerate() {

@@ -9,6 +9,7 @@ mod teardown;
 mod typed;
 
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -37,9 +38,10 @@ pub struct Instance {
 /// Everything an instance owns. Its address is stored in the VM context header, so libcalls
 /// and host functions can find it.
 pub(crate) struct InstanceInner {
-    pub module: Module,
+    /// Given back to the slot at teardown (hence not dropped with the rest).
+    pub module: ManuallyDrop<Module>,
     pub store: Arc<StoreInner>,
-    pub region: Region,
+    /// Its slot (which keeps the region alive).
     pub slot: Slot,
     pub vmctx: *mut u8,
     /// Storage of the module's own tables that did not fit in the slot's table area.
@@ -99,12 +101,12 @@ impl InstanceInner {
         let type_index = module.meta.func_types[index as usize] as usize;
         let funcref = self.vm_field::<kiln_abi::VMFuncRef>(module.offsets.func_ref(index));
         Func {
-            ty: module.canonical_types[type_index].clone(),
             // SAFETY: written at instantiation (imported ones carry the exporter's id).
             type_id: unsafe { (*funcref).type_id },
             kind: FuncKind::Wasm(WasmFunc {
                 funcref,
                 array_trampoline: module.array_trampolines[type_index],
+                type_index: type_index as u32,
                 owner: self.clone(),
                 root,
             }),
@@ -127,7 +129,7 @@ impl Instance {
         module: &Module,
         imports: &[Extern],
     ) -> Result<Instance, InstantiationError> {
-        instantiate::instantiate(region, store, module, imports)
+        instantiate::instantiate(region.inner(), store, module, imports)
     }
 
     /// The module it instantiates.
@@ -212,11 +214,11 @@ impl Instance {
         if Arc::strong_count(&self.inner) != 1 {
             return Err(InstantiationError::InUse);
         }
-        let region = self.inner.region.clone();
+        let region = self.inner.slot.region();
         let store = self.store();
         let module = self.inner.module.clone();
         let imports: Vec<Extern> = self.inner.imports.iter().map(|i| i.attached(&self.root)).collect();
         drop(self); // teardown: the slot goes back to the region
-        Instance::new_in_store(&region, &store, &module, &imports)
+        instantiate::instantiate(&region, &store, &module, &imports)
     }
 }

@@ -29,7 +29,7 @@ impl Func {
     /// Calls the function with `args`, returning its results. Every argument is checked
     /// against the parameter's exact type (and, for a function reference, its store).
     pub fn call(&self, args: &[Val]) -> Result<Vec<Val>, CallError> {
-        let ty = &self.ty;
+        let ty = self.ty();
         if args.len() != ty.params.len() {
             return Err(CallError::BadArguments(format!("expected {} arguments, got {}", ty.params.len(), args.len())));
         }

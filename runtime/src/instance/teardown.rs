@@ -3,6 +3,8 @@
 //! other VM context field are rewritten by the next instantiation; the stack is not
 //! addressable from wasm.
 
+use std::mem::ManuallyDrop;
+
 use kiln_abi::VMTableDefinition;
 
 use super::instantiate::TablePlacement;
@@ -35,6 +37,11 @@ impl Drop for InstanceInner {
             self.slot.retire();
         }
         self.store.remove_instance();
-        // `slot` is dropped after this, returning it to the free list (unless retired).
+        // SAFETY: `module` is never used again: this is the end of `drop`, and no other field's
+        // drop reads it.
+        let module = unsafe { ManuallyDrop::take(&mut self.module) };
+        self.slot.keep_module(module);
+        // `slot` is dropped after this, returning it to the free list (unless retired) with the
+        // module handle, so the module stays loaded while the slot is warm for it.
     }
 }

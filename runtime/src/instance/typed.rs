@@ -196,8 +196,8 @@ impl Func {
         let expected = FuncType { params: P::TYPES.to_vec(), results: R::TYPES.to_vec() };
         // The traits are sealed, but the unsafe calls below rely on this bound: check it anyway.
         assert!(P::TYPES.len() <= MAX_TYPED_VALUES && R::TYPES.len() <= MAX_TYPED_VALUES);
-        if expected != *self.ty {
-            return Err(CallError::BadArguments(format!("the function has type {:?}, not {expected:?}", self.ty)));
+        if expected != *self.ty() {
+            return Err(CallError::BadArguments(format!("the function has type {:?}, not {expected:?}", self.ty())));
         }
         if self.wasm().is_none() {
             return Err(CallError::BadArguments("host functions are called by the guest, not the host".into()));

@@ -4,7 +4,7 @@
 //! served the module it wants (or none at all).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use super::FreeSlot;
@@ -12,6 +12,8 @@ use super::FreeSlot;
 /// Free slots in per-thread shards.
 pub(crate) struct FreeList {
     shards: Box<[Shard]>,
+    /// Set when the region's last handle is gone: slots then leave the list for good.
+    closed: AtomicBool,
 }
 
 /// One shard, alone on its cache lines.
@@ -25,14 +27,27 @@ impl Shard {
 }
 
 impl FreeList {
-    /// A free list of `slots`, dealt out over `shards` shards (at least one). Within a shard,
-    /// the last slot is taken first.
-    pub fn new(slots: impl IntoIterator<Item = FreeSlot>, shards: usize) -> FreeList {
+    /// An empty free list of `shards` shards (at least one).
+    pub fn new(shards: usize) -> FreeList {
         let shards: Box<[Shard]> = (0..shards.max(1)).map(|_| Shard(Mutex::new(Vec::new()))).collect();
+        FreeList { shards, closed: AtomicBool::new(false) }
+    }
+
+    /// Deals `slots` out over the shards. Within a shard, the last slot is taken first.
+    pub fn deal(&self, slots: impl IntoIterator<Item = FreeSlot>) {
         for (i, slot) in slots.into_iter().enumerate() {
-            shards[i % shards.len()].lock().push(slot);
+            self.shards[i % self.shards.len()].lock().push(slot);
         }
-        FreeList { shards }
+    }
+
+    /// Closes the list: the free slots are dropped now (with the region references they
+    /// hold), and slots returned later are refused.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        for shard in self.shards.iter() {
+            let slots = std::mem::take(&mut *shard.lock());
+            drop(slots);
+        }
     }
 
     /// Number of free slots.
@@ -59,9 +74,18 @@ impl FreeList {
         std::iter::once(&self.shards[home]).chain(others()).find_map(|shard| shard.lock().pop())
     }
 
-    /// Returns a slot to the calling thread's home shard.
-    pub fn put(&self, slot: FreeSlot) {
-        self.shards[self.home()].lock().push(slot);
+    /// Returns a slot to the calling thread's home shard; once the list is closed, hands it
+    /// back (for the caller to drop, outside the lock).
+    #[must_use = "a refused slot must be dropped outside the lock"]
+    pub fn put(&self, slot: FreeSlot) -> Option<FreeSlot> {
+        let mut shard = self.shards[self.home()].lock();
+        // Read under the lock: `close` sets the flag before it empties each shard under its
+        // lock, so a slot pushed here is either dropped by `close` or refused.
+        if self.closed.load(Ordering::Relaxed) {
+            return Some(slot);
+        }
+        shard.push(slot);
+        None
     }
 
     /// The calling thread's home shard: threads are numbered in the order they first use a
@@ -84,15 +108,34 @@ impl FreeList {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
 
-    fn slot(index: usize, last_module: u64) -> FreeSlot {
-        FreeSlot { index, last_module, heap_state: Default::default(), extra_heaps: Vec::new() }
+    use super::*;
+    use crate::region::{Region, RegionConfig, RegionInner};
+
+    /// A region to own the test's slots (its own free list is not used).
+    fn region() -> (Region, Arc<RegionInner>) {
+        let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() }).unwrap();
+        let inner = region.inner_arc();
+        (region, inner)
+    }
+
+    fn slot(region: &Arc<RegionInner>, index: usize, last_module: u64) -> FreeSlot {
+        FreeSlot {
+            region: region.clone(),
+            index,
+            last_module,
+            heap_state: Default::default(),
+            extra_heaps: Vec::new(),
+            module: None,
+        }
     }
 
     #[test]
     fn slots_warm_for_the_module_come_first_from_any_shard() {
-        let list = FreeList::new((0..4).map(|i| slot(i, 10 + i as u64)), 3);
+        let (_handle, r) = region();
+        let list = FreeList::new(3);
+        list.deal((0..4).map(|i| slot(&r, i, 10 + i as u64)));
         assert_eq!(list.len(), 4);
         // Whichever shard is this thread's home, the slot that served module 12 is found.
         assert_eq!(list.take(12).unwrap().index, 2);
@@ -102,8 +145,8 @@ mod tests {
         assert_eq!(rest, [0, 1, 3]);
         assert_eq!(list.len(), 0);
         // A returned slot is the next one taken, for its module and for any other.
-        list.put(slot(3, 13));
-        list.put(slot(1, 11));
+        assert!(list.put(slot(&r, 3, 13)).is_none());
+        assert!(list.put(slot(&r, 1, 11)).is_none());
         assert_eq!(list.take(13).unwrap().index, 3);
         assert_eq!(list.take(42).unwrap().index, 1);
         assert!(list.take(42).is_none());
@@ -111,11 +154,26 @@ mod tests {
 
     #[test]
     fn another_thread_takes_what_this_one_returned() {
-        let list = FreeList::new([slot(0, 0)], 8);
+        let (_handle, r) = region();
+        let list = FreeList::new(8);
+        list.deal([slot(&r, 0, 0)]);
         let taken = list.take(5).unwrap();
-        list.put(slot(taken.index, 5));
+        assert!(list.put(slot(&r, taken.index, 5)).is_none());
         let list = &list;
         let stolen = std::thread::scope(|s| s.spawn(move || list.take(6).map(|s| s.index)).join().unwrap());
         assert_eq!(stolen, Some(0));
+    }
+
+    #[test]
+    fn a_closed_list_drops_its_slots_and_refuses_returns() {
+        let (_handle, r) = region();
+        let list = FreeList::new(2);
+        list.deal((0..3).map(|i| slot(&r, i, 0)));
+        let before = Arc::strong_count(&r);
+        list.close();
+        assert_eq!(Arc::strong_count(&r), before - 3);
+        assert_eq!(list.len(), 0);
+        assert!(list.put(slot(&r, 7, 0)).is_some());
+        assert_eq!(list.len(), 0);
     }
 }

@@ -2,11 +2,11 @@
 //!
 //! ```text
 //! one slot (repeated `slots` times, contiguous):
-//! +-----------------+-------------+-------+------------------+-------------------+------------+
-//! | VM context area | table area  | guard | guest stack      | heap (4 GiB)      | heap guard |
-//! | (RW, 1 MiB)     | (RW, 16MiB) | 64KiB | (RW, stack_size) | RW up to its size | (2 GiB)    |
-//! +-----------------+-------------+-------+------------------+-------------------+------------+
-//!                                         ^ stack limit = start + host reserve   ^ next slot
+//! +-----------------+-------------+-----------+-------+------------------+-------------------+------------+
+//! | VM context area | table area  | dirty map | guard | guest stack      | heap (4 GiB)      | heap guard |
+//! | (RW, 1 MiB)     | (RW, 16MiB) | (RW, 1MiB)| 64KiB | (RW, stack_size) | RW up to its size | (2 GiB)    |
+//! +-----------------+-------------+-----------+-------+------------------+-------------------+------------+
+//!                                                     ^ stack limit = start + host reserve   ^ next slot
 //! ```
 //!
 //! The VM context, table area and stack are read-write from the start (pages are committed
@@ -16,12 +16,12 @@
 //! by the slot (`ExtraHeap`) and wiped like the heap. A slot remembers which image it holds and
 //! how much is accessible, and the free list (`free.rs`: sharded per thread) prefers a slot that
 //! last served the same module, so instantiating a module again needs no system call.
-//! Teardown resets the first `keep_resident` bytes of each heap with plain stores (the image
-//! copied back, zeros after it), discards the pages beyond (image pages fall back to the image,
-//! the rest to zeros) and zeroes the used table elements: a warm slot's lifecycle enters the
-//! kernel only for memory beyond `keep_resident`. The VM context is rewritten whole by every
-//! instantiation and the guest cannot address the stack, so neither is wiped (wasm code cannot
-//! observe either).
+//! Teardown resets exactly the pages of each heap its dirty map marks (`crate::dirty`): with
+//! plain stores (the image copied back, or zeros) while the heap's resident pages fit in
+//! `keep_resident`, else by discarding their span; and it zeroes the used table elements. A warm
+//! slot's lifecycle enters the kernel only when a tenant writes more than that. The VM context
+//! is rewritten whole by every instantiation and the guest cannot address the stack, so neither
+//! is wiped (wasm code cannot observe either).
 
 mod free;
 mod slot;
@@ -44,13 +44,13 @@ pub struct RegionConfig {
     pub host_stack_reserve: usize,
     /// Largest VM context an instance may need (it grows with the module's function count).
     pub max_vmctx_size: usize,
-    /// Bytes at the start of each memory that teardown resets with plain stores (zeros, or the
-    /// heap image copied back) instead of returning them to the kernel. They stay resident
-    /// while the slot is free, so the next tenant of the same module neither makes a system
-    /// call nor takes a page fault on them; the rest of a larger memory is discarded with
-    /// `madvise`. Larger values trade resident memory per idle slot (up to this much per
-    /// memory) and a `memset` of this many bytes per teardown for fewer kernel entries.
-    /// Rounded up to the page size; 0 returns everything to the kernel.
+    /// Bytes of each memory that may stay resident while its slot is free. Teardown resets
+    /// the pages a tenant wrote (tracked exactly, wherever they are) with plain stores, and they
+    /// stay resident, as long as the memory's resident pages fit in this; the next tenant of
+    /// the same module then neither makes a system call nor takes a page fault on them. When a
+    /// tenant writes more, teardown returns the span of its written pages to the kernel with
+    /// one `madvise`. Larger values trade resident memory per idle slot for fewer kernel
+    /// entries. Rounded up to the page size; 0 returns every written page to the kernel.
     pub keep_resident: usize,
 }
 
@@ -80,9 +80,24 @@ pub enum RegionError {
 /// A set of reusable instance slots. Cheap to clone.
 #[derive(Clone)]
 pub struct Region {
-    pub(crate) inner: Arc<RegionInner>,
+    handle: Arc<RegionHandle>,
 }
 
+/// What the embedder's handles share: when the last goes, the region closes (see
+/// [`free::FreeList::close`]) and is unmapped once its last instance is gone.
+struct RegionHandle {
+    inner: Arc<RegionInner>,
+}
+
+impl Drop for RegionHandle {
+    fn drop(&mut self) {
+        self.inner.free.close();
+    }
+}
+
+/// The region itself. Every slot, free or taken, holds a reference to it, moved between the
+/// free list and the instance with the slot, so a lifecycle changes no reference count that
+/// other threads share; the free slots' references are dropped when the region closes.
 pub(crate) struct RegionInner {
     pub mmap: Mmap,
     pub layout: SlotLayout,
@@ -93,16 +108,22 @@ pub(crate) struct RegionInner {
 
 /// A free slot and what its heap holds.
 pub(crate) struct FreeSlot {
+    /// The region, kept alive by each of its slots.
+    pub region: Arc<RegionInner>,
     pub index: usize,
     /// The module whose instance last used the slot (0: none).
     pub last_module: u64,
     pub heap_state: slot::HeapState,
     pub extra_heaps: Vec<ExtraHeap>,
+    /// The module of `last_module`, kept loaded while the slot is warm for it: its next
+    /// instance takes this handle over instead of cloning one (no reference count shared
+    /// between threads changes on a warm lifecycle).
+    pub module: Option<crate::load::Module>,
 }
 
 impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Region").field("layout", &self.inner.layout).finish_non_exhaustive()
+        f.debug_struct("Region").field("layout", &self.handle.inner.layout).finish_non_exhaustive()
     }
 }
 
@@ -135,35 +156,52 @@ impl Region {
             let base = index * layout.slot_size;
             mmap.make_accessible(base + layout.vmctx_offset, layout.vmctx_size)?;
             mmap.make_accessible(base + layout.tables_offset, layout.tables_size)?;
+            mmap.make_accessible(base + layout.dirty_map_offset, crate::dirty::MAP_SIZE)?;
             mmap.make_accessible(base + layout.stack_offset, layout.stack_size)?;
         }
+        let shards = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_SHARDS);
+        let free = free::FreeList::new(shards);
+        let keep_resident = page_align(config.keep_resident);
+        let inner = Arc::new(RegionInner { mmap, layout, free, keep_resident });
         // Hand out low slots first (each shard is a LIFO list).
-        let slots = (0..config.slots).rev().map(|index| FreeSlot {
+        inner.free.deal((0..config.slots).rev().map(|index| FreeSlot {
+            region: inner.clone(),
             index,
             last_module: 0,
             heap_state: Default::default(),
             extra_heaps: Vec::new(),
-        });
-        let shards = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_SHARDS);
-        let free = free::FreeList::new(slots, shards);
-        let keep_resident = page_align(config.keep_resident);
-        Ok(Region { inner: Arc::new(RegionInner { mmap, layout, free, keep_resident }) })
+            module: None,
+        }));
+        Ok(Region { handle: Arc::new(RegionHandle { inner }) })
     }
 
     /// The per-slot layout.
     pub fn layout(&self) -> &SlotLayout {
-        &self.inner.layout
+        &self.handle.inner.layout
     }
 
     /// Number of slots not in use.
     pub fn free_slots(&self) -> usize {
-        self.inner.free.len()
+        self.handle.inner.free.len()
     }
 
+    /// The region itself.
+    pub(crate) fn inner(&self) -> &RegionInner {
+        &self.handle.inner
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner_arc(&self) -> Arc<RegionInner> {
+        self.handle.inner.clone()
+    }
+}
+
+impl RegionInner {
     /// Takes a free slot, if any, preferring one that last served `module_id`.
     pub(crate) fn take_slot(&self, module_id: u64) -> Option<Slot> {
-        let slot = self.inner.free.take(module_id)?;
-        Some(Slot::new(self.inner.clone(), slot.index, module_id, slot.heap_state, slot.extra_heaps))
+        let slot = self.free.take(module_id)?;
+        let module = slot.module.filter(|m| m.inner.id == module_id);
+        Some(Slot::new(slot.region, slot.index, module_id, slot.heap_state, slot.extra_heaps, module))
     }
 }
 
@@ -183,7 +221,8 @@ impl SlotLayout {
         let stack_guard = 64 * 1024;
         let stack_size = page_align(config.stack_size);
         let tables_size = TABLE_AREA_SIZE;
-        let stack_offset = vmctx_size + tables_size + stack_guard;
+        let dirty_map_offset = vmctx_size + tables_size;
+        let stack_offset = dirty_map_offset + crate::dirty::MAP_SIZE + stack_guard;
         let heap_offset = stack_offset + stack_size;
         let heap_reservation = kiln_abi_heap::RESERVATION;
         let heap_guard = kiln_abi_heap::GUARD;
@@ -192,6 +231,7 @@ impl SlotLayout {
             vmctx_size,
             tables_offset: vmctx_size,
             tables_size,
+            dirty_map_offset,
             stack_offset,
             stack_size,
             host_stack_reserve: page_align(config.host_stack_reserve),
@@ -208,4 +248,20 @@ pub(crate) mod kiln_abi_heap {
     pub const RESERVATION: usize = kiln_abi::HEAP_RESERVATION as usize;
     /// Inaccessible space after it.
     pub const GUARD: usize = kiln_abi::HEAP_GUARD as usize;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_outlives_its_last_handle_until_its_last_slot_comes_back() {
+        let region = Region::new(RegionConfig { slots: 3, ..RegionConfig::default() }).unwrap();
+        let weak = Arc::downgrade(&region.inner_arc());
+        let slot = region.inner().take_slot(1).unwrap();
+        drop(region);
+        assert!(weak.upgrade().is_some(), "a slot in use keeps the region mapped");
+        drop(slot);
+        assert!(weak.upgrade().is_none(), "the region is freed with its last slot");
+    }
 }

@@ -1,9 +1,11 @@
 //! One slot of a region: where an instance's VM context, tables, stack and heap live, and what
 //! the slot's heap currently holds (so a slot reused by the same module needs no remapping).
 
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use super::{kiln_abi_heap, RegionInner};
+use crate::dirty::{self, PageSet};
 use crate::sys::unix::mmap::{page_align, Mmap};
 
 /// Byte offsets within one slot (see the diagram in [`super`]).
@@ -17,6 +19,8 @@ pub struct SlotLayout {
     pub tables_offset: usize,
     /// Size of the table area.
     pub tables_size: usize,
+    /// Start of the heap's dirty map (see `crate::dirty`).
+    pub dirty_map_offset: usize,
     /// Start of the guest stack (lowest address).
     pub stack_offset: usize,
     /// Size of the guest stack.
@@ -45,12 +49,15 @@ pub(crate) struct ImageSource<'a> {
 }
 
 /// What a heap (the slot's own, or an extra one) holds between tenants.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct HeapState {
     /// The image mapped at the heap's start (see [`ImageSource::id`]), and its length.
     pub image: Option<((u64, u32), usize)>,
     /// Bytes from the heap's start that are readable and writable (the rest is inaccessible).
     pub accessible: usize,
+    /// Pages that resets restored with plain stores since the kernel last took them back:
+    /// resident while the slot is free, at most `keep_resident` bytes of them.
+    resident: PageSet,
 }
 
 impl HeapState {
@@ -71,7 +78,9 @@ impl HeapState {
                 // Put fresh, inaccessible anonymous memory back where the old image was.
                 mmap.make_inaccessible(offset, self.accessible)?;
                 mmap.map_anonymous_inaccessible(offset, old_len)?;
-                *self = HeapState::default();
+                self.resident.remove_range(0..old_len / dirty::PAGE);
+                self.image = None;
+                self.accessible = 0;
             }
             if let Some(image) = image {
                 // Accessible memory beyond the image stays as it is; the image replaces the start.
@@ -90,44 +99,89 @@ impl HeapState {
         Ok(())
     }
 
-    /// Resets the heap at `offset` in `mmap`, which the guest grew to `len` bytes (the libcall
-    /// made them accessible), for the next tenant: image pages return to the image's contents,
-    /// the rest to zeros. The first `keep_resident` bytes (page-aligned) are reset with plain stores (the
-    /// image's bytes, given as `image`, copied back; zeros after them) and stay resident, so
-    /// the next tenant of a warm slot neither enters the kernel nor faults on them; the rest is
-    /// returned to the kernel.
+    /// Resets the heap at `offset` in `mmap`, which the guest grew to `len` bytes, for the next
+    /// tenant: every page marked in its dirty map `map` returns to the image's contents (given
+    /// as `image`) or zeros, and the marks are cleared. Unmarked pages were not written since
+    /// the last reset, so they already hold that.
+    ///
+    /// Dirty pages are reset with plain stores, and then stay resident, while the heap's
+    /// resident pages fit in `keep_resident` bytes: the next tenant of a warm slot neither enters
+    /// the kernel nor faults on them. When they would not, the kernel takes back the span of
+    /// the dirty pages in one call (image pages fall back to the image, the rest to zeros).
     fn reset(
         &mut self,
         mmap: &Mmap,
         offset: usize,
+        map: *mut u8,
         len: usize,
         image: Option<ResetImage<'_>>,
         keep_resident: usize,
     ) -> std::io::Result<()> {
         // Clamped, defensively: `memory.grow` already keeps memories within the reservation.
         self.accessible = self.accessible.max(page_align(len.min(kiln_abi_heap::RESERVATION)));
-        let image_bytes = match (self.image, image) {
+        let pages = self.accessible / dirty::PAGE;
+        let image_bytes = match (&self.image, image) {
             (None, _) => Some(&[][..]),
-            (Some(held), Some(image)) if held == (image.id, image.bytes.len()) => Some(image.bytes),
+            (Some(held), Some(image)) if *held == (image.id, image.bytes.len()) => Some(image.bytes),
             // An image whose bytes we do not have: only the kernel can restore it.
             (Some(_), _) => None,
         };
-        let resident = match image_bytes {
-            Some(bytes) => {
-                let resident = keep_resident.min(self.accessible);
-                let copied = bytes.len().min(resident);
-                // SAFETY: `[offset, offset + resident)` is accessible heap of this slot, which no
+        // A first look, without clearing: how many dirty pages, where, and how many new to the
+        // resident set.
+        let (mut first, mut last, mut fresh) = (usize::MAX, 0, 0);
+        // SAFETY: `map` is this heap's map, which covers the reservation; the tenant is gone.
+        unsafe {
+            dirty::scan(map, pages, false, |page| {
+                first = first.min(page);
+                last = page;
+                fresh += usize::from(!self.resident.contains(page));
+            })
+        };
+        if first == usize::MAX {
+            return Ok(());
+        }
+        match image_bytes {
+            Some(bytes) if (self.resident.len() + fresh) * dirty::PAGE <= keep_resident => {
+                let base = mmap.range_ptr(offset, self.accessible);
+                let resident = &mut self.resident;
+                // SAFETY: as above; `base` is the heap, accessible up to `pages` pages, which no
                 // tenant uses any more; `bytes` is the image mapped there, so it does not overlap.
                 unsafe {
-                    let base = mmap.range_ptr(offset, resident);
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), base, copied);
-                    std::ptr::write_bytes(base.add(copied), 0, resident - copied);
-                }
-                resident
+                    dirty::scan(map, pages, true, |page| {
+                        restore(base, bytes, page * dirty::PAGE, dirty::PAGE);
+                        if page + 1 < pages {
+                            // A store that began at the end of this page may have spilled over.
+                            restore(base, bytes, (page + 1) * dirty::PAGE, dirty::SPILL);
+                        }
+                        resident.insert(page);
+                    })
+                };
+                Ok(())
             }
-            None => 0,
-        };
-        mmap.discard(offset + resident, self.accessible - resident)
+            _ => {
+                // SAFETY: as above.
+                unsafe { dirty::scan(map, pages, true, |_| {}) };
+                // The page after the last dirty one, for a store that spilled into it.
+                let end = (last + 2).min(pages);
+                self.resident.remove_range(first..end);
+                mmap.discard(offset + first * dirty::PAGE, (end - first) * dirty::PAGE)
+            }
+        }
+    }
+}
+
+/// Writes the heap image's bytes `[start, start + len)` (zeros beyond the image) at `base + start`.
+///
+/// # Safety
+/// `[base + start, base + start + len)` must be writable memory that `image` does not overlap.
+unsafe fn restore(base: *mut u8, image: &[u8], start: usize, len: usize) {
+    let copied = image.len().saturating_sub(start).min(len);
+    // SAFETY: the caller's range is writable; `image[start..start + copied]` is in bounds.
+    unsafe {
+        if copied > 0 {
+            std::ptr::copy_nonoverlapping(image.as_ptr().add(start), base.add(start), copied);
+        }
+        std::ptr::write_bytes(base.add(start + copied), 0, len - copied);
     }
 }
 
@@ -145,18 +199,23 @@ pub(crate) struct ResetImage<'a> {
 /// nothing; teardown resets it the same way.
 pub(crate) struct ExtraHeap {
     mmap: Mmap,
+    /// Its dirty map.
+    map: Mmap,
     state: HeapState,
 }
 
 /// A slot taken from a region; returned to the free list on drop (with its heap state and
 /// extra heaps). Whoever held it must have reset its contents first (see `instance::teardown`).
 pub(crate) struct Slot {
-    pub region: Arc<RegionInner>,
+    /// Moved back into the free list with the slot (see `FreeSlot::region`).
+    pub region: ManuallyDrop<Arc<RegionInner>>,
     pub index: usize,
     /// The module whose instance holds the slot.
     module_id: u64,
     pub heap_state: HeapState,
     extra_heaps: Vec<ExtraHeap>,
+    /// The handle of the module it serves, while no instance holds it (see `FreeSlot::module`).
+    module: Option<crate::load::Module>,
     retired: bool,
 }
 
@@ -167,13 +226,30 @@ impl Slot {
         module_id: u64,
         heap_state: HeapState,
         extra_heaps: Vec<ExtraHeap>,
+        module: Option<crate::load::Module>,
     ) -> Slot {
-        Slot { region, index, module_id, heap_state, extra_heaps, retired: false }
+        Slot { region: ManuallyDrop::new(region), index, module_id, heap_state, extra_heaps, module, retired: false }
+    }
+
+    /// The handle of the module the slot serves that it kept while free, if any (its instance
+    /// holds it until teardown, which gives it back with [`Self::keep_module`]).
+    pub fn take_module(&mut self) -> Option<crate::load::Module> {
+        self.module.take()
+    }
+
+    /// Keeps the handle of the module the slot serves, for its next instance.
+    pub fn keep_module(&mut self, module: crate::load::Module) {
+        self.module = Some(module);
     }
 
     /// Keeps the slot out of the free list for good (its contents could not be reset).
     pub fn retire(&mut self) {
         self.retired = true;
+    }
+
+    /// The slot's region.
+    pub fn region(&self) -> Arc<RegionInner> {
+        Arc::clone(&self.region)
     }
 
     fn base_offset(&self) -> usize {
@@ -212,6 +288,11 @@ impl Slot {
         self.at(self.region.layout.heap_offset)
     }
 
+    /// The dirty-map bias of the slot's heap (see `crate::dirty`).
+    pub fn heap_dirty_bias(&self) -> usize {
+        dirty::bias(self.at(self.region.layout.dirty_map_offset), self.heap())
+    }
+
     /// Prepares the slot's heap (own memory 0) for a memory of `len` bytes starting with
     /// `image` (see [`HeapState::prepare`]).
     pub fn prepare_heap(&mut self, image: Option<&ImageSource<'_>>, len: usize) -> std::io::Result<()> {
@@ -223,7 +304,8 @@ impl Slot {
     /// `image`, for the next tenant.
     pub fn reset_heap(&mut self, len: usize, image: Option<ResetImage<'_>>) -> std::io::Result<()> {
         let offset = self.base_offset() + self.region.layout.heap_offset;
-        self.heap_state.reset(&self.region.mmap, offset, len, image, self.region.keep_resident)
+        let map = self.at(self.region.layout.dirty_map_offset);
+        self.heap_state.reset(&self.region.mmap, offset, map, len, image, self.region.keep_resident)
     }
 
     /// Prepares extra heap `i` (own memory `i + 1`; reserved on first use) like the slot's
@@ -236,7 +318,8 @@ impl Slot {
     ) -> std::io::Result<*mut u8> {
         while self.extra_heaps.len() <= i {
             let mmap = Mmap::reserve(kiln_abi_heap::RESERVATION + kiln_abi_heap::GUARD)?;
-            self.extra_heaps.push(ExtraHeap { mmap, state: HeapState::default() });
+            let map = dirty::reserve_map()?;
+            self.extra_heaps.push(ExtraHeap { mmap, map, state: HeapState::default() });
         }
         let heap = &mut self.extra_heaps[i];
         heap.state.prepare(&heap.mmap, 0, image, len)?;
@@ -248,12 +331,18 @@ impl Slot {
         self.extra_heaps[i].mmap.as_ptr()
     }
 
+    /// The dirty-map bias of extra heap `i` (prepared at instantiation).
+    pub fn extra_heap_dirty_bias(&self, i: usize) -> usize {
+        let heap = &self.extra_heaps[i];
+        dirty::bias(heap.map.as_ptr(), heap.mmap.as_ptr())
+    }
+
     /// Resets extra heap `i`, which the guest grew to `len` bytes and which started with
     /// `image`, for the next tenant.
     pub fn reset_extra_heap(&mut self, i: usize, len: usize, image: Option<ResetImage<'_>>) -> std::io::Result<()> {
         let keep_resident = self.region.keep_resident;
         let Some(heap) = self.extra_heaps.get_mut(i) else { return Ok(()) };
-        heap.state.reset(&heap.mmap, 0, len, image, keep_resident)
+        heap.state.reset(&heap.mmap, 0, heap.map.as_ptr(), len, image, keep_resident)
     }
 
     /// Zeroes the first `elements` elements of the table area from `start`.
@@ -277,16 +366,25 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        // SAFETY: `region` is not used after this.
+        let region = unsafe { ManuallyDrop::take(&mut self.region) };
         if self.retired {
             return;
         }
-        let extra_heaps = std::mem::take(&mut self.extra_heaps);
+        let list: *const super::free::FreeList = &region.free;
         let free = super::FreeSlot {
+            region,
             index: self.index,
             last_module: self.module_id,
-            heap_state: self.heap_state,
-            extra_heaps,
+            heap_state: std::mem::take(&mut self.heap_state),
+            extra_heaps: std::mem::take(&mut self.extra_heaps),
+            module: self.module.take(),
         };
-        self.region.free.put(free);
+        // SAFETY: the list lives in the region, which `free` keeps alive until `put` has
+        // stored it or handed it back.
+        let refused = unsafe { (*list).put(free) };
+        // A closed region's slot is dropped here, outside the shard's lock; the last one takes
+        // the region with it.
+        drop(refused);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use kiln_runtime::{Caller, Func, FuncType, HostError, Val, ValType, Waiter};
+use kiln_runtime::{Caller, Func, FuncType, GuestBytes, HostError, Val, ValType, Waiter};
 
 use crate::memory::GuestMemory;
 use crate::table::Handle;
@@ -132,7 +132,8 @@ pub(crate) fn host_func(name: &str, ty: &FuncType, ctx: Arc<Mutex<WasiCtx>>) -> 
         let mut ctx = ctx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let waiter = caller.waiter();
         let mut empty = [];
-        let mut memory = GuestMemory::new(caller.memory(0).unwrap_or(&mut empty));
+        let bytes = caller.memory_bytes(0).unwrap_or_else(|| GuestBytes::detached(&mut empty));
+        let mut memory = GuestMemory::new(bytes);
         let errno = match body(&mut ctx, &mut memory, &Args { values: args, waiter: Some(&waiter) }) {
             Ok(()) => Errno::Success,
             Err(Fail::Errno(e)) => e,

@@ -5,6 +5,8 @@
 //! `errno::fault` and never reaches host memory. Reads and writes are little-endian and need
 //! no alignment.
 
+use kiln_runtime::GuestBytes;
+
 use crate::types::{Errno, WasiResult};
 
 /// The most one read or write moves through a host buffer. Overlapping iovecs could otherwise
@@ -21,7 +23,7 @@ pub const PATH_MAX: u32 = 4096;
 
 /// The calling instance's memory 0.
 pub struct GuestMemory<'a> {
-    bytes: &'a mut [u8],
+    bytes: GuestBytes<'a>,
 }
 
 /// One `iovec`/`ciovec`: a guest buffer's offset and length.
@@ -34,8 +36,8 @@ pub struct IoVec {
 }
 
 impl<'a> GuestMemory<'a> {
-    /// Wraps a memory's bytes.
-    pub fn new(bytes: &'a mut [u8]) -> GuestMemory<'a> {
+    /// Wraps a memory's bytes (writes are marked for teardown through [`GuestBytes`]).
+    pub fn new(bytes: GuestBytes<'a>) -> GuestMemory<'a> {
         GuestMemory { bytes }
     }
 
@@ -51,13 +53,13 @@ impl<'a> GuestMemory<'a> {
     /// The guest bytes `[ptr, ptr + len)`.
     pub fn slice(&self, ptr: u32, len: u32) -> WasiResult<&[u8]> {
         let range = self.range(ptr, len)?;
-        Ok(&self.bytes[range])
+        Ok(&self.bytes.as_slice()[range])
     }
 
     /// The guest bytes `[ptr, ptr + len)`, writable.
     pub fn slice_mut(&mut self, ptr: u32, len: u32) -> WasiResult<&mut [u8]> {
         let range = self.range(ptr, len)?;
-        Ok(&mut self.bytes[range])
+        self.bytes.slice_mut(range).ok_or(Errno::Fault)
     }
 
     fn read<const N: usize>(&self, ptr: u32) -> WasiResult<[u8; N]> {
@@ -188,7 +190,7 @@ mod tests {
     #[test]
     fn out_of_bounds_is_fault() {
         let mut bytes = vec![0u8; 16];
-        let mut mem = GuestMemory::new(&mut bytes);
+        let mut mem = GuestMemory::new(GuestBytes::detached(&mut bytes));
         assert_eq!(mem.read_u32(13), Err(Errno::Fault));
         assert_eq!(mem.read_u32(12), Ok(0));
         assert_eq!(mem.write_u64(9, 1), Err(Errno::Fault));
@@ -202,7 +204,7 @@ mod tests {
         let mut bytes = vec![0u8; 64];
         bytes[0..4].copy_from_slice(&32u32.to_le_bytes());
         bytes[4..8].copy_from_slice(&40u32.to_le_bytes()); // 32 + 40 > 64
-        let mem = GuestMemory::new(&mut bytes);
+        let mem = GuestMemory::new(GuestBytes::detached(&mut bytes));
         assert_eq!(mem.iovecs(0, 1).map(|v| v.len()), Err(Errno::Fault));
         assert_eq!(mem.iovecs(60, 1).map(|v| v.len()), Err(Errno::Fault));
         assert_eq!(mem.iovecs(0, u32::MAX).map(|v| v.len()), Err(Errno::Inval));
@@ -212,7 +214,7 @@ mod tests {
     fn guest_counts_and_lengths_are_capped() {
         // 0x1fffe000 zero-length iovecs once made the host allocate 4 GiB.
         let mut bytes = vec![0u8; 64];
-        let mem = GuestMemory::new(&mut bytes);
+        let mem = GuestMemory::new(GuestBytes::detached(&mut bytes));
         assert_eq!(mem.iovecs(0, 0x1fff_e000).map(|v| v.len()), Err(Errno::Inval));
         assert_eq!(mem.iovecs(0, IOV_MAX + 1).map(|v| v.len()), Err(Errno::Inval));
         assert_eq!(mem.path(0, PATH_MAX + 1), Err(Errno::NameTooLong));
@@ -222,7 +224,7 @@ mod tests {
     #[test]
     fn transfers_are_capped() {
         let mut bytes = vec![7u8; MAX_TRANSFER + 64];
-        let mem = GuestMemory::new(&mut bytes);
+        let mem = GuestMemory::new(GuestBytes::detached(&mut bytes));
         // Two iovecs over the same large buffer: the copy stops at the cap.
         let iovs = [IoVec { ptr: 0, len: MAX_TRANSFER as u32 }, IoVec { ptr: 0, len: MAX_TRANSFER as u32 }];
         assert_eq!(mem.gather(&iovs).unwrap().len(), MAX_TRANSFER);

@@ -5,7 +5,7 @@
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use kiln_runtime::Val;
+use kiln_runtime::{GuestBytes, Val};
 
 use crate::funcs::{Args, Fail, FUNCS};
 use crate::memory::GuestMemory;
@@ -34,7 +34,7 @@ impl Guest {
     /// Calls the preview1 function `name`; returns its errno.
     fn call(&mut self, name: &str, args: &[Val]) -> Errno {
         let (_, _, body) = FUNCS.iter().find(|(n, _, _)| *n == name).expect("known function");
-        let mut mem = GuestMemory::new(&mut self.mem);
+        let mut mem = GuestMemory::new(GuestBytes::detached(&mut self.mem));
         match body(&mut self.ctx, &mut mem, &Args { values: args, waiter: None }) {
             Ok(()) => Errno::Success,
             Err(Fail::Errno(e)) => e,
@@ -338,7 +338,7 @@ fn proc_exit_and_proc_raise_end_the_program_with_a_status() {
     let mut g = Guest::new(&root.path().join("sandbox"));
     let (_, _, exit) = FUNCS.iter().find(|(n, _, _)| *n == "proc_exit").unwrap();
     let (_, _, raise) = FUNCS.iter().find(|(n, _, _)| *n == "proc_raise").unwrap();
-    let mut mem = GuestMemory::new(&mut g.mem);
+    let mut mem = GuestMemory::new(GuestBytes::detached(&mut g.mem));
     let status = |outcome: Result<(), Fail>| match outcome {
         Err(Fail::Trap(err)) => crate::exit_status(Err(kiln_runtime::CallError::Trap(kiln_runtime::Trap::Host(err))))
             .map_err(|e| e.to_string()),
