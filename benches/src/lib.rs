@@ -99,6 +99,23 @@ pub fn deep_lifecycle_wasm() -> Vec<u8> {
     .expect("valid text")
 }
 
+/// A lifecycle workload that writes more than a warm slot keeps resident: `run(trap)` fills
+/// 256 KiB of its 8-page memory (so teardown returns memory to the kernel), then traps like
+/// [`lifecycle_wasm`].
+pub fn dirty_lifecycle_wasm() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+             (memory 8)
+             (global $calls (mut i32) (i32.const 0))
+             (func (export "run") (param $trap i32) (result i32)
+               (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+               (memory.fill (i32.const 0) (global.get $calls) (i32.const 0x40000))
+               (if (local.get $trap) (then unreachable))
+               (i32.load (i32.const 1024))))"#,
+    )
+    .expect("valid text")
+}
+
 /// Store-heavy kernels over one 64 KiB page, for what per-store work costs: `stores(n)` writes
 /// `n` words round the page; `sieve(n)` runs the sieve of Eratosthenes over `n` bytes (at most
 /// 65536) and counts the primes.

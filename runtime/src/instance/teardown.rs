@@ -26,10 +26,10 @@ impl Drop for InstanceInner {
             }
         }
         let module = &self.module.inner;
-        result = result.and(self.slot.reset_heap(heap_len, module.reset_image(0)));
+        self.slot.reset_heap(heap_len, module.reset_image(0));
         for d in 1..self.own_memory_count() {
             let len = self.own_memory_len(d);
-            result = result.and(self.slot.reset_extra_heap(d as usize - 1, len, module.reset_image(d)));
+            self.slot.reset_extra_heap(d as usize - 1, len, module.reset_image(d));
         }
         if let Err(err) = result {
             // A slot we cannot wipe must never be handed out again.

@@ -18,7 +18,8 @@
 //! last served the same module, so instantiating a module again needs no system call.
 //! Teardown resets exactly the pages of each heap its dirty map marks (`crate::dirty`): with
 //! plain stores (the image copied back, or zeros) while the heap's resident pages fit in
-//! `keep_resident`, else by discarding their span; and it zeroes the used table elements. A warm
+//! `keep_resident`, else by discarding their span (batched over slots, see `free.rs`); and it
+//! zeroes the used table elements. A warm
 //! slot's lifecycle enters the kernel only when a tenant writes more than that. The VM context
 //! is rewritten whole by every instantiation and the guest cannot address the stack, so neither
 //! is wiped (wasm code cannot observe either).
@@ -119,6 +120,8 @@ pub(crate) struct FreeSlot {
     /// instance takes this handle over instead of cloning one (no reference count shared
     /// between threads changes on a warm lifecycle).
     pub module: Option<crate::load::Module>,
+    /// Ranges (address, length) of its heaps to discard before the slot is reused.
+    pub discards: Vec<(usize, usize)>,
 }
 
 impl std::fmt::Debug for Region {
@@ -171,6 +174,7 @@ impl Region {
             heap_state: Default::default(),
             extra_heaps: Vec::new(),
             module: None,
+            discards: Vec::new(),
         }));
         Ok(Region { handle: Arc::new(RegionHandle { inner }) })
     }

@@ -104,10 +104,12 @@ impl HeapState {
     /// as `image`) or zeros, and the marks are cleared. Unmarked pages were not written since
     /// the last reset, so they already hold that.
     ///
-    /// Dirty pages are reset with plain stores, and then stay resident, while the heap's
-    /// resident pages fit in `keep_resident` bytes: the next tenant of a warm slot neither enters
-    /// the kernel nor faults on them. When they would not, the kernel takes back the span of
-    /// the dirty pages in one call (image pages fall back to the image, the rest to zeros).
+    /// A dirty page is reset with plain stores, and then stays resident, if it already was or
+    /// if the heap's resident pages still fit in `keep_resident` bytes: the next tenant of a
+    /// warm slot neither enters the kernel nor faults on it. The other dirty pages are pushed
+    /// onto `discards` as runs (address, length) for the kernel to take back before the slot is
+    /// reused (image pages fall back to the image, the rest to zeros).
+    #[allow(clippy::too_many_arguments)]
     fn reset(
         &mut self,
         mmap: &Mmap,
@@ -116,7 +118,8 @@ impl HeapState {
         len: usize,
         image: Option<ResetImage<'_>>,
         keep_resident: usize,
-    ) -> std::io::Result<()> {
+        discards: &mut Vec<(usize, usize)>,
+    ) {
         // Clamped, defensively: `memory.grow` already keeps memories within the reservation.
         self.accessible = self.accessible.max(page_align(len.min(kiln_abi_heap::RESERVATION)));
         let pages = self.accessible / dirty::PAGE;
@@ -126,48 +129,58 @@ impl HeapState {
             // An image whose bytes we do not have: only the kernel can restore it.
             (Some(_), _) => None,
         };
-        // A first look, without clearing: how many dirty pages, where, and how many new to the
-        // resident set.
-        let (mut first, mut last, mut fresh) = (usize::MAX, 0, 0);
-        // SAFETY: `map` is this heap's map, which covers the reservation; the tenant is gone.
+        let base = mmap.range_ptr(offset, self.accessible);
+        let budget = keep_resident / dirty::PAGE;
+        let resident = &mut self.resident;
+        // Runs of pages to discard, as [first, end) page numbers.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        // SAFETY: `map` is this heap's map, which covers the reservation; `base` is the heap,
+        // accessible up to `pages` pages, which no tenant uses any more; `bytes` is the image
+        // mapped there, so it does not overlap.
         unsafe {
-            dirty::scan(map, pages, false, |page| {
-                first = first.min(page);
-                last = page;
-                fresh += usize::from(!self.resident.contains(page));
+            dirty::scan(map, pages, true, |page| match image_bytes {
+                Some(bytes) if resident.contains(page) || resident.len() < budget => {
+                    restore(base, bytes, page * dirty::PAGE, dirty::PAGE);
+                    resident.insert(page);
+                    // A store that began at the end of this page may have spilled over:
+                    // restore the next page's first bytes, but only if they changed, so
+                    // that a page nobody wrote is not made resident. (Not counted as
+                    // resident: unless the next page is dirty too, and then its own turn
+                    // counts it, only a store spanning the two makes it so.)
+                    let next = (page + 1) * dirty::PAGE;
+                    if page + 1 < pages && !holds(base, bytes, next, dirty::SPILL) {
+                        restore(base, bytes, next, dirty::SPILL);
+                    }
+                }
+                _ => {
+                    // With the page after it, for a store that spilled into it.
+                    let end = (page + 2).min(pages);
+                    resident.remove_range(page..end);
+                    match runs.last_mut() {
+                        Some(run) if run.1 >= page => run.1 = end,
+                        _ => runs.push((page, end)),
+                    }
+                }
             })
         };
-        if first == usize::MAX {
-            return Ok(());
-        }
-        match image_bytes {
-            Some(bytes) if (self.resident.len() + fresh) * dirty::PAGE <= keep_resident => {
-                let base = mmap.range_ptr(offset, self.accessible);
-                let resident = &mut self.resident;
-                // SAFETY: as above; `base` is the heap, accessible up to `pages` pages, which no
-                // tenant uses any more; `bytes` is the image mapped there, so it does not overlap.
-                unsafe {
-                    dirty::scan(map, pages, true, |page| {
-                        restore(base, bytes, page * dirty::PAGE, dirty::PAGE);
-                        if page + 1 < pages {
-                            // A store that began at the end of this page may have spilled over.
-                            restore(base, bytes, (page + 1) * dirty::PAGE, dirty::SPILL);
-                        }
-                        resident.insert(page);
-                    })
-                };
-                Ok(())
-            }
-            _ => {
-                // SAFETY: as above.
-                unsafe { dirty::scan(map, pages, true, |_| {}) };
-                // The page after the last dirty one, for a store that spilled into it.
-                let end = (last + 2).min(pages);
-                self.resident.remove_range(first..end);
-                mmap.discard(offset + first * dirty::PAGE, (end - first) * dirty::PAGE)
-            }
-        }
+        discards.extend(runs.into_iter().map(|(first, end)| {
+            // SAFETY: inside the heap's accessible pages (`end <= pages`).
+            (unsafe { base.add(first * dirty::PAGE) } as usize, (end - first) * dirty::PAGE)
+        }));
     }
+}
+
+/// Whether `[base + start, base + start + len)` holds the heap image's bytes there (zeros
+/// beyond the image).
+///
+/// # Safety
+/// The range must be readable memory that no one writes meanwhile.
+unsafe fn holds(base: *const u8, image: &[u8], start: usize, len: usize) -> bool {
+    // SAFETY: readable, per the caller.
+    let current = unsafe { std::slice::from_raw_parts(base.add(start), len) };
+    let expected = image.get(start..).unwrap_or(&[]);
+    let copied = expected.len().min(len);
+    current[..copied] == expected[..copied] && current[copied..].iter().all(|&b| b == 0)
 }
 
 /// Writes the heap image's bytes `[start, start + len)` (zeros beyond the image) at `base + start`.
@@ -216,6 +229,8 @@ pub(crate) struct Slot {
     extra_heaps: Vec<ExtraHeap>,
     /// The handle of the module it serves, while no instance holds it (see `FreeSlot::module`).
     module: Option<crate::load::Module>,
+    /// Ranges (address, length) of its heaps that resets left for the kernel to discard.
+    discards: Vec<(usize, usize)>,
     retired: bool,
 }
 
@@ -228,7 +243,16 @@ impl Slot {
         extra_heaps: Vec<ExtraHeap>,
         module: Option<crate::load::Module>,
     ) -> Slot {
-        Slot { region: ManuallyDrop::new(region), index, module_id, heap_state, extra_heaps, module, retired: false }
+        Slot {
+            region: ManuallyDrop::new(region),
+            index,
+            module_id,
+            heap_state,
+            extra_heaps,
+            module,
+            discards: Vec::new(),
+            retired: false,
+        }
     }
 
     /// The handle of the module the slot serves that it kept while free, if any (its instance
@@ -301,11 +325,13 @@ impl Slot {
     }
 
     /// Resets the slot's heap, which the guest grew to `len` bytes and which started with
-    /// `image`, for the next tenant.
-    pub fn reset_heap(&mut self, len: usize, image: Option<ResetImage<'_>>) -> std::io::Result<()> {
+    /// `image`, for the next tenant (what is left for the kernel is discarded before the slot
+    /// is reused: see `FreeList::put`).
+    pub fn reset_heap(&mut self, len: usize, image: Option<ResetImage<'_>>) {
         let offset = self.base_offset() + self.region.layout.heap_offset;
         let map = self.at(self.region.layout.dirty_map_offset);
-        self.heap_state.reset(&self.region.mmap, offset, map, len, image, self.region.keep_resident)
+        let keep_resident = self.region.keep_resident;
+        self.heap_state.reset(&self.region.mmap, offset, map, len, image, keep_resident, &mut self.discards);
     }
 
     /// Prepares extra heap `i` (own memory `i + 1`; reserved on first use) like the slot's
@@ -339,10 +365,10 @@ impl Slot {
 
     /// Resets extra heap `i`, which the guest grew to `len` bytes and which started with
     /// `image`, for the next tenant.
-    pub fn reset_extra_heap(&mut self, i: usize, len: usize, image: Option<ResetImage<'_>>) -> std::io::Result<()> {
+    pub fn reset_extra_heap(&mut self, i: usize, len: usize, image: Option<ResetImage<'_>>) {
         let keep_resident = self.region.keep_resident;
-        let Some(heap) = self.extra_heaps.get_mut(i) else { return Ok(()) };
-        heap.state.reset(&heap.mmap, 0, heap.map.as_ptr(), len, image, keep_resident)
+        let Some(heap) = self.extra_heaps.get_mut(i) else { return };
+        heap.state.reset(&heap.mmap, 0, heap.map.as_ptr(), len, image, keep_resident, &mut self.discards);
     }
 
     /// Zeroes the first `elements` elements of the table area from `start`.
@@ -379,6 +405,7 @@ impl Drop for Slot {
             heap_state: std::mem::take(&mut self.heap_state),
             extra_heaps: std::mem::take(&mut self.extra_heaps),
             module: self.module.take(),
+            discards: std::mem::take(&mut self.discards),
         };
         // SAFETY: the list lives in the region, which `free` keeps alive until `put` has
         // stored it or handed it back.
