@@ -62,21 +62,27 @@ pub fn compute_wasm() -> Vec<u8> {
     .expect("valid text")
 }
 
-/// The per-request workload of the lifecycle throughput benchmarks: one memory page and a
-/// global; `run(trap)` counts in the global, reads and dirties a word of memory, and traps
-/// (`unreachable`) when `trap` is non-zero, after dirtying.
-pub fn lifecycle_wasm() -> Vec<u8> {
-    wat::parse_str(
+/// A per-request module for the lifecycle throughput benchmarks: `pages` of memory and a
+/// global; `run(trap)` counts in the global, runs `writes` (which may use `$calls`), traps
+/// (`unreachable`) when `trap` is non-zero, and returns the word at `result_at`.
+fn request_wasm(pages: u32, writes: &str, result_at: u32) -> Vec<u8> {
+    wat::parse_str(format!(
         r#"(module
-             (memory 1)
+             (memory {pages})
              (global $calls (mut i32) (i32.const 0))
              (func (export "run") (param $trap i32) (result i32)
                (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
-               (i32.store (i32.const 1024) (i32.add (i32.load (i32.const 1024)) (global.get $calls)))
+               {writes}
                (if (local.get $trap) (then unreachable))
-               (i32.load (i32.const 1024))))"#,
-    )
+               (i32.load (i32.const {result_at}))))"#
+    ))
     .expect("valid text")
+}
+
+/// The per-request workload of the lifecycle throughput benchmarks: one memory page;
+/// `run(trap)` reads and dirties a word of memory, after which it traps if asked.
+pub fn lifecycle_wasm() -> Vec<u8> {
+    request_wasm(1, "(i32.store (i32.const 1024) (i32.add (i32.load (i32.const 1024)) (global.get $calls)))", 1024)
 }
 
 /// The lifecycle workload laid out like a compiled C or Rust program: 17 pages, the shadow stack
@@ -84,36 +90,20 @@ pub fn lifecycle_wasm() -> Vec<u8> {
 /// 1 MiB, a counter in the data and a heap word 32 KiB further, then traps like
 /// [`lifecycle_wasm`]. A fixed window at the start of memory misses all of it.
 pub fn deep_lifecycle_wasm() -> Vec<u8> {
-    wat::parse_str(
-        r#"(module
-             (memory 17)
-             (global $calls (mut i32) (i32.const 0))
-             (func (export "run") (param $trap i32) (result i32)
-               (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
-               (i64.store (i32.const 0xFFFC0) (i64.const -1))
-               (i32.store (i32.const 0x100400) (i32.add (i32.load (i32.const 0x100400)) (global.get $calls)))
-               (i32.store (i32.const 0x108000) (global.get $calls))
-               (if (local.get $trap) (then unreachable))
-               (i32.load (i32.const 0x100400))))"#,
+    request_wasm(
+        17,
+        "(i64.store (i32.const 0xFFFC0) (i64.const -1))
+         (i32.store (i32.const 0x100400) (i32.add (i32.load (i32.const 0x100400)) (global.get $calls)))
+         (i32.store (i32.const 0x108000) (global.get $calls))",
+        0x100400,
     )
-    .expect("valid text")
 }
 
 /// A lifecycle workload that writes more than a warm slot keeps resident: `run(trap)` fills
 /// 256 KiB of its 8-page memory (so teardown returns memory to the kernel), then traps like
 /// [`lifecycle_wasm`].
 pub fn dirty_lifecycle_wasm() -> Vec<u8> {
-    wat::parse_str(
-        r#"(module
-             (memory 8)
-             (global $calls (mut i32) (i32.const 0))
-             (func (export "run") (param $trap i32) (result i32)
-               (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
-               (memory.fill (i32.const 0) (global.get $calls) (i32.const 0x40000))
-               (if (local.get $trap) (then unreachable))
-               (i32.load (i32.const 1024))))"#,
-    )
-    .expect("valid text")
+    request_wasm(8, "(memory.fill (i32.const 0) (global.get $calls) (i32.const 0x40000))", 1024)
 }
 
 /// Store-heavy kernels over one 64 KiB page, for what per-store work costs: `stores(n)` writes
