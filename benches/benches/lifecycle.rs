@@ -8,7 +8,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use kiln_benches::{
     compute_wasm, deep_lifecycle_wasm, dirty_lifecycle_wasm, heap_wasm, hello_wasm, kiln, lifecycle_wasm,
-    memory_shape_wasm, on_threads, stores_wasm, traps, trivial_wasm, DIRTY_SIZES, HEAP_SIZES,
+    memory_shape_wasm, stores_wasm, traps, trivial_wasm, with_workers, DIRTY_SIZES, HEAP_SIZES,
 };
 
 const MEMORY_SHAPES: [&str; 3] = ["one_memory", "two_memories", "memory64"];
@@ -27,14 +27,20 @@ fn lifecycle_throughput(
     for (kind, threads, trapping) in [("", 1, false), ("", 2, false), ("_trapping", 2, true)] {
         let (function, threads_name) = (format!("lifecycles{kind}{suffix}"), format!("{threads}t"));
         let (mut system, mut count) = (Duration::ZERO, 0);
-        group.bench_function(BenchmarkId::new(&function, &threads_name), |b| {
-            b.iter_custom(|iters| {
-                let (wall, sys) = on_threads(threads, iters, |i| lifecycle(trapping && traps(i)));
-                system += sys;
-                count += iters;
-                wall
-            })
-        });
+        with_workers(
+            threads,
+            |i| lifecycle(trapping && traps(i)),
+            |run| {
+                group.bench_function(BenchmarkId::new(&function, &threads_name), |b| {
+                    b.iter_custom(|iters| {
+                        let (wall, sys) = run(iters);
+                        system += sys;
+                        count += iters;
+                        wall
+                    })
+                });
+            },
+        );
         if let (Some(path), true) = (std::env::var_os("KILN_BENCH_SYSTIME"), count > 0) {
             use std::io::Write;
             let system_name = format!("{}/{threads_name}", function.replacen("lifecycles", "lifecycles_system", 1));

@@ -148,19 +148,60 @@ pub fn traps(i: u64) -> bool {
     i % 3 == 2
 }
 
-/// Runs `iters` calls of `lifecycle(i)` split over `threads` threads and returns the wall time
-/// and the process's system CPU time they took.
-pub fn on_threads(threads: u64, iters: u64, lifecycle: impl Fn(u64) + Sync) -> (Duration, Duration) {
-    let system_before = system_time();
-    let start = Instant::now();
+/// Runs `body` with a pool of `threads` worker threads, started once (like a server's, they
+/// are warm on their cores for every sample; starting threads per sample would measure thread
+/// creation and the scheduler spreading them). `body` gets `run(iters)`, which has the workers
+/// make `iters` calls of `lifecycle(i)` (each `i` once, taken in chunks, so that the workers
+/// finish together) and returns the wall time and the process's system CPU time they took.
+pub fn with_workers<T>(
+    threads: usize,
+    lifecycle: impl Fn(u64) + Sync,
+    body: impl FnOnce(&mut dyn FnMut(u64) -> (Duration, Duration)) -> T,
+) -> T {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Barrier;
+    const CHUNK: u64 = 256;
+    let (start, done) = (Barrier::new(threads + 1), Barrier::new(threads + 1));
+    let (next, end, stop) = (AtomicU64::new(0), AtomicU64::new(0), AtomicBool::new(false));
     std::thread::scope(|scope| {
-        for t in 0..threads {
-            let lifecycle = &lifecycle;
-            let share = iters / threads + u64::from(t < iters % threads);
-            scope.spawn(move || (0..share).for_each(lifecycle));
+        for _ in 0..threads {
+            let (start, done, next, end, stop, lifecycle) = (&start, &done, &next, &end, &stop, &lifecycle);
+            scope.spawn(move || loop {
+                start.wait();
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let end = end.load(Ordering::Relaxed);
+                loop {
+                    let first = next.fetch_add(CHUNK, Ordering::Relaxed);
+                    if first >= end {
+                        break;
+                    }
+                    (first..(first + CHUNK).min(end)).for_each(lifecycle);
+                }
+                done.wait();
+            });
         }
-    });
-    (start.elapsed(), system_time().saturating_sub(system_before))
+        /// Releases the workers to stop when `body` returns or panics.
+        struct Stop<'a>(&'a AtomicBool, &'a Barrier);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+                self.1.wait();
+            }
+        }
+        let _stop = Stop(&stop, &start);
+        body(&mut |iters| {
+            next.store(0, Ordering::Relaxed);
+            end.store(iters, Ordering::Relaxed);
+            let system_before = system_time();
+            let started = Instant::now();
+            // The barriers order the stores above before the workers' loads.
+            start.wait();
+            done.wait();
+            (started.elapsed(), system_time().saturating_sub(system_before))
+        })
+    })
 }
 
 /// System CPU time the process (all its threads) has used.

@@ -123,6 +123,11 @@ impl PageSet {
         }
     }
 
+    pub fn clear(&mut self) {
+        self.bits.clear();
+        self.len = 0;
+    }
+
     pub fn remove_range(&mut self, pages: std::ops::Range<usize>) {
         for page in pages.start..pages.end.min(self.bits.len() * 64) {
             let (word, bit) = (&mut self.bits[page / 64], 1u64 << (page % 64));

@@ -179,8 +179,12 @@ fn a_warm_slot_is_reset_to_the_module_image_whatever_stays_resident() {
     assert!(module.maps_heap_image());
     // Nothing, one page, less than one wasm page, a whole memory and more than any memory stay
     // resident; each way, the next tenant must see exactly what a fresh instance sees.
-    for keep_resident in [0, 4096, 12 * 1024, 64 * 1024, 1 << 20] {
-        let region = Region::new(RegionConfig { slots: 1, keep_resident, ..RegionConfig::default() }).unwrap();
+    // And with a ceiling of 0 on what idle slots keep, the trimmer decommits the slot after
+    // each tenant, while the next one waits for it.
+    let configs = [0, 4096, 12 * 1024, 64 * 1024, 1 << 20].map(|keep_resident| (keep_resident, usize::MAX));
+    for (keep_resident, max_idle_resident) in configs.into_iter().chain([(64 * 1024, 0), (1 << 20, 0)]) {
+        let config = RegionConfig { slots: 1, keep_resident, max_idle_resident, ..RegionConfig::default() };
+        let region = Region::new(config).unwrap();
         let snapshot = |instance: &Instance| {
             let memory = |name: &str| match instance.get_export(name) {
                 Some(Extern::Memory(m)) => m.read(0, m.size_bytes() as usize).unwrap(),
@@ -215,6 +219,33 @@ fn a_warm_slot_is_reset_to_the_module_image_whatever_stays_resident() {
         }
         let last = Instance::new(&region, &module, &[]).unwrap();
         assert_eq!(snapshot(&last), pristine, "keep_resident {keep_resident}, after the last round");
+    }
+}
+
+#[test]
+fn idle_slots_keep_no_more_than_the_ceiling_resident_and_still_isolate_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = load(compile(dir.path(), "tenant", TENANT)).unwrap();
+    let ceiling = 16 * 1024;
+    let config = RegionConfig { slots: 8, max_idle_resident: ceiling, ..RegionConfig::default() };
+    let region = Region::new(config).unwrap();
+    // Eight tenants each leave two written pages (8 KiB) behind, resident for the next.
+    let tenants: Vec<Instance> = (0..8).map(|_| Instance::new(&region, &module, &[]).unwrap()).collect();
+    for tenant in &tenants {
+        tenant.call("dirty", &[Val::I32(99)]).unwrap();
+    }
+    drop(tenants);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while region.idle_resident() > ceiling {
+        assert!(std::time::Instant::now() < deadline, "{} bytes idle, over {ceiling}", region.idle_resident());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // Trimmed or not, every next tenant starts clean.
+    let tenants: Vec<Instance> = (0..8).map(|_| Instance::new(&region, &module, &[]).unwrap()).collect();
+    for tenant in &tenants {
+        assert_eq!(tenant.call("peek", &[Val::I32(0)]).unwrap(), [Val::I32(0)]);
+        assert_eq!(tenant.call("peek", &[Val::I32(65532)]).unwrap(), [Val::I32(0)]);
+        assert_eq!(tenant.call("global", &[]).unwrap(), [Val::I32(7)]);
     }
 }
 

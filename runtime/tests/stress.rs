@@ -61,11 +61,22 @@ fn trap(result: Result<Vec<Val>, CallError>) -> TrapCode {
 
 #[test]
 fn tenants_stay_isolated_under_load() {
+    isolated_under_load(RegionConfig { slots: 6, ..Default::default() });
+}
+
+/// The same, while the trimmer decommits nearly every slot as it comes back (no free slot may
+/// keep anything resident), racing the threads that take them.
+#[test]
+fn tenants_stay_isolated_under_load_while_idle_slots_are_trimmed() {
+    isolated_under_load(RegionConfig { slots: 6, max_idle_resident: 0, ..Default::default() });
+}
+
+fn isolated_under_load(config: RegionConfig) {
     let dir = tempfile::tempdir().unwrap();
     let so = dir.path().join("tenant.so");
     kiln_compiler::Compiler::new().unwrap().compile_to_file(TENANT.as_bytes(), &so).unwrap();
     let module = load(&so).unwrap();
-    let region = Region::new(RegionConfig { slots: 6, ..Default::default() }).unwrap();
+    let region = Region::new(config).unwrap();
     let threads: Vec<_> = (0..4u32)
         .map(|t| {
             let (module, region) = (module.clone(), region.clone());
@@ -281,13 +292,26 @@ const SOAK_TENANT: &str = r#"
 #[test]
 fn a_million_warm_resets_leak_nothing() {
     let total: u64 = std::env::var("KILN_SOAK_LIFECYCLES").map_or(1_000_000, |n| n.parse().unwrap());
+    soak(total, usize::MAX);
+}
+
+/// A fifth as many, while the trimmer decommits idle slots (they may keep two pages resident
+/// in all), racing the threads that take them.
+#[test]
+fn warm_resets_leak_nothing_while_idle_slots_are_trimmed() {
+    let total: u64 = std::env::var("KILN_SOAK_LIFECYCLES").map_or(1_000_000, |n| n.parse().unwrap());
+    soak(total / 5, 8192);
+}
+
+fn soak(total: u64, max_idle_resident: usize) {
     let dir = tempfile::tempdir().unwrap();
     let so = dir.path().join("soak.so");
     kiln_compiler::Compiler::new().unwrap().compile_to_file(SOAK_TENANT.as_bytes(), &so).unwrap();
     let module = load(&so).unwrap();
     assert!(module.maps_heap_image());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8) as u64;
-    let region = Region::new(RegionConfig { slots: threads as usize + 1, ..Default::default() }).unwrap();
+    let config = RegionConfig { slots: threads as usize + 1, max_idle_resident, ..Default::default() };
+    let region = Region::new(config).unwrap();
     std::thread::scope(|scope| {
         for t in 0..threads {
             let (module, region) = (&module, &region);

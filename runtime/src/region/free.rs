@@ -8,12 +8,17 @@
 //! together, in one `process_madvise` call, once [`BATCH`] have gathered or when a slot is
 //! wanted and none is free: each call makes the kernel interrupt the other cores to flush their
 //! TLBs, so batching pays that once per batch instead of once per request.
+//!
+//! Each shard counts what its slots keep resident for their next tenants ([`FreeSlot::kept`]).
+//! When a returned slot takes a shard over its share of `RegionConfig::max_idle_resident`, the
+//! region's trimmer thread takes the shard's least recently returned resident slots out, has
+//! the kernel take back all their memory in one call, and puts them back at the cold end.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-use super::FreeSlot;
+use super::{FreeSlot, RegionInner};
 
 /// Pending slots a shard gathers before discarding their memory in one call.
 pub(crate) const BATCH: usize = 8;
@@ -23,6 +28,13 @@ pub(crate) struct FreeList {
     shards: Box<[Shard]>,
     /// Set when the region's last handle is gone: slots then leave the list for good.
     closed: AtomicBool,
+    /// Most bytes one shard's slots may keep resident (an even share of
+    /// [`super::RegionConfig::max_idle_resident`]); the trimmer takes a shard above it down to
+    /// three quarters of it.
+    shard_ceiling: usize,
+    /// The thread that trims shards above their ceiling, started when first needed (`None`
+    /// if it could not be: threads then trim for themselves).
+    trimmer: OnceLock<Option<std::thread::Thread>>,
 }
 
 /// One shard, alone on its cache lines.
@@ -31,10 +43,16 @@ struct Shard(Mutex<Slots>);
 
 #[derive(Default)]
 struct Slots {
-    /// Ready to take.
+    /// Ready to take; the least recently returned first.
     free: Vec<FreeSlot>,
     /// Waiting for their `discards` to be discarded.
     pending: Vec<FreeSlot>,
+    /// What the `free` and `pending` slots keep resident (the sum of [`FreeSlot::kept`]).
+    kept: usize,
+    /// Slots the trimmer has taken out to decommit, and will bring back.
+    trimming: usize,
+    /// Whether the trimmer has been asked to look at this shard and has not yet.
+    trim_requested: bool,
 }
 
 impl Shard {
@@ -43,17 +61,66 @@ impl Shard {
     }
 }
 
+impl Slots {
+    fn remove(&mut self, i: usize) -> FreeSlot {
+        // In order: `trim` takes the least recently returned first.
+        let slot = self.free.remove(i);
+        self.kept -= slot.kept();
+        slot
+    }
+
+    fn pop(&mut self) -> Option<FreeSlot> {
+        let i = self.free.len().checked_sub(1)?;
+        Some(self.remove(i))
+    }
+
+    /// Discards the pending slots' memory, in one batch, and makes them free.
+    fn flush_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        let kept: usize = pending.iter().map(FreeSlot::kept).sum();
+        let ranges: Vec<(usize, usize)> = pending.iter().flat_map(|s| s.discards.iter().copied()).collect();
+        if discard(&ranges, pending.len()) {
+            self.free.extend(pending.into_iter().map(|s| FreeSlot { discards: Vec::new(), ..s }));
+        } else {
+            self.kept -= kept;
+        }
+    }
+}
+
+/// Has the kernel take back `ranges` of `slots` free slots; false if it refused, and then the
+/// caller must drop those slots (never hand them out again; the region is open, so these are
+/// not its last references).
+fn discard(ranges: &[(usize, usize)], slots: usize) -> bool {
+    if ranges.is_empty() {
+        return true;
+    }
+    // SAFETY: the ranges are page-aligned spans of free slots' heaps, tables and stacks (see
+    // `HeapState::reset` and `FreeSlot::decommit`), private anonymous or copy-on-write
+    // mappings that no instance uses while the slots are free.
+    match unsafe { crate::sys::unix::mmap::discard_all(ranges) } {
+        Ok(()) => true,
+        Err(err) => {
+            eprintln!("kiln: could not reset {slots} slots: {err}; retiring them");
+            false
+        }
+    }
+}
+
 impl FreeList {
-    /// An empty free list of `shards` shards (at least one).
-    pub fn new(shards: usize) -> FreeList {
+    /// An empty free list of `shards` shards (at least one), whose slots may keep
+    /// `max_idle_resident` bytes resident in all.
+    pub fn new(shards: usize, max_idle_resident: usize) -> FreeList {
         let shards: Box<[Shard]> = (0..shards.max(1)).map(|_| Shard(Mutex::new(Slots::default()))).collect();
-        FreeList { shards, closed: AtomicBool::new(false) }
+        let shard_ceiling = max_idle_resident / shards.len();
+        FreeList { shards, closed: AtomicBool::new(false), shard_ceiling, trimmer: OnceLock::new() }
     }
 
     /// Deals `slots` out over the shards. Within a shard, the last slot is taken first.
     pub fn deal(&self, slots: impl IntoIterator<Item = FreeSlot>) {
         for (i, slot) in slots.into_iter().enumerate() {
-            self.shards[i % self.shards.len()].lock().free.push(slot);
+            let mut shard = self.shards[i % self.shards.len()].lock();
+            shard.kept += slot.kept();
+            shard.free.push(slot);
         }
     }
 
@@ -62,25 +129,39 @@ impl FreeList {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         for shard in self.shards.iter() {
-            let slots = std::mem::take(&mut *shard.lock());
+            // Dropped outside the lock. Slots with the trimmer are dropped when it is done.
+            let slots = {
+                let mut slots = shard.lock();
+                slots.kept = 0;
+                (std::mem::take(&mut slots.free), std::mem::take(&mut slots.pending))
+            };
             drop(slots);
+        }
+        if let Some(Some(trimmer)) = self.trimmer.get() {
+            trimmer.unpark();
         }
     }
 
-    /// Number of slots not in use (free or pending).
+    /// Number of slots not in use (free, pending or being trimmed).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock()).map(|s| s.free.len() + s.pending.len()).sum()
+        self.shards.iter().map(|s| s.lock()).map(|s| s.free.len() + s.pending.len() + s.trimming).sum()
+    }
+
+    /// Bytes the slots not in use keep resident for their next tenants.
+    pub fn kept(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().kept).sum()
     }
 
     /// Takes a free slot, preferring one that last served `module_id` (its heaps hold the
     /// module's images and sizes, so instantiating needs no system call): first at home, then
     /// in the other shards; otherwise the home shard's most recently freed slot, then anyone's;
-    /// otherwise a pending slot, once its shard's pending memory is discarded.
+    /// otherwise a pending slot, once its shard's pending memory is discarded; otherwise one
+    /// the trimmer is about to bring back.
     pub fn take(&self, module_id: u64) -> Option<FreeSlot> {
         let home = self.home();
         let warm = |slots: &mut Slots| {
             let i = slots.free.iter().rposition(|f| f.last_module == module_id)?;
-            Some(slots.free.swap_remove(i))
+            Some(slots.remove(i))
         };
         if let Some(slot) = warm(&mut self.shards[home].lock()) {
             return Some(slot);
@@ -90,18 +171,25 @@ impl FreeList {
             return Some(slot);
         }
         let shards = || std::iter::once(&self.shards[home]).chain(others());
-        if let Some(slot) = shards().find_map(|shard| shard.lock().free.pop()) {
-            return Some(slot);
+        loop {
+            if let Some(slot) = shards().find_map(|shard| shard.lock().pop()) {
+                return Some(slot);
+            }
+            // Nothing free: discard a shard's pending memory and take one of its slots. Under
+            // the shard's lock, so that a thread looking for a slot meanwhile waits for these
+            // rather than finding none.
+            let slot = shards().find_map(|shard| {
+                let mut slots = shard.lock();
+                slots.flush_pending();
+                slots.pop()
+            });
+            // Slots only move between shards by being taken and returned, so a slot that was in
+            // the list all along (free, pending or with the trimmer) is counted here.
+            if slot.is_some() || self.len() == 0 {
+                return slot;
+            }
+            std::thread::yield_now();
         }
-        // Nothing free: discard a shard's pending memory and take one of its slots. Under the
-        // shard's lock, so that a thread looking for a slot meanwhile waits for these rather
-        // than finding none.
-        shards().find_map(|shard| {
-            let mut slots = shard.lock();
-            let pending = std::mem::take(&mut slots.pending);
-            slots.free.extend(self.discard(pending));
-            slots.free.pop()
-        })
     }
 
     /// Returns a slot to the calling thread's home shard; once the list is closed, hands it
@@ -114,39 +202,97 @@ impl FreeList {
         if self.closed.load(Ordering::Relaxed) {
             return Some(slot);
         }
+        slots.kept += slot.kept();
+        let trim = slots.kept > self.shard_ceiling && !slots.trim_requested;
+        // Only when trimming (rarely): the trimmer's handle on the region.
+        let region = trim.then(|| Arc::downgrade(&slot.region));
         if slot.discards.is_empty() {
             slots.free.push(slot);
-            return None;
+        } else {
+            slots.pending.push(slot);
+            if slots.pending.len() >= BATCH {
+                // Under the lock, as in `take`.
+                slots.flush_pending();
+            }
         }
-        slots.pending.push(slot);
-        if slots.pending.len() >= BATCH {
-            // Under the lock, as in `take`.
-            let pending = std::mem::take(&mut slots.pending);
-            slots.free.extend(self.discard(pending));
+        slots.trim_requested |= trim;
+        drop(slots);
+        if let Some(region) = region {
+            self.wake_trimmer(region);
         }
         None
     }
 
-    /// Discards the memory `pending` slots left, in one batch, and returns them ready. Slots
-    /// whose memory could not be discarded are dropped (never handed out again; the region is
-    /// open, so these are not its last references).
-    fn discard(&self, mut pending: Vec<FreeSlot>) -> Vec<FreeSlot> {
-        if pending.is_empty() {
-            return pending;
+    /// Wakes the trimmer, starting it the first time (it keeps `region` to reach this list).
+    fn wake_trimmer(&self, region: Weak<RegionInner>) {
+        let trimmer = self.trimmer.get_or_init(|| {
+            let spawned = std::thread::Builder::new().name("kiln-trim".into()).spawn(move || loop {
+                std::thread::park();
+                let Some(region) = region.upgrade() else { return };
+                if region.free.closed.load(Ordering::Relaxed) {
+                    return;
+                }
+                region.free.trim();
+            });
+            spawned
+                .map(|handle| handle.thread().clone())
+                .inspect_err(|err| {
+                    eprintln!("kiln: cannot start the slot trimmer ({err}); lifecycles will trim");
+                })
+                .ok()
+        });
+        match trimmer {
+            Some(trimmer) => trimmer.unpark(),
+            None => self.trim(),
         }
-        let ranges: Vec<(usize, usize)> = pending.iter().flat_map(|s| s.discards.iter().copied()).collect();
-        // SAFETY: the ranges are page-aligned spans of these slots' heaps (see
-        // `HeapState::reset`), private anonymous or copy-on-write mappings that no instance
-        // uses while the slots are pending.
-        match unsafe { crate::sys::unix::mmap::discard_all(&ranges) } {
-            Ok(()) => {
-                pending.iter_mut().for_each(|s| s.discards.clear());
-                pending
+    }
+
+    /// Takes every shard above its ceiling down to three quarters of it: its pending slots and
+    /// its least recently returned free slots that keep memory resident leave the shard, the
+    /// kernel takes back all their memory in one call (see [`FreeSlot::decommit`]), and they
+    /// return at the shard's cold end. Lifecycles on the shard's threads go on meanwhile.
+    fn trim(&self) {
+        let target = self.shard_ceiling / 4 * 3;
+        for shard in self.shards.iter() {
+            let mut batch = {
+                let mut slots = shard.lock();
+                slots.trim_requested = false;
+                if slots.kept <= self.shard_ceiling {
+                    continue;
+                }
+                let Slots { free, pending, kept, trimming, .. } = &mut *slots;
+                let mut batch = std::mem::take(pending);
+                *kept -= batch.iter().map(FreeSlot::kept).sum::<usize>();
+                let mut stay = Vec::with_capacity(free.len());
+                for slot in free.drain(..) {
+                    if *kept > target && slot.kept() > 0 {
+                        *kept -= slot.kept();
+                        batch.push(slot);
+                    } else {
+                        stay.push(slot);
+                    }
+                }
+                *free = stay;
+                *trimming += batch.len();
+                batch
+            };
+            let mut ranges = Vec::new();
+            for slot in &mut batch {
+                ranges.append(&mut slot.discards);
+                ranges.append(&mut slot.decommit());
             }
-            Err(err) => {
-                eprintln!("kiln: could not reset {} slots: {err}; retiring them", pending.len());
-                Vec::new()
-            }
+            let ok = discard(&ranges, batch.len());
+            let refused = {
+                let mut slots = shard.lock();
+                slots.trimming -= batch.len();
+                if ok && !self.closed.load(Ordering::Relaxed) {
+                    slots.free.splice(0..0, batch);
+                    Vec::new()
+                } else {
+                    batch
+                }
+            };
+            drop(refused);
         }
     }
 
@@ -191,13 +337,14 @@ mod tests {
             extra_heaps: Vec::new(),
             module: None,
             discards: Vec::new(),
+            tables_kept: 0,
         }
     }
 
     #[test]
     fn slots_warm_for_the_module_come_first_from_any_shard() {
         let (_handle, r) = region();
-        let list = FreeList::new(3);
+        let list = FreeList::new(3, usize::MAX);
         list.deal((0..4).map(|i| slot(&r, i, 10 + i as u64)));
         assert_eq!(list.len(), 4);
         // Whichever shard is this thread's home, the slot that served module 12 is found.
@@ -218,7 +365,7 @@ mod tests {
     #[test]
     fn another_thread_takes_what_this_one_returned() {
         let (_handle, r) = region();
-        let list = FreeList::new(8);
+        let list = FreeList::new(8, usize::MAX);
         list.deal([slot(&r, 0, 0)]);
         let taken = list.take(5).unwrap();
         assert!(list.put(slot(&r, taken.index, 5)).is_none());
@@ -236,7 +383,7 @@ mod tests {
         let page = |i: usize| memory.range_ptr(i * PAGE_SIZE, PAGE_SIZE);
         // SAFETY: `page(i)` is a readable, writable page of `memory`, which only this test uses.
         let byte = |i: usize| unsafe { *page(i) };
-        let list = FreeList::new(1);
+        let list = FreeList::new(1, usize::MAX);
         let dirty = |i: usize| {
             // SAFETY: as above.
             unsafe { *page(i) = 7 };
@@ -263,7 +410,7 @@ mod tests {
     #[test]
     fn a_closed_list_drops_its_slots_and_refuses_returns() {
         let (_handle, r) = region();
-        let list = FreeList::new(2);
+        let list = FreeList::new(2, usize::MAX);
         list.deal((0..3).map(|i| slot(&r, i, 0)));
         let before = Arc::strong_count(&r);
         list.close();

@@ -49,10 +49,21 @@ pub struct RegionConfig {
     /// the pages a tenant wrote (tracked exactly, wherever they are) with plain stores, and they
     /// stay resident, as long as the memory's resident pages fit in this; the next tenant of
     /// the same module then neither makes a system call nor takes a page fault on them. When a
-    /// tenant writes more, teardown returns the span of its written pages to the kernel with
-    /// one `madvise`. Larger values trade resident memory per idle slot for fewer kernel
-    /// entries. Rounded up to the page size; 0 returns every written page to the kernel.
+    /// tenant writes more, teardown leaves the other written pages for the kernel to take back
+    /// (batched with other slots' in one `process_madvise`). Larger values trade
+    /// resident memory per idle slot for fewer kernel entries. Rounded up to the page size; 0
+    /// returns every written page to the kernel.
     pub keep_resident: usize,
+    /// Ceiling on the memory that free slots keep resident for their next tenants, over the
+    /// whole region: the heap pages teardown reset in place (at most `keep_resident` per
+    /// memory) and the table elements it zeroed. Above it, a background thread returns the
+    /// least recently used free slots' memory to the kernel (heaps, tables and stacks, in one
+    /// call per batch), without delaying any lifecycle; those slots stay warm for their module
+    /// (nothing to remap) and their next tenants fault their pages back in. Split evenly over
+    /// the free list's shards (one per core). Larger values trade idle memory for fewer page
+    /// faults under bursts; 0 trims every slot that kept anything. Guest stacks are not
+    /// counted: a free slot's stack stays as deep as its tenants went until it is trimmed.
+    pub max_idle_resident: usize,
 }
 
 impl Default for RegionConfig {
@@ -63,6 +74,7 @@ impl Default for RegionConfig {
             host_stack_reserve: 256 * 1024,
             max_vmctx_size: 1024 * 1024,
             keep_resident: 64 * 1024,
+            max_idle_resident: 256 * 1024 * 1024,
         }
     }
 }
@@ -122,6 +134,8 @@ pub(crate) struct FreeSlot {
     pub module: Option<crate::load::Module>,
     /// Ranges (address, length) of its heaps to discard before the slot is reused.
     pub discards: Vec<(usize, usize)>,
+    /// Bytes at the start of its table area that stay resident (zeroed in place).
+    pub tables_kept: usize,
 }
 
 impl std::fmt::Debug for Region {
@@ -163,7 +177,7 @@ impl Region {
             mmap.make_accessible(base + layout.stack_offset, layout.stack_size)?;
         }
         let shards = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_SHARDS);
-        let free = free::FreeList::new(shards);
+        let free = free::FreeList::new(shards, config.max_idle_resident);
         let keep_resident = page_align(config.keep_resident);
         let inner = Arc::new(RegionInner { mmap, layout, free, keep_resident });
         // Hand out low slots first (each shard is a LIFO list).
@@ -175,6 +189,7 @@ impl Region {
             extra_heaps: Vec::new(),
             module: None,
             discards: Vec::new(),
+            tables_kept: 0,
         }));
         Ok(Region { handle: Arc::new(RegionHandle { inner }) })
     }
@@ -187,6 +202,13 @@ impl Region {
     /// Number of slots not in use.
     pub fn free_slots(&self) -> usize {
         self.handle.inner.free.len()
+    }
+
+    /// Bytes the free slots keep resident for their next tenants, as counted against
+    /// [`RegionConfig::max_idle_resident`] (the trimmer works in the background, so this can
+    /// exceed the ceiling for a moment).
+    pub fn idle_resident(&self) -> usize {
+        self.handle.inner.free.kept()
     }
 
     /// The region itself.
@@ -205,7 +227,7 @@ impl RegionInner {
     pub(crate) fn take_slot(&self, module_id: u64) -> Option<Slot> {
         let slot = self.free.take(module_id)?;
         let module = slot.module.filter(|m| m.inner.id == module_id);
-        Some(Slot::new(slot.region, slot.index, module_id, slot.heap_state, slot.extra_heaps, module))
+        Some(Slot::new(slot.region, slot.index, module_id, slot.heap_state, slot.extra_heaps, module, slot.tables_kept))
     }
 }
 
@@ -257,6 +279,55 @@ pub(crate) mod kiln_abi_heap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Waits (up to ten seconds) for `done`.
+    fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// Four slots, each with a table element zeroed in place and a byte on its stack, returned
+    /// to a region whose free slots may keep `max_idle_resident` bytes; their stack bytes.
+    fn return_four_used_slots(max_idle_resident: usize) -> (Region, Vec<*mut u8>) {
+        let region = Region::new(RegionConfig { slots: 4, max_idle_resident, ..RegionConfig::default() }).unwrap();
+        let slots: Vec<Slot> = (0..4).map(|_| region.inner().take_slot(7).unwrap()).collect();
+        let mut stacks = Vec::new();
+        for mut slot in slots {
+            let stack = slot.stack_top().wrapping_sub(100);
+            // SAFETY: a byte of the slot's stack and an element of its table area, which this
+            // test holds.
+            unsafe {
+                *stack = 1;
+                *slot.tables().add(1) = 1;
+            }
+            slot.reset_tables(0, 2).unwrap();
+            stacks.push(stack);
+        }
+        (region, stacks)
+    }
+
+    #[test]
+    fn free_slots_above_the_ceiling_are_decommitted_in_the_background_and_stay_warm() {
+        // Under the ceiling, free slots keep their pages.
+        let (region, stacks) = return_four_used_slots(usize::MAX);
+        assert_eq!(region.idle_resident(), 4 * crate::sys::unix::mmap::PAGE_SIZE);
+        // SAFETY: the slots' stacks lie in the region, which is mapped; no one uses them.
+        assert!(stacks.iter().all(|&s| unsafe { *s } == 1));
+        // Above it, the trimmer returns their memory to the kernel (the stack reads zero again)...
+        let (region, stacks) = return_four_used_slots(0);
+        assert!(eventually(|| region.idle_resident() == 0), "{} bytes still kept", region.idle_resident());
+        // SAFETY: as above.
+        assert!(eventually(|| stacks.iter().all(|&s| unsafe { *s } == 0)));
+        assert!(eventually(|| region.free_slots() == 4));
+        // ...and they still serve their module, without remapping.
+        assert_eq!(region.inner().free.take(8).unwrap().last_module, 7);
+    }
 
     #[test]
     fn a_region_outlives_its_last_handle_until_its_last_slot_comes_back() {

@@ -170,6 +170,25 @@ impl HeapState {
     }
 }
 
+impl HeapState {
+    /// Bytes of the heap that resets keep resident (see [`RegionConfig::max_idle_resident`]).
+    ///
+    /// [`RegionConfig::max_idle_resident`]: super::RegionConfig::max_idle_resident
+    pub fn kept(&self) -> usize {
+        self.resident.len() * dirty::PAGE
+    }
+
+    /// Pushes onto `ranges` everything of the heap at `base`, and of its dirty map at `map`,
+    /// that may be resident, for the kernel to take back; the heap keeps its image and size.
+    fn decommit(&mut self, base: usize, map: usize, ranges: &mut Vec<(usize, usize)>) {
+        if self.accessible > 0 {
+            ranges.push((base, self.accessible));
+            ranges.push((map, page_align(self.accessible / dirty::PAGE)));
+        }
+        self.resident.clear();
+    }
+}
+
 /// Whether `[base + start, base + start + len)` holds the heap image's bytes there (zeros
 /// beyond the image).
 ///
@@ -231,6 +250,8 @@ pub(crate) struct Slot {
     module: Option<crate::load::Module>,
     /// Ranges (address, length) of its heaps that resets left for the kernel to discard.
     discards: Vec<(usize, usize)>,
+    /// Bytes at the start of the table area that resets zeroed in place (and so stay resident).
+    tables_kept: usize,
     retired: bool,
 }
 
@@ -242,6 +263,7 @@ impl Slot {
         heap_state: HeapState,
         extra_heaps: Vec<ExtraHeap>,
         module: Option<crate::load::Module>,
+        tables_kept: usize,
     ) -> Slot {
         Slot {
             region: ManuallyDrop::new(region),
@@ -251,6 +273,7 @@ impl Slot {
             extra_heaps,
             module,
             discards: Vec::new(),
+            tables_kept,
             retired: false,
         }
     }
@@ -372,7 +395,7 @@ impl Slot {
     }
 
     /// Zeroes the first `elements` elements of the table area from `start`.
-    pub fn reset_tables(&self, start: usize, elements: usize) -> std::io::Result<()> {
+    pub fn reset_tables(&mut self, start: usize, elements: usize) -> std::io::Result<()> {
         const MEMSET_LIMIT: usize = 16 * 1024;
         if elements == 0 {
             return Ok(());
@@ -381,12 +404,43 @@ impl Slot {
             // SAFETY: the range lies inside this slot's table area, which only the (finished)
             // tenant used.
             unsafe { std::ptr::write_bytes(self.tables().add(start), 0, elements) };
+            let end = page_align((start + elements) * std::mem::size_of::<usize>());
+            self.tables_kept = self.tables_kept.max(end);
             return Ok(());
         }
         let offset = self.base_offset() + self.region.layout.tables_offset + start * std::mem::size_of::<usize>();
         let aligned_start = offset & !(crate::sys::unix::mmap::PAGE_SIZE - 1);
         let end = page_align(offset + elements * std::mem::size_of::<usize>());
         self.region.mmap.discard(aligned_start, end - aligned_start)
+    }
+}
+
+impl super::FreeSlot {
+    /// Bytes the slot keeps resident for its next tenant: the heap pages its resets restored
+    /// in place and the table elements they zeroed (see [`RegionConfig::max_idle_resident`]).
+    ///
+    /// [`RegionConfig::max_idle_resident`]: super::RegionConfig::max_idle_resident
+    pub fn kept(&self) -> usize {
+        let heaps: usize = self.extra_heaps.iter().map(|h| h.state.kept()).sum();
+        self.heap_state.kept() + heaps + self.tables_kept
+    }
+
+    /// The ranges (address, length) of everything the slot may hold resident: its heaps and
+    /// their dirty maps, the table area its resets zeroed, and its stack. Once the kernel has
+    /// taken them back, the slot keeps nothing resident; it still holds its heaps' images and
+    /// sizes, so it stays warm for its module without any other system call.
+    pub fn decommit(&mut self) -> Vec<(usize, usize)> {
+        let layout = self.region.layout;
+        let base = self.region.mmap.as_ptr() as usize + self.index * layout.slot_size;
+        let mut ranges =
+            vec![(base + layout.tables_offset, self.tables_kept), (base + layout.stack_offset, layout.stack_size)];
+        self.tables_kept = 0;
+        self.heap_state.decommit(base + layout.heap_offset, base + layout.dirty_map_offset, &mut ranges);
+        for heap in &mut self.extra_heaps {
+            heap.state.decommit(heap.mmap.as_ptr() as usize, heap.map.as_ptr() as usize, &mut ranges);
+        }
+        ranges.retain(|r| r.1 > 0);
+        ranges
     }
 }
 
@@ -406,6 +460,7 @@ impl Drop for Slot {
             extra_heaps: std::mem::take(&mut self.extra_heaps),
             module: self.module.take(),
             discards: std::mem::take(&mut self.discards),
+            tables_kept: self.tables_kept,
         };
         // SAFETY: the list lives in the region, which `free` keeps alive until `put` has
         // stored it or handed it back.
