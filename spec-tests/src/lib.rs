@@ -69,16 +69,74 @@ pub fn cache_dir() -> Option<PathBuf> {
     }
 }
 
-/// The official files listed in `spec-tests/expected-failures.txt` (paths relative to the
-/// testsuite root): the ratchet both the test harness and `cargo xtask spec` enforce.
-pub fn expected_failures() -> std::collections::BTreeSet<String> {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("expected-failures.txt"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect()
+/// Which official testsuite a script comes from: the suite Kiln has passed since the start
+/// (WebAssembly 2.0 at its root, proposals in folders), or the newest, whose root is
+/// WebAssembly 3.0. They differ in the features their files assume and in their ratchets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edition {
+    /// WebAssembly/testsuite at `ae5a669` (the commit Wasmtime 25 used).
+    Wasm2,
+    /// WebAssembly/testsuite at `193e551` (2026-06-17).
+    Wasm3,
+}
+
+impl Edition {
+    /// Both, oldest first.
+    pub const ALL: [Edition; 2] = [Edition::Wasm2, Edition::Wasm3];
+
+    /// The version it is named by on the command line (`2.0`, `3.0`).
+    pub fn version(self) -> &'static str {
+        match self {
+            Edition::Wasm2 => "2.0",
+            Edition::Wasm3 => "3.0",
+        }
+    }
+
+    /// The testsuite commit it is pinned to.
+    pub fn commit(self) -> &'static str {
+        match self {
+            Edition::Wasm2 => "ae5a66933070b705dde56c2a71bf3fbc33282864",
+            Edition::Wasm3 => "193e551ff22663995b1ac95dc62344133669e14b",
+        }
+    }
+
+    /// The environment variable that points at a checkout of it.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            Edition::Wasm2 => "WASM_SPEC_TESTSUITE",
+            Edition::Wasm3 => "WASM_SPEC_TESTSUITE_3_0",
+        }
+    }
+
+    /// Its ratchet, in `spec-tests/`.
+    pub fn expected_failures_file(self) -> &'static str {
+        match self {
+            Edition::Wasm2 => "expected-failures.txt",
+            Edition::Wasm3 => "expected-failures-3.0.txt",
+        }
+    }
+
+    /// The files listed in its ratchet (paths relative to the testsuite root): the ones that
+    /// do not pass yet. Both the test harness and `cargo xtask spec` enforce it: the list may
+    /// only shrink.
+    pub fn expected_failures(self) -> std::collections::BTreeSet<String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(self.expected_failures_file());
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect()
+    }
+
+    /// The proposals to enable for the script at `path` of this suite.
+    pub fn features_for(self, path: &Path) -> WasmFeatures {
+        match self {
+            Edition::Wasm2 => features_for(path),
+            Edition::Wasm3 => wasm3_features_for(path),
+        }
+    }
 }
 
 /// Every `.wast` file below `dir`, sorted.
@@ -100,7 +158,8 @@ pub fn wast_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The proposals to enable for a script, from its path in the testsuite.
+/// The proposals to enable for a script, from its path in the 2.0 testsuite (and for Kiln's
+/// own scripts).
 pub fn features_for(path: &Path) -> WasmFeatures {
     let mut features = kiln_compiler::default_features();
     let in_dir = |name: &str| path.components().any(|c| c.as_os_str() == name);
@@ -125,10 +184,34 @@ pub fn features_for(path: &Path) -> WasmFeatures {
     features
 }
 
-/// Runs one `.wast` file.
+/// The proposals to enable for a script, from its path in the 3.0 testsuite: the root is
+/// WebAssembly 3.0 with every feature on; each proposal folder adds its own.
+fn wasm3_features_for(path: &Path) -> WasmFeatures {
+    let in_dir = |name: &str| path.components().any(|c| c.as_os_str() == name);
+    if in_dir("threads") {
+        // Written against WebAssembly 2.0 (it checks that a second memory or table is
+        // rejected), like the 2.0 suite's copy.
+        return features_for(path);
+    }
+    let mut features = kiln_compiler::default_features() | WasmFeatures::GC | WasmFeatures::EXCEPTIONS;
+    if in_dir("legacy") {
+        features |= WasmFeatures::LEGACY_EXCEPTIONS;
+    }
+    if in_dir("custom-page-sizes") {
+        features |= WasmFeatures::CUSTOM_PAGE_SIZES;
+    }
+    features
+}
+
+/// Runs one `.wast` file of Kiln's own, or of the 2.0 testsuite.
 pub fn run_file(path: &Path) -> Result<Report> {
+    run_suite_file(Edition::Wasm2, path)
+}
+
+/// Runs one `.wast` file of `edition`'s testsuite.
+pub fn run_suite_file(edition: Edition, path: &Path) -> Result<Report> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    run_script(path, &text, features_for(path))
+    run_script(path, &text, edition.features_for(path))
 }
 
 /// Runs the script `text` (from `path`, used in messages).
@@ -203,6 +286,9 @@ struct Runner<'t> {
     regions: Vec<Region>,
     current: Option<Instance>,
     named: HashMap<String, Instance>,
+    /// Modules defined by `(module definition ...)`, by name, and the last one.
+    definitions: HashMap<String, Module>,
+    last_definition: Option<Module>,
     registered: HashMap<String, Instance>,
     spectest: HashMap<&'static str, Extern>,
     report: Report,
@@ -231,6 +317,8 @@ impl<'t> Runner<'t> {
             regions: Vec::new(),
             current: None,
             named: HashMap::new(),
+            definitions: HashMap::new(),
+            last_definition: None,
             registered: HashMap::new(),
             spectest: spectest::exports(&store)?,
             report: Report::default(),
@@ -278,18 +366,35 @@ impl<'t> Runner<'t> {
             WastDirective::Module(mut module) => {
                 let name = module_name(&module);
                 match self.instantiate_quote(&mut module) {
-                    Ok(instance) => {
-                        if let Some(name) = name {
-                            self.named.insert(name, instance.clone());
-                        }
-                        self.current = Some(instance);
-                        Outcome::Pass
-                    }
+                    Ok(instance) => self.adopt(name, instance),
                     Err(e) => Outcome::Fail(format!("module failed: {e}")),
                 }
             }
-            WastDirective::ModuleDefinition(_) | WastDirective::ModuleInstance { .. } => {
-                Outcome::Skip("module definitions and instances".into())
+            WastDirective::ModuleDefinition(mut module) => {
+                let name = module_name(&module);
+                match self.compile_quote(&mut module) {
+                    Ok(module) => {
+                        if let Some(name) = name {
+                            self.definitions.insert(name, module.clone());
+                        }
+                        self.last_definition = Some(module);
+                        Outcome::Pass
+                    }
+                    Err(e) => Outcome::Fail(format!("module definition failed: {e}")),
+                }
+            }
+            WastDirective::ModuleInstance { instance, module, .. } => {
+                let definition = match module {
+                    Some(id) => self.definitions.get(id.name()),
+                    None => self.last_definition.as_ref(),
+                };
+                let Some(definition) = definition.cloned() else {
+                    return Outcome::Fail(format!("no module definition {}", module.map_or("", |m| m.name())));
+                };
+                match self.instantiate(&definition) {
+                    Ok(created) => self.adopt(instance.map(|id| id.name().to_string()), created),
+                    Err(e) => Outcome::Fail(format!("module instance failed: {e}")),
+                }
             }
             WastDirective::Register { name, module, .. } => match self.instance(module.map(|m| m.name())) {
                 Ok(instance) => {
@@ -330,9 +435,28 @@ impl<'t> Runner<'t> {
                     Ok(_) => Outcome::Fail(format!("expected unlinkable (`{message}`), but it instantiated")),
                 }
             }
+            // A malformed or invalid custom annotation (`@custom`, `@metadata.code.*`) is an
+            // error only to an implementation that reads that custom section. Kiln reads none:
+            // the text parser may refuse the annotation, but a module whose core is sound must
+            // compile.
+            WastDirective::AssertMalformedCustom { mut module, message, .. }
+            | WastDirective::AssertInvalidCustom { mut module, message, .. } => match self.compile_quote(&mut module) {
+                Ok(_) | Err(ModuleError::Text(_)) => Outcome::Pass,
+                Err(e) => Outcome::Fail(format!("a custom annotation (`{message}`) made the module fail: {e}")),
+            },
             WastDirective::AssertException { .. } => Outcome::Skip("exception handling".into()),
+            WastDirective::AssertSuspension { .. } => Outcome::Skip("stack switching".into()),
             WastDirective::Thread(_) | WastDirective::Wait { .. } => Outcome::Skip("threads in scripts".into()),
         }
+    }
+
+    /// Makes `instance` the current one, and `name`'s if it has one.
+    fn adopt(&mut self, name: Option<String>, instance: Instance) -> Outcome {
+        if let Some(name) = name {
+            self.named.insert(name, instance.clone());
+        }
+        self.current = Some(instance);
+        Outcome::Pass
     }
 
     fn instance(&self, name: Option<&str>) -> Result<&Instance, String> {
@@ -388,6 +512,11 @@ impl<'t> Runner<'t> {
 
     fn instantiate_quote(&mut self, module: &mut QuoteWat<'_>) -> Result<Instance, ModuleError> {
         let module = self.compile_quote(module)?;
+        self.instantiate(&module)
+    }
+
+    fn instantiate(&mut self, module: &Module) -> Result<Instance, ModuleError> {
+        let module = module.clone();
         let imports = self.resolve_imports(&module)?;
         for region in &self.regions {
             match Instance::new_in_store(region, &self.store, &module, &imports) {
@@ -503,10 +632,7 @@ fn describe(result: &Result<Vec<Val>, CallError>) -> String {
 }
 
 fn module_name(module: &QuoteWat<'_>) -> Option<String> {
-    match module {
-        QuoteWat::Wat(wast::Wat::Module(m)) => m.id.map(|id| id.name().to_string()),
-        _ => None,
-    }
+    module.name().map(|id| id.name().to_string())
 }
 
 fn arg_value(arg: &WastArg<'_>, ty: ValType) -> Result<Val, String> {

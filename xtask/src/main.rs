@@ -12,12 +12,16 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  spec [--testsuite DIR] [--json FILE] [--jobs N] [FILTER]
+  spec [--edition 2.0|3.0] [--testsuite DIR] [--json FILE] [--jobs N] [FILTER]
       Run every .wast file under DIR through the whole AOT pipeline and print a table per
-      group (core, and each proposal folder). DIR defaults to $WASM_SPEC_TESTSUITE, else
-      spec-tests/testsuite, else the pinned official testsuite fetched with git into target/.
-      FILTER keeps files whose relative path contains it. --json writes per-file counts.
-      Exits non-zero if a file fails that spec-tests/expected-failures.txt does not list.
+      group (core, and each proposal folder). --edition picks the official testsuite: 2.0
+      (the default; commit ae5a669, WebAssembly 2.0 at its root) or 3.0 (commit 193e551,
+      WebAssembly 3.0 at its root). DIR defaults to $WASM_SPEC_TESTSUITE (2.0) or
+      $WASM_SPEC_TESTSUITE_3_0 (3.0), else spec-tests/testsuite[-3.0], else the pinned commit
+      fetched with git into target/. FILTER keeps files whose relative path contains it.
+      --json writes per-file counts. Exits non-zero if a file fails that the edition's ratchet
+      (spec-tests/expected-failures.txt, expected-failures-3.0.txt) does not list, or passes
+      while listed.
   wasi [--testsuite DIR] [--release]
       Run the official wasi-testsuite through wasi-tests/adapter.py (DIR defaults to
       $WASI_TESTSUITE) and end with `wasi: N passed, M failed`.

@@ -7,13 +7,12 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use kiln_spec_tests::Counts;
+use kiln_spec_tests::{Counts, Edition};
 
-/// The testsuite commit Kiln is pinned to (the one Wasmtime 25 used).
-const PINNED_COMMIT: &str = "ae5a66933070b705dde56c2a71bf3fbc33282864";
 const TESTSUITE_REPO: &str = "https://github.com/WebAssembly/testsuite.git";
 
 struct Options {
+    edition: Edition,
     testsuite: Option<PathBuf>,
     json: Option<PathBuf>,
     jobs: usize,
@@ -22,6 +21,7 @@ struct Options {
 
 fn parse(args: Vec<String>) -> Result<Options> {
     let mut options = Options {
+        edition: Edition::Wasm2,
         testsuite: None,
         json: None,
         jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -30,6 +30,13 @@ fn parse(args: Vec<String>) -> Result<Options> {
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--edition" => {
+                let version = args.next().context("--edition needs a version: 2.0 or 3.0")?;
+                options.edition = Edition::ALL
+                    .into_iter()
+                    .find(|e| e.version() == version)
+                    .with_context(|| format!("--edition {version}: Kiln has testsuites for 2.0 and 3.0"))?;
+            }
             "--testsuite" => options.testsuite = Some(args.next().context("--testsuite needs a directory")?.into()),
             "--json" => options.json = Some(args.next().context("--json needs a file")?.into()),
             "--jobs" => options.jobs = args.next().context("--jobs needs a number")?.parse()?,
@@ -44,35 +51,42 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// Finds the testsuite: the flag, the env var, `spec-tests/testsuite`, else fetch it.
-fn find_testsuite(flag: Option<PathBuf>) -> Result<PathBuf> {
+/// Finds `edition`'s testsuite: the flag, its env var, `spec-tests/testsuite` (2.0) or
+/// `spec-tests/testsuite-3.0`, else fetch it.
+fn find_testsuite(edition: Edition, flag: Option<PathBuf>) -> Result<PathBuf> {
+    let var = edition.env_var();
+    let commit = edition.commit();
+    let suffix = match edition {
+        Edition::Wasm2 => "",
+        Edition::Wasm3 => "-3.0",
+    };
     if let Some(dir) = flag {
         if !dir.is_dir() {
             bail!("--testsuite {}: not a directory", dir.display());
         }
         return Ok(dir);
     }
-    if let Some(dir) = std::env::var_os("WASM_SPEC_TESTSUITE") {
+    if let Some(dir) = std::env::var_os(var) {
         let dir = PathBuf::from(dir);
         if !dir.is_dir() {
-            bail!("WASM_SPEC_TESTSUITE={}: not a directory", dir.display());
+            bail!("{var}={}: not a directory", dir.display());
         }
         return Ok(dir);
     }
     let root = workspace_root();
-    let local = root.join("spec-tests/testsuite");
+    let local = root.join(format!("spec-tests/testsuite{suffix}"));
     if local.join("i32.wast").is_file() {
         return Ok(local);
     }
-    let fetched = root.join("target/wasm-testsuite");
+    let fetched = root.join(format!("target/wasm-testsuite{suffix}"));
     if fetched.join("i32.wast").is_file() {
         return Ok(fetched);
     }
-    eprintln!("spec: no testsuite found; fetching WebAssembly/testsuite at {PINNED_COMMIT} into {}", fetched.display());
-    if let Err(err) = crate::fetch::pinned_commit(TESTSUITE_REPO, PINNED_COMMIT, &fetched) {
+    eprintln!("spec: no testsuite found; fetching WebAssembly/testsuite at {commit} into {}", fetched.display());
+    if let Err(err) = crate::fetch::pinned_commit(TESTSUITE_REPO, commit, &fetched) {
         bail!(
             "could not fetch the spec testsuite ({err:#}). Point Kiln at a checkout of WebAssembly/testsuite \
-             commit {PINNED_COMMIT} with --testsuite DIR or WASM_SPEC_TESTSUITE=DIR"
+             commit {commit} with --testsuite DIR or {var}=DIR"
         );
     }
     Ok(fetched)
@@ -99,7 +113,8 @@ fn json_escape(s: &str) -> String {
 
 pub fn run(args: Vec<String>) -> Result<()> {
     let options = parse(args)?;
-    let suite = find_testsuite(options.testsuite)?;
+    let edition = options.edition;
+    let suite = find_testsuite(edition, options.testsuite)?;
     let files: Vec<(PathBuf, String)> = kiln_spec_tests::wast_files(&suite)
         .into_iter()
         .map(|p| {
@@ -111,9 +126,16 @@ pub fn run(args: Vec<String>) -> Result<()> {
     if files.is_empty() {
         bail!("no .wast files under {} match", suite.display());
     }
-    let expected_failures = kiln_spec_tests::expected_failures();
+    let expected_failures = edition.expected_failures();
+    let ratchet = format!("spec-tests/{}", edition.expected_failures_file());
 
-    eprintln!("spec: running {} files from {} on {} threads", files.len(), suite.display(), options.jobs);
+    eprintln!(
+        "spec: running {} files of the {} testsuite from {} on {} threads",
+        files.len(),
+        edition.version(),
+        suite.display(),
+        options.jobs
+    );
     let start = Instant::now();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
@@ -129,7 +151,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
                 let report = std::thread::scope(|s| {
                     std::thread::Builder::new()
                         .stack_size(16 << 20)
-                        .spawn_scoped(s, || kiln_spec_tests::run_file(path))
+                        .spawn_scoped(s, || kiln_spec_tests::run_suite_file(edition, path))
                         .expect("spawn")
                         .join()
                 });
@@ -216,9 +238,9 @@ pub fn run(args: Vec<String>) -> Result<()> {
     );
     for (rel, now_clean) in &unexpected {
         if *now_clean {
-            eprintln!("spec: {rel} now passes but is listed in spec-tests/expected-failures.txt: remove it");
+            eprintln!("spec: {rel} now passes but is listed in {ratchet}: remove it");
         } else {
-            eprintln!("spec: {rel} fails but is not listed in spec-tests/expected-failures.txt");
+            eprintln!("spec: {rel} fails but is not listed in {ratchet}");
         }
     }
     println!("spec: {} passed, {} failed, {} skipped", total.passed, total.failed, total.skipped);
