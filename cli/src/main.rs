@@ -14,10 +14,34 @@ use kiln_runtime::{
 
 use options::{WasiOptions, WasmOptions};
 
-/// Exit status when the guest trapped.
-const EXIT_TRAP: u8 = 3;
+/// Exit status when the guest trapped: 128 + SIGABRT, as `wasmtime run` on Unix, so that no
+/// program's own exit status (WASI allows 0 to 125) can be mistaken for a trap.
+const EXIT_TRAP: u8 = 134;
 /// Exit status for every other failure (bad input, I/O, linking).
 const EXIT_ERROR: u8 = 1;
+
+/// Writes a line to standard output, failing with [`StdoutError`] instead of panicking as
+/// `println!` does (a closed pipe, a full disk).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::StdoutError)?
+    }};
+}
+pub(crate) use out;
+
+/// Standard output could not be written. A closed pipe (`kiln inspect m.so | head -1`) ends
+/// kiln quietly and successfully; anything else is an error.
+#[derive(Debug)]
+struct StdoutError(std::io::Error);
+
+impl std::fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot write to standard output: {}", self.0)
+    }
+}
+
+impl std::error::Error for StdoutError {}
 
 #[derive(Parser)]
 #[command(
@@ -26,8 +50,10 @@ const EXIT_ERROR: u8 = 1;
     about = "Kiln: an ahead-of-time WebAssembly compiler and slot-based runtime",
     long_about = "Kiln compiles WebAssembly (.wasm or .wat) ahead of time into native x86-64 ELF \
 shared objects and runs them in reusable memory slots, isolating every trap to the instance that \
-caused it.\n\nExit status: 0 on success, 1 on an error (bad input, I/O, linking), 3 when the \
-guest traps (the trap's spec wording is printed on stderr), 2 for usage errors."
+caused it.\n\nExit status: 0 on success; a WASI command's own status (0 to 125); 134 when the \
+guest traps (the trap's spec wording is printed on stderr), as wasmtime; 1 on an error (bad \
+input, I/O, linking, a failing host function, an exit status outside 0 to 125); 2 for usage \
+errors."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -137,6 +163,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(err) if err.downcast_ref::<StdoutError>().is_some_and(|e| e.0.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(EXIT_ERROR)
@@ -151,7 +180,9 @@ fn compile(input: &Path, output: Option<PathBuf>, sign: Option<&Path>) -> Result
     }
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
     let compiler = kiln_compiler::Compiler::new()?;
-    compiler.compile_to_file(&bytes, &output).with_context(|| format!("cannot compile {}", input.display()))?;
+    kiln_compiler::wasm_from_file_contents(&bytes, input)
+        .and_then(|wasm| compiler.compile_wasm_to_file(&wasm, &output))
+        .with_context(|| format!("cannot compile {}", input.display()))?;
     if let Some(key) = sign {
         sign_object(&output, key)?;
     }
@@ -195,7 +226,7 @@ fn keygen(prefix: &Path) -> Result<()> {
     secret.write_all(pair.sk.to_box(None)?.into_string().as_bytes())?;
     std::fs::write(&public_path, pair.pk.to_box()?.into_string())
         .with_context(|| format!("cannot write {}", public_path.display()))?;
-    println!("secret key: {} (keep it private)\npublic key: {}", secret_path.display(), public_path.display());
+    out!("secret key: {} (keep it private)\npublic key: {}", secret_path.display(), public_path.display());
     Ok(())
 }
 
@@ -214,11 +245,11 @@ struct RunArgs {
 
 fn run_command(args: RunArgs) -> Result<ExitCode> {
     if args.wasm.iter().any(|o| o == "help") {
-        options::print_help('W', options::WASM_HELP);
+        options::print_help('W', options::WASM_HELP)?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.wasi.iter().any(|o| o == "help") {
-        options::print_help('S', options::WASI_HELP);
+        options::print_help('S', options::WASI_HELP)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut wasm = options::parse_wasm(&args.wasm)?;
@@ -309,10 +340,19 @@ impl Setup<'_> {
     }
 }
 
-/// Prints a trap the way the CLI contract says and returns the trap status.
+/// Prints a trap the way the CLI contract says and returns the trap status. A host function's
+/// error (WASI's included) is an error, not a trap of the guest.
 fn report_trap(trap: &kiln_runtime::Trap) -> ExitCode {
-    eprintln!("wasm trap: {trap}");
-    ExitCode::from(EXIT_TRAP)
+    match trap {
+        kiln_runtime::Trap::Wasm(_) => {
+            eprintln!("wasm trap: {trap}");
+            ExitCode::from(EXIT_TRAP)
+        }
+        kiln_runtime::Trap::Host(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
 }
 
 /// Runs a WASI command and returns its exit status.
@@ -321,6 +361,20 @@ fn run_wasi(module: &Module, setup: &Setup<'_>, args: &[String]) -> Result<ExitC
         bail!(
             "{} is not a WASI command: it exports no `_start` (use --invoke NAME to call an export)",
             setup.path.display()
+        );
+    }
+    let meta = module.metadata();
+    let start_type = meta.exports.iter().find(|e| e.name == "_start").and_then(|e| match e.kind {
+        kiln_runtime::ExportKind::Func(f) => meta.func_types.get(f as usize).and_then(|&t| meta.types.get(t as usize)),
+        _ => None,
+    });
+    if let Some(ty) = start_type.filter(|ty| !ty.params.is_empty() || !ty.results.is_empty()) {
+        bail!(
+            "{}: its `_start` takes {} parameters and returns {} results, but a WASI command's `_start` takes \
+             and returns nothing (--invoke _start ARGS... calls it as a function)",
+            setup.path.display(),
+            ty.params.len(),
+            ty.results.len()
         );
     }
     let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
@@ -354,7 +408,7 @@ fn invoke(module: &Module, setup: &Setup<'_>, name: &str, args: &[String]) -> Re
     match func.call(&values) {
         Ok(results) => {
             for result in results {
-                println!("{}", format_val(result));
+                out!("{}", format_val(result));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -439,24 +493,24 @@ fn format_val(val: Val) -> String {
 fn inspect(path: &Path) -> Result<()> {
     let object = ObjectFile::read(path)?;
     let meta = object.metadata();
-    println!("module {}", path.display());
-    println!("compiled by {}", meta.compiler);
+    out!("module {}", path.display());
+    out!("compiled by {}", meta.compiler);
     let hash: String = meta.source_sha256.iter().map(|b| format!("{b:02x}")).collect();
-    println!("from wasm with sha256 {hash}");
-    println!("interrupt checks: {}  fuel metering: {}", yes_no(meta.interruptible), yes_no(meta.fuel_metered));
-    println!("imports: {}", meta.imports.len());
+    out!("from wasm with sha256 {hash}");
+    out!("interrupt checks: {}  fuel metering: {}", yes_no(meta.interruptible), yes_no(meta.fuel_metered));
+    out!("imports: {}", meta.imports.len());
     for import in &meta.imports {
-        println!("  {}::{} {:?}", import.module, import.name, import.kind);
+        out!("  {}::{} {:?}", import.module, import.name, import.kind);
     }
-    println!("exports: {}", meta.exports.len());
+    out!("exports: {}", meta.exports.len());
     for export in &meta.exports {
-        println!("  {} {:?}", export.name, export.kind);
+        out!("  {} {:?}", export.name, export.kind);
     }
-    println!("memories: {}  tables: {}  globals: {}", meta.memories.len(), meta.tables.len(), meta.globals.len());
-    println!("defined functions: {}", meta.functions.len());
+    out!("memories: {}  tables: {}  globals: {}", meta.memories.len(), meta.tables.len(), meta.globals.len());
+    out!("defined functions: {}", meta.functions.len());
     for (i, f) in meta.functions.iter().enumerate() {
         let ty = &meta.types[f.type_index as usize];
-        println!(
+        out!(
             "  func {} {:?} -> {:?}: {} bytes, {} trap sites",
             meta.num_imported_funcs as usize + i,
             ty.params,
@@ -465,14 +519,14 @@ fn inspect(path: &Path) -> Result<()> {
             f.traps.len()
         );
     }
-    println!("data segments: {}  element segments: {}", meta.data.len(), meta.elements.len());
+    out!("data segments: {}  element segments: {}", meta.data.len(), meta.elements.len());
     for (d, image) in meta.heap_images.iter().enumerate() {
         if let Some(image) = image {
-            println!("heap image of memory {}: {} bytes", meta.num_imported_memories as usize + d, image.len);
+            out!("heap image of memory {}: {} bytes", meta.num_imported_memories as usize + d, image.len);
         }
     }
     if let Some(start) = meta.start {
-        println!("start function: {start}");
+        out!("start function: {start}");
     }
     Ok(())
 }

@@ -47,7 +47,8 @@ pub fn load(path: &Path, policy: &Policy) -> Result<Loaded> {
         bail!("--verify checks compiled objects, but {} is WebAssembly (it is compiled here, by Kiln)", path.display());
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let wasm = kiln_compiler::wasm_from_input(&bytes).with_context(|| format!("cannot compile {}", path.display()))?;
+    let wasm = kiln_compiler::wasm_from_file_contents(&bytes, path)
+        .with_context(|| format!("cannot compile {}", path.display()))?;
     let mut compiler = Compiler::new()?;
     compiler.set_fuel_metering(policy.fuel);
     compile_and_load(&compiler, &wasm).with_context(|| format!("cannot compile {}", path.display()))

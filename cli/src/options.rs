@@ -47,11 +47,12 @@ pub const WASI_HELP: &[(&str, &str, &str)] =
     &[("max-open-files", "N", "most descriptors the guest may hold open, stdio and preopens included (default 256)")];
 
 /// Prints an option group's help.
-pub fn print_help(flag: char, options: &[(&str, &str, &str)]) {
-    println!("Available -{flag} options:");
+pub fn print_help(flag: char, options: &[(&str, &str, &str)]) -> anyhow::Result<()> {
+    crate::out!("Available -{flag} options:");
     for (name, value, what) in options {
-        println!("  -{flag} {name}={value}\n        {what}");
+        crate::out!("  -{flag} {name}={value}\n        {what}");
     }
+    Ok(())
 }
 
 fn split<'a>(flag: char, option: &'a str, known: &[(&str, &str, &str)]) -> Result<(&'a str, &'a str)> {

@@ -202,6 +202,104 @@ fn inspect_lists_exports() {
     assert!(stdout(&out).contains("start function"));
 }
 
+/// What `wasmtime run` does with exit statuses, and nothing a program can do passes for a
+/// trap: `proc_exit(N)` exits N for N in [0, 126), anything else is an error (status 1), a trap
+/// exits 134, and a `_start` that is not a command's is refused by name.
+#[test]
+fn exit_statuses_follow_wasmtime_and_never_pass_for_a_trap() {
+    let dir = tempfile::tempdir().unwrap();
+    let exits = |status: i64| {
+        let wat = dir.path().join(format!("exit{status}.wat"));
+        std::fs::write(
+            &wat,
+            format!(
+                r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+                     (memory (export "memory") 1)
+                     (func (export "_start") (call $exit (i32.const {status}))))"#
+            ),
+        )
+        .unwrap();
+        kiln(&["run", wat.to_str().unwrap()])
+    };
+    for status in [0, 3, 125] {
+        let out = exits(status);
+        assert_eq!(out.status.code(), Some(status as i32), "{}", stderr(&out));
+        assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    }
+    for status in [126, 134, 256, -1] {
+        let out = exits(status);
+        assert_eq!(out.status.code(), Some(1), "proc_exit({status}): {}", stderr(&out));
+        assert!(stderr(&out).contains("outside [0, 126)"), "{}", stderr(&out));
+    }
+    let trap = run(&compiled().so, "unreachable", &[]);
+    assert_eq!(trap.status.code(), Some(134), "{}", stderr(&trap));
+    let wat = dir.path().join("not_a_command.wat");
+    std::fs::write(&wat, r#"(module (func (export "_start") (param i32)))"#).unwrap();
+    let out = kiln(&["run", wat.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not_a_command.wat: its `_start` takes 1 parameters"), "{}", stderr(&out));
+}
+
+/// Output kiln cannot write is never a panic: a reader that went away ends kiln quietly and
+/// successfully, a full disk is an error.
+#[test]
+fn unwritable_output_is_never_a_panic() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let exports: String = (0..5000).map(|i| format!(r#"(func (export "f{i}"))"#)).collect();
+    let wat = dir.path().join("many.wat");
+    std::fs::write(&wat, format!("(module {exports})")).unwrap();
+    let so = dir.path().join("many.so");
+    assert!(kiln(&["compile", wat.to_str().unwrap(), "-o", so.to_str().unwrap()]).status.success());
+    // `kiln inspect many.so | head -1`: the listing is far larger than a pipe holds.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["inspect", so.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("module "), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    // `kiln run --invoke ... > /dev/full`.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let c = compiled();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["run", "--allow-precompiled", "--invoke", "fib", c.so.to_str().unwrap(), "10"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot write to standard output"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
+/// Every error names the file it is about, once, and never a file the user did not name.
+#[test]
+fn errors_name_the_users_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.so");
+    let out = kiln(&["inspect", missing.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(err.contains("missing.so") && err.matches("No such file or directory").count() == 1, "{err}");
+    let broken = dir.path().join("broken.wat");
+    std::fs::write(&broken, "(module\n  (func\n   (i32.add))").unwrap();
+    for command in ["compile", "run"] {
+        let err = stderr(&kiln(&[command, broken.to_str().unwrap()]));
+        assert!(err.contains("broken.wat:3:14") && !err.contains("<anon>"), "{command}: {err}");
+    }
+    let good = dir.path().join("good.wat");
+    std::fs::write(&good, "(module)").unwrap();
+    let out = kiln(&["compile", good.to_str().unwrap(), "-o", "/nonexistent/dir/x.so"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("/nonexistent/dir/x.so") && !err.contains(".kiln-link"), "{err}");
+}
+
 #[test]
 fn timeout_stops_a_tight_loop_and_a_loop_of_calls_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,7 +321,7 @@ fn timeout_stops_a_tight_loop_and_a_loop_of_calls_within_a_second() {
             kiln(&["run", "--allow-precompiled", "-W", "timeout=100ms", "--invoke", export, so.to_str().unwrap()]);
         let elapsed = start.elapsed();
         assert!(elapsed < std::time::Duration::from_secs(1), "{export}: stopped after {elapsed:?}");
-        assert_eq!(out.status.code(), Some(3), "{export}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(134), "{export}: {}", stderr(&out));
         assert!(stderr(&out).contains("deadline exceeded"), "{export}: {}", stderr(&out));
     }
 }

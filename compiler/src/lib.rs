@@ -54,7 +54,7 @@ pub enum CompileError {
     #[error("linking failed: {0}")]
     Link(String),
     /// Reading or writing a file failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -73,11 +73,26 @@ impl From<cranelift_wasm::WasmError> for CompileError {
 /// Turns user input into a wasm binary: binaries pass through, anything else is parsed as the
 /// text format.
 pub fn wasm_from_input(bytes: &[u8]) -> Result<Cow<'_, [u8]>, CompileError> {
+    wasm_from(bytes, None)
+}
+
+/// [`wasm_from_input`] for the contents of the file at `path`, which text-format errors name.
+pub fn wasm_from_file_contents<'a>(bytes: &'a [u8], path: &Path) -> Result<Cow<'a, [u8]>, CompileError> {
+    wasm_from(bytes, Some(path))
+}
+
+fn wasm_from<'a>(bytes: &'a [u8], path: Option<&Path>) -> Result<Cow<'a, [u8]>, CompileError> {
     if bytes.starts_with(b"\0asm") {
-        Ok(Cow::Borrowed(bytes))
-    } else {
-        wat::parse_bytes(bytes).map_err(|e| CompileError::Text(e.to_string()))
+        return Ok(Cow::Borrowed(bytes));
     }
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| CompileError::Text(format!("neither wasm nor UTF-8 text: {e}")))?;
+    wat::parse_str(text).map(Cow::Owned).map_err(|mut e| {
+        if let Some(path) = path {
+            e.set_path(path);
+        }
+        CompileError::Text(e.to_string())
+    })
 }
 
 /// A configured compiler for the host's x86-64.
@@ -153,8 +168,12 @@ impl Compiler {
 
     /// Compiles wasm (binary or text) into a shared object at `out`.
     pub fn compile_to_file(&self, input: &[u8], out: &Path) -> Result<(), CompileError> {
-        let wasm = wasm_from_input(input)?;
-        let object = self.compile_object(&wasm)?;
+        self.compile_wasm_to_file(&wasm_from_input(input)?, out)
+    }
+
+    /// Compiles `wasm` (a binary module) into a shared object at `out`.
+    pub fn compile_wasm_to_file(&self, wasm: &[u8], out: &Path) -> Result<(), CompileError> {
+        let object = self.compile_object(wasm)?;
         link::link_shared_object(&object.object, out)
     }
 }

@@ -18,7 +18,12 @@ pub fn link_shared_object(object: &[u8], out: &Path) -> Result<(), CompileError>
     std::fs::write(&input, object)?;
     // Link next to the destination, then rename, so a reader never sees a half-written file.
     let out_dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let staged = tempfile::Builder::new().prefix(".kiln-link").suffix(".so").tempfile_in(out_dir)?;
+    // Named after `out`, not after the staging file the user never asked for.
+    let staged = tempfile::Builder::new().prefix(".kiln-link").suffix(".so").tempfile_in(out_dir).map_err(|e| {
+        let reason =
+            if out_dir.is_dir() { e.kind().to_string() } else { format!("no directory {}", out_dir.display()) };
+        CompileError::Io(std::io::Error::new(e.kind(), format!("cannot create {}: {reason}", out.display())))
+    })?;
     let ld = linker();
     let output = Command::new(&ld)
         // A non-executable stack, and every relocation resolved at load time.
@@ -38,7 +43,9 @@ pub fn link_shared_object(object: &[u8], out: &Path) -> Result<(), CompileError>
         )));
     }
     append_checksum_trailer(staged.path())?;
-    staged.persist(out).map_err(|e| CompileError::Io(e.error))?;
+    staged.persist(out).map_err(|e| {
+        CompileError::Io(std::io::Error::new(e.error.kind(), format!("cannot create {}: {}", out.display(), e.error)))
+    })?;
     Ok(())
 }
 

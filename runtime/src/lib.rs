@@ -38,7 +38,9 @@ mod values;
 pub use externs::{AccessError, Extern, Func, Global, Memory, Table};
 pub use host::{Caller, GuestBytes, Interrupted, Waiter};
 pub use instance::{CallError, Instance, InstantiationError, TypedFunc, WasmParams, WasmResults, WasmTy};
-pub use kiln_abi::{FuncType, GlobalType, HeapType, ImportKind, MemoryType, RefType, TableType, TrapCode, ValType};
+pub use kiln_abi::{
+    ExportKind, FuncType, GlobalType, HeapType, ImportKind, MemoryType, RefType, TableType, TrapCode, ValType,
+};
 pub use limits::{LimitError, StoreLimits};
 pub use load::{decode_metadata, LoadError, Module, ObjectFile};
 pub use region::{Region, RegionConfig, RegionError, SlotLayout};

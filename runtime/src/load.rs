@@ -15,12 +15,12 @@ use crate::types;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (part of the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The file is not a Kiln module (not ELF, wrong architecture, truncated, no Kiln header).
     #[error("{path} is not a Kiln module: {reason}")]
@@ -146,7 +146,7 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> LoadError {
 
 /// Reads the whole file through one descriptor.
 fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|error| LoadError::Io { path: path.to_path_buf(), error })
 }
 
 /// What [`check_file`] learns from a file without loading it.
@@ -320,7 +320,7 @@ impl Module {
         let Checked { meta, image_section } = checked;
         let file_len = bytes.len() as u64;
         let sealed = crate::sys::unix::dl::sealed_memfd(bytes)
-            .map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+            .map_err(|error| LoadError::Io { path: path.to_path_buf(), error })?;
 
         // SAFETY: the bytes were checked to be an ELF shared object exporting a Kiln header of
         // our version, with nothing that runs at load time; the caller vouches for the rest.
@@ -485,7 +485,7 @@ fn heap_images(
     }
     // The sealed copy the library was loaded from: its image pages are exactly the checked ones.
     let file = if section_offset % page == 0 {
-        Some(sealed.try_clone().map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?)
+        Some(sealed.try_clone().map_err(|error| LoadError::Io { path: path.to_path_buf(), error })?)
     } else {
         None
     };

@@ -221,7 +221,14 @@ fn random_get(_: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Resul
 }
 
 fn proc_exit(_: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    Err(Fail::Trap(HostError(Box::new(Exit(a.u32(0) as i32)))))
+    let status = a.u32(0);
+    // As Wasmtime: a status outside [0, 126) is an error rather than a status, which a process
+    // could not report faithfully (exit statuses are 8 bits, and shells give 126 and up their
+    // own meanings: 256 would read as success).
+    if status >= 126 {
+        return Err(Fail::Trap(HostError(format!("exit status {status} is outside [0, 126)").into())));
+    }
+    Err(Fail::Trap(HostError(Box::new(Exit(status as i32)))))
 }
 
 /// preview1's `signal` numbering: 0 none, 1 hup, 2 int, 3 quit, 4 ill, 5 trap, 6 abrt, 7 bus,

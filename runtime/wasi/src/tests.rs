@@ -346,6 +346,11 @@ fn proc_exit_and_proc_raise_end_the_program_with_a_status() {
         Err(Fail::Errno(e)) => Err(format!("{e:?}")),
     };
     assert_eq!(status(exit(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(42)], waiter: None })), Ok(42));
+    // A status no process can report faithfully is an error, not a status (as in Wasmtime).
+    for bad in [126, 256, -1] {
+        let outcome = status(exit(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(bad)], waiter: None }));
+        assert!(outcome.as_ref().is_err_and(|e| e.contains("outside [0, 126)")), "proc_exit({bad}): {outcome:?}");
+    }
     assert_eq!(
         status(raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(15)], waiter: None })),
         Ok(128 + 15),
