@@ -11,8 +11,8 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 use cranelift_wasm::FuncTranslator;
 use kiln_abi::{
     ConstOp, DataMode, FunctionInfo, HeapImage, ModuleHeader, ModuleMetadata, TrapCode, TrapSite, VMContextHeader,
-    VMOffsets, VMRuntimeLimits, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, FUNC_SYMBOL_PREFIX, HEAP_IMAGE_SECTION,
-    HOST_TRAMPOLINE_PREFIX, IMAGE_PAGE_SIZE, MODULE_MAGIC, MODULE_SYMBOL,
+    VMOffsets, VMRuntimeLimits, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, HEAP_IMAGE_SECTION, HOST_TRAMPOLINE_PREFIX,
+    IMAGE_PAGE_SIZE, MODULE_MAGIC, MODULE_SYMBOL,
 };
 use wasmparser::FuncValidatorAllocations;
 
@@ -117,7 +117,7 @@ pub(crate) fn compile(
         Some(_) => Some(isa.to_capstone().map_err(codegen_error)?),
         None => None,
     };
-    let ParsedModule { mut meta, is_func_type, bodies } = parsed;
+    let ParsedModule { mut meta, is_func_type, bodies, func_names } = parsed;
     meta.interruptible = interruptible;
     meta.fuel_metered = fuel;
     let builder = ObjectBuilder::new(isa.clone(), "kiln-module", cranelift_module::default_libcall_names())
@@ -127,11 +127,10 @@ pub(crate) fn compile(
     // Declare every symbol first so functions can call each other by name.
     let num_imported = meta.num_imported_funcs as usize;
     let mut func_ids = Vec::with_capacity(bodies.len());
-    for (i, &ty) in meta.func_types[num_imported..].iter().enumerate() {
+    for (i, &ty) in meta.func_types.iter().enumerate().skip(num_imported) {
         let sig = wasm_signature(&meta.types[ty as usize]);
-        let id = object
-            .declare_function(&format!("{FUNC_SYMBOL_PREFIX}{i}"), Linkage::Local, &sig)
-            .map_err(codegen_error)?;
+        let name = function_symbol(i as u32, func_names.get(&(i as u32)).map(String::as_str));
+        let id = object.declare_function(&name, Linkage::Local, &sig).map_err(codegen_error)?;
         func_ids.push(id);
     }
 
@@ -398,4 +397,22 @@ fn makes_calls(body: &wasmparser::FunctionBody<'_>) -> bool {
         }
     }
     false
+}
+
+/// The symbol of function `index` in the object: `wasm[INDEX]::NAME`, NAME from the module's
+/// `name` section (control characters and whitespace replaced, at most 200 bytes), or
+/// `wasm[INDEX]` for an unnamed function. The index keeps symbols unique; the name is what
+/// `perf report`, `gdb` and `addr2line` show for the guest's code.
+fn function_symbol(index: u32, name: Option<&str>) -> String {
+    let mut symbol = format!("wasm[{index}]");
+    if let Some(name) = name.filter(|n| !n.is_empty()) {
+        symbol.push_str("::");
+        for c in name.chars() {
+            if symbol.len() + c.len_utf8() > 200 {
+                break;
+            }
+            symbol.push(if c.is_control() || c.is_whitespace() { '_' } else { c });
+        }
+    }
+    symbol
 }

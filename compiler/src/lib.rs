@@ -182,6 +182,32 @@ impl Compiler {
 mod tests {
     use super::*;
 
+    /// `perf report`, `gdb` and `addr2line` name the guest's functions: each has a symbol made
+    /// of its index and its name from the `name` section.
+    #[test]
+    fn function_symbols_carry_the_wasm_names() {
+        use object::{Object, ObjectSymbol};
+        let dir = tempfile::tempdir().unwrap();
+        let so = dir.path().join("names.so");
+        let wat = r#"(module
+            (import "env" "imported" (func $imported))
+            (func $fib (export "fib"))
+            (func)
+            (func $again (@name "fib") (export "fib_again"))
+            (func (@name "tab\tand a space")))"#;
+        Compiler::new().unwrap().compile_to_file(wat.as_bytes(), &so).unwrap();
+        let bytes = std::fs::read(&so).unwrap();
+        let file = object::File::parse(&bytes[..]).unwrap();
+        let mut names: Vec<String> = file
+            .symbols()
+            .filter(|s| s.kind() == object::SymbolKind::Text)
+            .filter_map(|s| s.name().ok().map(String::from))
+            .filter(|n| n.starts_with("wasm["))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["wasm[1]::fib", "wasm[2]", "wasm[3]::fib", "wasm[4]::tab_and_a_space"]);
+    }
+
     #[test]
     fn random_bytes_are_an_error_never_a_panic() {
         let compiler = Compiler::new().unwrap();

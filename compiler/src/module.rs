@@ -20,6 +20,8 @@ pub(crate) struct ParsedModule<'data> {
     pub is_func_type: Vec<bool>,
     /// The function bodies, each with the validator that checks it during translation.
     pub bodies: Vec<(FuncToValidate<ValidatorResources>, FunctionBody<'data>)>,
+    /// Function names from the `name` section, by function index.
+    pub func_names: std::collections::HashMap<u32, String>,
 }
 
 /// The proposals Kiln compiles by default: WebAssembly 2.0 plus every proposal cranelift-wasm
@@ -128,6 +130,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
     let mut is_func_type = Vec::new();
     let mut bodies = Vec::new();
     let mut defined_func_types = Vec::new();
+    let mut func_names = std::collections::HashMap::new();
 
     for payload in Parser::new(0).parse_all(wasm) {
         let payload = payload.map_err(invalid)?;
@@ -262,11 +265,30 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                     meta.data.push(DataSegment { mode, bytes: data.data.to_vec() });
                 }
             }
+            Payload::CustomSection(section) => {
+                if let wasmparser::KnownCustom::Name(names) = section.as_known() {
+                    collect_function_names(names, &mut func_names);
+                }
+            }
             _ => {}
         }
     }
 
-    Ok(ParsedModule { meta, is_func_type, bodies })
+    Ok(ParsedModule { meta, is_func_type, bodies, func_names })
+}
+
+/// Adds the function names of a `name` section to `names`. A malformed section names nothing
+/// more, and is not an error: custom sections never make a module invalid.
+fn collect_function_names(
+    section: wasmparser::NameSectionReader<'_>,
+    names: &mut std::collections::HashMap<u32, String>,
+) {
+    for subsection in section {
+        let Ok(wasmparser::Name::Function(map)) = subsection else { continue };
+        for naming in map.into_iter().map_while(Result::ok) {
+            names.insert(naming.index, naming.name.to_string());
+        }
+    }
 }
 
 /// Without multi-memory, the memory index of `memory.size` and `memory.grow` is a single zero

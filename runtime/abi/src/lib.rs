@@ -42,8 +42,6 @@ pub const HEAP_IMAGE_SECTION: &str = ".kiln.image";
 /// Page size of heap images (the x86-64 Linux page size).
 pub const IMAGE_PAGE_SIZE: u64 = 4096;
 
-/// Symbol prefix of compiled wasm functions (`kiln_func_<defined index>`), local to the object.
-pub const FUNC_SYMBOL_PREFIX: &str = "kiln_func_";
 /// Symbol prefix of the host-to-wasm trampolines (`kiln_array_tramp_<type index>`).
 pub const ARRAY_TRAMPOLINE_PREFIX: &str = "kiln_array_tramp_";
 /// Symbol prefix of the wasm-to-host trampolines (`kiln_host_tramp_<type index>`).
