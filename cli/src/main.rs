@@ -344,8 +344,14 @@ impl Setup<'_> {
 /// error (WASI's included) is an error, not a trap of the guest.
 fn report_trap(trap: &kiln_runtime::Trap) -> ExitCode {
     match trap {
-        kiln_runtime::Trap::Wasm(_) => {
-            eprintln!("wasm trap: {trap}");
+        kiln_runtime::Trap::Wasm { .. } => {
+            // The guest's frames, innermost first, unless KILN_BACKTRACE=0.
+            let trace = trap.backtrace();
+            if trace.frames().is_empty() || std::env::var_os("KILN_BACKTRACE").is_some_and(|v| v == "0") {
+                eprintln!("wasm trap: {trap}");
+            } else {
+                eprint!("wasm trap: {trap}\nwasm backtrace:\n{trace}");
+            }
             ExitCode::from(EXIT_TRAP)
         }
         kiln_runtime::Trap::Host(err) => {

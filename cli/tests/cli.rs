@@ -240,6 +240,30 @@ fn exit_statuses_follow_wasmtime_and_never_pass_for_a_trap() {
     assert!(stderr(&out).contains("not_a_command.wat: its `_start` takes 1 parameters"), "{}", stderr(&out));
 }
 
+/// A trap prints the guest's frames under its wording, innermost first, named from the name
+/// section; KILN_BACKTRACE=0 leaves only the wording.
+#[test]
+fn a_trap_prints_a_guest_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("nested.wat");
+    std::fs::write(
+        &wat,
+        r#"(module (func $leaf (unreachable)) (func $caller (call $leaf)) (func (export "run") (call $caller)))"#,
+    )
+    .unwrap();
+    let out = kiln(&["run", "--invoke", "run", wat.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(134));
+    let err = stderr(&out);
+    let expected = "wasm trap: unreachable\nwasm backtrace:\n     0: leaf (wasm function 0)\n     1: caller (wasm function 1)\n     2: wasm function 2\n";
+    assert_eq!(err, expected);
+    let quiet = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["run", "--invoke", "run", wat.to_str().unwrap()])
+        .env("KILN_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert_eq!(stderr(&quiet), "wasm trap: unreachable\n");
+}
+
 /// Output kiln cannot write is never a panic: a reader that went away ends kiln quietly and
 /// successfully, a full disk is an error.
 #[test]

@@ -171,10 +171,10 @@ mod on_kiln {
                             .collect();
                         match func.call(&args) {
                             Ok(results) => self.calls.push(Ok(results.iter().map(bits).collect())),
-                            Err(CallError::Trap(Trap::Wasm(TrapCode::StackOverflow))) => {
+                            Err(CallError::Trap(Trap::Wasm { code: TrapCode::StackOverflow, .. })) => {
                                 return Ok(Some(Observation::Inconclusive("stack exhausted".into())))
                             }
-                            Err(CallError::Trap(Trap::Wasm(code))) => self.calls.push(Err(trap_kind(code))),
+                            Err(CallError::Trap(Trap::Wasm { code, .. })) => self.calls.push(Err(trap_kind(code))),
                             Err(other) => return Err(other.into()),
                         }
                     }
@@ -202,10 +202,10 @@ mod on_kiln {
         let module = unsafe { Module::load(&so) }?;
         let instance = match Instance::new_in_store(region, &crate::kiln_store(), &module, &[]) {
             Ok(instance) => instance,
-            Err(InstantiationError::Trap(Trap::Wasm(TrapCode::StackOverflow))) => {
+            Err(InstantiationError::Trap(Trap::Wasm { code: TrapCode::StackOverflow, .. })) => {
                 return Ok(Observation::Inconclusive("stack exhausted".into()))
             }
-            Err(InstantiationError::Trap(Trap::Wasm(code))) => {
+            Err(InstantiationError::Trap(Trap::Wasm { code, .. })) => {
                 return Ok(Observation::InstantiationTrap(trap_kind(code)))
             }
             Err(other) => return Err(other.into()),

@@ -168,10 +168,10 @@ mod on_kiln {
             .collect::<Result<Vec<_>>>()?;
         Ok(match Instance::new_in_store(region, store, module, &imports) {
             Ok(instance) => Outcome::Ready(instance),
-            Err(InstantiationError::Trap(Trap::Wasm(TrapCode::StackOverflow))) => {
+            Err(InstantiationError::Trap(Trap::Wasm { code: TrapCode::StackOverflow, .. })) => {
                 Outcome::Stopped(Observation::Inconclusive("stack exhausted".into()))
             }
-            Err(InstantiationError::Trap(Trap::Wasm(code))) => {
+            Err(InstantiationError::Trap(Trap::Wasm { code, .. })) => {
                 Outcome::Stopped(Observation::InstantiationTrap(crate::on_kiln::trap_kind(code)))
             }
             Err(other) => return Err(other.into()),

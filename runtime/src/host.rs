@@ -232,7 +232,7 @@ unsafe extern "C" fn host_call_shim(ctx: *mut VMHostFuncContext, caller_vmctx: *
     }));
     let trap = match outcome {
         Ok(Ok(())) => return,
-        Ok(Err(error)) if error.0.is::<Interrupted>() => Trap::Wasm(TrapCode::Interrupt),
+        Ok(Err(error)) if error.0.is::<Interrupted>() => Trap::wasm(TrapCode::Interrupt),
         Ok(Err(error)) => Trap::Host(error),
         Err(payload) => {
             // `raise` never returns, so anything still owned here would leak: drop the panic

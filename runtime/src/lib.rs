@@ -46,5 +46,5 @@ pub use load::{decode_metadata, LoadError, Module, ObjectFile};
 pub use region::{Region, RegionConfig, RegionError, SlotLayout};
 pub use signature::{signature_path, PublicKey, SignatureError};
 pub use store::{InterruptHandle, Store, StoreBinding, StoreBusy};
-pub use traps::{HostError, Trap};
+pub use traps::{Frame, HostError, Trap, WasmBacktrace};
 pub use values::{Val, ValueError};

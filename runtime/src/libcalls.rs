@@ -93,7 +93,7 @@ fn in_bounds(start: u64, len: u64, size: u64) -> bool {
 /// Only from a libcall called by guest code.
 unsafe fn trap(code: TrapCode) -> ! {
     // SAFETY: forwarded.
-    unsafe { raise(Trap::Wasm(code)) }
+    unsafe { raise(Trap::wasm(code)) }
 }
 
 unsafe extern "C" fn memory_grow(vmctx: *mut u8, index: u32, delta_pages: u64) -> u64 {

@@ -8,7 +8,7 @@ use kiln_abi::{ModuleHeader, ModuleMetadata, VMOffsets, ABI_VERSION, MODULE_MAGI
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use crate::sys::unix::dl::Library;
-use crate::traps::registry::{self, Registration, TrapTable};
+use crate::traps::registry::{self, FunctionRange, Registration, TrapTable};
 use crate::types;
 
 /// Why a shared object could not be loaded.
@@ -362,9 +362,23 @@ impl Module {
             sites.extend(info.traps.iter().map(|t| (start + t.offset as usize, t.code)));
         }
         sites.sort_by_key(|s| s.0);
+        let names = function_names(bytes);
+        let mut ranges: Vec<FunctionRange> = meta
+            .functions
+            .iter()
+            .zip(&functions)
+            .enumerate()
+            .map(|(defined, (info, &code))| {
+                let index = meta.num_imported_funcs + defined as u32;
+                let start = code as usize;
+                FunctionRange { start, end: start + info.code_len as usize, index, name: names.get(&index).cloned() }
+            })
+            .collect();
+        ranges.sort_by_key(|f| f.start);
         let trap_table = Box::new(TrapTable {
             pcs: sites.iter().map(|s| s.0).collect(),
             codes: sites.iter().map(|s| s.1).collect(),
+            functions: ranges,
         });
         if code_start == usize::MAX {
             code_start = 0;
@@ -431,6 +445,18 @@ impl Module {
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
+}
+
+/// The wasm names of the functions of the object `bytes`, by function index, from its function
+/// symbols (`wasm[INDEX]::NAME`, see the compiler's `function_symbol`).
+fn function_names(bytes: &[u8]) -> std::collections::HashMap<u32, Box<str>> {
+    let Ok(file) = object::File::parse(bytes) else { return Default::default() };
+    file.symbols()
+        .filter_map(|symbol| {
+            let (index, name) = symbol.name().ok()?.strip_prefix("wasm[")?.split_once("]::")?;
+            Some((index.parse().ok()?, Box::from(name)))
+        })
+        .collect()
 }
 
 /// Whether `segment` was applied to a heap image by the compiler (every active segment of a

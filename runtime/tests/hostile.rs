@@ -31,7 +31,7 @@ fn region(slots: usize) -> Region {
 
 fn trap_code(result: Result<Vec<Val>, CallError>) -> TrapCode {
     match result {
-        Err(CallError::Trap(Trap::Wasm(code))) => code,
+        Err(CallError::Trap(Trap::Wasm { code, .. })) => code,
         other => panic!("expected a wasm trap, got {other:?}"),
     }
 }
@@ -158,7 +158,7 @@ fn entries_left_by_a_failed_instantiation_stay_callable() {
     let store = Store::new();
     let table = Table::new(&store, funcref_table(1), Val::FuncRef(None)).unwrap();
     let failed = Instance::new_in_store(&region, &store, &failing, &[Extern::Table(table.clone())]);
-    assert!(matches!(failed, Err(InstantiationError::Trap(Trap::Wasm(TrapCode::HeapOutOfBounds)))));
+    assert!(matches!(failed, Err(InstantiationError::Trap(Trap::Wasm { code: TrapCode::HeapOutOfBounds, .. }))));
     let _other = Instance::new(&region, &unrelated, &[]).unwrap();
     let caller = Instance::new_in_store(&region, &store, &b, &[Extern::Table(table)]).unwrap();
     assert_eq!(caller.call("call0", &[]).unwrap(), vec![Val::I32(99)]);

@@ -29,7 +29,7 @@ fn region(slots: usize) -> Region {
 
 fn trap_code(result: Result<Vec<Val>, CallError>) -> TrapCode {
     match result {
-        Err(CallError::Trap(Trap::Wasm(code))) => code,
+        Err(CallError::Trap(Trap::Wasm { code, .. })) => code,
         other => panic!("expected a wasm trap, got {other:?}"),
     }
 }
@@ -247,6 +247,41 @@ fn idle_slots_keep_no_more_than_the_ceiling_resident_and_still_isolate_tenants()
         assert_eq!(tenant.call("peek", &[Val::I32(65532)]).unwrap(), [Val::I32(0)]);
         assert_eq!(tenant.call("global", &[]).unwrap(), [Val::I32(7)]);
     }
+}
+
+#[test]
+fn a_trap_carries_the_guest_frames_innermost_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = r#"(module
+      (func $inner (param i32) (result i32) (i32.div_u (i32.const 1) (local.get 0)))
+      (func $middle (param i32) (result i32) (i32.add (call $inner (local.get 0)) (i32.const 1)))
+      (func (export "outer") (param i32) (result i32) (call $middle (local.get 0)))
+      (func $deep (export "deep") (param i32) (result i32) (i32.add (call $deep (local.get 0)) (i32.const 1))))"#;
+    let module = load(compile(dir.path(), "frames", wat)).unwrap();
+    let region = region(1);
+    let instance = Instance::new(&region, &module, &[]).unwrap();
+    let frames = |trap: &Trap| -> Vec<(u32, Option<String>)> {
+        trap.backtrace().frames().iter().map(|f| (f.func_index, f.name.as_deref().map(String::from))).collect()
+    };
+    let expected = [(0, Some("inner".to_string())), (1, Some("middle".to_string())), (2, None)];
+    // Through the untyped path (array trampoline) and the typed direct one.
+    let Err(CallError::Trap(trap)) = instance.call("outer", &[Val::I32(0)]) else { panic!("outer(0) must trap") };
+    assert_eq!(trap.code(), Some(TrapCode::IntegerDivisionByZero));
+    assert_eq!(frames(&trap), expected);
+    assert_eq!(trap.backtrace().frames_omitted(), 0);
+    let listing = trap.backtrace().to_string();
+    assert!(listing.contains("0: inner (wasm function 0)") && listing.contains("2: wasm function 2"), "{listing}");
+    let outer = instance.get_func("outer").unwrap().typed::<i32, i32>().unwrap();
+    let Err(CallError::Trap(trap)) = outer.call(0) else { panic!("outer(0) must trap") };
+    assert_eq!(frames(&trap), expected);
+    // A deep recursion keeps the innermost frames and counts the rest.
+    let Err(CallError::Trap(trap)) = instance.call("deep", &[Val::I32(0)]) else { panic!("deep must trap") };
+    assert_eq!(trap.code(), Some(TrapCode::StackOverflow));
+    let deep = frames(&trap);
+    assert!(deep.len() == 100 && deep.iter().all(|f| f == &(3, Some("deep".to_string()))), "{deep:?}");
+    assert!(trap.backtrace().frames_omitted() > 1000, "{}", trap.backtrace().frames_omitted());
+    // The instance still works after both.
+    assert_eq!(instance.call("outer", &[Val::I32(1)]).unwrap(), [Val::I32(2)]);
 }
 
 #[test]
@@ -608,7 +643,7 @@ fn typed_calls_take_the_direct_and_the_trampoline_paths() {
     // Integers only: the direct path.
     let div = instance.get_func("div").unwrap().typed::<(i32, i32), i32>().unwrap();
     assert_eq!(div.call((-7, 2)).unwrap(), -3);
-    assert!(matches!(div.call((1, 0)), Err(CallError::Trap(Trap::Wasm(TrapCode::IntegerDivisionByZero)))));
+    assert!(matches!(div.call((1, 0)), Err(CallError::Trap(Trap::Wasm { code: TrapCode::IntegerDivisionByZero, .. }))));
     assert_eq!(div.call((100, 7)).unwrap(), 14, "usable after a trap");
     let fac = instance.get_func("fac").unwrap().typed::<i64, i64>().unwrap();
     assert_eq!(fac.call(20).unwrap(), 2432902008176640000);

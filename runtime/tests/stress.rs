@@ -54,7 +54,7 @@ fn load(path: impl AsRef<std::path::Path>) -> Result<Module, kiln_runtime::LoadE
 
 fn trap(result: Result<Vec<Val>, CallError>) -> TrapCode {
     match result {
-        Err(CallError::Trap(Trap::Wasm(code))) => code,
+        Err(CallError::Trap(Trap::Wasm { code, .. })) => code,
         other => panic!("expected a trap, got {other:?}"),
     }
 }

@@ -412,7 +412,7 @@ impl<'t> Runner<'t> {
             WastDirective::AssertReturn { exec, results, .. } => self.assert_return(exec, &results),
             WastDirective::AssertTrap { exec, message, .. } => self.assert_trap(exec, message),
             WastDirective::AssertExhaustion { call, message, .. } => match self.invoke(&call) {
-                Ok(Err(CallError::Trap(Trap::Wasm(TrapCode::StackOverflow)))) => Outcome::Pass,
+                Ok(Err(CallError::Trap(Trap::Wasm { code: TrapCode::StackOverflow, .. }))) => Outcome::Pass,
                 Ok(other) => Outcome::Fail(format!("expected `{message}`, got {}", describe(&other))),
                 Err(skip) => skip,
             },

@@ -53,8 +53,10 @@ pub fn toolchain_missing(scratch: &Path) -> Option<String> {
 /// What a program did.
 #[derive(Debug)]
 pub struct Outcome {
-    /// Its exit status (`proc_exit`'s code, or 0).
+    /// Its exit status (`proc_exit`'s code, or 0; 134 if it trapped, as `kiln run`).
     pub status: i32,
+    /// The trap that ended it, if one did.
+    pub trap: Option<kiln_runtime::Trap>,
     /// Everything it wrote to stdout.
     pub stdout: String,
     /// Everything it wrote to stderr.
@@ -104,7 +106,11 @@ pub fn run(wasm: &Path, options: &RunOptions<'_>) -> Result<Outcome> {
     let imports = kiln_wasi::imports(&module, builder.build()?)?;
     let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
     let instance = Instance::new(&region, &module, &imports)?;
-    let status = kiln_wasi::exit_status(instance.call("_start", &[]))?;
+    let (status, trap) = match kiln_wasi::exit_status(instance.call("_start", &[])) {
+        Ok(status) => (status, None),
+        Err(kiln_runtime::CallError::Trap(trap @ kiln_runtime::Trap::Wasm { .. })) => (134, Some(trap)),
+        Err(err) => return Err(err.into()),
+    };
 
     let read_back = |file: &mut std::fs::File| -> Result<String> {
         let mut text = String::new();
@@ -112,5 +118,5 @@ pub fn run(wasm: &Path, options: &RunOptions<'_>) -> Result<Outcome> {
         file.read_to_string(&mut text)?;
         Ok(text)
     };
-    Ok(Outcome { status, stdout: read_back(&mut stdout)?, stderr: read_back(&mut stderr)? })
+    Ok(Outcome { status, trap, stdout: read_back(&mut stdout)?, stderr: read_back(&mut stderr)? })
 }

@@ -38,6 +38,19 @@ fn hello() -> TestResult {
     check(out.stdout == "Hello, world!\n", "hello prints exactly `Hello, world!`", &out)
 }
 
+/// A trap in C code names the C functions on the stack, innermost first.
+fn trap_backtrace() -> TestResult {
+    let out = run_ok("trap", &RunOptions::default())?;
+    let Some(trap) = &out.trap else { return check(false, "trap traps", &out) };
+    check(trap.code() == Some(kiln_runtime::TrapCode::IntegerDivisionByZero), "a division by zero", &out)?;
+    let names: Vec<&str> = trap.backtrace().frames().iter().filter_map(|f| f.name.as_deref()).collect();
+    check(
+        names.starts_with(&["divide", "compute", "main"]),
+        &format!("the backtrace names the C functions: {names:?}"),
+        &out,
+    )
+}
+
 fn args_env() -> TestResult {
     let options = RunOptions {
         args: &["one", "two words", "--flag"],
@@ -227,8 +240,9 @@ fn escape_symlink() -> TestResult {
 
 fn main() {
     let args = Arguments::from_args();
-    let tests: [Program; 9] = [
+    let tests: [Program; 10] = [
         ("hello", hello),
+        ("trap", trap_backtrace),
         ("args_env", args_env),
         ("file_io", file_io),
         ("dirs", directories),

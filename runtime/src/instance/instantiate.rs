@@ -466,7 +466,7 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
     }
 
     // Element segments: evaluate all, apply the active ones in order.
-    let trap = |code| InstantiationError::Trap(Trap::Wasm(code));
+    let trap = |code| InstantiationError::Trap(Trap::wasm(code));
     {
         let mut elements = inner.elements.borrow_mut();
         for (i, segment) in meta.elements.iter().enumerate() {

@@ -72,7 +72,7 @@ pub(crate) unsafe fn enter_through_trampoline(
 ) -> Result<(), Trap> {
     // SAFETY: `funcref` points into the owner's VM context, alive through `owner`.
     let funcref: VMFuncRef = unsafe { *funcref };
-    let activation = Activation::new();
+    let activation = Activation::new(owner.slot.stack_top() as usize);
     let returned = activation.run(|| {
         // SAFETY: forwarded from the caller's contract; the activation outlives the call.
         unsafe {

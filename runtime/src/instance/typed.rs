@@ -226,7 +226,7 @@ impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
             // SAFETY: `funcref` points into the owner's VM context, alive through `owner`.
             let funcref: VMFuncRef = unsafe { *wasm.funcref };
             let args = [slots[0] as u64, slots[1] as u64, slots[2] as u64, slots[3] as u64];
-            let activation = Activation::new();
+            let activation = Activation::new(owner.slot.stack_top() as usize);
             let result = activation.run(|| {
                 // SAFETY: the signature was checked to be at most four integer parameters and
                 // at most one integer result; the call guard is held, so the owner's stack is

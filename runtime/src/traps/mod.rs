@@ -9,8 +9,9 @@
 pub(crate) mod registry;
 pub(crate) mod signals;
 
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::fmt;
+use std::mem::MaybeUninit;
 
 use kiln_abi::TrapCode;
 
@@ -18,22 +19,91 @@ use kiln_abi::TrapCode;
 #[derive(Debug, thiserror::Error)]
 pub enum Trap {
     /// The guest executed a trapping instruction.
-    #[error("{0}")]
-    Wasm(TrapCode),
+    #[error("{code}")]
+    Wasm {
+        /// Which trap.
+        code: TrapCode,
+        /// The guest's frames when it trapped.
+        trace: WasmBacktrace,
+    },
     /// A host function called by the guest failed.
     #[error("{0}")]
     Host(HostError),
 }
 
 impl Trap {
+    /// A wasm trap with no frames (one the host raises on the guest's behalf).
+    pub fn wasm(code: TrapCode) -> Trap {
+        Trap::Wasm { code, trace: WasmBacktrace::default() }
+    }
+
     /// The trap code, if this is a wasm trap.
     pub fn code(&self) -> Option<TrapCode> {
         match self {
-            Trap::Wasm(code) => Some(*code),
+            Trap::Wasm { code, .. } => Some(*code),
             Trap::Host(_) => None,
         }
     }
+
+    /// The guest's frames when it trapped, innermost first (empty for host errors, and for
+    /// traps raised inside the runtime's own helpers, such as an out-of-bounds `memory.copy`).
+    pub fn backtrace(&self) -> &WasmBacktrace {
+        static EMPTY: WasmBacktrace = WasmBacktrace { frames: Vec::new(), more: 0 };
+        match self {
+            Trap::Wasm { trace, .. } => trace,
+            Trap::Host(_) => &EMPTY,
+        }
+    }
 }
+
+/// The guest functions on the stack when a trap happened, innermost first. Its `Display`
+/// lists them one per line, as `wasmtime` does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WasmBacktrace {
+    frames: Vec<Frame>,
+    /// Frames beyond the ones kept (a deep recursion).
+    more: usize,
+}
+
+/// One guest function on the stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Its wasm function index.
+    pub func_index: u32,
+    /// Its name in the module's `name` section, if it has one. (A copy: threads that trap in
+    /// the same function share nothing.)
+    pub name: Option<String>,
+}
+
+impl WasmBacktrace {
+    /// The frames kept, innermost first.
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames
+    }
+
+    /// How many frames the trap had beyond [`Self::frames`].
+    pub fn frames_omitted(&self) -> usize {
+        self.more
+    }
+}
+
+impl fmt::Display for WasmBacktrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, frame) in self.frames.iter().enumerate() {
+            match &frame.name {
+                Some(name) => writeln!(f, "  {i:>4}: {name} (wasm function {})", frame.func_index)?,
+                None => writeln!(f, "  {i:>4}: wasm function {}", frame.func_index)?,
+            }
+        }
+        if self.more > 0 {
+            writeln!(f, "        ... {} more frames", self.more)?;
+        }
+        Ok(())
+    }
+}
+
+/// Most frames a trap keeps (a deep recursion is cut, and the rest counted).
+const MAX_FRAMES: usize = 100;
 
 /// An error raised by a host function, carried out of the guest to the caller.
 pub struct HostError(pub Box<dyn std::error::Error + Send + Sync>);
@@ -60,6 +130,14 @@ pub(crate) struct Activation {
     pub host_error: Cell<Option<HostError>>,
     /// The activation this one interrupted, if the guest called the host which called back in.
     pub previous: *const Activation,
+    /// The top of the guest stack the call runs on: the frame walk stays below it.
+    stack_top: usize,
+    /// Program counters of the guest's frames at a trap, innermost first, written by the
+    /// signal handler (which may not allocate); the first `frame_count` are set.
+    frames: UnsafeCell<[MaybeUninit<usize>; MAX_FRAMES]>,
+    frame_count: Cell<usize>,
+    /// Frames walked beyond `MAX_FRAMES`.
+    frames_omitted: Cell<usize>,
 }
 
 thread_local! {
@@ -75,14 +153,74 @@ pub(crate) fn current_activation() -> *const Activation {
 }
 
 impl Activation {
+    /// An activation for a call on the guest stack whose top is `stack_top`.
     #[inline]
-    pub(crate) fn new() -> Activation {
+    pub(crate) fn new(stack_top: usize) -> Activation {
         Activation {
             saved_sp: Cell::new(0),
             trap_code: Cell::new(0),
             host_error: Cell::new(None),
             previous: current_activation(),
+            stack_top,
+            frames: UnsafeCell::new([const { MaybeUninit::uninit() }; MAX_FRAMES]),
+            frame_count: Cell::new(0),
+            frames_omitted: Cell::new(0),
         }
+    }
+
+    /// Records the guest's frames at a trap at `pc`, whose frame pointer was `fp` and stack
+    /// pointer `sp`: `pc`, then the return address of each frame on the frame-pointer chain
+    /// while it lies in guest code. Async-signal-safe (no allocation, no lock), and it reads
+    /// only this call's guest stack, between `sp` and its top.
+    pub(crate) fn record_frames(&self, pc: usize, mut fp: usize, sp: usize) {
+        let frames = self.frames.get();
+        let (mut kept, mut omitted) = (0, 0);
+        let mut push = |pc: usize| {
+            if kept < MAX_FRAMES {
+                // SAFETY: in bounds; only the handler of this thread writes the buffer, while
+                // the guest is stopped.
+                unsafe { (*frames)[kept].write(pc) };
+                kept += 1;
+            } else {
+                omitted += 1;
+            }
+        };
+        push(pc);
+        // Every guest function keeps a frame pointer: [fp] is its caller's, [fp + 8] the
+        // address it returns to. The chain leaves the guest stack at the entry trampoline.
+        while fp >= sp && fp.is_multiple_of(8) && fp.checked_add(16).is_some_and(|end| end <= self.stack_top) {
+            // SAFETY: `fp .. fp + 16` lies in the guest stack of this call (checked above),
+            // which is mapped and readable.
+            let (caller_fp, return_address) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+            if !registry::is_guest_code(return_address) {
+                break;
+            }
+            // The call instruction itself, so that a call at a function's end is not taken
+            // for the next function.
+            push(return_address - 1);
+            if caller_fp <= fp {
+                break;
+            }
+            fp = caller_fp;
+        }
+        self.frame_count.set(kept);
+        self.frames_omitted.set(omitted);
+    }
+
+    /// The recorded frames as guest functions.
+    fn backtrace(&self) -> WasmBacktrace {
+        let frames = self.frames.get();
+        let frames = (0..self.frame_count.get())
+            .filter_map(|i| {
+                // SAFETY: the first `frame_count` entries were written by `record_frames`.
+                let pc = unsafe { (*frames)[i].assume_init() };
+                // SAFETY: the call that trapped has not returned, so every module with code on
+                // its stack is still loaded (its instances hold them).
+                let (func_index, name) = unsafe { registry::function_at(pc) }?;
+                Some(Frame { func_index, name })
+            })
+            .collect();
+        WasmBacktrace { frames, more: self.frames_omitted.get() }
     }
 
     /// Runs `f` with this activation installed as the thread's innermost one.
@@ -105,7 +243,7 @@ impl Activation {
             return Trap::Host(err);
         }
         match TrapCode::from_u8(self.trap_code.get()) {
-            Some(code) => Trap::Wasm(code),
+            Some(code) => Trap::Wasm { code, trace: self.backtrace() },
             None => Trap::Host(HostError("guest stopped without a recorded trap".into())),
         }
     }
@@ -123,7 +261,7 @@ pub(crate) unsafe fn raise(trap: Trap) -> ! {
     // SAFETY: a live activation outlives the guest call it belongs to, which is running.
     let activation = unsafe { &*activation };
     match trap {
-        Trap::Wasm(code) => activation.trap_code.set(code as u8),
+        Trap::Wasm { code, .. } => activation.trap_code.set(code as u8),
         Trap::Host(err) => activation.host_error.set(Some(err)),
     }
     let saved_sp = activation.saved_sp.get();

@@ -12,18 +12,37 @@ use std::sync::atomic::{fence, AtomicPtr, AtomicUsize, Ordering};
 
 use kiln_abi::TrapCode;
 
-/// A module's trap sites as absolute addresses, sorted.
+/// A module's trap sites as absolute addresses, sorted, and its functions (for backtraces).
 pub(crate) struct TrapTable {
     /// Sorted program counters.
     pub pcs: Vec<usize>,
     /// The code for each entry of `pcs`.
     pub codes: Vec<TrapCode>,
+    /// The module's defined functions, sorted by address.
+    pub functions: Vec<FunctionRange>,
+}
+
+/// Where one function's code lies, and what it is called.
+pub(crate) struct FunctionRange {
+    pub start: usize,
+    pub end: usize,
+    /// Its wasm function index.
+    pub index: u32,
+    /// Its name in the module's `name` section, if any.
+    pub name: Option<Box<str>>,
 }
 
 impl TrapTable {
     /// Binary search for `pc`.
     pub fn lookup(&self, pc: usize) -> Option<TrapCode> {
         self.pcs.binary_search(&pc).ok().map(|i| self.codes[i])
+    }
+
+    /// The function whose code holds `pc`.
+    pub fn function(&self, pc: usize) -> Option<&FunctionRange> {
+        let i = self.functions.partition_point(|f| f.start <= pc).checked_sub(1)?;
+        let function = &self.functions[i];
+        (pc < function.end).then_some(function)
     }
 }
 
@@ -107,20 +126,42 @@ impl Drop for Registration {
     }
 }
 
-/// The trap code of the instruction at `pc`, if it is a trap site of registered guest code.
+/// The trap table of the registered module whose code holds `pc`.
 /// Async-signal-safe: no locks, no allocation.
-pub(crate) fn lookup(pc: usize) -> Option<TrapCode> {
+fn table_of(pc: usize) -> Option<*mut TrapTable> {
     let high = HIGH_WATER.load(Ordering::Acquire);
     for slot in &SLOTS[..high] {
         let Some((start, end, table)) = slot.read() else { continue };
         if start <= pc && pc < end && !table.is_null() {
-            // SAFETY: `pc` is inside this module's code and the faulting thread is executing
-            // it, so the module (which owns the table) is alive; the sequence check above
-            // guarantees the table belongs to this range.
-            return unsafe { &*table }.lookup(pc);
+            return Some(table);
         }
     }
     None
+}
+
+/// The trap code of the instruction at `pc`, if it is a trap site of registered guest code.
+/// Async-signal-safe: no locks, no allocation.
+pub(crate) fn lookup(pc: usize) -> Option<TrapCode> {
+    // SAFETY: `pc` is inside this module's code and the faulting thread is executing it, so
+    // the module (which owns the table) is alive; the sequence check in `table_of` guarantees
+    // the table belongs to this range.
+    table_of(pc).and_then(|table| unsafe { &*table }.lookup(pc))
+}
+
+/// Whether `pc` lies in registered guest code. Async-signal-safe.
+pub(crate) fn is_guest_code(pc: usize) -> bool {
+    table_of(pc).is_some()
+}
+
+/// The wasm function index and name of the guest function whose code holds `pc`.
+///
+/// # Safety
+/// The module holding `pc` must stay loaded during the call: `pc` is a return address or trap
+/// site on a guest stack whose call has not returned yet (its instances keep their modules).
+pub(crate) unsafe fn function_at(pc: usize) -> Option<(u32, Option<String>)> {
+    // SAFETY: the module is alive (caller's contract), and so is its table.
+    let table = unsafe { &*table_of(pc)? };
+    table.function(pc).map(|f| (f.index, f.name.as_deref().map(String::from)))
 }
 
 #[cfg(test)]
@@ -132,11 +173,16 @@ mod tests {
         let table = TrapTable {
             pcs: vec![0x1010, 0x1020],
             codes: vec![TrapCode::UnreachableCodeReached, TrapCode::HeapOutOfBounds],
+            functions: vec![FunctionRange { start: 0x1000, end: 0x1080, index: 3, name: Some("f".into()) }],
         };
         // SAFETY: `table` outlives the registration, dropped below.
         let registration = unsafe { register(0x1000, 0x1100, &table) }.unwrap();
         assert_eq!(lookup(0x1020), Some(TrapCode::HeapOutOfBounds));
         assert_eq!(lookup(0x1011), None);
+        // SAFETY: the table is alive.
+        assert_eq!(unsafe { function_at(0x107f) }.map(|f| f.0), Some(3));
+        // SAFETY: as above.
+        assert!(unsafe { function_at(0x1080) }.is_none() && is_guest_code(0x1080));
         drop(registration);
         assert_eq!(lookup(0x1020), None);
     }
@@ -145,8 +191,8 @@ mod tests {
     fn concurrent_registration_never_shows_a_torn_entry() {
         // One thread registers and unregisters two modules whose ranges and tables differ;
         // readers must only ever see each module's own code for its range.
-        let a = TrapTable { pcs: vec![0x7000_0010], codes: vec![TrapCode::IntegerOverflow] };
-        let b = TrapTable { pcs: vec![0x7000_0010], codes: vec![TrapCode::StackOverflow] };
+        let a = TrapTable { pcs: vec![0x7000_0010], codes: vec![TrapCode::IntegerOverflow], functions: Vec::new() };
+        let b = TrapTable { pcs: vec![0x7000_0010], codes: vec![TrapCode::StackOverflow], functions: Vec::new() };
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
             scope.spawn(|| {

@@ -114,6 +114,9 @@ extern "C" fn handle_signal(signal: libc::c_int, info: *mut libc::siginfo_t, con
             // SAFETY: the activation is live: its guest call is the code that just faulted.
             let activation = unsafe { &*activation };
             activation.trap_code.set(code as u8);
+            let fp = uc.uc_mcontext.gregs[libc::REG_RBP as usize] as usize;
+            let sp = uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize;
+            activation.record_frames(pc, fp, sp);
             uc.uc_mcontext.gregs[libc::REG_RSP as usize] = activation.saved_sp.get() as i64;
             uc.uc_mcontext.gregs[libc::REG_RIP as usize] = crate::context::trap_landing_address() as i64;
             return;
