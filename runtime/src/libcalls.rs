@@ -20,14 +20,41 @@ macro_rules! abi_rust_type {
 
 macro_rules! define_builtins {
     ($($(#[$doc:meta])* $name:ident($($param:ident),*) -> $ret:tt;)*) => {
-        /// The table compiled code indexes with `Libcall::table_offset`.
+        /// The table compiled code indexes with `Libcall::table_offset`: each entry is the
+        /// libcall's entry shim.
         static BUILTINS: Builtins = Builtins([
             $({
                 // The assignment checks each function against the ABI's signature.
                 let f: unsafe extern "C" fn($(abi_rust_type!($param)),*) -> abi_rust_type!($ret) = $name;
-                f as *const ()
+                let _ = f;
+                entry::$name as *const ()
             },)*
         ]);
+
+        /// One entry shim per libcall. Compiled code calls the shim, which notes the calling
+        /// guest frame (its frame pointer, and its stack pointer at the call, where the return
+        /// address lies) in the store's runtime limits, then jumps to the libcall with every
+        /// argument register and the return address untouched. A trap the libcall raises starts
+        /// its backtrace there (Rust code keeps no frame-pointer chain to follow).
+        mod entry {
+            $(
+                #[unsafe(naked)]
+                pub(super) unsafe extern "C" fn $name() {
+                    // r11 is a scratch register of the C calling convention, never an argument;
+                    // rdi is the caller's VM context (every libcall's first argument).
+                    core::arch::naked_asm!(
+                        "mov r11, qword ptr [rdi + {limits}]",
+                        "mov qword ptr [r11 + {fp}], rbp",
+                        "mov qword ptr [r11 + {sp}], rsp",
+                        "jmp {target}",
+                        limits = const kiln_abi::VMContextHeader::RUNTIME_LIMITS_OFFSET,
+                        fp = const kiln_abi::VMRuntimeLimits::LAST_LIBCALL_FP_OFFSET,
+                        sp = const kiln_abi::VMRuntimeLimits::LAST_LIBCALL_SP_OFFSET,
+                        target = sym super::$name,
+                    )
+                }
+            )*
+        }
     };
 }
 
@@ -87,13 +114,24 @@ fn in_bounds(start: u64, len: u64, size: u64) -> bool {
     start.checked_add(len).is_some_and(|end| end <= size)
 }
 
-/// Raises `code` after every owned value of the caller has been dropped.
+/// Raises `code` after every owned value of the caller has been dropped, with the backtrace
+/// of the guest code that called the libcall (noted by its entry shim).
 ///
 /// # Safety
-/// Only from a libcall called by guest code.
-unsafe fn trap(code: TrapCode) -> ! {
-    // SAFETY: forwarded.
-    unsafe { raise(Trap::wasm(code)) }
+/// Only from a libcall called by guest code, with that code's `vmctx`.
+unsafe fn trap(vmctx: *mut u8, code: TrapCode) -> ! {
+    // SAFETY: the caller's VM context points at its store's runtime limits, which the entry
+    // shim wrote on the way in; `sp` points at the return address into the guest, on its stack.
+    unsafe {
+        let limits = (*(vmctx as *const VMContextHeader)).runtime_limits;
+        let (fp, sp) = ((*limits).last_libcall_fp, (*limits).last_libcall_sp);
+        let activation = crate::traps::current_activation();
+        if !activation.is_null() {
+            let return_address = *(sp as *const usize);
+            (*activation).record_frames(return_address - 1, fp, sp);
+        }
+        raise(Trap::wasm(code))
+    }
 }
 
 unsafe extern "C" fn memory_grow(vmctx: *mut u8, index: u32, delta_pages: u64) -> u64 {
@@ -142,7 +180,7 @@ unsafe extern "C" fn memory_fill(vmctx: *mut u8, index: u32, dst: u64, value: u3
     let (base, size) = memory_bounds(instance, index);
     if !in_bounds(dst, len, size) {
         // SAFETY: called by guest code; nothing owned on this frame.
-        unsafe { trap(TrapCode::HeapOutOfBounds) }
+        unsafe { trap(vmctx, TrapCode::HeapOutOfBounds) }
     }
     // SAFETY: bounds checked against the accessible size.
     unsafe {
@@ -158,7 +196,7 @@ unsafe extern "C" fn memory_copy(vmctx: *mut u8, dst_index: u32, src_index: u32,
     let (src_base, src_len) = memory_bounds(instance, src_index);
     if !in_bounds(dst, len, dst_len) || !in_bounds(src, len, src_len) {
         // SAFETY: called by guest code; nothing owned on this frame.
-        unsafe { trap(TrapCode::HeapOutOfBounds) }
+        unsafe { trap(vmctx, TrapCode::HeapOutOfBounds) }
     }
     // SAFETY: both ranges checked; `copy` handles overlap.
     unsafe {
@@ -179,7 +217,7 @@ unsafe extern "C" fn memory_init(vmctx: *mut u8, index: u32, segment: u32, dst: 
     let (src, len) = (src as u64, len as u64);
     if !in_bounds(src, len, bytes.len() as u64) || !in_bounds(dst, len, size) {
         // SAFETY: called by guest code; the borrow above has ended.
-        unsafe { trap(TrapCode::HeapOutOfBounds) }
+        unsafe { trap(vmctx, TrapCode::HeapOutOfBounds) }
     }
     // SAFETY: both ranges checked; a segment never overlaps a linear memory.
     unsafe {
@@ -206,7 +244,7 @@ unsafe extern "C" fn table_fill(vmctx: *mut u8, index: u32, dst: u64, value: usi
     let (base, size) = table_bounds(unsafe { instance(vmctx) }, index);
     if !in_bounds(dst, len, size) {
         // SAFETY: called by guest code; nothing owned on this frame.
-        unsafe { trap(TrapCode::TableAccessOutOfBounds) }
+        unsafe { trap(vmctx, TrapCode::TableAccessOutOfBounds) }
     }
     // SAFETY: bounds checked.
     unsafe { std::slice::from_raw_parts_mut(base.add(dst as usize), len as usize) }.fill(value);
@@ -219,7 +257,7 @@ unsafe extern "C" fn table_copy(vmctx: *mut u8, dst_index: u32, src_index: u32, 
     let (src_base, src_size) = table_bounds(instance, src_index);
     if !in_bounds(dst, len, dst_size) || !in_bounds(src, len, src_size) {
         // SAFETY: called by guest code; nothing owned on this frame.
-        unsafe { trap(TrapCode::TableAccessOutOfBounds) }
+        unsafe { trap(vmctx, TrapCode::TableAccessOutOfBounds) }
     }
     // SAFETY: both ranges checked; `copy` handles overlap.
     unsafe { std::ptr::copy(src_base.add(src as usize), dst_base.add(dst as usize), len as usize) }
@@ -243,7 +281,7 @@ unsafe extern "C" fn table_init(vmctx: *mut u8, index: u32, segment: u32, dst: u
     };
     if !ok {
         // SAFETY: called by guest code; the borrow has ended.
-        unsafe { trap(TrapCode::TableAccessOutOfBounds) }
+        unsafe { trap(vmctx, TrapCode::TableAccessOutOfBounds) }
     }
 }
 
@@ -315,7 +353,7 @@ unsafe fn atomic_wait(
     match result {
         Ok(code) => code,
         // SAFETY: called by guest code; nothing owned on this frame.
-        Err(code) => unsafe { trap(code) },
+        Err(code) => unsafe { trap(vmctx, code) },
     }
 }
 
@@ -326,6 +364,6 @@ unsafe extern "C" fn memory_atomic_notify(vmctx: *mut u8, index: u32, addr: u64,
         // Notifying an unshared memory is allowed and wakes nobody.
         Ok(ptr) => crate::parking::notify(ptr as usize, count),
         // SAFETY: called by guest code; nothing owned on this frame.
-        Err(code) => unsafe { trap(code) },
+        Err(code) => unsafe { trap(vmctx, code) },
     }
 }

@@ -256,7 +256,10 @@ fn a_trap_carries_the_guest_frames_innermost_first() {
       (func $inner (param i32) (result i32) (i32.div_u (i32.const 1) (local.get 0)))
       (func $middle (param i32) (result i32) (i32.add (call $inner (local.get 0)) (i32.const 1)))
       (func (export "outer") (param i32) (result i32) (call $middle (local.get 0)))
-      (func $deep (export "deep") (param i32) (result i32) (i32.add (call $deep (local.get 0)) (i32.const 1))))"#;
+      (func $deep (export "deep") (param i32) (result i32) (i32.add (call $deep (local.get 0)) (i32.const 1)))
+      (memory 1)
+      (func $filler (memory.fill (i32.const 65000) (i32.const 0) (i32.const 1000)))
+      (func (export "fill") (call $filler)))"#;
     let module = load(compile(dir.path(), "frames", wat)).unwrap();
     let region = region(1);
     let instance = Instance::new(&region, &module, &[]).unwrap();
@@ -280,7 +283,11 @@ fn a_trap_carries_the_guest_frames_innermost_first() {
     let deep = frames(&trap);
     assert!(deep.len() == 100 && deep.iter().all(|f| f == &(3, Some("deep".to_string()))), "{deep:?}");
     assert!(trap.backtrace().frames_omitted() > 1000, "{}", trap.backtrace().frames_omitted());
-    // The instance still works after both.
+    // A trap raised inside the runtime (memory.fill out of bounds) has the frames too.
+    let Err(CallError::Trap(trap)) = instance.call("fill", &[]) else { panic!("fill must trap") };
+    assert_eq!(trap.code(), Some(TrapCode::HeapOutOfBounds));
+    assert_eq!(frames(&trap), [(4, Some("filler".to_string())), (5, None)]);
+    // The instance still works after all three.
     assert_eq!(instance.call("outer", &[Val::I32(1)]).unwrap(), [Val::I32(2)]);
 }
 

@@ -61,12 +61,19 @@ pub struct VMRuntimeLimits {
     pub interrupt: u64,
     /// Fuel left for code compiled with fuel metering; it traps when this goes negative.
     pub fuel: i64,
+    /// Frame pointer of the guest code that last called a libcall, written by the runtime's
+    /// libcall entry so that a trap the libcall raises has the guest's backtrace. Compiled code
+    /// never reads it (fields after `fuel` are the runtime's own: compiled code's offsets stay
+    /// put).
+    pub last_libcall_fp: usize,
+    /// Its stack pointer at that call, pointing at the return address (as above).
+    pub last_libcall_sp: usize,
 }
 
 impl Default for VMRuntimeLimits {
     /// No stack yet, not interrupted, unlimited fuel.
     fn default() -> Self {
-        VMRuntimeLimits { stack_limit: 0, interrupt: 0, fuel: i64::MAX }
+        VMRuntimeLimits { stack_limit: 0, interrupt: 0, fuel: i64::MAX, last_libcall_fp: 0, last_libcall_sp: 0 }
     }
 }
 
@@ -77,6 +84,10 @@ impl VMRuntimeLimits {
     pub const STACK_LIMIT_OFFSET: u32 = offset_of!(VMRuntimeLimits, stack_limit) as u32;
     /// Offset of [`Self::interrupt`].
     pub const INTERRUPT_OFFSET: u32 = offset_of!(VMRuntimeLimits, interrupt) as u32;
+    /// Offset of [`Self::last_libcall_fp`].
+    pub const LAST_LIBCALL_FP_OFFSET: u32 = offset_of!(VMRuntimeLimits, last_libcall_fp) as u32;
+    /// Offset of [`Self::last_libcall_sp`].
+    pub const LAST_LIBCALL_SP_OFFSET: u32 = offset_of!(VMRuntimeLimits, last_libcall_sp) as u32;
 }
 
 /// A callable function: code, the context it expects as `callee_vmctx`, its canonical type.

@@ -45,8 +45,7 @@ impl Trap {
         }
     }
 
-    /// The guest's frames when it trapped, innermost first (empty for host errors, and for
-    /// traps raised inside the runtime's own helpers, such as an out-of-bounds `memory.copy`).
+    /// The guest's frames when it trapped, innermost first (empty for host errors).
     pub fn backtrace(&self) -> &WasmBacktrace {
         static EMPTY: WasmBacktrace = WasmBacktrace { frames: Vec::new(), more: 0 };
         match self {
