@@ -50,7 +50,8 @@ impl std::error::Error for StdoutError {}
     about = "Kiln: an ahead-of-time WebAssembly compiler and slot-based runtime",
     long_about = "Kiln compiles WebAssembly (.wasm or .wat) ahead of time into native x86-64 ELF \
 shared objects and runs them in reusable memory slots, isolating every trap to the instance that \
-caused it.\n\nExit status: 0 on success; a WASI command's own status (0 to 125); 134 when the \
+caused it.\n\n`kiln [OPTIONS] MODULE [ARGS]...` is short for `kiln run [OPTIONS] MODULE [ARGS]...`, as \
+with wasmtime; MODULE `-` reads WebAssembly from stdin.\n\nExit status: 0 on success; a WASI command's own status (0 to 125); 134 when the \
 guest traps (the trap's spec wording is printed on stderr), as wasmtime; 1 on an error (bad \
 input, I/O, linking, a failing host function, an exit status outside 0 to 125); 2 for usage \
 errors."
@@ -127,6 +128,9 @@ enum Command {
         /// WASI options, as OPT=VALUE (repeatable): max-open-files. `-S help` lists them.
         #[arg(short = 'S', value_name = "OPT=VALUE")]
         wasi: Vec<String>,
+        /// The program name the guest sees as `argv[0]` (default: MODULE as written).
+        #[arg(long, value_name = "NAME")]
+        argv0: Option<String>,
         /// Same as `-W timeout=DURATION`.
         #[arg(long, value_name = "DURATION", value_parser = options::parse_duration, hide = true)]
         timeout: Option<std::time::Duration>,
@@ -136,10 +140,21 @@ enum Command {
         module_and_args: Vec<String>,
     },
     /// Describe a compiled shared object (imports, exports, functions, trap sites, the wasm it
-    /// came from) without loading it: nothing in the file runs.
+    /// came from) without loading it: nothing in the file runs. Given WebAssembly (.wasm or
+    /// .wat), describe what it imports, exports and defines, without compiling it.
     Inspect {
-        /// A .so made by `kiln compile`.
+        /// A .so made by `kiln compile`, or a .wasm or .wat module.
         module: PathBuf,
+    },
+    /// Show where `kiln run` caches compiled modules and what the cache holds, or clear it.
+    ///
+    /// The cache lives in $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln; kiln
+    /// uses it only if the directory belongs to you and nobody else can write to it (it says
+    /// so when it cannot), and KILN_NO_CACHE=1 turns it off.
+    Cache {
+        /// `clear` deletes every cached object.
+        #[arg(value_parser = ["clear"])]
+        action: Option<String>,
     },
     /// Make a minisign key pair for signing compiled objects: PREFIX.key (secret, unencrypted,
     /// mode 0600) and PREFIX.pub (public).
@@ -150,16 +165,28 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_implicit_run(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Compile { input, output, sign } => {
             compile(&input, output, sign.as_deref()).map(|()| ExitCode::SUCCESS)
         }
-        Command::Run { invoke, dirs, envs, allow_precompiled, verify, wasm, wasi, timeout, module_and_args } => {
-            run_command(RunArgs { invoke, dirs, envs, allow_precompiled, verify, wasm, wasi, timeout, module_and_args })
+        Command::Run { invoke, dirs, envs, allow_precompiled, verify, wasm, wasi, argv0, timeout, module_and_args } => {
+            run_command(RunArgs {
+                invoke,
+                dirs,
+                envs,
+                allow_precompiled,
+                verify,
+                wasm,
+                wasi,
+                argv0,
+                timeout,
+                module_and_args,
+            })
         }
         Command::Inspect { module } => inspect(&module).map(|()| ExitCode::SUCCESS),
         Command::Keygen { prefix } => keygen(&prefix).map(|()| ExitCode::SUCCESS),
+        Command::Cache { action } => cache(action.is_some()).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -171,6 +198,22 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// `kiln [OPTIONS] MODULE ARGS...` means `kiln run [OPTIONS] MODULE ARGS...`, as with
+/// `wasmtime`: a first argument that is neither a command nor kiln's own `--help`/`--version`
+/// starts `run`'s arguments.
+fn with_implicit_run(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
+        let known = command.get_subcommands().any(|c| c.get_name() == first)
+            || matches!(first, "help" | "-h" | "--help" | "-V" | "--version");
+        if !known {
+            args.insert(1, "run".into());
+        }
+    }
+    args
 }
 
 fn compile(input: &Path, output: Option<PathBuf>, sign: Option<&Path>) -> Result<()> {
@@ -206,6 +249,26 @@ fn sign_object(object: &Path, key: &Path) -> Result<()> {
     std::fs::write(&path, signature.into_string()).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// `kiln cache [clear]`.
+fn cache(clear: bool) -> Result<()> {
+    let Some(cache) = kiln_compiler::cache::ObjectCache::user_default() else {
+        bail!("no cache directory: set KILN_CACHE_DIR, XDG_CACHE_HOME or HOME");
+    };
+    let dir = cache.dir().display();
+    if clear {
+        let removed = cache.clear().with_context(|| format!("cannot clear the cache in {dir}"))?;
+        out!("removed {removed} compiled modules from {dir}");
+        return Ok(());
+    }
+    let objects = cache.objects().with_context(|| format!("cannot read the cache in {dir}"))?;
+    out!(
+        "cache: {dir}{}",
+        if std::env::var_os("KILN_NO_CACHE").is_some() { " (off: KILN_NO_CACHE is set)" } else { "" }
+    );
+    out!("compiled modules: {} ({} bytes)", objects.len(), objects.iter().map(|o| o.1).sum::<u64>());
+    Ok(())
+}
+
 fn keygen(prefix: &Path) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -239,6 +302,7 @@ struct RunArgs {
     verify: Option<PathBuf>,
     wasm: Vec<String>,
     wasi: Vec<String>,
+    argv0: Option<String>,
     timeout: Option<std::time::Duration>,
     module_and_args: Vec<String>,
 }
@@ -265,7 +329,8 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
     };
     let policy = modules::Policy { allow_precompiled: args.allow_precompiled, verify, fuel: wasm.fuel.is_some() };
     let loaded = modules::load(path, &policy)?;
-    let setup = Setup { path, dirs: &args.dirs, envs: &args.envs, wasm: &wasm, wasi: &wasi };
+    let argv0 = args.argv0.as_deref().unwrap_or(module_arg);
+    let setup = Setup { path, argv0, dirs: &args.dirs, envs: &args.envs, wasm: &wasm, wasi: &wasi };
     match &args.invoke {
         Some(name) => invoke(&loaded.module, &setup, name, guest_args),
         None => run_wasi(&loaded.module, &setup, guest_args),
@@ -275,6 +340,8 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
 /// What every run needs besides the module.
 struct Setup<'a> {
     path: &'a Path,
+    /// The guest's `argv[0]`.
+    argv0: &'a str,
     dirs: &'a [String],
     envs: &'a [String],
     wasm: &'a WasmOptions,
@@ -282,12 +349,13 @@ struct Setup<'a> {
 }
 
 impl Setup<'_> {
-    /// The WASI context for a program: `argv[0]` is the module path as given, then ARGS.
+    /// The WASI context for a program: `argv[0]` (the module path as given, or --argv0), then
+    /// ARGS.
     fn wasi_context(&self, args: &[String]) -> Result<kiln_wasi::WasiCtx> {
         let mut builder = kiln_wasi::WasiCtxBuilder::new()
             .inherit_stdio()
             .max_open_files(self.wasi.max_open_files)
-            .arg(self.path.to_string_lossy())
+            .arg(self.argv0)
             .args(args);
         for env in self.envs {
             builder = match env.split_once('=') {
@@ -497,6 +565,10 @@ fn format_val(val: Val) -> String {
 }
 
 fn inspect(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !bytes.starts_with(b"\x7fELF") {
+        return inspect_wasm(path, &bytes);
+    }
     let object = ObjectFile::read(path)?;
     let meta = object.metadata();
     out!("module {}", path.display());
@@ -504,15 +576,7 @@ fn inspect(path: &Path) -> Result<()> {
     let hash: String = meta.source_sha256.iter().map(|b| format!("{b:02x}")).collect();
     out!("from wasm with sha256 {hash}");
     out!("interrupt checks: {}  fuel metering: {}", yes_no(meta.interruptible), yes_no(meta.fuel_metered));
-    out!("imports: {}", meta.imports.len());
-    for import in &meta.imports {
-        out!("  {}::{} {:?}", import.module, import.name, import.kind);
-    }
-    out!("exports: {}", meta.exports.len());
-    for export in &meta.exports {
-        out!("  {} {:?}", export.name, export.kind);
-    }
-    out!("memories: {}  tables: {}  globals: {}", meta.memories.len(), meta.tables.len(), meta.globals.len());
+    print_interface(meta)?;
     out!("defined functions: {}", meta.functions.len());
     for (i, f) in meta.functions.iter().enumerate() {
         let ty = &meta.types[f.type_index as usize];
@@ -534,6 +598,40 @@ fn inspect(path: &Path) -> Result<()> {
     if let Some(start) = meta.start {
         out!("start function: {start}");
     }
+    Ok(())
+}
+
+/// `kiln inspect` of WebAssembly: what it imports, exports and defines, before compiling it.
+fn inspect_wasm(path: &Path, bytes: &[u8]) -> Result<()> {
+    let meta = kiln_compiler::wasm_from_file_contents(bytes, path)
+        .and_then(|wasm| kiln_compiler::describe(&wasm))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    out!("module {} (WebAssembly, not compiled)", path.display());
+    print_interface(&meta)?;
+    let defined = &meta.func_types[meta.num_imported_funcs as usize..];
+    out!("defined functions: {}", defined.len());
+    for (i, &t) in defined.iter().enumerate() {
+        let ty = &meta.types[t as usize];
+        out!("  func {} {:?} -> {:?}", meta.num_imported_funcs as usize + i, ty.params, ty.results);
+    }
+    out!("data segments: {}  element segments: {}", meta.data.len(), meta.elements.len());
+    if let Some(start) = meta.start {
+        out!("start function: {start}");
+    }
+    Ok(())
+}
+
+/// The imports, exports, memories, tables and globals of a module.
+fn print_interface(meta: &kiln_abi::ModuleMetadata) -> Result<()> {
+    out!("imports: {}", meta.imports.len());
+    for import in &meta.imports {
+        out!("  {}::{} {:?}", import.module, import.name, import.kind);
+    }
+    out!("exports: {}", meta.exports.len());
+    for export in &meta.exports {
+        out!("  {} {:?}", export.name, export.kind);
+    }
+    out!("memories: {}  tables: {}  globals: {}", meta.memories.len(), meta.tables.len(), meta.globals.len());
     Ok(())
 }
 

@@ -38,8 +38,16 @@ fn is_elf(path: &Path) -> Result<bool> {
     Ok(n == 4 && magic == *b"\x7fELF")
 }
 
-/// Loads MODULE under `policy`.
+/// Loads MODULE under `policy` (`-`: WebAssembly read from stdin).
 pub fn load(path: &Path, policy: &Policy) -> Result<Loaded> {
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).context("cannot read the module from stdin")?;
+        if bytes.starts_with(b"\x7fELF") {
+            bail!("stdin holds a compiled shared object: only WebAssembly is read from stdin (name the .so instead)");
+        }
+        return compile_source(&bytes, Path::new("<stdin>"), policy);
+    }
     if is_elf(path)? {
         return Ok(Loaded { module: load_precompiled(path, policy)?, _scratch: None });
     }
@@ -47,7 +55,12 @@ pub fn load(path: &Path, policy: &Policy) -> Result<Loaded> {
         bail!("--verify checks compiled objects, but {} is WebAssembly (it is compiled here, by Kiln)", path.display());
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let wasm = kiln_compiler::wasm_from_file_contents(&bytes, path)
+    compile_source(&bytes, path, policy)
+}
+
+/// Compiles the WebAssembly `bytes` (binary or text, from `path`) and loads the result.
+fn compile_source(bytes: &[u8], path: &Path, policy: &Policy) -> Result<Loaded> {
+    let wasm = kiln_compiler::wasm_from_file_contents(bytes, path)
         .with_context(|| format!("cannot compile {}", path.display()))?;
     let mut compiler = Compiler::new()?;
     compiler.set_fuel_metering(policy.fuel);

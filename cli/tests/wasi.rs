@@ -175,6 +175,57 @@ fn arguments_environment_and_exit_status() {
     assert_eq!(stdout(&out), format!("{m}\nKILN_TEST_VAR=from host\n"), "stderr: {}", stderr(&out));
 }
 
+/// Wasmtime's conventions: `kiln MODULE` runs it, options may come without `run`, `--argv0`
+/// names the program, `-` reads the module from stdin, and `inspect` reads WebAssembly too.
+#[test]
+fn the_conventions_of_wasmtime_run_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = write_module(dir.path(), "echo.wat", ECHO);
+    let m = module.to_str().unwrap();
+    // `kiln MODULE ARGS` and `kiln --OPTION ... MODULE ARGS` are `kiln run ...`.
+    let out = kiln(&[m, "x"], b"");
+    assert_eq!((stdout(&out), out.status.code()), (format!("{m}\nx\n"), Some(7)), "{}", stderr(&out));
+    let out = kiln(&["--env", "A=1", m], b"");
+    assert_eq!(stdout(&out), format!("{m}\nA=1\n"), "{}", stderr(&out));
+    // --argv0.
+    let out = kiln(&["run", "--argv0", "echo", m, "x"], b"");
+    assert_eq!(stdout(&out), "echo\nx\n", "{}", stderr(&out));
+    // The module from stdin (text here), its arguments after `-`.
+    let out = kiln(&["run", "-", "y"], ECHO.as_bytes());
+    assert_eq!((stdout(&out), out.status.code()), ("-\ny\n".to_string(), Some(7)), "{}", stderr(&out));
+    let adder = r#"(module (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))"#;
+    let out = kiln(&["run", "--invoke", "add", "-", "2", "3"], adder.as_bytes());
+    assert_eq!(stdout(&out), "5\n", "{}", stderr(&out));
+    // `inspect` of WebAssembly describes it without compiling (no object appears).
+    let out = kiln(&["inspect", m], b"");
+    let text = stdout(&out);
+    assert!(text.starts_with(&format!("module {m} (WebAssembly, not compiled)\n")), "{text}{}", stderr(&out));
+    assert!(text.contains("wasi_snapshot_preview1::proc_exit") && text.contains("_start Func("), "{text}");
+    assert!(!dir.path().join("echo.so").exists());
+}
+
+/// `kiln cache` shows where compiled modules are kept and how many; `kiln cache clear` empties it.
+#[test]
+fn the_cache_can_be_seen_and_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let with_cache = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).env("KILN_CACHE_DIR", &cache).output().unwrap()
+    };
+    let module = write_module(dir.path(), "hello.wat", HELLO);
+    assert!(with_cache(&["run", module.to_str().unwrap()]).status.success());
+    let shown = stdout(&with_cache(&["cache"]));
+    assert!(shown.starts_with(&format!("cache: {}\ncompiled modules: 1 (", cache.display())), "{shown}");
+    // Only the cache's own entries are touched.
+    std::fs::write(cache.join("notes.txt"), "mine").unwrap();
+    assert_eq!(
+        stdout(&with_cache(&["cache", "clear"])),
+        format!("removed 1 compiled modules from {}\n", cache.display())
+    );
+    assert!(stdout(&with_cache(&["cache"])).contains("compiled modules: 0 (0 bytes)"));
+    assert!(cache.join("notes.txt").exists());
+}
+
 #[test]
 fn dir_preopens_a_host_directory_under_its_guest_name() {
     let dir = tempfile::tempdir().unwrap();

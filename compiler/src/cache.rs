@@ -97,6 +97,36 @@ impl ObjectCache {
         Ok((path, false))
     }
 
+    /// The objects the cache holds, with their sizes in bytes (none if the directory does not
+    /// exist). Only files named as the cache names its entries count.
+    pub fn objects(&self) -> std::io::Result<Vec<(PathBuf, u64)>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            entries => entries?,
+        };
+        let mut objects = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let is_entry = name.to_str().and_then(|n| n.strip_suffix(".so")).is_some_and(|key| {
+                key.len() == 64 && key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            });
+            if is_entry && entry.file_type()?.is_file() {
+                objects.push((entry.path(), entry.metadata()?.len()));
+            }
+        }
+        Ok(objects)
+    }
+
+    /// Deletes every object the cache holds (see [`Self::objects`]); returns how many.
+    pub fn clear(&self) -> std::io::Result<usize> {
+        let objects = self.objects()?;
+        for (path, _) in &objects {
+            std::fs::remove_file(path)?;
+        }
+        Ok(objects.len())
+    }
+
     /// Removes the entry for `wasm` (a damaged one), so the next lookup compiles it again.
     pub fn evict(&self, compiler: &Compiler, wasm: &[u8]) -> std::io::Result<()> {
         match std::fs::remove_file(self.dir.join(format!("{}.so", Self::key(compiler, wasm)))) {

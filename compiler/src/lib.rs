@@ -95,6 +95,13 @@ fn wasm_from<'a>(bytes: &'a [u8], path: Option<&Path>) -> Result<Cow<'a, [u8]>, 
     })
 }
 
+/// What the binary module `wasm` declares (types, imports, exports, memories, tables, globals,
+/// functions), read and validated like a compilation's first stage but without compiling
+/// anything (function bodies are not checked).
+pub fn describe(wasm: &[u8]) -> Result<kiln_abi::ModuleMetadata, CompileError> {
+    Ok(module::parse(wasm, default_features())?.meta)
+}
+
 /// A configured compiler for the host's x86-64.
 pub struct Compiler {
     pub(crate) isa: cranelift_codegen::isa::OwnedTargetIsa,
