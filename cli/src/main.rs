@@ -50,9 +50,10 @@ impl std::error::Error for StdoutError {}
     about = "Kiln: an ahead-of-time WebAssembly compiler and slot-based runtime",
     long_about = "Kiln compiles WebAssembly (.wasm or .wat) ahead of time into native x86-64 ELF \
 shared objects and runs them in reusable memory slots, isolating every trap to the instance that \
-caused it.\n\n`kiln [OPTIONS] MODULE [ARGS]...` is short for `kiln run [OPTIONS] MODULE [ARGS]...`, as \
-with wasmtime; MODULE `-` reads WebAssembly from stdin.\n\nExit status: 0 on success; a WASI command's own status (0 to 125); 134 when the \
-guest traps (the trap's spec wording is printed on stderr), as wasmtime; 1 on an error (bad \
+caused it.\n\n`kiln [OPTIONS] MODULE [ARGS]...` is short for `kiln run [OPTIONS] MODULE \
+[ARGS]...`, as with wasmtime; MODULE `-` reads WebAssembly from stdin.\n\nExit status: 0 on \
+success; a WASI command's own status (0 to 125); 134 when the guest traps (the trap's spec \
+wording and the guest's backtrace are printed on stderr), as wasmtime; 1 on an error (bad \
 input, I/O, linking, a failing host function, an exit status outside 0 to 125); 2 for usage \
 errors."
 )]
