@@ -38,10 +38,13 @@ macro_rules! define_builtins {
         /// its backtrace there (Rust code keeps no frame-pointer chain to follow).
         mod entry {
             $(
+                // SAFETY: the body is the whole function: it reads the runtime-limits pointer
+                // from the VM context compiled code passes in rdi (every libcall's first
+                // argument), writes two fields of that store-owned struct, and tail-jumps to
+                // the libcall with the stack and every argument register as it found them.
                 #[unsafe(naked)]
                 pub(super) unsafe extern "C" fn $name() {
-                    // r11 is a scratch register of the C calling convention, never an argument;
-                    // rdi is the caller's VM context (every libcall's first argument).
+                    // r11 is a scratch register of the C calling convention, never an argument.
                     core::arch::naked_asm!(
                         "mov r11, qword ptr [rdi + {limits}]",
                         "mov qword ptr [r11 + {fp}], rbp",
