@@ -566,9 +566,8 @@ fn format_val(val: Val) -> String {
 }
 
 fn inspect(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !bytes.starts_with(b"\x7fELF") {
-        return inspect_wasm(path, &bytes);
+    if !modules::is_elf(path)? {
+        return inspect_wasm(path);
     }
     let object = ObjectFile::read(path)?;
     let meta = object.metadata();
@@ -603,8 +602,9 @@ fn inspect(path: &Path) -> Result<()> {
 }
 
 /// `kiln inspect` of WebAssembly: what it imports, exports and defines, before compiling it.
-fn inspect_wasm(path: &Path, bytes: &[u8]) -> Result<()> {
-    let meta = kiln_compiler::wasm_from_file_contents(bytes, path)
+fn inspect_wasm(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta = kiln_compiler::wasm_from_file_contents(&bytes, path)
         .and_then(|wasm| kiln_compiler::describe(&wasm))
         .with_context(|| format!("cannot read {}", path.display()))?;
     out!("module {} (WebAssembly, not compiled)", path.display());

@@ -31,7 +31,7 @@ pub struct Loaded {
 }
 
 /// Whether `path` starts like an ELF file.
-fn is_elf(path: &Path) -> Result<bool> {
+pub fn is_elf(path: &Path) -> Result<bool> {
     let mut magic = [0u8; 4];
     let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let n = std::io::Read::read(&mut file, &mut magic).with_context(|| format!("cannot read {}", path.display()))?;

@@ -154,6 +154,8 @@ struct Checked {
     meta: ModuleMetadata,
     /// Where the heap image section lies in the file (offset and size), if there is one.
     image_section: Option<(u64, u64)>,
+    /// The wasm names of its functions, by function index (see [`function_names`]).
+    func_names: std::collections::HashMap<u32, Box<str>>,
 }
 
 /// Checks the file before the dynamic loader sees it: an x86-64 ELF shared object whose
@@ -210,7 +212,7 @@ fn check_file(path: &Path, bytes: &[u8]) -> Result<Checked, LoadError> {
         .ok_or_else(|| corrupt(path, "the metadata lies outside the file"))?;
     let meta = decode_metadata(metadata).map_err(|reason| corrupt(path, reason))?;
     let image_section = file.section_by_name(kiln_abi::HEAP_IMAGE_SECTION).and_then(|section| section.file_range());
-    Ok(Checked { meta, image_section })
+    Ok(Checked { meta, image_section, func_names: function_names(&file) })
 }
 
 /// Copies `count` pointers from a table in the loaded image.
@@ -317,7 +319,7 @@ impl Module {
     /// # Safety
     /// As for [`ObjectFile::load`].
     unsafe fn from_checked(path: &Path, bytes: &[u8], checked: Checked) -> Result<Module, LoadError> {
-        let Checked { meta, image_section } = checked;
+        let Checked { meta, image_section, func_names } = checked;
         let file_len = bytes.len() as u64;
         let sealed = crate::sys::unix::dl::sealed_memfd(bytes)
             .map_err(|error| LoadError::Io { path: path.to_path_buf(), error })?;
@@ -362,7 +364,6 @@ impl Module {
             sites.extend(info.traps.iter().map(|t| (start + t.offset as usize, t.code)));
         }
         sites.sort_by_key(|s| s.0);
-        let names = function_names(bytes);
         let mut ranges: Vec<FunctionRange> = meta
             .functions
             .iter()
@@ -371,7 +372,12 @@ impl Module {
             .map(|(defined, (info, &code))| {
                 let index = meta.num_imported_funcs + defined as u32;
                 let start = code as usize;
-                FunctionRange { start, end: start + info.code_len as usize, index, name: names.get(&index).cloned() }
+                FunctionRange {
+                    start,
+                    end: start + info.code_len as usize,
+                    index,
+                    name: func_names.get(&index).cloned(),
+                }
             })
             .collect();
         ranges.sort_by_key(|f| f.start);
@@ -447,10 +453,9 @@ impl Module {
     }
 }
 
-/// The wasm names of the functions of the object `bytes`, by function index, from its function
+/// The wasm names of the functions of the object `file`, by function index, from its function
 /// symbols (`wasm[INDEX]::NAME`, see the compiler's `function_symbol`).
-fn function_names(bytes: &[u8]) -> std::collections::HashMap<u32, Box<str>> {
-    let Ok(file) = object::File::parse(bytes) else { return Default::default() };
+fn function_names(file: &object::File<'_>) -> std::collections::HashMap<u32, Box<str>> {
     file.symbols()
         .filter_map(|symbol| {
             let (index, name) = symbol.name().ok()?.strip_prefix("wasm[")?.split_once("]::")?;
