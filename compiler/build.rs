@@ -21,11 +21,17 @@ fn hash_dir(dir: &Path, state: &mut u64) {
 }
 
 fn main() {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read when the script runs, not baked in when it is compiled: Cargo may reuse a build
+    // script compiled in another checkout (a copied target directory).
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("Cargo sets CARGO_MANIFEST_DIR");
+    let manifest = Path::new(&manifest);
     let mut state = 0xcbf2_9ce4_8422_2325u64;
+    let empty = state;
     for dir in [manifest.join("src"), manifest.join("../runtime/abi/src")] {
         println!("cargo:rerun-if-changed={}", dir.display());
         hash_dir(&dir, &mut state);
     }
+    // A fingerprint of nothing would let every build share one cache key.
+    assert_ne!(state, empty, "no compiler sources found below {}", manifest.display());
     println!("cargo:rustc-env=KILN_COMPILER_FINGERPRINT={state:016x}");
 }

@@ -8,17 +8,17 @@ use cranelift_codegen::Context;
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, ModuleRelocTarget};
 use cranelift_object::{ObjectBuilder, ObjectModule};
-use cranelift_wasm::FuncTranslator;
 use kiln_abi::{
-    ConstOp, DataMode, FunctionInfo, HeapImage, ModuleHeader, ModuleMetadata, TrapCode, TrapSite, VMContextHeader,
-    VMOffsets, VMRuntimeLimits, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, HEAP_IMAGE_SECTION, HOST_TRAMPOLINE_PREFIX,
-    IMAGE_PAGE_SIZE, MODULE_MAGIC, MODULE_SYMBOL,
+    ConstOp, DataMode, FunctionInfo, HeapImage, ModuleHeader, ModuleMetadata, TrapSite, VMContextHeader, VMOffsets,
+    VMRuntimeLimits, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, HEAP_IMAGE_SECTION, HOST_TRAMPOLINE_PREFIX, IMAGE_PAGE_SIZE,
+    MODULE_MAGIC, MODULE_SYMBOL,
 };
 use wasmparser::FuncValidatorAllocations;
 
-use crate::func_env::{wasm_signature, KilnFuncEnv, ModuleEnv};
+use crate::func_env::{kiln_trap, wasm_signature, FuncEnv, ModuleEnv};
 use crate::module::ParsedModule;
 use crate::trampolines;
+use crate::translate::FuncTranslator;
 use crate::CompileError;
 
 /// What the compiler emitted for one function, for snapshot tests and `kiln inspect`-style
@@ -84,27 +84,6 @@ fn codegen_error(err: impl std::fmt::Display) -> CompileError {
     CompileError::Codegen(err.to_string())
 }
 
-fn trap_code(code: ir::TrapCode) -> TrapCode {
-    match code {
-        ir::TrapCode::StackOverflow => TrapCode::StackOverflow,
-        ir::TrapCode::HeapOutOfBounds => TrapCode::HeapOutOfBounds,
-        ir::TrapCode::HeapMisaligned => TrapCode::HeapMisaligned,
-        ir::TrapCode::TableOutOfBounds => TrapCode::TableOutOfBounds,
-        ir::TrapCode::IndirectCallToNull => TrapCode::IndirectCallToNull,
-        ir::TrapCode::BadSignature => TrapCode::BadSignature,
-        ir::TrapCode::IntegerOverflow => TrapCode::IntegerOverflow,
-        ir::TrapCode::IntegerDivisionByZero => TrapCode::IntegerDivisionByZero,
-        ir::TrapCode::BadConversionToInteger => TrapCode::BadConversionToInteger,
-        ir::TrapCode::UnreachableCodeReached => TrapCode::UnreachableCodeReached,
-        ir::TrapCode::Interrupt => TrapCode::Interrupt,
-        ir::TrapCode::NullReference | ir::TrapCode::NullI31Ref => TrapCode::NullReference,
-        crate::func_env::TABLE_ACCESS_OUT_OF_BOUNDS => TrapCode::TableAccessOutOfBounds,
-        crate::func_env::NULL_FUNCTION_REFERENCE => TrapCode::NullFunctionReference,
-        crate::func_env::OUT_OF_FUEL => TrapCode::OutOfFuel,
-        ir::TrapCode::User(_) => TrapCode::UnreachableCodeReached,
-    }
-}
-
 /// Compiles a parsed module into an object.
 pub(crate) fn compile(
     isa: &OwnedTargetIsa,
@@ -137,14 +116,14 @@ pub(crate) fn compile(
     let module_env = ModuleEnv {
         meta: &meta,
         offsets: VMOffsets::new(meta.vm_counts()),
-        frontend: isa.frontend_config(),
         defined_func_ids: func_ids.iter().map(|id| id.as_u32()).collect(),
         interruptible,
         fuel,
     };
 
     let mut ctx = Context::new();
-    let mut translator = FuncTranslator::new();
+    let mut translator = FuncTranslator::default();
+    let frontend = isa.frontend_config();
     let mut allocations = FuncValidatorAllocations::default();
     let mut infos = Vec::with_capacity(bodies.len());
     for (i, (to_validate, body)) in bodies.into_iter().enumerate() {
@@ -155,23 +134,25 @@ pub(crate) fn compile(
         ctx.func.signature = wasm_signature(&meta.types[type_index as usize]);
         ctx.func.name = UserFuncName::user(0, func_ids[i].as_u32());
         let vmctx = ctx.func.create_global_value(ir::GlobalValueData::VMContext);
+        let readonly =
+            ctx.func.dfg.mem_flags.insert(ir::MemFlagsData::trusted().with_readonly()).expect("room for two flags");
         let limits = ctx.func.create_global_value(ir::GlobalValueData::Load {
             base: vmctx,
             offset: (VMContextHeader::RUNTIME_LIMITS_OFFSET as i32).into(),
             global_type: ir::types::I64,
-            flags: ir::MemFlags::trusted().with_readonly(),
+            flags: readonly,
         });
         // Not read-only: the runtime rewrites it on every entry from the host.
+        let flags = ctx.func.dfg.mem_flags.insert(ir::MemFlagsData::trusted()).expect("room for two flags");
         ctx.func.stack_limit = Some(ctx.func.create_global_value(ir::GlobalValueData::Load {
             base: limits,
             offset: (VMRuntimeLimits::STACK_LIMIT_OFFSET as i32).into(),
             global_type: ir::types::I64,
-            flags: ir::MemFlags::trusted(),
+            flags,
         }));
         let mut validator = to_validate.into_validator(allocations);
-        let mut env = KilnFuncEnv::new(&module_env);
-        env.set_makes_calls(makes_calls(&body));
-        translator.translate_body(&mut validator, body, &mut ctx.func, &mut env)?;
+        let mut env = FuncEnv::new(&module_env, makes_calls(&body));
+        translator.translate(&mut validator, &body, &mut ctx.func, &mut env, frontend)?;
         allocations = validator.into_allocations();
         let clif = listings.as_ref().map(|_| ctx.func.display().to_string());
         object.define_function(func_ids[i], &mut ctx).map_err(|e| match e {
@@ -182,7 +163,7 @@ pub(crate) fn compile(
         })?;
         let compiled = ctx.compiled_code().expect("define_function compiled the function");
         let mut traps: Vec<TrapSite> =
-            compiled.buffer.traps().iter().map(|t| TrapSite { offset: t.offset, code: trap_code(t.code) }).collect();
+            compiled.buffer.traps().iter().map(|t| TrapSite { offset: t.offset, code: kiln_trap(t.code) }).collect();
         traps.sort_by_key(|t| t.offset);
         if let (Some(listings), Some(capstone), Some(clif)) = (listings.as_deref_mut(), &capstone, clif) {
             let disasm = compiled.disassemble(Some(&ctx.func.params), capstone).map_err(codegen_error)?;
@@ -208,7 +189,8 @@ pub(crate) fn compile(
             .declare_function(&format!("{ARRAY_TRAMPOLINE_PREFIX}{t}"), Linkage::Local, &sig)
             .map_err(codegen_error)?;
         ctx.clear();
-        ctx.func = trampolines::build_array_trampoline(ty, UserFuncName::user(0, id.as_u32()), &mut builder_ctx);
+        ctx.func =
+            trampolines::build_array_trampoline(ty, UserFuncName::user(0, id.as_u32()), &mut builder_ctx, frontend);
         object.define_function(id, &mut ctx).map_err(codegen_error)?;
         array_trampolines[t] = Some(id);
 
@@ -217,7 +199,8 @@ pub(crate) fn compile(
                 .declare_function(&format!("{HOST_TRAMPOLINE_PREFIX}{t}"), Linkage::Local, &wasm_signature(ty))
                 .map_err(codegen_error)?;
             ctx.clear();
-            ctx.func = trampolines::build_host_trampoline(ty, UserFuncName::user(0, id.as_u32()), &mut builder_ctx);
+            ctx.func =
+                trampolines::build_host_trampoline(ty, UserFuncName::user(0, id.as_u32()), &mut builder_ctx, frontend);
             object.define_function(id, &mut ctx).map_err(codegen_error)?;
             host_trampolines[t] = Some(id);
         }
@@ -345,7 +328,7 @@ fn emit_header(
             let mut desc = DataDescription::new();
             desc.define(bytes.into_boxed_slice());
             desc.set_align(IMAGE_PAGE_SIZE);
-            desc.set_segment_section("", HEAP_IMAGE_SECTION);
+            desc.set_custom_section(HEAP_IMAGE_SECTION);
             let id = object.declare_data("kiln_heap_image", Linkage::Local, false, false).map_err(codegen_error)?;
             object.define_data(id, &desc).map_err(codegen_error)?;
             Some(id)

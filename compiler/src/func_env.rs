@@ -1,38 +1,56 @@
-//! Kiln's `FuncEnvironment`: how translated wasm reaches its instance.
+//! Kiln's function environment: where translated wasm meets its instance.
 //!
 //! Every wasm function has the signature `(callee_vmctx, caller_vmctx, wasm params...) -> wasm
 //! results` in Cranelift's `tail` convention. Everything instance-specific is reached through
 //! `callee_vmctx` at offsets from [`kiln_abi::VMOffsets`]; this file is the only place in the
-//! compiler that turns those offsets into loads and stores.
+//! compiler that turns those offsets into loads and stores. The operator translation in
+//! [`crate::translate`] asks [`FuncEnv`] for globals, heap addresses, table elements, calls and
+//! libcalls, and knows nothing about slot layout.
+//!
+//! Every call instruction is made in [`FuncEnv::emit_call`] and friends: that is where call
+//! sites will gain exception tables. Reference values are plain `i64` words; a collector's stack
+//! maps would be declared where [`ir_type`] is chosen.
 
-use cranelift_codegen::cursor::FuncCursor;
+use std::collections::HashMap;
+
 use cranelift_codegen::ir::{
-    self, condcodes::IntCC, types, AbiParam, ArgumentPurpose, InstBuilder, MemFlags, Signature, UserExternalName,
+    self, condcodes::IntCC, types, AbiParam, ArgumentPurpose, InstBuilder, MemFlagsData, Signature, UserExternalName,
 };
-use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
-use cranelift_entity::{EntityRef, PrimaryMap};
+use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
-use cranelift_wasm::{
-    wasmparser, FuncEnvironment, FuncIndex, FuncTranslationState, GlobalIndex, GlobalVariable, Heap, HeapData,
-    HeapStyle, MemoryIndex, TableIndex, TargetEnvironment, TypeConvert, TypeIndex, WasmError, WasmHeapType, WasmResult,
-};
 use kiln_abi::{
-    AbiType, FuncType, Libcall, ModuleMetadata, VMContextHeader, VMFuncRef, VMMemoryDefinition, VMMemoryImport,
-    VMOffsets, VMRuntimeLimits, VMTableDefinition, ValType,
+    AbiType, FuncType, Libcall, ModuleMetadata, TrapCode, VMContextHeader, VMFuncRef, VMMemoryDefinition,
+    VMMemoryImport, VMOffsets, VMRuntimeLimits, VMTableDefinition, ValType, HEAP_GUARD,
 };
+use wasmparser::{MemArg, MemArgTarget, Operator};
 
-use kiln_abi::{HEAP_GUARD, HEAP_RESERVATION};
+/// The Cranelift trap code for a Kiln trap: Cranelift's own codes for the traps its
+/// instructions raise by themselves, a user code equal to Kiln's discriminant for the rest.
+pub fn trap(code: TrapCode) -> ir::TrapCode {
+    match code {
+        TrapCode::StackOverflow => ir::TrapCode::STACK_OVERFLOW,
+        TrapCode::HeapOutOfBounds => ir::TrapCode::HEAP_OUT_OF_BOUNDS,
+        TrapCode::IntegerOverflow => ir::TrapCode::INTEGER_OVERFLOW,
+        TrapCode::IntegerDivisionByZero => ir::TrapCode::INTEGER_DIVISION_BY_ZERO,
+        TrapCode::BadConversionToInteger => ir::TrapCode::BAD_CONVERSION_TO_INTEGER,
+        other => ir::TrapCode::unwrap_user(other as u8),
+    }
+}
 
-/// `table.get`/`table.set` out of bounds ("out of bounds table access"), as opposed to
-/// `call_indirect`'s "undefined element" (`TrapCode::TableOutOfBounds`).
-pub const TABLE_ACCESS_OUT_OF_BOUNDS: ir::TrapCode = ir::TrapCode::User(1);
-/// `call_ref` through null ("null function reference"), as opposed to `ref.as_non_null`'s
-/// "null reference".
-pub const NULL_FUNCTION_REFERENCE: ir::TrapCode = ir::TrapCode::User(2);
-/// Fuel metering ran out ("all fuel consumed").
-pub const OUT_OF_FUEL: ir::TrapCode = ir::TrapCode::User(3);
+/// The Kiln trap a Cranelift trap code stands for (the inverse of [`trap`]).
+pub fn kiln_trap(code: ir::TrapCode) -> TrapCode {
+    match code {
+        ir::TrapCode::STACK_OVERFLOW => TrapCode::StackOverflow,
+        ir::TrapCode::HEAP_OUT_OF_BOUNDS => TrapCode::HeapOutOfBounds,
+        ir::TrapCode::INTEGER_OVERFLOW => TrapCode::IntegerOverflow,
+        ir::TrapCode::INTEGER_DIVISION_BY_ZERO => TrapCode::IntegerDivisionByZero,
+        ir::TrapCode::BAD_CONVERSION_TO_INTEGER => TrapCode::BadConversionToInteger,
+        other => TrapCode::from_u8(other.as_raw().get()).unwrap_or(TrapCode::UnreachableCodeReached),
+    }
+}
 
-/// The Cranelift type a wasm value lives in.
+/// The Cranelift type a wasm value lives in. References are `i64` words: a funcref is the
+/// address of a `VMFuncRef`, an externref an opaque host word, null is 0.
 pub fn ir_type(ty: ValType) -> ir::Type {
     match ty {
         ValType::I32 => types::I32,
@@ -65,117 +83,55 @@ fn libcall_signature(libcall: Libcall) -> Signature {
     sig
 }
 
-/// Flags for loads from the VM context and runtime structures: they never trap.
+/// The linear memory a memory operator accesses. (The other kind of target, a GC array's
+/// payload, needs the multibyte-array-access proposal, which Kiln never enables, so validated
+/// code has none.)
+pub fn memory_index(memarg: &MemArg) -> u32 {
+    match memarg.target {
+        MemArgTarget::Memory(index) => index,
+        MemArgTarget::Array(_) => unreachable!("validation rejects array targets without multibyte array access"),
+    }
+}
+
 /// Whether `op` calls a wasm function (directly, through a table or a reference, or as a tail
 /// call). Fuel metering ends a block at each; functions without any skip the entry interrupt
-/// check (see [`KilnFuncEnv::set_makes_calls`]).
-pub fn is_call(op: &wasmparser::Operator<'_>) -> bool {
-    use wasmparser::Operator as Op;
+/// check (see [`FuncEnv::new`]).
+pub fn is_call(op: &Operator<'_>) -> bool {
     matches!(
         op,
-        Op::Call { .. }
-            | Op::CallIndirect { .. }
-            | Op::CallRef { .. }
-            | Op::ReturnCall { .. }
-            | Op::ReturnCallIndirect { .. }
-            | Op::ReturnCallRef { .. }
+        Operator::Call { .. }
+            | Operator::CallIndirect { .. }
+            | Operator::CallRef { .. }
+            | Operator::ReturnCall { .. }
+            | Operator::ReturnCallIndirect { .. }
+            | Operator::ReturnCallRef { .. }
     )
 }
 
-/// The memory a storing operator writes (`None` for every other operator). Bulk memory
-/// operators are libcalls, which mark what they write themselves.
-fn stored_memory(op: &wasmparser::Operator<'_>) -> Option<u32> {
-    use wasmparser::Operator as Op;
-    let memarg = match op {
-        Op::I32Store { memarg }
-        | Op::I64Store { memarg }
-        | Op::F32Store { memarg }
-        | Op::F64Store { memarg }
-        | Op::I32Store8 { memarg }
-        | Op::I32Store16 { memarg }
-        | Op::I64Store8 { memarg }
-        | Op::I64Store16 { memarg }
-        | Op::I64Store32 { memarg }
-        | Op::V128Store { memarg }
-        | Op::V128Store8Lane { memarg, .. }
-        | Op::V128Store16Lane { memarg, .. }
-        | Op::V128Store32Lane { memarg, .. }
-        | Op::V128Store64Lane { memarg, .. }
-        | Op::I32AtomicStore { memarg }
-        | Op::I64AtomicStore { memarg }
-        | Op::I32AtomicStore8 { memarg }
-        | Op::I32AtomicStore16 { memarg }
-        | Op::I64AtomicStore8 { memarg }
-        | Op::I64AtomicStore16 { memarg }
-        | Op::I64AtomicStore32 { memarg }
-        | Op::I32AtomicRmwAdd { memarg }
-        | Op::I64AtomicRmwAdd { memarg }
-        | Op::I32AtomicRmw8AddU { memarg }
-        | Op::I32AtomicRmw16AddU { memarg }
-        | Op::I64AtomicRmw8AddU { memarg }
-        | Op::I64AtomicRmw16AddU { memarg }
-        | Op::I64AtomicRmw32AddU { memarg }
-        | Op::I32AtomicRmwSub { memarg }
-        | Op::I64AtomicRmwSub { memarg }
-        | Op::I32AtomicRmw8SubU { memarg }
-        | Op::I32AtomicRmw16SubU { memarg }
-        | Op::I64AtomicRmw8SubU { memarg }
-        | Op::I64AtomicRmw16SubU { memarg }
-        | Op::I64AtomicRmw32SubU { memarg }
-        | Op::I32AtomicRmwAnd { memarg }
-        | Op::I64AtomicRmwAnd { memarg }
-        | Op::I32AtomicRmw8AndU { memarg }
-        | Op::I32AtomicRmw16AndU { memarg }
-        | Op::I64AtomicRmw8AndU { memarg }
-        | Op::I64AtomicRmw16AndU { memarg }
-        | Op::I64AtomicRmw32AndU { memarg }
-        | Op::I32AtomicRmwOr { memarg }
-        | Op::I64AtomicRmwOr { memarg }
-        | Op::I32AtomicRmw8OrU { memarg }
-        | Op::I32AtomicRmw16OrU { memarg }
-        | Op::I64AtomicRmw8OrU { memarg }
-        | Op::I64AtomicRmw16OrU { memarg }
-        | Op::I64AtomicRmw32OrU { memarg }
-        | Op::I32AtomicRmwXor { memarg }
-        | Op::I64AtomicRmwXor { memarg }
-        | Op::I32AtomicRmw8XorU { memarg }
-        | Op::I32AtomicRmw16XorU { memarg }
-        | Op::I64AtomicRmw8XorU { memarg }
-        | Op::I64AtomicRmw16XorU { memarg }
-        | Op::I64AtomicRmw32XorU { memarg }
-        | Op::I32AtomicRmwXchg { memarg }
-        | Op::I64AtomicRmwXchg { memarg }
-        | Op::I32AtomicRmw8XchgU { memarg }
-        | Op::I32AtomicRmw16XchgU { memarg }
-        | Op::I64AtomicRmw8XchgU { memarg }
-        | Op::I64AtomicRmw16XchgU { memarg }
-        | Op::I64AtomicRmw32XchgU { memarg }
-        | Op::I32AtomicRmwCmpxchg { memarg }
-        | Op::I64AtomicRmwCmpxchg { memarg }
-        | Op::I32AtomicRmw8CmpxchgU { memarg }
-        | Op::I32AtomicRmw16CmpxchgU { memarg }
-        | Op::I64AtomicRmw8CmpxchgU { memarg }
-        | Op::I64AtomicRmw16CmpxchgU { memarg }
-        | Op::I64AtomicRmw32CmpxchgU { memarg } => memarg,
-        _ => return None,
-    };
-    Some(memarg.memory)
-}
-
-fn vm_flags() -> MemFlags {
-    MemFlags::trusted()
+/// Flags for loads and stores of the VM context and runtime structures: they never trap.
+fn vm_flags() -> MemFlagsData {
+    MemFlagsData::trusted()
 }
 
 /// Flags for VM context fields that never change during an instance's life.
-fn vm_readonly() -> MemFlags {
-    MemFlags::trusted().with_readonly()
+fn vm_readonly() -> MemFlagsData {
+    MemFlagsData::trusted().with_readonly()
+}
+
+/// Alias regions: memory operations in different regions never alias, so Cranelift may keep
+/// heap loads across a dirty-map store and the other way round.
+#[derive(Clone, Copy)]
+enum Region {
+    /// Linear memories.
+    Heap = 1,
+    /// The dirty maps teardown reads.
+    DirtyMap = 2,
 }
 
 /// Module-wide facts shared by every function's environment.
 pub struct ModuleEnv<'m> {
     pub meta: &'m ModuleMetadata,
     pub offsets: VMOffsets,
-    pub frontend: TargetFrontendConfig,
     /// Cranelift user-function index of each defined function (namespace 0 in the object).
     pub defined_func_ids: Vec<u32>,
     /// Whether to emit interrupt checks.
@@ -184,252 +140,162 @@ pub struct ModuleEnv<'m> {
     pub fuel: bool,
 }
 
-/// The environment for translating one function.
-pub struct KilnFuncEnv<'a, 'm> {
-    module: &'a ModuleEnv<'m>,
-    heaps: PrimaryMap<Heap, HeapData>,
-    vmctx_gv: Option<ir::GlobalValue>,
-    libcall_sigs: Vec<Option<ir::SigRef>>,
-    /// Operators translated since fuel was last charged (fuel metering).
-    fuel_pending: i64,
-    /// Whether the function body contains a call (see [`KilnFuncEnv::set_makes_calls`]).
-    makes_calls: bool,
-    /// Per memory index: the global value of its dirty-map bias, once used.
-    dirty_bias_gvs: Vec<Option<ir::GlobalValue>>,
-    /// Instructions in the function before the operator being translated.
-    insts_before_operator: usize,
+/// How a memory access is checked. Every memory lies at the start of a 4 GiB reservation
+/// followed by a 2 GiB guard, all inaccessible beyond the memory's current length, so an
+/// access starting at most a guard's size past the length faults by itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BoundsCheck {
+    /// None: a 32-bit index cannot leave the reservation, and a static offset below the
+    /// guard's size cannot leave the guard.
+    Guarded,
+    /// `index <= length`, the guard catches the rest (64-bit indices, small offsets).
+    Index,
+    /// `index + offset + size <= length` (large static offsets, and pages smaller than the
+    /// OS's, whose memories end inside an accessible page).
+    End,
 }
 
-impl<'a, 'm> KilnFuncEnv<'a, 'm> {
-    pub fn new(module: &'a ModuleEnv<'m>) -> Self {
-        KilnFuncEnv {
+/// The environment for translating one function.
+pub struct FuncEnv<'a, 'm> {
+    module: &'a ModuleEnv<'m>,
+    libcall_sigs: Vec<Option<ir::SigRef>>,
+    wasm_sigs: HashMap<u32, ir::SigRef>,
+    direct_funcs: HashMap<u32, ir::FuncRef>,
+    /// Operators translated since fuel was last charged (fuel metering).
+    fuel_pending: i64,
+    /// Whether the function body contains a call (see [`FuncEnv::new`]).
+    makes_calls: bool,
+    /// The function's VM context parameter.
+    vmctx: Option<ir::Value>,
+}
+
+impl<'a, 'm> FuncEnv<'a, 'm> {
+    /// The environment for a function whose body calls (`makes_calls`) or not. A function
+    /// without calls needs no interrupt check at its entry: it runs a bounded stretch of code
+    /// between loop headers, which check, and then returns. Only functions that call can run
+    /// unboundedly without a loop (recursion, tail-call cycles), so only they check at entry.
+    pub fn new(module: &'a ModuleEnv<'m>, makes_calls: bool) -> Self {
+        FuncEnv {
             module,
-            heaps: PrimaryMap::new(),
-            vmctx_gv: None,
             libcall_sigs: vec![None; Libcall::ALL.len()],
+            wasm_sigs: HashMap::new(),
+            direct_funcs: HashMap::new(),
             fuel_pending: 0,
-            makes_calls: true,
-            dirty_bias_gvs: vec![None; module.meta.memories.len()],
-            insts_before_operator: 0,
+            makes_calls,
+            vmctx: None,
         }
     }
 
-    /// Tells the environment whether the body makes calls. A function without calls needs no
-    /// interrupt check at its entry: it runs a bounded stretch of code between loop headers,
-    /// which check, and then returns. Only functions that call can run unboundedly without a
-    /// loop (recursion, tail-call cycles), so only they check at entry.
-    pub fn set_makes_calls(&mut self, makes_calls: bool) {
-        self.makes_calls = makes_calls;
+    /// The module being compiled.
+    pub fn meta(&self) -> &'m ModuleMetadata {
+        self.module.meta
     }
 
     fn offsets(&self) -> &VMOffsets {
         &self.module.offsets
     }
 
-    fn vmctx_gv(&mut self, func: &mut ir::Function) -> ir::GlobalValue {
-        *self.vmctx_gv.get_or_insert_with(|| func.create_global_value(ir::GlobalValueData::VMContext))
+    /// The wasm function type at type index `index`.
+    pub fn func_type(&self, index: u32) -> &'m FuncType {
+        &self.module.meta.types[index as usize]
     }
 
-    /// A global value that loads `vmctx + offset`.
-    fn vmctx_load_gv(&mut self, func: &mut ir::Function, offset: u32, flags: MemFlags) -> ir::GlobalValue {
-        let vmctx = self.vmctx_gv(func);
-        func.create_global_value(ir::GlobalValueData::Load {
-            base: vmctx,
-            offset: (offset as i32).into(),
-            global_type: types::I64,
-            flags,
-        })
+    /// The function's own VM context (its first parameter).
+    fn vmctx(&self) -> ir::Value {
+        self.vmctx.expect("function_entry comes first")
     }
 
-    /// Marks the page that the store `op` (just translated) wrote in its memory's dirty map, so
-    /// teardown resets exactly the pages the tenant touched: `map[address >> 12] = 1`, with the
-    /// map reached through the bias in the memory's import (see [`kiln_abi::dirty_map_entry`]).
-    /// Emitted after the store, so a store that traps marks nothing (it wrote nothing).
-    fn mark_stored_page(
-        &mut self,
-        op: &wasmparser::Operator,
-        builder: &mut FunctionBuilder,
-        state: &FuncTranslationState,
-    ) -> WasmResult<()> {
-        // Every heap store must be marked, or a tenant's data could outlive it in a warm slot:
-        // find the ones this operator emitted, and refuse to compile rather than miss one.
-        let dfg = &builder.func.dfg;
-        let heap_stores: Vec<ir::Inst> = (self.insts_before_operator..dfg.num_insts())
-            .map(ir::Inst::new)
-            .filter(|&inst| {
-                let data = &dfg.insts[inst];
-                data.opcode().can_store()
-                    && data.memflags().and_then(|f| f.alias_region()) == Some(ir::AliasRegion::Heap)
-            })
-            .collect();
-        // The mark goes at the end of the current block: only if the store is in it, and
-        // nothing after the store can trap (a trap there would skip the mark of a completed
-        // store), is the store executed exactly when the mark is.
-        let marked_when_stored = |store: ir::Inst| {
-            let layout = &builder.func.layout;
-            layout.inst_block(store) == builder.current_block()
-                && std::iter::successors(layout.next_inst(store), |&i| layout.next_inst(i)).all(|i| {
-                    let opcode = dfg.insts[i].opcode();
-                    !(opcode.can_trap() || opcode.is_call() || opcode.can_store() || opcode.is_branch())
-                })
+    fn region_flags(builder: &mut FunctionBuilder, flags: MemFlagsData, region: Region) -> MemFlagsData {
+        let (user_id, description) = match region {
+            Region::Heap => (Region::Heap as u32, "heap"),
+            Region::DirtyMap => (Region::DirtyMap as u32, "dirty map"),
         };
-        let memory = match (stored_memory(op), heap_stores.as_slice()) {
-            (_, []) if !state.reachable() => return Ok(()), // an unconditional trap writes nothing
-            (None, []) => return Ok(()),
-            (Some(memory), &[store]) if marked_when_stored(store) => memory,
-            _ => {
-                return Err(WasmError::User(format!(
-                    "internal error: cannot mark the pages `{op:?}` writes ({} heap stores)",
-                    heap_stores.len()
-                )))
-            }
-        };
-        let store = heap_stores[0];
-        let (data, args) = (builder.func.dfg.insts[store], builder.func.dfg.inst_args(store));
-        let (address, offset) = match data.opcode() {
-            ir::Opcode::Store | ir::Opcode::Istore8 | ir::Opcode::Istore16 | ir::Opcode::Istore32 => {
-                (args[1], data.load_store_offset().unwrap_or(0))
-            }
-            ir::Opcode::AtomicStore => (args[1], 0),
-            ir::Opcode::AtomicRmw | ir::Opcode::AtomicCas => (args[0], 0),
-            other => return Err(WasmError::User(format!("internal error: unexpected heap store `{other}`"))),
-        };
-        let gv = match self.dirty_bias_gvs[memory as usize] {
-            Some(gv) => gv,
-            None => {
-                let offset = self.offsets().memory(memory) + VMMemoryImport::DIRTY_BIAS_OFFSET;
-                let gv = self.vmctx_load_gv(builder.func, offset, vm_readonly());
-                self.dirty_bias_gvs[memory as usize] = Some(gv);
-                gv
-            }
-        };
-        let bias = builder.ins().global_value(types::I64, gv);
-        let address = if offset == 0 { address } else { builder.ins().iadd_imm(address, i64::from(offset)) };
-        let page = builder.ins().ushr_imm(address, i64::from(kiln_abi::DIRTY_PAGE_LOG2));
-        let entry = builder.ins().iadd(page, bias);
-        let one = builder.ins().iconst(types::I8, 1);
-        // The map is disjoint from the heap, tables and everything else compiled code loads;
-        // Kiln uses the vmctx alias region for nothing else, so this store does not stop
-        // Cranelift from reusing heap loads across it.
-        let flags = MemFlags::trusted().with_alias_region(Some(ir::AliasRegion::Vmctx));
-        builder.ins().store(flags, one, entry, 0);
-        Ok(())
+        let region =
+            builder.func.dfg.alias_regions.insert(ir::AliasRegionData { user_id, description: description.into() });
+        flags.with_alias_region(Some(region))
     }
 
-    fn vmctx_value(func: &ir::Function) -> ir::Value {
-        func.special_param(ArgumentPurpose::VMContext).expect("every Kiln function has a vmctx parameter")
-    }
-
-    fn num_imported_funcs(&self) -> u32 {
-        self.module.meta.num_imported_funcs
-    }
-
-    fn is_imported_func(&self, index: FuncIndex) -> bool {
-        index.as_u32() < self.num_imported_funcs()
-    }
-
-    fn memory_type(&self, index: MemoryIndex) -> kiln_abi::MemoryType {
-        self.module.meta.memories[index.as_u32() as usize]
-    }
-
-    /// Emits a call to a runtime libcall through the VM context's `builtins` table.
-    fn call_libcall(&mut self, pos: &mut FuncCursor, libcall: Libcall, args: &[ir::Value]) -> Option<ir::Value> {
-        let sig = match self.libcall_sigs[libcall as usize] {
-            Some(sig) => sig,
-            None => {
-                let sig = pos.func.import_signature(libcall_signature(libcall));
-                self.libcall_sigs[libcall as usize] = Some(sig);
-                sig
-            }
-        };
-        let vmctx = Self::vmctx_value(pos.func);
-        let builtins = pos.ins().load(types::I64, vm_readonly(), vmctx, VMContextHeader::BUILTINS_OFFSET as i32);
-        let callee = pos.ins().load(types::I64, vm_readonly(), builtins, libcall.table_offset() as i32);
-        let mut call_args = vec![vmctx];
-        call_args.extend_from_slice(args);
-        let call = pos.ins().call_indirect(sig, callee, &call_args);
-        pos.func.dfg.inst_results(call).first().copied()
-    }
-
-    /// Whether table `index` has 64-bit indices.
-    fn is_table64(&self, index: TableIndex) -> bool {
-        self.module.meta.tables[index.as_u32() as usize].table64
-    }
-
-    /// Widens an index operand to i64 for a libcall (memory and table indices may be i32 or
-    /// i64; both are unsigned).
-    fn to_i64(pos: &mut FuncCursor, value: ir::Value) -> ir::Value {
-        if pos.func.dfg.value_type(value) == types::I64 {
-            value
-        } else {
-            pos.ins().uextend(types::I64, value)
-        }
-    }
-
-    fn table_definition(&mut self, builder: &mut FunctionBuilder, table: TableIndex) -> ir::Value {
-        let vmctx = Self::vmctx_value(builder.func);
-        let offset = self.offsets().table(table.as_u32());
+    fn load_vmctx(&self, builder: &mut FunctionBuilder, offset: u32) -> ir::Value {
+        let vmctx = self.vmctx();
         builder.ins().load(types::I64, vm_readonly(), vmctx, offset as i32)
     }
 
-    /// Address of element `index` of `table`, trapping with `oob_trap` when out of bounds.
-    fn table_element_addr(
-        &mut self,
-        builder: &mut FunctionBuilder,
-        table: TableIndex,
-        index: ir::Value,
-        oob_trap: ir::TrapCode,
-    ) -> ir::Value {
-        let def = self.table_definition(builder, table);
-        // The base never moves (room for the maximum is reserved up front); only the length does.
-        let base = builder.ins().load(types::I64, vm_readonly(), def, VMTableDefinition::BASE_OFFSET as i32);
-        let len = builder.ins().load(types::I64, vm_flags(), def, VMTableDefinition::CURRENT_ELEMENTS_OFFSET as i32);
-        let index = if builder.func.dfg.value_type(index) == types::I64 {
-            index
+    /// Widens an index or length to i64 (memory and table indices may be i32 or i64; both are
+    /// unsigned).
+    fn to_i64(builder: &mut FunctionBuilder, value: ir::Value) -> ir::Value {
+        if builder.func.dfg.value_type(value) == types::I64 {
+            value
         } else {
-            builder.ins().uextend(types::I64, index)
-        };
-        let oob = builder.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, index, len);
-        builder.ins().trapnz(oob, oob_trap);
-        let offset = builder.ins().ishl_imm(index, VMTableDefinition::ELEMENT_SIZE.trailing_zeros() as i64);
-        builder.ins().iadd(base, offset)
+            builder.ins().uextend(types::I64, value)
+        }
     }
 
-    /// Loads a funcref from a table for `call_indirect`, checking null and the signature.
-    fn checked_funcref(
-        &mut self,
-        builder: &mut FunctionBuilder,
-        table: TableIndex,
-        sig_index: TypeIndex,
-        callee: ir::Value,
-    ) -> ir::Value {
-        let addr = self.table_element_addr(builder, table, callee, ir::TrapCode::TableOutOfBounds);
-        let funcref = builder.ins().load(types::I64, vm_flags(), addr, 0);
-        builder.ins().trapz(funcref, ir::TrapCode::IndirectCallToNull);
-        let actual = builder.ins().load(types::I32, vm_flags(), funcref, VMFuncRef::TYPE_ID_OFFSET as i32);
-        let vmctx = Self::vmctx_value(builder.func);
-        let expected =
-            builder.ins().load(types::I32, vm_readonly(), vmctx, self.offsets().type_id(sig_index.as_u32()) as i32);
-        let mismatch = builder.ins().icmp(IntCC::NotEqual, actual, expected);
-        builder.ins().trapnz(mismatch, ir::TrapCode::BadSignature);
-        funcref
+    // ---- hooks ------------------------------------------------------------------------------
+
+    /// Emitted once at the function's entry, whose VM context parameter is `vmctx`.
+    pub fn function_entry(&mut self, builder: &mut FunctionBuilder, vmctx: ir::Value) {
+        self.vmctx = Some(vmctx);
+        if self.makes_calls {
+            self.check_interrupt(builder);
+        }
     }
 
-    /// Traps with `Interrupt` ("deadline exceeded") if the store's interrupt flag is set. Emitted
-    /// at every loop header and at the entry of every function that calls, so runaway code
-    /// stops within one iteration or call.
+    /// Called before each operator in reachable code (fuel metering).
+    pub fn before_operator(&mut self, op: &Operator<'_>, builder: &mut FunctionBuilder) {
+        if !self.module.fuel {
+            return;
+        }
+        // Every operator costs one unit, except the structural ones that emit no code.
+        if !matches!(
+            op,
+            Operator::Nop
+                | Operator::Drop
+                | Operator::Block { .. }
+                | Operator::Loop { .. }
+                | Operator::End
+                | Operator::Else
+        ) {
+            self.fuel_pending += 1;
+        }
+        let ends_a_block = is_call(op)
+            || matches!(
+                op,
+                Operator::Block { .. }
+                    | Operator::Loop { .. }
+                    | Operator::If { .. }
+                    | Operator::Else
+                    | Operator::End
+                    | Operator::Br { .. }
+                    | Operator::BrIf { .. }
+                    | Operator::BrTable { .. }
+                    | Operator::BrOnNull { .. }
+                    | Operator::BrOnNonNull { .. }
+                    | Operator::Return
+                    | Operator::Unreachable
+            );
+        if ends_a_block {
+            self.charge_fuel(builder);
+        }
+    }
+
+    /// Emitted at the top of every loop body.
+    pub fn loop_header(&mut self, builder: &mut FunctionBuilder) {
+        self.check_interrupt(builder);
+    }
+
+    /// Traps with "deadline exceeded" if the store's interrupt flag is set. Emitted at every
+    /// loop header and at the entry of every function that calls, so runaway code stops within
+    /// one iteration or call.
     fn check_interrupt(&mut self, builder: &mut FunctionBuilder) {
         if !self.module.interruptible {
             return;
         }
-        let vmctx = Self::vmctx_value(builder.func);
-        let limits =
-            builder.ins().load(types::I64, vm_readonly(), vmctx, VMContextHeader::RUNTIME_LIMITS_OFFSET as i32);
+        let limits = self.load_vmctx(builder, VMContextHeader::RUNTIME_LIMITS_OFFSET);
         // Another thread sets it. An atomic load (a plain `mov` on x86-64) so Cranelift's
         // redundant-load elimination cannot reuse the value read at the function's entry.
-        let addr = builder.ins().iadd_imm(limits, VMRuntimeLimits::INTERRUPT_OFFSET as i64);
+        let addr = builder.ins().iadd_imm_s(limits, VMRuntimeLimits::INTERRUPT_OFFSET as i64);
         let flag = builder.ins().atomic_load(types::I64, vm_flags(), addr);
-        builder.ins().trapnz(flag, ir::TrapCode::Interrupt);
+        builder.ins().trapnz(flag, trap(TrapCode::Interrupt));
     }
 
     /// Charges the operators counted since the last charge: `fuel -= n`, trapping with
@@ -439,585 +305,509 @@ impl<'a, 'm> KilnFuncEnv<'a, 'm> {
         if self.fuel_pending == 0 {
             return;
         }
-        let vmctx = Self::vmctx_value(builder.func);
-        let limits =
-            builder.ins().load(types::I64, vm_readonly(), vmctx, VMContextHeader::RUNTIME_LIMITS_OFFSET as i32);
+        let limits = self.load_vmctx(builder, VMContextHeader::RUNTIME_LIMITS_OFFSET);
         let fuel = builder.ins().load(types::I64, vm_flags(), limits, VMRuntimeLimits::FUEL_OFFSET as i32);
-        let left = builder.ins().iadd_imm(fuel, -self.fuel_pending);
+        let left = builder.ins().iadd_imm_s(fuel, -self.fuel_pending);
         builder.ins().store(vm_flags(), left, limits, VMRuntimeLimits::FUEL_OFFSET as i32);
-        let exhausted = builder.ins().icmp_imm(IntCC::SignedLessThan, left, 0);
-        builder.ins().trapnz(exhausted, OUT_OF_FUEL);
+        let exhausted = builder.ins().icmp_imm_s(IntCC::SignedLessThan, left, 0);
+        builder.ins().trapnz(exhausted, trap(TrapCode::OutOfFuel));
         self.fuel_pending = 0;
     }
 
-    /// `(code, callee_vmctx, caller_vmctx ++ args)` for a call through a non-null funcref.
-    fn funcref_call_args(
-        builder: &mut FunctionBuilder,
-        funcref: ir::Value,
-        args: &[ir::Value],
-    ) -> (ir::Value, Vec<ir::Value>) {
-        let code = builder.ins().load(types::I64, vm_flags(), funcref, VMFuncRef::CODE_OFFSET as i32);
-        let callee_vmctx = builder.ins().load(types::I64, vm_flags(), funcref, VMFuncRef::VMCTX_OFFSET as i32);
-        let caller_vmctx = Self::vmctx_value(builder.func);
-        let mut call_args = vec![callee_vmctx, caller_vmctx];
-        call_args.extend_from_slice(args);
-        (code, call_args)
-    }
+    // ---- globals ----------------------------------------------------------------------------
 
-    /// For a direct call: `Some((code, args))` if the callee is imported (call it through its
-    /// funcref in the VM context), `None` if it is defined here (call it by symbol).
-    fn direct_call_args(
-        &mut self,
-        builder: &mut FunctionBuilder,
-        callee_index: FuncIndex,
-        args: &[ir::Value],
-    ) -> (Option<ir::Value>, Vec<ir::Value>) {
-        let vmctx = Self::vmctx_value(builder.func);
-        if self.is_imported_func(callee_index) {
-            let base = self.offsets().func_ref(callee_index.as_u32()) as i32;
-            let code = builder.ins().load(types::I64, vm_readonly(), vmctx, base + VMFuncRef::CODE_OFFSET as i32);
-            let callee_vmctx =
-                builder.ins().load(types::I64, vm_readonly(), vmctx, base + VMFuncRef::VMCTX_OFFSET as i32);
-            let mut call_args = vec![callee_vmctx, vmctx];
-            call_args.extend_from_slice(args);
-            (Some(code), call_args)
-        } else {
-            let mut call_args = vec![vmctx, vmctx];
-            call_args.extend_from_slice(args);
-            (None, call_args)
-        }
-    }
-}
-
-impl TypeConvert for KilnFuncEnv<'_, '_> {
-    fn lookup_heap_type(&self, index: wasmparser::UnpackedIndex) -> WasmHeapType {
-        WasmHeapType::ConcreteFunc(self.lookup_type_index(index))
-    }
-
-    fn lookup_type_index(&self, index: wasmparser::UnpackedIndex) -> cranelift_wasm::EngineOrModuleTypeIndex {
-        let index = match index {
-            wasmparser::UnpackedIndex::Module(i) => i,
-            // Rec-group-relative indices only occur with GC types, which Kiln rejects earlier.
-            _ => 0,
-        };
-        cranelift_wasm::EngineOrModuleTypeIndex::Module(cranelift_wasm::ModuleInternedTypeIndex::from_u32(index))
-    }
-}
-
-impl TargetEnvironment for KilnFuncEnv<'_, '_> {
-    fn target_config(&self) -> TargetFrontendConfig {
-        self.module.frontend
-    }
-
-    fn heap_access_spectre_mitigation(&self) -> bool {
-        false
-    }
-
-    fn proof_carrying_code(&self) -> bool {
-        false
-    }
-
-    fn reference_type(&self, _ty: WasmHeapType) -> (ir::Type, bool) {
-        // References are raw pointers (funcref) or opaque host words (externref); Kiln has no
-        // GC, so nothing needs a stack map.
-        (types::I64, false)
-    }
-}
-
-impl FuncEnvironment for KilnFuncEnv<'_, '_> {
-    fn is_wasm_parameter(&self, _signature: &Signature, index: usize) -> bool {
-        // Parameters 0 and 1 are the callee's and the caller's VM contexts.
-        index >= 2
-    }
-
-    fn param_needs_stack_map(&self, _signature: &Signature, _index: usize) -> bool {
-        false
-    }
-
-    fn sig_ref_result_needs_stack_map(&self, _sig_ref: ir::SigRef, _index: usize) -> bool {
-        false
-    }
-
-    fn func_ref_result_needs_stack_map(&self, _func: &ir::Function, _func_ref: ir::FuncRef, _index: usize) -> bool {
-        false
-    }
-
-    fn make_global(&mut self, func: &mut ir::Function, index: GlobalIndex) -> WasmResult<GlobalVariable> {
+    /// The address of global `index`'s value and the flags to access it with.
+    fn global_addr(&mut self, builder: &mut FunctionBuilder, index: u32) -> (ir::Value, i32, MemFlagsData) {
         let meta = self.module.meta;
-        let ty = ir_type(meta.globals[index.as_u32() as usize].content);
         let imported = meta.num_imported_globals;
-        if index.as_u32() >= imported {
+        // A constant global never changes once instantiation has set it.
+        let flags = if meta.globals[index as usize].mutable { vm_flags() } else { vm_readonly() };
+        if index >= imported {
             // Own globals live inside the VM context itself.
-            let gv = self.vmctx_gv(func);
-            let offset = self.offsets().defined_global(index.as_u32() - imported);
-            Ok(GlobalVariable::Memory { gv, offset: (offset as i32).into(), ty })
+            let offset = self.offsets().defined_global(index - imported);
+            (self.vmctx(), offset as i32, flags)
         } else {
-            let offset = self.offsets().global(index.as_u32());
-            let gv = self.vmctx_load_gv(func, offset, vm_readonly());
-            Ok(GlobalVariable::Memory { gv, offset: 0.into(), ty })
+            (self.load_vmctx(builder, self.offsets().global(index)), 0, flags)
         }
     }
 
-    fn heaps(&self) -> &PrimaryMap<Heap, HeapData> {
-        &self.heaps
+    /// `global.get`.
+    pub fn global_get(&mut self, builder: &mut FunctionBuilder, index: u32) -> ir::Value {
+        let ty = ir_type(self.module.meta.globals[index as usize].content);
+        let (addr, offset, flags) = self.global_addr(builder, index);
+        builder.ins().load(ty, flags, addr, offset)
     }
 
-    fn make_heap(&mut self, func: &mut ir::Function, index: MemoryIndex) -> WasmResult<Heap> {
-        let ty = self.memory_type(index);
-        let import = self.offsets().memory(index.as_u32());
-        // The base never moves: every memory owns its whole reservation from the start.
-        let base = self.vmctx_load_gv(func, import + VMMemoryImport::BASE_OFFSET, vm_readonly());
-        let page_size = 1u64 << ty.page_size_log2;
-        let (style, index_type) = if ty.memory64 {
-            let definition = self.vmctx_load_gv(func, import + VMMemoryImport::DEFINITION_OFFSET, vm_readonly());
-            let bound_gv = func.create_global_value(ir::GlobalValueData::Load {
-                base: definition,
-                offset: (VMMemoryDefinition::CURRENT_LENGTH_OFFSET as i32).into(),
-                global_type: types::I64,
-                flags: vm_flags(),
-            });
-            (HeapStyle::Dynamic { bound_gv }, types::I64)
-        } else {
-            (HeapStyle::Static { bound: HEAP_RESERVATION }, types::I32)
+    /// `global.set`.
+    pub fn global_set(&mut self, builder: &mut FunctionBuilder, index: u32, value: ir::Value) {
+        let (addr, offset, flags) = self.global_addr(builder, index);
+        builder.ins().store(flags, value, addr, offset);
+    }
+
+    // ---- memories ---------------------------------------------------------------------------
+
+    fn memory_type(&self, index: u32) -> kiln_abi::MemoryType {
+        self.module.meta.memories[index as usize]
+    }
+
+    /// Whether memory `index` has 64-bit addresses.
+    pub fn is_memory64(&self, index: u32) -> bool {
+        self.memory_type(index).memory64
+    }
+
+    fn memory_length(&mut self, builder: &mut FunctionBuilder, index: u32) -> ir::Value {
+        let definition = self.load_vmctx(builder, self.offsets().memory(index) + VMMemoryImport::DEFINITION_OFFSET);
+        // Not read-only: `memory.grow` changes it.
+        builder.ins().load(types::I64, vm_flags(), definition, VMMemoryDefinition::CURRENT_LENGTH_OFFSET as i32)
+    }
+
+    /// Flags for an access to linear memory: it may trap (out of bounds), and it touches only
+    /// the heap region.
+    pub fn heap_flags(builder: &mut FunctionBuilder) -> MemFlagsData {
+        Self::region_flags(builder, MemFlagsData::new(), Region::Heap)
+    }
+
+    /// The native address of a `size`-byte access to the memory of `memarg` at wasm address `index` +
+    /// `memarg.offset`, split into a base value and a constant offset to put in the load or
+    /// store. Emits the bounds check the access needs (none when the guard region catches it),
+    /// and for atomics (`aligned`) the alignment check.
+    pub fn heap_address(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        memarg: &MemArg,
+        index: ir::Value,
+        size: u32,
+        aligned: bool,
+    ) -> (ir::Value, i32) {
+        let ty = self.memory_type(memory_index(memarg));
+        let size = u64::from(size);
+        let index = Self::to_i64(builder, index);
+        let within_guard = memarg.offset.checked_add(size).is_some_and(|extent| extent <= HEAP_GUARD);
+        let check = match (ty.memory64, within_guard) {
+            _ if ty.page_size_log2 < 12 => BoundsCheck::End,
+            (false, true) => BoundsCheck::Guarded,
+            (true, true) => BoundsCheck::Index,
+            (_, false) => BoundsCheck::End,
         };
-        Ok(self.heaps.push(HeapData {
-            base,
-            min_size: ty.minimum.saturating_mul(page_size),
-            max_size: ty.maximum.map(|m| m.saturating_mul(page_size)),
-            offset_guard_size: HEAP_GUARD,
-            style,
-            index_type,
-            memory_type: None,
-            page_size_log2: ty.page_size_log2,
-        }))
-    }
-
-    fn make_indirect_sig(&mut self, func: &mut ir::Function, index: TypeIndex) -> WasmResult<ir::SigRef> {
-        let ty = &self.module.meta.types[index.as_u32() as usize];
-        Ok(func.import_signature(wasm_signature(ty)))
-    }
-
-    fn make_direct_func(&mut self, func: &mut ir::Function, index: FuncIndex) -> WasmResult<ir::FuncRef> {
-        let meta = self.module.meta;
-        let ty = &meta.types[meta.func_types[index.as_u32() as usize] as usize];
-        let signature = func.import_signature(wasm_signature(ty));
-        // Imported functions are called through their funcref (see `translate_call`); the name
-        // only matters for defined ones, which are symbols in the same object.
-        let user_index = if self.is_imported_func(index) {
-            u32::MAX
-        } else {
-            self.module.defined_func_ids[(index.as_u32() - self.num_imported_funcs()) as usize]
-        };
-        let name = func.declare_imported_user_function(UserExternalName::new(0, user_index));
-        Ok(func.import_function(ir::ExtFuncData { name: ir::ExternalName::user(name), signature, colocated: true }))
-    }
-
-    fn translate_call(
-        &mut self,
-        builder: &mut FunctionBuilder,
-        callee_index: FuncIndex,
-        callee: ir::FuncRef,
-        call_args: &[ir::Value],
-    ) -> WasmResult<ir::Inst> {
-        let (code, args) = self.direct_call_args(builder, callee_index, call_args);
-        Ok(match code {
-            Some(code) => {
-                let sig = builder.func.dfg.ext_funcs[callee].signature;
-                builder.ins().call_indirect(sig, code, &args)
+        if aligned && size > 1 {
+            // The effective address is aligned iff index + offset is: check it modulo size.
+            let low = builder.ins().iadd_imm_s(index, (memarg.offset % size) as i64);
+            let misaligned = builder.ins().band_imm_u(low, (size - 1) as i64);
+            builder.ins().trapnz(misaligned, trap(TrapCode::HeapMisaligned));
+        }
+        let base = self.load_vmctx(builder, self.offsets().memory(memory_index(memarg)) + VMMemoryImport::BASE_OFFSET);
+        let out_of_bounds = trap(TrapCode::HeapOutOfBounds);
+        match check {
+            BoundsCheck::Guarded => {}
+            BoundsCheck::Index => {
+                let length = self.memory_length(builder, memory_index(memarg));
+                let beyond = builder.ins().icmp(IntCC::UnsignedGreaterThan, index, length);
+                builder.ins().trapnz(beyond, out_of_bounds);
             }
-            None => builder.ins().call(callee, &args),
-        })
-    }
-
-    fn translate_call_indirect(
-        &mut self,
-        builder: &mut FunctionBuilder,
-        table_index: TableIndex,
-        sig_index: TypeIndex,
-        sig_ref: ir::SigRef,
-        callee: ir::Value,
-        call_args: &[ir::Value],
-    ) -> WasmResult<Option<ir::Inst>> {
-        let funcref = self.checked_funcref(builder, table_index, sig_index, callee);
-        let (code, args) = Self::funcref_call_args(builder, funcref, call_args);
-        Ok(Some(builder.ins().call_indirect(sig_ref, code, &args)))
-    }
-
-    fn translate_return_call(
-        &mut self,
-        builder: &mut FunctionBuilder,
-        callee_index: FuncIndex,
-        callee: ir::FuncRef,
-        call_args: &[ir::Value],
-    ) -> WasmResult<()> {
-        let (code, args) = self.direct_call_args(builder, callee_index, call_args);
-        match code {
-            Some(code) => {
-                let sig = builder.func.dfg.ext_funcs[callee].signature;
-                builder.ins().return_call_indirect(sig, code, &args);
-            }
-            None => {
-                builder.ins().return_call(callee, &args);
+            BoundsCheck::End => {
+                // With a 64-bit index the sum can wrap: that is out of bounds too.
+                let end = match memarg.offset.checked_add(size) {
+                    Some(extent) if !ty.memory64 => builder.ins().iadd_imm_s(index, extent as i64),
+                    Some(extent) => {
+                        let extent = builder.ins().iconst(types::I64, extent as i64);
+                        builder.ins().uadd_overflow_trap(index, extent, out_of_bounds)
+                    }
+                    None => {
+                        // Always out of bounds. A conditional trap keeps the block open for the
+                        // access the caller still emits (Cranelift folds it into a plain trap).
+                        let always = builder.ins().iconst(types::I8, 1);
+                        builder.ins().trapnz(always, out_of_bounds);
+                        index
+                    }
+                };
+                let length = self.memory_length(builder, memory_index(memarg));
+                let beyond = builder.ins().icmp(IntCC::UnsignedGreaterThan, end, length);
+                builder.ins().trapnz(beyond, out_of_bounds);
             }
         }
-        Ok(())
+        let addr = builder.ins().iadd(base, index);
+        match i32::try_from(memarg.offset) {
+            Ok(offset) => (addr, offset),
+            Err(_) => (builder.ins().iadd_imm_s(addr, memarg.offset as i64), 0),
+        }
     }
 
-    fn translate_return_call_indirect(
-        &mut self,
-        builder: &mut FunctionBuilder,
-        table_index: TableIndex,
-        sig_index: TypeIndex,
-        sig_ref: ir::SigRef,
-        callee: ir::Value,
-        call_args: &[ir::Value],
-    ) -> WasmResult<()> {
-        let funcref = self.checked_funcref(builder, table_index, sig_index, callee);
-        let (code, args) = Self::funcref_call_args(builder, funcref, call_args);
-        builder.ins().return_call_indirect(sig_ref, code, &args);
-        Ok(())
+    /// Records in memory `memory`'s dirty map that the store just emitted at native address
+    /// `addr + offset` wrote its page, so teardown resets exactly the pages the tenant
+    /// touched: `map[address >> 12] = 1`, with the map reached through the bias in the memory's
+    /// import (see [`kiln_abi::dirty_map_entry`]). Emitted right after the store, so a store
+    /// that traps marks nothing (it wrote nothing). Only the first page is marked: teardown
+    /// also resets the first bytes of the page after each marked one, where a store may spill.
+    pub fn mark_stored(&mut self, builder: &mut FunctionBuilder, memory: u32, addr: ir::Value, offset: i32) {
+        let bias = self.load_vmctx(builder, self.offsets().memory(memory) + VMMemoryImport::DIRTY_BIAS_OFFSET);
+        let address = if offset == 0 { addr } else { builder.ins().iadd_imm_s(addr, i64::from(offset)) };
+        let page = builder.ins().ushr_imm_u(address, i64::from(kiln_abi::DIRTY_PAGE_LOG2));
+        let entry = builder.ins().iadd(page, bias);
+        let one = builder.ins().iconst(types::I8, 1);
+        let flags = Self::region_flags(builder, MemFlagsData::trusted(), Region::DirtyMap);
+        builder.ins().store(flags, one, entry, 0);
     }
 
-    fn translate_return_call_ref(
-        &mut self,
-        builder: &mut FunctionBuilder,
-        sig_ref: ir::SigRef,
-        callee: ir::Value,
-        call_args: &[ir::Value],
-    ) -> WasmResult<()> {
-        builder.ins().trapz(callee, NULL_FUNCTION_REFERENCE);
-        let (code, args) = Self::funcref_call_args(builder, callee, call_args);
-        builder.ins().return_call_indirect(sig_ref, code, &args);
-        Ok(())
-    }
-
-    fn translate_call_ref(
-        &mut self,
-        builder: &mut FunctionBuilder,
-        sig_ref: ir::SigRef,
-        callee: ir::Value,
-        call_args: &[ir::Value],
-    ) -> WasmResult<ir::Inst> {
-        builder.ins().trapz(callee, NULL_FUNCTION_REFERENCE);
-        let (code, args) = Self::funcref_call_args(builder, callee, call_args);
-        Ok(builder.ins().call_indirect(sig_ref, code, &args))
-    }
-
-    fn translate_memory_grow(
-        &mut self,
-        mut pos: FuncCursor,
-        index: MemoryIndex,
-        _heap: Heap,
-        val: ir::Value,
-    ) -> WasmResult<ir::Value> {
-        let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
-        let delta = Self::to_i64(&mut pos, val);
-        let old = self.call_libcall(&mut pos, Libcall::memory_grow, &[memory, delta]).unwrap();
-        Ok(if self.memory_type(index).memory64 { old } else { pos.ins().ireduce(types::I32, old) })
-    }
-
-    fn translate_memory_size(&mut self, mut pos: FuncCursor, index: MemoryIndex, _heap: Heap) -> WasmResult<ir::Value> {
+    /// `memory.size`.
+    pub fn memory_size(&mut self, builder: &mut FunctionBuilder, index: u32) -> ir::Value {
         let ty = self.memory_type(index);
-        let vmctx = Self::vmctx_value(pos.func);
-        let offset = self.offsets().memory(index.as_u32()) + VMMemoryImport::DEFINITION_OFFSET;
-        let definition = pos.ins().load(types::I64, vm_readonly(), vmctx, offset as i32);
-        let bytes =
-            pos.ins().load(types::I64, vm_flags(), definition, VMMemoryDefinition::CURRENT_LENGTH_OFFSET as i32);
-        let pages = pos.ins().ushr_imm(bytes, ty.page_size_log2 as i64);
-        Ok(if ty.memory64 { pages } else { pos.ins().ireduce(types::I32, pages) })
+        let bytes = self.memory_length(builder, index);
+        let pages = builder.ins().ushr_imm_u(bytes, i64::from(ty.page_size_log2));
+        if ty.memory64 {
+            pages
+        } else {
+            builder.ins().ireduce(types::I32, pages)
+        }
     }
 
-    fn translate_memory_copy(
-        &mut self,
-        mut pos: FuncCursor,
-        src_index: MemoryIndex,
-        _src_heap: Heap,
-        dst_index: MemoryIndex,
-        _dst_heap: Heap,
-        dst: ir::Value,
-        src: ir::Value,
-        len: ir::Value,
-    ) -> WasmResult<()> {
-        let dst_mem = pos.ins().iconst(types::I32, dst_index.as_u32() as i64);
-        let src_mem = pos.ins().iconst(types::I32, src_index.as_u32() as i64);
-        let dst = Self::to_i64(&mut pos, dst);
-        let src = Self::to_i64(&mut pos, src);
-        let len = Self::to_i64(&mut pos, len);
-        self.call_libcall(&mut pos, Libcall::memory_copy, &[dst_mem, src_mem, dst, src, len]);
-        Ok(())
+    /// `memory.grow`.
+    pub fn memory_grow(&mut self, builder: &mut FunctionBuilder, index: u32, delta: ir::Value) -> ir::Value {
+        let memory = builder.ins().iconst(types::I32, i64::from(index));
+        let delta = Self::to_i64(builder, delta);
+        let old = self.call_libcall(builder, Libcall::memory_grow, &[memory, delta]).expect("memory.grow returns");
+        if self.is_memory64(index) {
+            old
+        } else {
+            builder.ins().ireduce(types::I32, old)
+        }
     }
 
-    fn translate_memory_fill(
+    /// `memory.copy`.
+    pub fn memory_copy(&mut self, builder: &mut FunctionBuilder, dst_mem: u32, src_mem: u32, args: [ir::Value; 3]) {
+        let dst_mem = builder.ins().iconst(types::I32, i64::from(dst_mem));
+        let src_mem = builder.ins().iconst(types::I32, i64::from(src_mem));
+        let [dst, src, len] = args.map(|v| Self::to_i64(builder, v));
+        self.call_libcall(builder, Libcall::memory_copy, &[dst_mem, src_mem, dst, src, len]);
+    }
+
+    /// `memory.fill`.
+    pub fn memory_fill(
         &mut self,
-        mut pos: FuncCursor,
-        index: MemoryIndex,
-        _heap: Heap,
+        builder: &mut FunctionBuilder,
+        index: u32,
         dst: ir::Value,
         val: ir::Value,
         len: ir::Value,
-    ) -> WasmResult<()> {
-        let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
-        let dst = Self::to_i64(&mut pos, dst);
-        let len = Self::to_i64(&mut pos, len);
-        self.call_libcall(&mut pos, Libcall::memory_fill, &[memory, dst, val, len]);
-        Ok(())
+    ) {
+        let memory = builder.ins().iconst(types::I32, i64::from(index));
+        let dst = Self::to_i64(builder, dst);
+        let len = Self::to_i64(builder, len);
+        self.call_libcall(builder, Libcall::memory_fill, &[memory, dst, val, len]);
     }
 
-    fn translate_memory_init(
-        &mut self,
-        mut pos: FuncCursor,
-        index: MemoryIndex,
-        _heap: Heap,
-        seg_index: u32,
-        dst: ir::Value,
-        src: ir::Value,
-        len: ir::Value,
-    ) -> WasmResult<()> {
-        let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
-        let segment = pos.ins().iconst(types::I32, seg_index as i64);
-        let dst = Self::to_i64(&mut pos, dst);
-        self.call_libcall(&mut pos, Libcall::memory_init, &[memory, segment, dst, src, len]);
-        Ok(())
+    /// `memory.init`.
+    pub fn memory_init(&mut self, builder: &mut FunctionBuilder, index: u32, segment: u32, args: [ir::Value; 3]) {
+        let memory = builder.ins().iconst(types::I32, i64::from(index));
+        let segment = builder.ins().iconst(types::I32, i64::from(segment));
+        let [dst, src, len] = args;
+        let dst = Self::to_i64(builder, dst);
+        self.call_libcall(builder, Libcall::memory_init, &[memory, segment, dst, src, len]);
     }
 
-    fn translate_data_drop(&mut self, mut pos: FuncCursor, seg_index: u32) -> WasmResult<()> {
-        let segment = pos.ins().iconst(types::I32, seg_index as i64);
-        self.call_libcall(&mut pos, Libcall::data_drop, &[segment]);
-        Ok(())
+    /// `data.drop`.
+    pub fn data_drop(&mut self, builder: &mut FunctionBuilder, segment: u32) {
+        let segment = builder.ins().iconst(types::I32, i64::from(segment));
+        self.call_libcall(builder, Libcall::data_drop, &[segment]);
     }
 
-    fn translate_table_size(&mut self, mut pos: FuncCursor, index: TableIndex) -> WasmResult<ir::Value> {
-        let vmctx = Self::vmctx_value(pos.func);
-        let def = pos.ins().load(types::I64, vm_readonly(), vmctx, self.offsets().table(index.as_u32()) as i32);
-        let len = pos.ins().load(types::I64, vm_flags(), def, VMTableDefinition::CURRENT_ELEMENTS_OFFSET as i32);
-        Ok(if self.is_table64(index) { len } else { pos.ins().ireduce(types::I32, len) })
+    /// The effective address `index + offset` of a wait or notify, as the 64-bit value the
+    /// libcall checks against the memory's bounds and alignment.
+    fn effective_address(&mut self, builder: &mut FunctionBuilder, memarg: &MemArg, index: ir::Value) -> ir::Value {
+        let index = Self::to_i64(builder, index);
+        if memarg.offset == 0 {
+            return index;
+        }
+        let offset = builder.ins().iconst(types::I64, memarg.offset as i64);
+        builder.ins().uadd_overflow_trap(index, offset, trap(TrapCode::HeapOutOfBounds))
     }
 
-    fn translate_table_grow(
-        &mut self,
-        mut pos: FuncCursor,
-        table_index: TableIndex,
-        delta: ir::Value,
-        init_value: ir::Value,
-    ) -> WasmResult<ir::Value> {
-        let table = pos.ins().iconst(types::I32, table_index.as_u32() as i64);
-        let delta = Self::to_i64(&mut pos, delta);
-        let old = self.call_libcall(&mut pos, Libcall::table_grow, &[table, delta, init_value]).unwrap();
-        Ok(if self.is_table64(table_index) { old } else { pos.ins().ireduce(types::I32, old) })
-    }
-
-    fn translate_table_get(
+    /// `memory.atomic.wait32` and `wait64` (told apart by `expected`'s type).
+    pub fn atomic_wait(
         &mut self,
         builder: &mut FunctionBuilder,
-        table_index: TableIndex,
-        index: ir::Value,
-    ) -> WasmResult<ir::Value> {
-        let addr = self.table_element_addr(builder, table_index, index, TABLE_ACCESS_OUT_OF_BOUNDS);
-        Ok(builder.ins().load(types::I64, vm_flags(), addr, 0))
-    }
-
-    fn translate_table_set(
-        &mut self,
-        builder: &mut FunctionBuilder,
-        table_index: TableIndex,
-        value: ir::Value,
-        index: ir::Value,
-    ) -> WasmResult<()> {
-        let addr = self.table_element_addr(builder, table_index, index, TABLE_ACCESS_OUT_OF_BOUNDS);
-        builder.ins().store(vm_flags(), value, addr, 0);
-        Ok(())
-    }
-
-    fn translate_table_copy(
-        &mut self,
-        mut pos: FuncCursor,
-        dst_table_index: TableIndex,
-        src_table_index: TableIndex,
-        dst: ir::Value,
-        src: ir::Value,
-        len: ir::Value,
-    ) -> WasmResult<()> {
-        let dst_table = pos.ins().iconst(types::I32, dst_table_index.as_u32() as i64);
-        let src_table = pos.ins().iconst(types::I32, src_table_index.as_u32() as i64);
-        let [dst, src, len] = [dst, src, len].map(|v| Self::to_i64(&mut pos, v));
-        self.call_libcall(&mut pos, Libcall::table_copy, &[dst_table, src_table, dst, src, len]);
-        Ok(())
-    }
-
-    fn translate_table_fill(
-        &mut self,
-        mut pos: FuncCursor,
-        table_index: TableIndex,
-        dst: ir::Value,
-        val: ir::Value,
-        len: ir::Value,
-    ) -> WasmResult<()> {
-        let table = pos.ins().iconst(types::I32, table_index.as_u32() as i64);
-        let [dst, len] = [dst, len].map(|v| Self::to_i64(&mut pos, v));
-        self.call_libcall(&mut pos, Libcall::table_fill, &[table, dst, val, len]);
-        Ok(())
-    }
-
-    fn translate_table_init(
-        &mut self,
-        mut pos: FuncCursor,
-        seg_index: u32,
-        table_index: TableIndex,
-        dst: ir::Value,
-        src: ir::Value,
-        len: ir::Value,
-    ) -> WasmResult<()> {
-        let table = pos.ins().iconst(types::I32, table_index.as_u32() as i64);
-        let segment = pos.ins().iconst(types::I32, seg_index as i64);
-        let [dst, src, len] = [dst, src, len].map(|v| Self::to_i64(&mut pos, v));
-        self.call_libcall(&mut pos, Libcall::table_init, &[table, segment, dst, src, len]);
-        Ok(())
-    }
-
-    fn translate_elem_drop(&mut self, mut pos: FuncCursor, seg_index: u32) -> WasmResult<()> {
-        let segment = pos.ins().iconst(types::I32, seg_index as i64);
-        self.call_libcall(&mut pos, Libcall::elem_drop, &[segment]);
-        Ok(())
-    }
-
-    fn translate_ref_null(&mut self, mut pos: FuncCursor, _ty: WasmHeapType) -> WasmResult<ir::Value> {
-        Ok(pos.ins().iconst(types::I64, 0))
-    }
-
-    fn translate_ref_is_null(&mut self, mut pos: FuncCursor, value: ir::Value) -> WasmResult<ir::Value> {
-        let is_null = pos.ins().icmp_imm(IntCC::Equal, value, 0);
-        Ok(pos.ins().uextend(types::I32, is_null))
-    }
-
-    fn translate_ref_func(&mut self, mut pos: FuncCursor, func_index: FuncIndex) -> WasmResult<ir::Value> {
-        let vmctx = Self::vmctx_value(pos.func);
-        Ok(pos.ins().iadd_imm(vmctx, self.offsets().func_ref(func_index.as_u32()) as i64))
-    }
-
-    fn translate_custom_global_get(
-        &mut self,
-        _builder: &mut FunctionBuilder,
-        _global_index: GlobalIndex,
-    ) -> WasmResult<ir::Value> {
-        Err(WasmError::Unsupported("custom globals".to_string()))
-    }
-
-    fn translate_custom_global_set(
-        &mut self,
-        _builder: &mut FunctionBuilder,
-        _global_index: GlobalIndex,
-        _val: ir::Value,
-    ) -> WasmResult<()> {
-        Err(WasmError::Unsupported("custom globals".to_string()))
-    }
-
-    fn translate_atomic_wait(
-        &mut self,
-        mut pos: FuncCursor,
-        index: MemoryIndex,
-        _heap: Heap,
-        addr: ir::Value,
-        expected: ir::Value,
-        timeout: ir::Value,
-    ) -> WasmResult<ir::Value> {
-        let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
-        let addr = Self::to_i64(&mut pos, addr);
-        let libcall = if pos.func.dfg.value_type(expected) == types::I64 {
+        memarg: &MemArg,
+        [index, expected, timeout]: [ir::Value; 3],
+    ) -> ir::Value {
+        let addr = self.effective_address(builder, memarg, index);
+        let memory = builder.ins().iconst(types::I32, i64::from(memory_index(memarg)));
+        let libcall = if builder.func.dfg.value_type(expected) == types::I64 {
             Libcall::memory_atomic_wait64
         } else {
             Libcall::memory_atomic_wait32
         };
-        Ok(self.call_libcall(&mut pos, libcall, &[memory, addr, expected, timeout]).unwrap())
+        self.call_libcall(builder, libcall, &[memory, addr, expected, timeout]).expect("wait returns")
     }
 
-    fn translate_atomic_notify(
+    /// `memory.atomic.notify`.
+    pub fn atomic_notify(
         &mut self,
-        mut pos: FuncCursor,
-        index: MemoryIndex,
-        _heap: Heap,
-        addr: ir::Value,
+        builder: &mut FunctionBuilder,
+        memarg: &MemArg,
+        index: ir::Value,
         count: ir::Value,
-    ) -> WasmResult<ir::Value> {
-        let memory = pos.ins().iconst(types::I32, index.as_u32() as i64);
-        let addr = Self::to_i64(&mut pos, addr);
-        Ok(self.call_libcall(&mut pos, Libcall::memory_atomic_notify, &[memory, addr, count]).unwrap())
+    ) -> ir::Value {
+        let addr = self.effective_address(builder, memarg, index);
+        let memory = builder.ins().iconst(types::I32, i64::from(memory_index(memarg)));
+        self.call_libcall(builder, Libcall::memory_atomic_notify, &[memory, addr, count]).expect("notify returns")
     }
 
-    fn translate_ref_i31(&mut self, _pos: FuncCursor, _val: ir::Value) -> WasmResult<ir::Value> {
-        Err(WasmError::Unsupported("i31 references (GC)".to_string()))
+    // ---- tables -----------------------------------------------------------------------------
+
+    /// Whether table `index` has 64-bit indices.
+    fn is_table64(&self, index: u32) -> bool {
+        self.module.meta.tables[index as usize].table64
     }
 
-    fn translate_i31_get_s(&mut self, _pos: FuncCursor, _i31ref: ir::Value) -> WasmResult<ir::Value> {
-        Err(WasmError::Unsupported("i31 references (GC)".to_string()))
-    }
-
-    fn translate_i31_get_u(&mut self, _pos: FuncCursor, _i31ref: ir::Value) -> WasmResult<ir::Value> {
-        Err(WasmError::Unsupported("i31 references (GC)".to_string()))
-    }
-
-    fn is_x86(&self) -> bool {
-        true
-    }
-
-    fn before_translate_function(
+    /// Address of element `index` of `table`, trapping with `oob_trap` when out of bounds.
+    fn table_element_addr(
         &mut self,
         builder: &mut FunctionBuilder,
-        _state: &FuncTranslationState,
-    ) -> WasmResult<()> {
-        if self.makes_calls {
-            self.check_interrupt(builder);
-        }
-        Ok(())
+        table: u32,
+        index: ir::Value,
+        oob_trap: TrapCode,
+    ) -> ir::Value {
+        let def = self.load_vmctx(builder, self.offsets().table(table));
+        // The base never moves (room for the maximum is reserved up front); only the length does.
+        let base = builder.ins().load(types::I64, vm_readonly(), def, VMTableDefinition::BASE_OFFSET as i32);
+        let len = builder.ins().load(types::I64, vm_flags(), def, VMTableDefinition::CURRENT_ELEMENTS_OFFSET as i32);
+        let index = Self::to_i64(builder, index);
+        let oob = builder.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, index, len);
+        builder.ins().trapnz(oob, trap(oob_trap));
+        let offset = builder.ins().ishl_imm_u(index, i64::from(VMTableDefinition::ELEMENT_SIZE.trailing_zeros()));
+        builder.ins().iadd(base, offset)
     }
 
-    fn before_translate_operator(
+    /// `table.get`.
+    pub fn table_get(&mut self, builder: &mut FunctionBuilder, table: u32, index: ir::Value) -> ir::Value {
+        let addr = self.table_element_addr(builder, table, index, TrapCode::TableAccessOutOfBounds);
+        builder.ins().load(types::I64, vm_flags(), addr, 0)
+    }
+
+    /// `table.set`.
+    pub fn table_set(&mut self, builder: &mut FunctionBuilder, table: u32, index: ir::Value, value: ir::Value) {
+        let addr = self.table_element_addr(builder, table, index, TrapCode::TableAccessOutOfBounds);
+        builder.ins().store(vm_flags(), value, addr, 0);
+    }
+
+    /// `table.size`.
+    pub fn table_size(&mut self, builder: &mut FunctionBuilder, table: u32) -> ir::Value {
+        let def = self.load_vmctx(builder, self.offsets().table(table));
+        let len = builder.ins().load(types::I64, vm_flags(), def, VMTableDefinition::CURRENT_ELEMENTS_OFFSET as i32);
+        if self.is_table64(table) {
+            len
+        } else {
+            builder.ins().ireduce(types::I32, len)
+        }
+    }
+
+    /// `table.grow`.
+    pub fn table_grow(
         &mut self,
-        op: &wasmparser::Operator,
         builder: &mut FunctionBuilder,
-        state: &FuncTranslationState,
-    ) -> WasmResult<()> {
-        use wasmparser::Operator as Op;
-        self.insts_before_operator = builder.func.dfg.num_insts();
-        if !self.module.fuel || !state.reachable() {
-            return Ok(());
+        table: u32,
+        init: ir::Value,
+        delta: ir::Value,
+    ) -> ir::Value {
+        let table_index = builder.ins().iconst(types::I32, i64::from(table));
+        let delta = Self::to_i64(builder, delta);
+        let old =
+            self.call_libcall(builder, Libcall::table_grow, &[table_index, delta, init]).expect("table.grow returns");
+        if self.is_table64(table) {
+            old
+        } else {
+            builder.ins().ireduce(types::I32, old)
         }
-        // Every operator costs one unit, except the structural ones that emit no code.
-        if !matches!(op, Op::Nop | Op::Drop | Op::Block { .. } | Op::Loop { .. } | Op::End | Op::Else) {
-            self.fuel_pending += 1;
-        }
-        let ends_a_block = is_call(op)
-            || matches!(
-                op,
-                Op::Block { .. }
-                    | Op::Loop { .. }
-                    | Op::If { .. }
-                    | Op::Else
-                    | Op::End
-                    | Op::Br { .. }
-                    | Op::BrIf { .. }
-                    | Op::BrTable { .. }
-                    | Op::BrOnNull { .. }
-                    | Op::BrOnNonNull { .. }
-                    | Op::Return
-                    | Op::Unreachable
-            );
-        if ends_a_block {
-            self.charge_fuel(builder);
-        }
-        Ok(())
     }
 
-    fn after_translate_operator(
+    /// `table.fill`.
+    pub fn table_fill(&mut self, builder: &mut FunctionBuilder, table: u32, [dst, value, len]: [ir::Value; 3]) {
+        let table = builder.ins().iconst(types::I32, i64::from(table));
+        let dst = Self::to_i64(builder, dst);
+        let len = Self::to_i64(builder, len);
+        self.call_libcall(builder, Libcall::table_fill, &[table, dst, value, len]);
+    }
+
+    /// `table.copy`.
+    pub fn table_copy(&mut self, builder: &mut FunctionBuilder, dst_table: u32, src_table: u32, args: [ir::Value; 3]) {
+        let dst_table = builder.ins().iconst(types::I32, i64::from(dst_table));
+        let src_table = builder.ins().iconst(types::I32, i64::from(src_table));
+        let [dst, src, len] = args.map(|v| Self::to_i64(builder, v));
+        self.call_libcall(builder, Libcall::table_copy, &[dst_table, src_table, dst, src, len]);
+    }
+
+    /// `table.init`.
+    pub fn table_init(&mut self, builder: &mut FunctionBuilder, table: u32, segment: u32, args: [ir::Value; 3]) {
+        let table = builder.ins().iconst(types::I32, i64::from(table));
+        let segment = builder.ins().iconst(types::I32, i64::from(segment));
+        let [dst, src, len] = args.map(|v| Self::to_i64(builder, v));
+        self.call_libcall(builder, Libcall::table_init, &[table, segment, dst, src, len]);
+    }
+
+    /// `elem.drop`.
+    pub fn elem_drop(&mut self, builder: &mut FunctionBuilder, segment: u32) {
+        let segment = builder.ins().iconst(types::I32, i64::from(segment));
+        self.call_libcall(builder, Libcall::elem_drop, &[segment]);
+    }
+
+    /// `ref.func`: the address of the function's `VMFuncRef` in this instance's VM context.
+    pub fn ref_func(&mut self, builder: &mut FunctionBuilder, index: u32) -> ir::Value {
+        let vmctx = self.vmctx();
+        builder.ins().iadd_imm_s(vmctx, i64::from(self.offsets().func_ref(index)))
+    }
+
+    // ---- calls ------------------------------------------------------------------------------
+
+    fn wasm_sig(&mut self, builder: &mut FunctionBuilder, type_index: u32) -> ir::SigRef {
+        if let Some(&sig) = self.wasm_sigs.get(&type_index) {
+            return sig;
+        }
+        let sig = builder.import_signature(wasm_signature(self.func_type(type_index)));
+        self.wasm_sigs.insert(type_index, sig);
+        sig
+    }
+
+    fn is_imported_func(&self, index: u32) -> bool {
+        index < self.module.meta.num_imported_funcs
+    }
+
+    /// How a call is made: a tail call replaces the caller's frame.
+    fn emit_call(
         &mut self,
-        op: &wasmparser::Operator,
         builder: &mut FunctionBuilder,
-        state: &FuncTranslationState,
-    ) -> WasmResult<()> {
-        self.mark_stored_page(op, builder, state)
+        callee: Callee,
+        args: &[ir::Value],
+        tail: bool,
+    ) -> Vec<ir::Value> {
+        let inst = match (callee, tail) {
+            (Callee::Direct(func), false) => builder.ins().call(func, args),
+            (Callee::Direct(func), true) => builder.ins().return_call(func, args),
+            (Callee::Indirect(sig, code), false) => builder.ins().call_indirect(sig, code, args),
+            (Callee::Indirect(sig, code), true) => builder.ins().return_call_indirect(sig, code, args),
+        };
+        builder.inst_results(inst).to_vec()
     }
 
-    fn translate_loop_header(&mut self, builder: &mut FunctionBuilder) -> WasmResult<()> {
-        self.check_interrupt(builder);
-        Ok(())
+    /// `call` (or `return_call` when `tail`): defined functions by symbol, imported ones
+    /// through their funcref in the VM context.
+    pub fn call(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        index: u32,
+        args: &[ir::Value],
+        tail: bool,
+    ) -> Vec<ir::Value> {
+        let meta = self.module.meta;
+        let type_index = meta.func_types[index as usize];
+        let vmctx = self.vmctx();
+        if self.is_imported_func(index) {
+            let base = self.offsets().func_ref(index);
+            let code = self.load_vmctx(builder, base + VMFuncRef::CODE_OFFSET);
+            let callee_vmctx = self.load_vmctx(builder, base + VMFuncRef::VMCTX_OFFSET);
+            let sig = self.wasm_sig(builder, type_index);
+            let call_args: Vec<ir::Value> = [callee_vmctx, vmctx].into_iter().chain(args.iter().copied()).collect();
+            return self.emit_call(builder, Callee::Indirect(sig, code), &call_args, tail);
+        }
+        let func = match self.direct_funcs.get(&index) {
+            Some(&func) => func,
+            None => {
+                let signature = self.wasm_sig(builder, type_index);
+                let user_index = self.module.defined_func_ids[(index - meta.num_imported_funcs) as usize];
+                let name = builder.func.declare_imported_user_function(UserExternalName::new(0, user_index));
+                let func = builder.import_function(ir::ExtFuncData {
+                    name: ir::ExternalName::user(name),
+                    signature,
+                    colocated: true,
+                    patchable: false,
+                });
+                self.direct_funcs.insert(index, func);
+                func
+            }
+        };
+        let call_args: Vec<ir::Value> = [vmctx, vmctx].into_iter().chain(args.iter().copied()).collect();
+        self.emit_call(builder, Callee::Direct(func), &call_args, tail)
     }
+
+    /// `call_indirect` (or `return_call_indirect`): the table entry must be non-null and of
+    /// exactly the expected type.
+    pub fn call_indirect(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table: u32,
+        type_index: u32,
+        callee: ir::Value,
+        args: &[ir::Value],
+        tail: bool,
+    ) -> Vec<ir::Value> {
+        let addr = self.table_element_addr(builder, table, callee, TrapCode::TableOutOfBounds);
+        let funcref = builder.ins().load(types::I64, vm_flags(), addr, 0);
+        builder.ins().trapz(funcref, trap(TrapCode::IndirectCallToNull));
+        let actual = builder.ins().load(types::I32, vm_flags(), funcref, VMFuncRef::TYPE_ID_OFFSET as i32);
+        let vmctx = self.vmctx();
+        let expected = builder.ins().load(types::I32, vm_readonly(), vmctx, self.offsets().type_id(type_index) as i32);
+        let mismatch = builder.ins().icmp(IntCC::NotEqual, actual, expected);
+        builder.ins().trapnz(mismatch, trap(TrapCode::BadSignature));
+        self.call_funcref(builder, type_index, funcref, args, tail)
+    }
+
+    /// `call_ref` (or `return_call_ref`): validation guarantees the type; null traps.
+    pub fn call_ref(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        type_index: u32,
+        callee: ir::Value,
+        args: &[ir::Value],
+        tail: bool,
+    ) -> Vec<ir::Value> {
+        builder.ins().trapz(callee, trap(TrapCode::NullFunctionReference));
+        self.call_funcref(builder, type_index, callee, args, tail)
+    }
+
+    /// Calls through a non-null funcref.
+    fn call_funcref(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        type_index: u32,
+        funcref: ir::Value,
+        args: &[ir::Value],
+        tail: bool,
+    ) -> Vec<ir::Value> {
+        let code = builder.ins().load(types::I64, vm_flags(), funcref, VMFuncRef::CODE_OFFSET as i32);
+        let callee_vmctx = builder.ins().load(types::I64, vm_flags(), funcref, VMFuncRef::VMCTX_OFFSET as i32);
+        let caller_vmctx = self.vmctx();
+        let call_args: Vec<ir::Value> = [callee_vmctx, caller_vmctx].into_iter().chain(args.iter().copied()).collect();
+        let sig = self.wasm_sig(builder, type_index);
+        self.emit_call(builder, Callee::Indirect(sig, code), &call_args, tail)
+    }
+
+    /// Emits a call to a runtime libcall through the VM context's `builtins` table.
+    fn call_libcall(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        libcall: Libcall,
+        args: &[ir::Value],
+    ) -> Option<ir::Value> {
+        let sig = match self.libcall_sigs[libcall as usize] {
+            Some(sig) => sig,
+            None => {
+                let sig = builder.import_signature(libcall_signature(libcall));
+                self.libcall_sigs[libcall as usize] = Some(sig);
+                sig
+            }
+        };
+        let builtins = self.load_vmctx(builder, VMContextHeader::BUILTINS_OFFSET);
+        let callee = builder.ins().load(types::I64, vm_readonly(), builtins, libcall.table_offset() as i32);
+        let vmctx = self.vmctx();
+        let call_args: Vec<ir::Value> = std::iter::once(vmctx).chain(args.iter().copied()).collect();
+        let call = builder.ins().call_indirect(sig, callee, &call_args);
+        builder.inst_results(call).first().copied()
+    }
+}
+
+/// What a call goes to.
+#[derive(Clone, Copy)]
+enum Callee {
+    /// A function of this object, by symbol.
+    Direct(ir::FuncRef),
+    /// A code address, with the signature to call it with.
+    Indirect(ir::SigRef, ir::Value),
 }

@@ -2,7 +2,7 @@
 //!
 //! The pipeline, one module per stage:
 //! 1. [`module`]: parse and validate with wasmparser, collect the module's description.
-//! 2. [`func_env`] + cranelift-wasm's `FuncTranslator`: each body to Cranelift IR.
+//! 2. [`translate`] with [`func_env`]: each body to Cranelift IR, validated as it is read.
 //! 3. [`trampolines`]: host↔wasm entry and exit shims per function type.
 //! 4. [`emit`]: Cranelift compiles everything into an ELF relocatable object together with the
 //!    module header and serialized metadata (see `kiln_abi`).
@@ -14,6 +14,7 @@ pub mod func_env;
 pub mod link;
 mod module;
 pub mod trampolines;
+mod translate;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -56,18 +57,6 @@ pub enum CompileError {
     /// Reading or writing a file failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
-}
-
-impl From<cranelift_wasm::WasmError> for CompileError {
-    fn from(err: cranelift_wasm::WasmError) -> Self {
-        match err {
-            cranelift_wasm::WasmError::InvalidWebAssembly { message, offset } => {
-                CompileError::Invalid { message, offset }
-            }
-            cranelift_wasm::WasmError::Unsupported(what) => CompileError::Unsupported(what),
-            other => CompileError::Codegen(other.to_string()),
-        }
-    }
 }
 
 /// Turns user input into a wasm binary: binaries pass through, anything else is parsed as the
@@ -148,7 +137,7 @@ impl Compiler {
 
     /// Compiles wasm (binary) into an ELF relocatable object.
     pub fn compile_object(&self, wasm: &[u8]) -> Result<emit::CompiledObject, CompileError> {
-        // A panic inside Cranelift or cranelift-wasm is a compiler bug, but a server compiling
+        // A panic inside Cranelift or the translator is a compiler bug, but a server compiling
         // untrusted modules must get an error, not lose the process.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let parsed = module::parse(wasm, self.features)?;

@@ -24,8 +24,9 @@ pub(crate) struct ParsedModule<'data> {
     pub func_names: std::collections::HashMap<u32, String>,
 }
 
-/// The proposals Kiln compiles by default: WebAssembly 2.0 plus every proposal cranelift-wasm
-/// 0.112 translates (GC and exception handling excluded).
+/// The proposals Kiln compiles by default: WebAssembly 3.0 without GC and exception handling
+/// (not supported yet). Wide arithmetic and custom page sizes, which Kiln also runs, are opt-in
+/// as in Wasmtime: add them with [`crate::Compiler::with_features`].
 pub fn default_features() -> WasmFeatures {
     WasmFeatures::MUTABLE_GLOBAL
         | WasmFeatures::SATURATING_FLOAT_TO_INT
@@ -45,8 +46,8 @@ pub fn default_features() -> WasmFeatures {
         | WasmFeatures::GC_TYPES
 }
 
-fn invalid(err: wasmparser::BinaryReaderError) -> CompileError {
-    CompileError::Invalid { message: err.message().to_string(), offset: err.offset() }
+pub(crate) fn invalid(err: wasmparser::BinaryReaderError) -> CompileError {
+    CompileError::Invalid { message: err.message().to_string(), offset: err.offset() as usize }
 }
 
 pub(crate) fn convert_val_type(ty: wasmparser::ValType) -> ValType {
@@ -132,12 +133,13 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
     let mut defined_func_types = Vec::new();
     let mut func_names = std::collections::HashMap::new();
 
-    for payload in Parser::new(0).parse_all(wasm) {
+    // The parser decodes with the module's features too: without multi-memory, for example,
+    // `memory.grow`'s memory index must be a single zero byte.
+    let mut parser = Parser::new(0);
+    parser.set_features(features);
+    for payload in parser.parse_all(wasm) {
         let payload = payload.map_err(invalid)?;
         if let ValidPayload::Func(func, body) = validator.payload(&payload).map_err(invalid)? {
-            if !features.multi_memory() {
-                check_single_byte_memory_indices(&body)?;
-            }
             bodies.push((func, body));
         }
         match payload {
@@ -166,7 +168,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                 }
             }
             Payload::ImportSection(reader) => {
-                for import in reader {
+                for import in reader.into_imports() {
                     let import = import.map_err(invalid)?;
                     let kind = match import.ty {
                         TypeRef::Func(t) => {
@@ -193,6 +195,11 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                             ImportKind::Global(g)
                         }
                         TypeRef::Tag(_) => return Err(CompileError::Unsupported("exception tags".to_string())),
+                        TypeRef::FuncExact(_) => {
+                            return Err(CompileError::Unsupported(
+                                "exact function imports (custom descriptors)".to_string(),
+                            ))
+                        }
                     };
                     meta.imports.push(Import {
                         module: import.module.to_string(),
@@ -243,6 +250,11 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                         ExternalKind::Memory => ExportKind::Memory(export.index),
                         ExternalKind::Global => ExportKind::Global(export.index),
                         ExternalKind::Tag => return Err(CompileError::Unsupported("exception tags".to_string())),
+                        ExternalKind::FuncExact => {
+                            return Err(CompileError::Unsupported(
+                                "exact function exports (custom descriptors)".to_string(),
+                            ))
+                        }
                     };
                     meta.exports.push(Export { name: export.name.to_string(), kind });
                 }
@@ -289,25 +301,6 @@ fn collect_function_names(
             names.insert(naming.index, naming.name.to_string());
         }
     }
-}
-
-/// Without multi-memory, the memory index of `memory.size` and `memory.grow` is a single zero
-/// byte ("zero byte expected"); wasmparser 0.217 accepts a long LEB128 zero there.
-fn check_single_byte_memory_indices(body: &FunctionBody<'_>) -> Result<(), CompileError> {
-    let mut reader = body.get_operators_reader().map_err(invalid)?;
-    let mut pending: Option<usize> = None;
-    while !reader.eof() {
-        let (op, offset) = reader.read_with_offset().map_err(invalid)?;
-        if let Some(start) = pending.take() {
-            if offset - start != 2 {
-                return Err(CompileError::Invalid { message: "zero byte expected".into(), offset: start + 1 });
-            }
-        }
-        if matches!(op, Operator::MemorySize { .. } | Operator::MemoryGrow { .. }) {
-            pending = Some(offset);
-        }
-    }
-    Ok(())
 }
 
 fn convert_element(element: wasmparser::Element<'_>) -> Result<ElementSegment, CompileError> {

@@ -7,9 +7,9 @@
 //!   function through a `ValRaw` array on its own stack.
 
 use cranelift_codegen::ir::{
-    self, types, AbiParam, InstBuilder, MemFlags, Signature, StackSlotData, StackSlotKind, UserFuncName,
+    self, types, AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, UserFuncName,
 };
-use cranelift_codegen::isa::CallConv;
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use kiln_abi::{FuncType, VMHostFuncContext, VAL_RAW_SIZE};
 
@@ -29,13 +29,18 @@ fn host_fn_signature() -> Signature {
     sig
 }
 
-fn values_flags() -> MemFlags {
+fn values_flags() -> MemFlagsData {
     // The values array is 16-byte aligned and always valid.
-    MemFlags::trusted()
+    MemFlagsData::trusted()
 }
 
 /// Builds the array trampoline for `ty`.
-pub fn build_array_trampoline(ty: &FuncType, name: UserFuncName, ctx: &mut FunctionBuilderContext) -> ir::Function {
+pub fn build_array_trampoline(
+    ty: &FuncType,
+    name: UserFuncName,
+    ctx: &mut FunctionBuilderContext,
+    frontend: TargetFrontendConfig,
+) -> ir::Function {
     let mut func = ir::Function::with_name_signature(name, array_trampoline_signature());
     let mut builder = FunctionBuilder::new(&mut func, ctx);
     let block = builder.create_block();
@@ -58,12 +63,17 @@ pub fn build_array_trampoline(ty: &FuncType, name: UserFuncName, ctx: &mut Funct
         builder.ins().store(values_flags(), result, values, offset);
     }
     builder.ins().return_(&[]);
-    builder.finalize();
+    builder.finalize(frontend);
     func
 }
 
 /// Builds the host trampoline for `ty`.
-pub fn build_host_trampoline(ty: &FuncType, name: UserFuncName, ctx: &mut FunctionBuilderContext) -> ir::Function {
+pub fn build_host_trampoline(
+    ty: &FuncType,
+    name: UserFuncName,
+    ctx: &mut FunctionBuilderContext,
+    frontend: TargetFrontendConfig,
+) -> ir::Function {
     let mut func = ir::Function::with_name_signature(name, wasm_signature(ty));
     let mut builder = FunctionBuilder::new(&mut func, ctx);
     let block = builder.create_block();
@@ -80,12 +90,12 @@ pub fn build_host_trampoline(ty: &FuncType, name: UserFuncName, ctx: &mut Functi
         4, // 16-byte alignment
     ));
     for (i, &value) in params[2..].iter().enumerate() {
-        builder.ins().stack_store(value, slot, (i as u32 * VAL_RAW_SIZE) as i32);
+        builder.ins().stack_store(types::I64, value, slot, (i as u32 * VAL_RAW_SIZE) as i32);
     }
     let values = builder.ins().stack_addr(types::I64, slot, 0);
     let host_fn = builder.ins().load(
         types::I64,
-        MemFlags::trusted().with_readonly(),
+        MemFlagsData::trusted().with_readonly(),
         host_ctx,
         VMHostFuncContext::HOST_FN_OFFSET as i32,
     );
@@ -93,9 +103,9 @@ pub fn build_host_trampoline(ty: &FuncType, name: UserFuncName, ctx: &mut Functi
     builder.ins().call_indirect(sig, host_fn, &[host_ctx, caller_vmctx, values]);
     let mut results = Vec::with_capacity(ty.results.len());
     for (i, &result) in ty.results.iter().enumerate() {
-        results.push(builder.ins().stack_load(ir_type(result), slot, (i as u32 * VAL_RAW_SIZE) as i32));
+        results.push(builder.ins().stack_load(types::I64, ir_type(result), slot, (i as u32 * VAL_RAW_SIZE) as i32));
     }
     builder.ins().return_(&results);
-    builder.finalize();
+    builder.finalize(frontend);
     func
 }

@@ -74,6 +74,14 @@ pub fn generate_from(bytes: &[u8]) -> Result<Vec<u8>> {
         simd_enabled: false,
         threads_enabled: false,
         tail_call_enabled: false,
+        // What wasmi 0.36 does not run (wasm-smith turns these on by default).
+        exceptions_enabled: false,
+        gc_enabled: false,
+        compact_imports_enabled: false,
+        relaxed_simd_enabled: false,
+        wide_arithmetic_enabled: false,
+        memory64_enabled: false,
+        extended_const_enabled: false,
         canonicalize_nans: true,
         export_everything: true,
         ..wasm_smith::Config::default()

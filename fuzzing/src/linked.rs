@@ -37,6 +37,14 @@ fn config(interface: Vec<u8>) -> wasm_smith::Config {
         simd_enabled: false,
         threads_enabled: false,
         tail_call_enabled: false,
+        // What wasmi 0.36 does not run (wasm-smith turns these on by default).
+        exceptions_enabled: false,
+        gc_enabled: false,
+        compact_imports_enabled: false,
+        relaxed_simd_enabled: false,
+        wide_arithmetic_enabled: false,
+        memory64_enabled: false,
+        extended_const_enabled: false,
         canonicalize_nans: true,
         export_everything: true,
         ..wasm_smith::Config::default()
@@ -98,11 +106,12 @@ fn interface_for_b(a: &[u8]) -> Result<Vec<u8>> {
         let wasmparser::Payload::ExportSection(reader) = payload? else { continue };
         for export in reader {
             let export = export?;
-            let entity = types.entity_type_from_export(&export).ok_or_else(|| anyhow!("export type"))?;
+            let entity = types.as_ref().entity_type_from_export(&export).ok_or_else(|| anyhow!("export type"))?;
             let limits =
                 |min: u64, max: Option<u64>| format!("{min}{}", max.map(|m| format!(" {m}")).unwrap_or_default());
             let ty = match entity {
-                wasmparser::types::EntityType::Func(id) => {
+                // wasmparser reports a defined function's export as exact.
+                wasmparser::types::EntityType::Func(id) | wasmparser::types::EntityType::FuncExact(id) => {
                     let wasmparser::CompositeInnerType::Func(f) = &types[id].composite_type.inner else {
                         return Err(anyhow!("a non-function type"));
                     };

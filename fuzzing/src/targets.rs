@@ -17,7 +17,10 @@ use crate::Verdict;
 
 pub(crate) fn compiler() -> &'static Compiler {
     static COMPILER: OnceLock<Compiler> = OnceLock::new();
-    COMPILER.get_or_init(|| Compiler::new().expect("the host ISA is supported"))
+    COMPILER.get_or_init(|| {
+        let features = kiln_compiler::default_features() | kiln_compiler::WasmFeatures::WIDE_ARITHMETIC;
+        Compiler::with_features(features).expect("the host ISA is supported")
+    })
 }
 
 /// Per-thread scratch space: a directory for shared objects and a one-slot region.
@@ -72,6 +75,12 @@ fn generate_any(data: &[u8]) -> arbitrary::Result<Vec<u8>> {
         tail_call_enabled: true,
         threads_enabled: true,
         memory64_enabled: true,
+        wide_arithmetic_enabled: true,
+        extended_const_enabled: true,
+        // What Kiln does not run yet.
+        exceptions_enabled: false,
+        gc_enabled: false,
+        compact_imports_enabled: false,
         max_memories: 4,
         max_memory32_bytes: 1 << 30,
         ..wasm_smith::Config::default()

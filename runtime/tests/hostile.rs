@@ -588,3 +588,49 @@ fn concurrent_growth_of_a_shared_memory_is_never_lost() {
     });
     assert_eq!(memory.size_pages(), 301, "1 + 2 × 150 pages");
 }
+
+/// Memories with 1-byte pages (the custom-page-sizes proposal) end at their exact length,
+/// although the host can only protect whole 4 KiB pages: compiled code checks every access
+/// against the length in bytes, for 32- and 64-bit memories, before and after growth, and the
+/// slot's next tenant sees none of the bytes. A guard-page check alone would let `load 10`
+/// read the rest of the OS page.
+#[test]
+fn memories_with_one_byte_pages_end_at_their_exact_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let features = kiln_compiler::default_features() | kiln_compiler::WasmFeatures::CUSTOM_PAGE_SIZES;
+    let compiler = kiln_compiler::Compiler::with_features(features).unwrap();
+    let region = region(1);
+    for (name, index) in [("bytes32", "i32"), ("bytes64", "i64")] {
+        let memory = if index == "i64" { "i64 10" } else { "10" };
+        let wat = format!(
+            r#"(module
+              (memory {memory} (pagesize 1))
+              (func (export "load") (param {index}) (result i32) (i32.load8_u (local.get 0)))
+              (func (export "load32") (param {index}) (result i32) (i32.load (local.get 0)))
+              (func (export "store") (param {index} i32) (i32.store8 (local.get 0) (local.get 1)))
+              (func (export "grow") (param {index}) (result {index}) (memory.grow (local.get 0))))"#
+        );
+        let so = dir.path().join(format!("{name}.so"));
+        compiler.compile_to_file(wat.as_bytes(), &so).unwrap();
+        // SAFETY: compiled just now, by this test, into its own temporary directory.
+        let module = unsafe { Module::load(&so) }.unwrap();
+        let at = |i: u64| if index == "i64" { Val::I64(i as i64) } else { Val::I32(i as i32) };
+
+        let tenant = Instance::new(&region, &module, &[]).unwrap();
+        tenant.call("store", &[at(9), Val::I32(7)]).unwrap();
+        assert_eq!(tenant.call("load", &[at(9)]).unwrap(), vec![Val::I32(7)]);
+        assert_eq!(trap_code(tenant.call("load", &[at(10)])), TrapCode::HeapOutOfBounds, "{name}");
+        assert_eq!(trap_code(tenant.call("load32", &[at(7)])), TrapCode::HeapOutOfBounds, "{name}: straddles the end");
+        assert_eq!(tenant.call("grow", &[at(1)]).unwrap(), vec![at(10)]);
+        assert_eq!(tenant.call("load", &[at(10)]).unwrap(), vec![Val::I32(0)]);
+        tenant.call("store", &[at(10), Val::I32(5)]).unwrap();
+        assert_eq!(trap_code(tenant.call("load", &[at(11)])), TrapCode::HeapOutOfBounds, "{name}");
+        drop(tenant);
+
+        let next = Instance::new(&region, &module, &[]).unwrap();
+        assert_eq!(next.call("load", &[at(9)]).unwrap(), vec![Val::I32(0)], "{name}: the slot was reset");
+        assert_eq!(trap_code(next.call("load", &[at(10)])), TrapCode::HeapOutOfBounds, "{name}");
+        assert_eq!(next.call("grow", &[at(1)]).unwrap(), vec![at(10)]);
+        assert_eq!(next.call("load", &[at(10)]).unwrap(), vec![Val::I32(0)], "{name}: nothing left past the length");
+    }
+}

@@ -169,8 +169,8 @@ pub fn features_for(path: &Path) -> WasmFeatures {
         // proposals' copies of them, except where multi-memory is part of the proposal.
         features.remove(WasmFeatures::MULTI_MEMORY);
     }
-    // GC and exception handling stay disabled even in their own folders: cranelift-wasm 0.112
-    // cannot translate them, so their modules are rejected at validation. The memory64 folder
+    // GC and exception handling stay disabled even in their own folders: Kiln does not run
+    // them yet, so their modules are rejected at validation. The memory64 folder
     // is written against Wasm 3.0, whose constant expressions may read any earlier global (a
     // rule wasmparser files under GC), so validation follows it there.
     if in_dir("memory64") {
@@ -199,6 +199,9 @@ fn wasm3_features_for(path: &Path) -> WasmFeatures {
     }
     if in_dir("custom-page-sizes") {
         features |= WasmFeatures::CUSTOM_PAGE_SIZES;
+    }
+    if in_dir("wide-arithmetic") {
+        features |= WasmFeatures::WIDE_ARITHMETIC;
     }
     features
 }

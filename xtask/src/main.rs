@@ -14,10 +14,11 @@ usage: cargo xtask <command>
 commands:
   spec [--edition 2.0|3.0] [--testsuite DIR] [--json FILE] [--jobs N] [FILTER]
       Run every .wast file under DIR through the whole AOT pipeline and print a table per
-      group (core, and each proposal folder). --edition picks the official testsuite: 2.0
-      (the default; commit ae5a669, WebAssembly 2.0 at its root) or 3.0 (commit 193e551,
-      WebAssembly 3.0 at its root). DIR defaults to $WASM_SPEC_TESTSUITE (2.0) or
-      $WASM_SPEC_TESTSUITE_3_0 (3.0), else spec-tests/testsuite[-3.0], else the pinned commit
+      group (core, and each proposal folder). --edition picks the official testsuite: 3.0
+      (the default; commit 193e551, WebAssembly 3.0 at its root) or 2.0 (commit ae5a669,
+      WebAssembly 2.0 at its root, and the proposal folders the 3.0 suite merged into its
+      root). DIR defaults to $WASM_SPEC_TESTSUITE_3_0 (3.0) or $WASM_SPEC_TESTSUITE (2.0),
+      else spec-tests/testsuite-3.0 or spec-tests/testsuite, else the pinned commit
       fetched with git into target/. FILTER keeps files whose relative path contains it.
       --json writes per-file counts. Exits non-zero if a file fails that the edition's ratchet
       (spec-tests/expected-failures.txt, expected-failures-3.0.txt) does not list, or passes

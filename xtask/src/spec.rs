@@ -21,7 +21,7 @@ struct Options {
 
 fn parse(args: Vec<String>) -> Result<Options> {
     let mut options = Options {
-        edition: Edition::Wasm2,
+        edition: Edition::Wasm3,
         testsuite: None,
         json: None,
         jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),

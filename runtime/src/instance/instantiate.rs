@@ -559,9 +559,6 @@ pub(crate) enum TablePlacement {
 
 /// Memory `index`'s initial size in bytes, if Kiln can hold it and the limits allow it.
 fn initial_length(ty: &MemoryType, index: u32, limits: &StoreLimits) -> Result<usize, InstantiationError> {
-    if ty.page_size_log2 != 16 {
-        return Err(InstantiationError::Unsupported("custom page sizes".into()));
-    }
     let bytes = ty
         .minimum
         .checked_mul(1u64 << ty.page_size_log2)
