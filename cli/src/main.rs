@@ -79,6 +79,11 @@ enum Command {
         /// password comes from $KILN_SIGN_PASSWORD, else a prompt.
         #[arg(long, value_name = "KEY")]
         sign: Option<PathBuf>,
+        /// WebAssembly options, as OPT=VALUE (repeatable): those that change the code are the
+        /// proposals wide-arithmetic and custom-page-sizes, and fuel (any N compiles with fuel
+        /// metering). `-W help` lists them.
+        #[arg(short = 'W', value_name = "OPT=VALUE")]
+        wasm: Vec<String>,
     },
     /// Run a WASI command, or call one exported function with --invoke.
     ///
@@ -123,7 +128,8 @@ enum Command {
         #[arg(long, value_name = "PUBKEY")]
         verify: Option<PathBuf>,
         /// WebAssembly options, as OPT=VALUE (repeatable): timeout, fuel, max-memory-size,
-        /// max-table-elements, max-instances, max-tables, max-memories. `-W help` lists them.
+        /// max-table-elements, max-instances, max-tables, max-memories, and the proposals
+        /// wide-arithmetic and custom-page-sizes. `-W help` lists them.
         #[arg(short = 'W', value_name = "OPT=VALUE")]
         wasm: Vec<String>,
         /// WASI options, as OPT=VALUE (repeatable): max-open-files. `-S help` lists them.
@@ -168,8 +174,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse_from(with_implicit_run(std::env::args_os().collect()));
     let result = match cli.command {
-        Command::Compile { input, output, sign } => {
-            compile(&input, output, sign.as_deref()).map(|()| ExitCode::SUCCESS)
+        Command::Compile { input, output, sign, wasm } => {
+            compile(&input, output, sign.as_deref(), &wasm).map(|()| ExitCode::SUCCESS)
         }
         Command::Run { invoke, dirs, envs, allow_precompiled, verify, wasm, wasi, argv0, timeout, module_and_args } => {
             run_command(RunArgs {
@@ -217,13 +223,18 @@ fn with_implicit_run(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
     args
 }
 
-fn compile(input: &Path, output: Option<PathBuf>, sign: Option<&Path>) -> Result<()> {
+fn compile(input: &Path, output: Option<PathBuf>, sign: Option<&Path>, wasm: &[String]) -> Result<()> {
+    if wasm.iter().any(|o| o == "help") {
+        return options::print_help('W', options::WASM_HELP);
+    }
+    let wasm = options::parse_wasm(wasm)?;
     let output = output.unwrap_or_else(|| input.with_extension("so"));
     if output == input {
         bail!("{} would overwrite its input: name the output with -o", output.display());
     }
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
-    let compiler = kiln_compiler::Compiler::new()?;
+    let mut compiler = kiln_compiler::Compiler::with_features(wasm.features)?;
+    compiler.set_fuel_metering(wasm.fuel.is_some());
     kiln_compiler::wasm_from_file_contents(&bytes, input)
         .and_then(|wasm| compiler.compile_wasm_to_file(&wasm, &output))
         .with_context(|| format!("cannot compile {}", input.display()))?;
@@ -328,7 +339,12 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
         Some(key) => Some(PublicKey::from_file(key)?),
         None => None,
     };
-    let policy = modules::Policy { allow_precompiled: args.allow_precompiled, verify, fuel: wasm.fuel.is_some() };
+    let policy = modules::Policy {
+        allow_precompiled: args.allow_precompiled,
+        verify,
+        fuel: wasm.fuel.is_some(),
+        features: wasm.features,
+    };
     let loaded = modules::load(path, &policy)?;
     let argv0 = args.argv0.as_deref().unwrap_or(module_arg);
     let setup = Setup { path, argv0, dirs: &args.dirs, envs: &args.envs, wasm: &wasm, wasi: &wasi };

@@ -21,6 +21,8 @@ pub struct Policy {
     pub verify: Option<PublicKey>,
     /// `-W fuel=N`: the code must meter fuel.
     pub fuel: bool,
+    /// The proposals WebAssembly may use (`-W wide-arithmetic`, ...).
+    pub features: kiln_compiler::WasmFeatures,
 }
 
 /// A loaded module and, when it was compiled without a usable cache, the temporary directory
@@ -62,7 +64,7 @@ pub fn load(path: &Path, policy: &Policy) -> Result<Loaded> {
 fn compile_source(bytes: &[u8], path: &Path, policy: &Policy) -> Result<Loaded> {
     let wasm = kiln_compiler::wasm_from_file_contents(bytes, path)
         .with_context(|| format!("cannot compile {}", path.display()))?;
-    let mut compiler = Compiler::new()?;
+    let mut compiler = Compiler::with_features(policy.features)?;
     compiler.set_fuel_metering(policy.fuel);
     compile_and_load(&compiler, &wasm).with_context(|| format!("cannot compile {}", path.display()))
 }

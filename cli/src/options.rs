@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use kiln_compiler::WasmFeatures;
 use kiln_runtime::StoreLimits;
 
 /// What the `-W` options set.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WasmOptions {
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
@@ -16,7 +17,24 @@ pub struct WasmOptions {
     pub fuel: Option<u64>,
     /// The store's limits.
     pub limits: StoreLimits,
+    /// The proposals the compiler accepts.
+    pub features: WasmFeatures,
 }
+
+impl Default for WasmOptions {
+    fn default() -> Self {
+        WasmOptions {
+            timeout: None,
+            fuel: None,
+            limits: StoreLimits::default(),
+            features: kiln_compiler::default_features(),
+        }
+    }
+}
+
+/// The `-W` switches for proposals Kiln runs but does not enable by default (as in Wasmtime).
+const PROPOSALS: &[(&str, WasmFeatures)] =
+    &[("wide-arithmetic", WasmFeatures::WIDE_ARITHMETIC), ("custom-page-sizes", WasmFeatures::CUSTOM_PAGE_SIZES)];
 
 /// What the `-S` options set.
 #[derive(Debug, Clone)]
@@ -40,6 +58,8 @@ pub const WASM_HELP: &[(&str, &str, &str)] = &[
     ("max-instances", "N", "most instances alive in the store (default 10000)"),
     ("max-tables", "N", "most tables one module may define (default 16)"),
     ("max-memories", "N", "most memories one module may define (default 8)"),
+    ("wide-arithmetic", "y|n", "accept the wide-arithmetic proposal's 128-bit operators (default n; `-W wide-arithmetic` alone is y)"),
+    ("custom-page-sizes", "y|n", "accept memories with 1-byte pages, the custom-page-sizes proposal (default n; alone is y)"),
 ];
 
 /// The same for `-S`.
@@ -61,7 +81,8 @@ fn split<'a>(flag: char, option: &'a str, known: &[(&str, &str, &str)]) -> Resul
         let names: Vec<&str> = known.iter().map(|(k, _, _)| *k).collect();
         bail!("unknown option `-{flag} {name}` (known: {}; `-{flag} help` explains them)", names.join(", "));
     }
-    if value.is_empty() {
+    let switch = known.iter().any(|&(k, v, _)| k == name && v == "y|n");
+    if value.is_empty() && !switch {
         bail!("`-{flag} {name}` needs a value: -{flag} {name}=VALUE");
     }
     Ok((name, value))
@@ -84,7 +105,10 @@ pub fn parse_wasm(options: &[String]) -> Result<WasmOptions> {
             "max-instances" => limits.instances = value.parse().with_context(context)?,
             "max-tables" => limits.tables = value.parse().with_context(context)?,
             "max-memories" => limits.memories = value.parse().with_context(context)?,
-            _ => unreachable!("checked by `split`"),
+            _ => {
+                let (_, feature) = PROPOSALS.iter().find(|(n, _)| *n == name).expect("checked by `split`");
+                parsed.features.set(*feature, parse_switch(value).with_context(context)?);
+            }
         }
     }
     Ok(parsed)
@@ -101,6 +125,15 @@ pub fn parse_wasi(options: &[String]) -> Result<WasiOptions> {
         }
     }
     Ok(parsed)
+}
+
+/// A `y|n` switch's value; empty (the switch alone) is yes, as in Wasmtime.
+fn parse_switch(text: &str) -> Result<bool> {
+    match text {
+        "" | "y" | "yes" | "true" => Ok(true),
+        "n" | "no" | "false" => Ok(false),
+        _ => bail!("`{text}` is not y or n"),
+    }
 }
 
 /// A byte count, optionally with a binary suffix (`64K`, `16M`, `1G`).
@@ -144,6 +177,12 @@ mod tests {
         assert!(err.contains("unknown option `-W max-memory`") && err.contains("max-memory-size"), "{err}");
         assert!(parse_wasm(&["max-tables".into()]).unwrap_err().to_string().contains("needs a value"));
         assert!(parse_wasm(&["max-memory-size=lots".into()]).is_err());
+        let features = parse_wasm(&["wide-arithmetic".into(), "custom-page-sizes=y".into()]).unwrap().features;
+        assert!(features.wide_arithmetic() && features.custom_page_sizes());
+        assert!(!parse_wasm(&[]).unwrap().features.wide_arithmetic(), "off by default");
+        let off = parse_wasm(&["wide-arithmetic=y".into(), "wide-arithmetic=n".into()]).unwrap().features;
+        assert!(!off.wide_arithmetic(), "the last one wins");
+        assert!(parse_wasm(&["custom-page-sizes=maybe".into()]).is_err());
         assert_eq!(parse_wasi(&["max-open-files=3".into()]).unwrap().max_open_files, 3);
     }
 }

@@ -375,3 +375,31 @@ fn a_damaged_cache_entry_is_compiled_again() {
     assert_eq!(stdout(&out), "42\n", "{}", stderr(&out));
     assert_ne!(std::fs::read(&entries[0]).unwrap(), bytes, "the entry was written again");
 }
+
+/// Proposals Kiln runs but leaves off by default are switched on with Wasmtime's `-W` names,
+/// for `run` and for `compile`; without the switch the module is refused by name.
+#[test]
+fn proposals_are_switched_on_with_dash_w() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("wide.wat");
+    std::fs::write(
+        &wat,
+        r#"(module (func (export "hi") (param i64 i64) (result i64)
+             (i64.mul_wide_u (local.get 0) (local.get 1)) (return)))"#,
+    )
+    .unwrap();
+    let wat = wat.to_str().unwrap();
+    let refused = kiln(&["run", "--invoke", "hi", wat, "4294967296", "4294967296"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("wide arithmetic"), "{}", stderr(&refused));
+    let out = kiln(&["run", "-W", "wide-arithmetic", "--invoke", "hi", wat, "4294967296", "4294967296"]);
+    assert_eq!((stdout(&out).as_str(), out.status.code()), ("1\n", Some(0)), "{}", stderr(&out));
+
+    let so = dir.path().join("wide.so");
+    let so = so.to_str().unwrap();
+    assert!(!kiln(&["compile", wat, "-o", so]).status.success());
+    let compiled = kiln(&["compile", "-W", "wide-arithmetic=y", wat, "-o", so]);
+    assert!(compiled.status.success(), "{}", stderr(&compiled));
+    let out = kiln(&["run", "--allow-precompiled", "--invoke", "hi", so, "4294967296", "4294967296"]);
+    assert_eq!(stdout(&out), "1\n", "{}", stderr(&out));
+}

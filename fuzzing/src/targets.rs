@@ -18,7 +18,9 @@ use crate::Verdict;
 pub(crate) fn compiler() -> &'static Compiler {
     static COMPILER: OnceLock<Compiler> = OnceLock::new();
     COMPILER.get_or_init(|| {
-        let features = kiln_compiler::default_features() | kiln_compiler::WasmFeatures::WIDE_ARITHMETIC;
+        let features = kiln_compiler::default_features()
+            | kiln_compiler::WasmFeatures::WIDE_ARITHMETIC
+            | kiln_compiler::WasmFeatures::CUSTOM_PAGE_SIZES;
         Compiler::with_features(features).expect("the host ISA is supported")
     })
 }
@@ -76,6 +78,7 @@ fn generate_any(data: &[u8]) -> arbitrary::Result<Vec<u8>> {
         threads_enabled: true,
         memory64_enabled: true,
         wide_arithmetic_enabled: true,
+        custom_page_sizes_enabled: true,
         extended_const_enabled: true,
         // What Kiln does not run yet.
         exceptions_enabled: false,
