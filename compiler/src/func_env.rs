@@ -113,19 +113,26 @@ fn vm_flags() -> MemFlagsData {
     MemFlagsData::trusted()
 }
 
-/// Flags for VM context fields that never change during an instance's life.
+/// Flags for VM context fields that never change during an instance's life. They may move
+/// anywhere, out of loops included: the structures they read are valid for as long as the
+/// code runs, whatever checks come before.
 fn vm_readonly() -> MemFlagsData {
-    MemFlagsData::trusted().with_readonly()
+    MemFlagsData::trusted().with_readonly().with_can_move()
 }
 
 /// Alias regions: memory operations in different regions never alias, so Cranelift may keep
-/// heap loads across a dirty-map store and the other way round.
+/// a heap load across a global or dirty-map store (the stack pointer global of C and Rust
+/// programs is written in almost every function), and a global across heap stores.
 #[derive(Clone, Copy)]
 enum Region {
     /// Linear memories.
     Heap = 1,
     /// The dirty maps teardown reads.
     DirtyMap = 2,
+    /// Wasm globals' values.
+    Globals = 3,
+    /// Table elements.
+    Tables = 4,
 }
 
 /// Module-wide facts shared by every function's environment.
@@ -209,6 +216,8 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         let (user_id, description) = match region {
             Region::Heap => (Region::Heap as u32, "heap"),
             Region::DirtyMap => (Region::DirtyMap as u32, "dirty map"),
+            Region::Globals => (Region::Globals as u32, "globals"),
+            Region::Tables => (Region::Tables as u32, "tables"),
         };
         let region =
             builder.func.dfg.alias_regions.insert(ir::AliasRegionData { user_id, description: description.into() });
@@ -322,6 +331,7 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         let imported = meta.num_imported_globals;
         // A constant global never changes once instantiation has set it.
         let flags = if meta.globals[index as usize].mutable { vm_flags() } else { vm_readonly() };
+        let flags = Self::region_flags(builder, flags, Region::Globals);
         if index >= imported {
             // Own globals live inside the VM context itself.
             let offset = self.offsets().defined_global(index - imported);
@@ -580,13 +590,15 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
     /// `table.get`.
     pub fn table_get(&mut self, builder: &mut FunctionBuilder, table: u32, index: ir::Value) -> ir::Value {
         let addr = self.table_element_addr(builder, table, index, TrapCode::TableAccessOutOfBounds);
-        builder.ins().load(types::I64, vm_flags(), addr, 0)
+        let flags = Self::region_flags(builder, vm_flags(), Region::Tables);
+        builder.ins().load(types::I64, flags, addr, 0)
     }
 
     /// `table.set`.
     pub fn table_set(&mut self, builder: &mut FunctionBuilder, table: u32, index: ir::Value, value: ir::Value) {
         let addr = self.table_element_addr(builder, table, index, TrapCode::TableAccessOutOfBounds);
-        builder.ins().store(vm_flags(), value, addr, 0);
+        let flags = Self::region_flags(builder, vm_flags(), Region::Tables);
+        builder.ins().store(flags, value, addr, 0);
     }
 
     /// `table.size`.
@@ -739,7 +751,8 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         tail: bool,
     ) -> Vec<ir::Value> {
         let addr = self.table_element_addr(builder, table, callee, TrapCode::TableOutOfBounds);
-        let funcref = builder.ins().load(types::I64, vm_flags(), addr, 0);
+        let flags = Self::region_flags(builder, vm_flags(), Region::Tables);
+        let funcref = builder.ins().load(types::I64, flags, addr, 0);
         builder.ins().trapz(funcref, trap(TrapCode::IndirectCallToNull));
         let actual = builder.ins().load(types::I32, vm_flags(), funcref, VMFuncRef::TYPE_ID_OFFSET as i32);
         let vmctx = self.vmctx();

@@ -69,12 +69,23 @@ pub fn generate_from(bytes: &[u8]) -> Result<Vec<u8>> {
         max_table_elements: 1000,
         max_data_segments: 8,
         max_element_segments: 8,
-        bulk_memory_enabled: true,
         reference_types_enabled: false,
+        ..wasmi_config()
+    };
+    let mut module = wasm_smith::Module::new(config, &mut u).context("wasm-smith")?;
+    module.ensure_termination(5_000).context("ensure_termination")?;
+    Ok(module.to_bytes())
+}
+
+/// wasm-smith's configuration for modules both engines run: only what wasmi 0.36 supports
+/// (wasm-smith turns most proposals on by default), NaNs canonicalised so results compare,
+/// everything exported so it can be compared.
+pub(crate) fn wasmi_config() -> wasm_smith::Config {
+    wasm_smith::Config {
+        bulk_memory_enabled: true,
         simd_enabled: false,
         threads_enabled: false,
         tail_call_enabled: false,
-        // What wasmi 0.36 does not run (wasm-smith turns these on by default).
         exceptions_enabled: false,
         gc_enabled: false,
         compact_imports_enabled: false,
@@ -85,10 +96,7 @@ pub fn generate_from(bytes: &[u8]) -> Result<Vec<u8>> {
         canonicalize_nans: true,
         export_everything: true,
         ..wasm_smith::Config::default()
-    };
-    let mut module = wasm_smith::Module::new(config, &mut u).context("wasm-smith")?;
-    module.ensure_termination(5_000).context("ensure_termination")?;
-    Ok(module.to_bytes())
+    }
 }
 
 /// Memory and table limits both engines apply, so growth fails the same way in both and a

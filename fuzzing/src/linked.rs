@@ -32,22 +32,8 @@ fn config(interface: Vec<u8>) -> wasm_smith::Config {
         max_table_elements: 100,
         max_data_segments: 4,
         max_element_segments: 4,
-        bulk_memory_enabled: true,
         reference_types_enabled: true,
-        simd_enabled: false,
-        threads_enabled: false,
-        tail_call_enabled: false,
-        // What wasmi 0.36 does not run (wasm-smith turns these on by default).
-        exceptions_enabled: false,
-        gc_enabled: false,
-        compact_imports_enabled: false,
-        relaxed_simd_enabled: false,
-        wide_arithmetic_enabled: false,
-        memory64_enabled: false,
-        extended_const_enabled: false,
-        canonicalize_nans: true,
-        export_everything: true,
-        ..wasm_smith::Config::default()
+        ..crate::wasmi_config()
     }
 }
 
