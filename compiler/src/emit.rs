@@ -51,7 +51,16 @@ pub fn host_isa() -> Result<OwnedTargetIsa, CompileError> {
     if !cfg!(target_arch = "x86_64") {
         return Err(CompileError::Unsupported("Kiln only targets x86-64".to_string()));
     }
-    finish_isa(isa_builder)
+    let isa = finish_isa(isa_builder)?;
+    // Without SSE4.1 Cranelift lowers rounding and some vector operations to calls into
+    // helper functions that Kiln's objects do not carry.
+    let has = |flag: &str| isa.isa_flags().iter().any(|f| f.name == flag && f.as_bool() == Some(true));
+    if !has("has_sse41") {
+        return Err(CompileError::Unsupported(
+            "this CPU lacks SSE4.1; Kiln needs x86-64-v2 (SSE4.2 and POPCNT) or newer".to_string(),
+        ));
+    }
+    Ok(isa)
 }
 
 /// A fixed x86-64-v2 ISA (SSE4.2 and POPCNT, no AVX), whatever the host: the same output on
