@@ -438,11 +438,20 @@ unsafe impl Send for HostMemory {}
 // SAFETY: as above.
 unsafe impl Sync for HostMemory {}
 
+/// The largest length in bytes a memory of type `ty` may have under the store's `limit`: the
+/// limit, the 4 GiB reservation, and for a 32-bit memory the largest page count `memory.size`
+/// can return (2^32 - 1 one-byte pages: 2^32 would read as 0).
+pub(crate) fn memory_cap(ty: &MemoryType, limit: u64) -> u64 {
+    let pages = if ty.memory64 { u64::MAX } else { u64::from(u32::MAX) };
+    let index_limit = pages.checked_shl(ty.page_size_log2.into()).unwrap_or(u64::MAX);
+    limit.min(kiln_abi::HEAP_RESERVATION).min(index_limit)
+}
+
 impl HostMemory {
     fn new(ty: MemoryType, limit: u64) -> Result<HostMemory, AccessError> {
         let page = 1u64.checked_shl(ty.page_size_log2.into()).unwrap_or(0);
         let length = ty.minimum.saturating_mul(page);
-        let cap = limit.min(kiln_abi::HEAP_RESERVATION);
+        let cap = memory_cap(&ty, limit);
         if page == 0 || length > cap {
             return Err(AccessError::Limit(format!(
                 "a memory of {} pages is larger than the limit of {cap} bytes",

@@ -177,6 +177,37 @@ unsafe extern "C" fn memory_grow(vmctx: *mut u8, index: u32, delta_pages: u64) -
     }
 }
 
+/// Bytes a bulk memory operation moves between looks at the store's interrupt flag. One
+/// `memory.fill` may cover gigabytes, and a function of nothing but such instructions has no
+/// loop header for the compiled interrupt check: without this, a deadline could not stop it.
+const BULK_CHUNK: u64 = 1 << 20;
+
+/// Runs `step(offset, len)` over `[0, len)` in chunks of at most [`BULK_CHUNK`], from the end
+/// backwards when `backwards` (an overlapping copy to a higher address), and traps with
+/// "deadline exceeded" between chunks once the store is interrupted.
+///
+/// # Safety
+/// Called from a libcall with its own `vmctx`, owning nothing that needs dropping (a trap
+/// unwinds past this frame).
+unsafe fn in_chunks(
+    vmctx: *mut u8,
+    instance: &InstanceInner,
+    len: u64,
+    backwards: bool,
+    mut step: impl FnMut(u64, u64),
+) {
+    let chunks = len.div_ceil(BULK_CHUNK);
+    for i in 0..chunks {
+        if i > 0 && instance.store.interrupted() {
+            // SAFETY: per this function's contract.
+            unsafe { trap(vmctx, TrapCode::Interrupt) }
+        }
+        let chunk = if backwards { chunks - 1 - i } else { i };
+        let start = chunk * BULK_CHUNK;
+        step(start, BULK_CHUNK.min(len - start));
+    }
+}
+
 unsafe extern "C" fn memory_fill(vmctx: *mut u8, index: u32, dst: u64, value: u32, len: u64) {
     // SAFETY: called by compiled code with its own VM context.
     let instance = unsafe { instance(vmctx) };
@@ -186,9 +217,12 @@ unsafe extern "C" fn memory_fill(vmctx: *mut u8, index: u32, dst: u64, value: u3
         unsafe { trap(vmctx, TrapCode::HeapOutOfBounds) }
     }
     // SAFETY: bounds checked against the accessible size.
+    unsafe { crate::dirty::mark(memory(instance, index), dst as usize, len as usize) };
+    // SAFETY: a libcall's frame; each chunk lies inside the checked range.
     unsafe {
-        crate::dirty::mark(memory(instance, index), dst as usize, len as usize);
-        std::ptr::write_bytes(base.add(dst as usize), value as u8, len as usize)
+        in_chunks(vmctx, instance, len, false, |at, n| {
+            std::ptr::write_bytes(base.add((dst + at) as usize), value as u8, n as usize)
+        })
     }
 }
 
@@ -201,10 +235,15 @@ unsafe extern "C" fn memory_copy(vmctx: *mut u8, dst_index: u32, src_index: u32,
         // SAFETY: called by guest code; nothing owned on this frame.
         unsafe { trap(vmctx, TrapCode::HeapOutOfBounds) }
     }
-    // SAFETY: both ranges checked; `copy` handles overlap.
+    // SAFETY: the destination range was checked.
+    unsafe { crate::dirty::mark(memory(instance, dst_index), dst as usize, len as usize) };
+    // Chunks go from the end when the destination lies above the source, so an overlapping
+    // copy never reads bytes it already overwrote (and `copy` handles overlap within a chunk).
+    // SAFETY: a libcall's frame; each chunk lies inside both checked ranges.
     unsafe {
-        crate::dirty::mark(memory(instance, dst_index), dst as usize, len as usize);
-        std::ptr::copy(src_base.add(src as usize), dst_base.add(dst as usize), len as usize)
+        in_chunks(vmctx, instance, len, dst > src, |at, n| {
+            std::ptr::copy(src_base.add((src + at) as usize), dst_base.add((dst + at) as usize), n as usize)
+        })
     }
 }
 
@@ -222,10 +261,18 @@ unsafe extern "C" fn memory_init(vmctx: *mut u8, index: u32, segment: u32, dst: 
         // SAFETY: called by guest code; the borrow above has ended.
         unsafe { trap(vmctx, TrapCode::HeapOutOfBounds) }
     }
-    // SAFETY: both ranges checked; a segment never overlaps a linear memory.
+    // SAFETY: the destination range was checked.
+    unsafe { crate::dirty::mark(memory(instance, index), dst as usize, len as usize) };
+    // SAFETY: a libcall's frame; each chunk lies inside both checked ranges, and a segment
+    // never overlaps a linear memory.
     unsafe {
-        crate::dirty::mark(memory(instance, index), dst as usize, len as usize);
-        std::ptr::copy_nonoverlapping(bytes.as_ptr().add(src as usize), base.add(dst as usize), len as usize)
+        in_chunks(vmctx, instance, len, false, |at, n| {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr().add((src + at) as usize),
+                base.add((dst + at) as usize),
+                n as usize,
+            )
+        })
     }
 }
 

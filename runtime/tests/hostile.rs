@@ -637,3 +637,52 @@ fn memories_with_one_byte_pages_end_at_their_exact_length() {
         assert_eq!(next.call("load", &[at(10)]).unwrap(), vec![Val::I32(0)], "{name}: nothing left past the length");
     }
 }
+
+/// A 32-bit memory with 1-byte pages stops growing at 2^32 - 1 bytes, the most pages
+/// `memory.size` can report (before, it grew to 2^32 bytes: that grow returned -1 although it
+/// succeeded, and `memory.size` then read 0).
+#[test]
+fn a_one_byte_page_memory_stops_where_its_size_still_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let features = kiln_compiler::default_features() | kiln_compiler::WasmFeatures::CUSTOM_PAGE_SIZES;
+    let so = dir.path().join("grow.so");
+    kiln_compiler::Compiler::with_features(features)
+        .unwrap()
+        .compile_to_file(
+            br#"(module (memory 0 (pagesize 1))
+                 (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+                 (func (export "size") (result i32) (memory.size)))"#,
+            &so,
+        )
+        .unwrap();
+    // SAFETY: compiled just now, by this test, into its own temporary directory.
+    let module = unsafe { Module::load(&so) }.unwrap();
+    let region = region(1);
+    let instance = Instance::new(&region, &module, &[]).unwrap();
+    assert_eq!(instance.call("grow", &[Val::I32(-1)]).unwrap(), vec![Val::I32(0)], "to 2^32 - 1 bytes");
+    assert_eq!(instance.call("size", &[]).unwrap(), vec![Val::I32(-1)], "2^32 - 1 pages");
+    assert_eq!(instance.call("grow", &[Val::I32(1)]).unwrap(), vec![Val::I32(-1)], "one byte more fails");
+    assert_eq!(instance.call("size", &[]).unwrap(), vec![Val::I32(-1)]);
+}
+
+/// A function made only of huge bulk operations has no loop header and no call, where
+/// compiled code looks at the interrupt flag; the libcalls look at it every megabyte instead,
+/// so a deadline stops it (before, this call ran all its fills and returned normally).
+#[test]
+fn a_deadline_stops_a_function_of_bulk_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let fill = "(memory.fill (i32.const 0) (i32.const 1) (i32.const 0x4000000))";
+    let copy = "(memory.copy (i32.const 1) (i32.const 0) (i32.const 0x3ffffff))";
+    let body: String = (0..200).map(|_| format!("{fill} {copy}")).collect();
+    let module = load(dir.path(), "bulk", &format!(r#"(module (memory 1024) (func (export "run") {body}))"#));
+    let region = region(1);
+    let instance = Instance::new(&region, &module, &[]).unwrap();
+    let interrupt = instance.interrupt_handle();
+    let running = std::thread::spawn({
+        let instance = instance.clone();
+        move || instance.call("run", &[])
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    interrupt.interrupt();
+    assert_eq!(trap_code(running.join().unwrap()), TrapCode::Interrupt);
+}

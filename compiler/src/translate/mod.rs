@@ -486,12 +486,18 @@ impl State {
     }
 
     /// Tracks nesting in unreachable code until an `else` or `end` makes code reachable again.
+    /// Exception handling's blocks count too: unsupported in live code, they can still appear
+    /// in dead code when the proposal is enabled (`try` ends with `end` or `delegate`).
     fn translate_unreachable(&mut self, op: &Operator<'_>, builder: &mut FunctionBuilder<'_>) {
         match op {
-            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => self.dead_depth += 1,
+            Operator::Block { .. }
+            | Operator::Loop { .. }
+            | Operator::If { .. }
+            | Operator::TryTable { .. }
+            | Operator::Try { .. } => self.dead_depth += 1,
             Operator::Else if self.dead_depth == 0 => self.translate_else(builder),
             Operator::End if self.dead_depth == 0 => self.translate_end(builder),
-            Operator::End => self.dead_depth -= 1,
+            Operator::End | Operator::Delegate { .. } => self.dead_depth -= 1,
             _ => {}
         }
     }

@@ -398,7 +398,7 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
     {
         let page = 1u64 << ty.page_size_log2;
         let length = length as u64;
-        let cap = inner.store.resource_limits.memory_size.min(kiln_abi::HEAP_RESERVATION);
+        let cap = crate::externs::memory_cap(ty, inner.store.resource_limits.memory_size);
         let maximum = ty.maximum.map_or(cap, |mx| mx.saturating_mul(page).min(cap));
         let (heap, dirty_bias) = if d == 0 {
             (inner.slot.heap(), inner.slot.heap_dirty_bias())
