@@ -360,9 +360,14 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         self.module.meta.memories[index as usize]
     }
 
-    /// Whether memory `index` has 64-bit addresses.
-    pub fn is_memory64(&self, index: u32) -> bool {
-        self.memory_type(index).memory64
+    /// A size or index the runtime computes in 64 bits, as the wasm value of an index type:
+    /// itself for 64-bit memories and tables (`wide`), its low 32 bits for the others.
+    fn as_index_type(builder: &mut FunctionBuilder, value: ir::Value, wide: bool) -> ir::Value {
+        if wide {
+            value
+        } else {
+            builder.ins().ireduce(types::I32, value)
+        }
     }
 
     fn memory_length(&mut self, builder: &mut FunctionBuilder, index: u32) -> ir::Value {
@@ -389,7 +394,8 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         size: u32,
         aligned: bool,
     ) -> (ir::Value, i32) {
-        let ty = self.memory_type(memory_index(memarg));
+        let memory = memory_index(memarg);
+        let ty = self.memory_type(memory);
         let size = u64::from(size);
         let index = Self::to_i64(builder, index);
         let within_guard = memarg.offset.checked_add(size).is_some_and(|extent| extent <= HEAP_GUARD);
@@ -405,12 +411,12 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
             let misaligned = builder.ins().band_imm_u(low, (size - 1) as i64);
             builder.ins().trapnz(misaligned, trap(TrapCode::HeapMisaligned));
         }
-        let base = self.load_vmctx(builder, self.offsets().memory(memory_index(memarg)) + VMMemoryImport::BASE_OFFSET);
+        let base = self.load_vmctx(builder, self.offsets().memory(memory) + VMMemoryImport::BASE_OFFSET);
         let out_of_bounds = trap(TrapCode::HeapOutOfBounds);
         match check {
             BoundsCheck::Guarded => {}
             BoundsCheck::Index => {
-                let length = self.memory_length(builder, memory_index(memarg));
+                let length = self.memory_length(builder, memory);
                 let beyond = builder.ins().icmp(IntCC::UnsignedGreaterThan, index, length);
                 builder.ins().trapnz(beyond, out_of_bounds);
             }
@@ -430,7 +436,7 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
                         index
                     }
                 };
-                let length = self.memory_length(builder, memory_index(memarg));
+                let length = self.memory_length(builder, memory);
                 let beyond = builder.ins().icmp(IntCC::UnsignedGreaterThan, end, length);
                 builder.ins().trapnz(beyond, out_of_bounds);
             }
@@ -463,11 +469,7 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         let ty = self.memory_type(index);
         let bytes = self.memory_length(builder, index);
         let pages = builder.ins().ushr_imm_u(bytes, i64::from(ty.page_size_log2));
-        if ty.memory64 {
-            pages
-        } else {
-            builder.ins().ireduce(types::I32, pages)
-        }
+        Self::as_index_type(builder, pages, ty.memory64)
     }
 
     /// `memory.grow`.
@@ -475,11 +477,7 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         let memory = builder.ins().iconst(types::I32, i64::from(index));
         let delta = Self::to_i64(builder, delta);
         let old = self.call_libcall(builder, Libcall::memory_grow, &[memory, delta]).expect("memory.grow returns");
-        if self.is_memory64(index) {
-            old
-        } else {
-            builder.ins().ireduce(types::I32, old)
-        }
+        Self::as_index_type(builder, old, self.memory_type(index).memory64)
     }
 
     /// `memory.copy`.
@@ -605,11 +603,7 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
     pub fn table_size(&mut self, builder: &mut FunctionBuilder, table: u32) -> ir::Value {
         let def = self.load_vmctx(builder, self.offsets().table(table));
         let len = builder.ins().load(types::I64, vm_flags(), def, VMTableDefinition::CURRENT_ELEMENTS_OFFSET as i32);
-        if self.is_table64(table) {
-            len
-        } else {
-            builder.ins().ireduce(types::I32, len)
-        }
+        Self::as_index_type(builder, len, self.is_table64(table))
     }
 
     /// `table.grow`.
@@ -624,11 +618,7 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         let delta = Self::to_i64(builder, delta);
         let old =
             self.call_libcall(builder, Libcall::table_grow, &[table_index, delta, init]).expect("table.grow returns");
-        if self.is_table64(table) {
-            old
-        } else {
-            builder.ins().ireduce(types::I32, old)
-        }
+        Self::as_index_type(builder, old, self.is_table64(table))
     }
 
     /// `table.fill`.

@@ -13,16 +13,26 @@ use kiln_runtime::{
     Table, TableType, Trap, TrapCode, Val, ValType, ValueError,
 };
 
-fn compile(dir: &Path, name: &str, wat: &str) -> PathBuf {
+fn compile(dir: &Path, name: &str, wat: &str, features: kiln_compiler::WasmFeatures) -> PathBuf {
     let out = dir.join(format!("{name}.so"));
-    kiln_compiler::Compiler::new().unwrap().compile_to_file(wat.as_bytes(), &out).unwrap();
+    kiln_compiler::Compiler::with_features(features).unwrap().compile_to_file(wat.as_bytes(), &out).unwrap();
     out
 }
 
 /// Loads an object these tests compiled.
 fn load(dir: &Path, name: &str, wat: &str) -> Module {
+    load_with(dir, name, wat, kiln_compiler::default_features())
+}
+
+/// Loads an object these tests compiled with the proposals `features`.
+fn load_with(dir: &Path, name: &str, wat: &str, features: kiln_compiler::WasmFeatures) -> Module {
     // SAFETY: compiled just now, by this test, into its own temporary directory.
-    unsafe { Module::load(compile(dir, name, wat)) }.unwrap()
+    unsafe { Module::load(compile(dir, name, wat, features)) }.unwrap()
+}
+
+/// Default features and custom page sizes.
+fn with_custom_page_sizes() -> kiln_compiler::WasmFeatures {
+    kiln_compiler::default_features() | kiln_compiler::WasmFeatures::CUSTOM_PAGE_SIZES
 }
 
 fn region(slots: usize) -> Region {
@@ -600,8 +610,6 @@ fn concurrent_growth_of_a_shared_memory_is_never_lost() {
 #[test]
 fn memories_with_one_byte_pages_end_at_their_exact_length() {
     let dir = tempfile::tempdir().unwrap();
-    let features = kiln_compiler::default_features() | kiln_compiler::WasmFeatures::CUSTOM_PAGE_SIZES;
-    let compiler = kiln_compiler::Compiler::with_features(features).unwrap();
     let region = region(1);
     for (name, index) in [("bytes32", "i32"), ("bytes64", "i64")] {
         let memory = if index == "i64" { "i64 10" } else { "10" };
@@ -613,10 +621,7 @@ fn memories_with_one_byte_pages_end_at_their_exact_length() {
               (func (export "store") (param {index} i32) (i32.store8 (local.get 0) (local.get 1)))
               (func (export "grow") (param {index}) (result {index}) (memory.grow (local.get 0))))"#
         );
-        let so = dir.path().join(format!("{name}.so"));
-        compiler.compile_to_file(wat.as_bytes(), &so).unwrap();
-        // SAFETY: compiled just now, by this test, into its own temporary directory.
-        let module = unsafe { Module::load(&so) }.unwrap();
+        let module = load_with(dir.path(), name, &wat, with_custom_page_sizes());
         let at = |i: u64| if index == "i64" { Val::I64(i as i64) } else { Val::I32(i as i32) };
 
         let tenant = Instance::new(&region, &module, &[]).unwrap();
@@ -644,19 +649,10 @@ fn memories_with_one_byte_pages_end_at_their_exact_length() {
 #[test]
 fn a_one_byte_page_memory_stops_where_its_size_still_fits() {
     let dir = tempfile::tempdir().unwrap();
-    let features = kiln_compiler::default_features() | kiln_compiler::WasmFeatures::CUSTOM_PAGE_SIZES;
-    let so = dir.path().join("grow.so");
-    kiln_compiler::Compiler::with_features(features)
-        .unwrap()
-        .compile_to_file(
-            br#"(module (memory 0 (pagesize 1))
-                 (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
-                 (func (export "size") (result i32) (memory.size)))"#,
-            &so,
-        )
-        .unwrap();
-    // SAFETY: compiled just now, by this test, into its own temporary directory.
-    let module = unsafe { Module::load(&so) }.unwrap();
+    let wat = r#"(module (memory 0 (pagesize 1))
+                   (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+                   (func (export "size") (result i32) (memory.size)))"#;
+    let module = load_with(dir.path(), "grow", wat, with_custom_page_sizes());
     let region = region(1);
     let instance = Instance::new(&region, &module, &[]).unwrap();
     assert_eq!(instance.call("grow", &[Val::I32(-1)]).unwrap(), vec![Val::I32(0)], "to 2^32 - 1 bytes");
