@@ -8,7 +8,8 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use kiln_benches::{
     compute_wasm, deep_lifecycle_wasm, dirty_lifecycle_wasm, heap_wasm, hello_wasm, kiln, lifecycle_wasm,
-    memory_shape_wasm, stores_wasm, traps, trivial_wasm, with_workers, DIRTY_SIZES, HEAP_SIZES,
+    memory_shape_wasm, stores_wasm, throw_wasm, traps, trivial_wasm, with_workers, DIRTY_SIZES, HEAP_SIZES,
+    THROW_DEPTHS,
 };
 
 const MEMORY_SHAPES: [&str; 3] = ["one_memory", "two_memories", "memory64"];
@@ -162,6 +163,17 @@ fn kiln_benches(c: &mut Criterion) {
             b.iter(|| assert_eq!(sieve.call(65536).unwrap(), 6542))
         });
     }
+    {
+        let setup = kiln::setup(&throw_wasm()).expect("compile throw module");
+        let instance = setup.instantiate();
+        let throw = instance.get_func("throw").unwrap().typed::<i32, i32>().unwrap();
+        let _binding = instance.store().bind_to_thread().unwrap();
+        for &depth in THROW_DEPTHS {
+            group.bench_function(BenchmarkId::new("throw", format!("{depth}_frames")), |b| {
+                b.iter(|| assert_eq!(throw.call(depth as i32).unwrap(), 42))
+            });
+        }
+    }
 
     let dirty = kiln::setup(&heap_wasm(16 << 20, false)).expect("compile heap module");
     for &(name, size) in DIRTY_SIZES {
@@ -299,6 +311,16 @@ fn peer_benches(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("compute_stores", "sieve_64K"), |b| {
             b.iter(|| assert_eq!(sieve.call(&mut store, 65536).unwrap(), 6542))
         });
+    }
+    {
+        let setup = peer::setup(&throw_wasm()).expect("compile throw module");
+        let (mut store, instance) = setup.instantiate();
+        let throw = instance.get_typed_func::<i32, i32>(&mut store, "throw").unwrap();
+        for &depth in THROW_DEPTHS {
+            group.bench_function(BenchmarkId::new("throw", format!("{depth}_frames")), |b| {
+                b.iter(|| assert_eq!(throw.call(&mut store, depth as i32).unwrap(), 42))
+            });
+        }
     }
 
     let dirty = peer::setup(&heap_wasm(16 << 20, false)).expect("compile heap module");

@@ -33,6 +33,27 @@ pub fn trivial_wasm() -> Vec<u8> {
     .expect("valid text")
 }
 
+/// Throws through `throw(depth)` frames: `throw(n)` calls a function that recurses `n` times
+/// and then throws, caught (payload only) by `throw` itself, which returns the payload.
+pub fn throw_wasm() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+             (tag $e (param i32))
+             (func $down (param i32)
+               (if (local.get 0)
+                 (then (call $down (i32.sub (local.get 0) (i32.const 1))))
+                 (else (throw $e (i32.const 42)))))
+             (func (export "throw") (param i32) (result i32)
+               (block $h (result i32)
+                 (try_table (catch $e $h) (call $down (local.get 0)))
+                 (unreachable))))"#,
+    )
+    .expect("valid text")
+}
+
+/// How deep `throw` benchmarks throw from.
+pub const THROW_DEPTHS: &[u32] = &[10, 100];
+
 /// Modules that isolate what extra and 64-bit memories cost at instantiation: one memory,
 /// two memories, one 64-bit memory; each one page with a byte of data.
 pub fn memory_shape_wasm(shape: &str) -> Vec<u8> {

@@ -443,6 +443,11 @@ fn report_trap(trap: &kiln_runtime::Trap) -> ExitCode {
             eprintln!("error: {err}");
             ExitCode::from(EXIT_ERROR)
         }
+        // Like a trap: the guest ended abnormally on its own.
+        kiln_runtime::Trap::Exception(exception) => {
+            eprintln!("wasm trap: {exception}");
+            ExitCode::from(EXIT_TRAP)
+        }
     }
 }
 

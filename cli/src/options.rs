@@ -33,8 +33,12 @@ impl Default for WasmOptions {
 }
 
 /// The `-W` switches for proposals Kiln runs but does not enable by default (as in Wasmtime).
-const PROPOSALS: &[(&str, WasmFeatures)] =
-    &[("wide-arithmetic", WasmFeatures::WIDE_ARITHMETIC), ("custom-page-sizes", WasmFeatures::CUSTOM_PAGE_SIZES)];
+const PROPOSALS: &[(&str, WasmFeatures)] = &[
+    ("wide-arithmetic", WasmFeatures::WIDE_ARITHMETIC),
+    ("custom-page-sizes", WasmFeatures::CUSTOM_PAGE_SIZES),
+    ("exceptions", WasmFeatures::EXCEPTIONS),
+    ("legacy-exceptions", WasmFeatures::LEGACY_EXCEPTIONS),
+];
 
 /// What the `-S` options set.
 #[derive(Debug, Clone)]
@@ -58,8 +62,11 @@ pub const WASM_HELP: &[(&str, &str, &str)] = &[
     ("max-instances", "N", "most instances alive in the store (default 10000)"),
     ("max-tables", "N", "most tables one module may define (default 16)"),
     ("max-memories", "N", "most memories one module may define (default 8)"),
+    ("max-exceptions", "N", "most exception objects the guest may keep alive, thrown and not yet caught or held as exnref values (default 1000000)"),
     ("wide-arithmetic", "y|n", "accept the wide-arithmetic proposal's 128-bit operators (default n; `-W wide-arithmetic` alone is y)"),
     ("custom-page-sizes", "y|n", "accept memories with 1-byte pages, the custom-page-sizes proposal (default n; alone is y)"),
+    ("exceptions", "y|n", "accept exception handling: tags, throw, throw_ref, try_table, exnref (default y)"),
+    ("legacy-exceptions", "y|n", "accept the earlier exception-handling instructions try, catch, rethrow and delegate, which clang and emscripten emit for -fwasm-exceptions (default n; alone is y)"),
 ];
 
 /// The same for `-S`.
@@ -105,6 +112,7 @@ pub fn parse_wasm(options: &[String]) -> Result<WasmOptions> {
             "max-instances" => limits.instances = value.parse().with_context(context)?,
             "max-tables" => limits.tables = value.parse().with_context(context)?,
             "max-memories" => limits.memories = value.parse().with_context(context)?,
+            "max-exceptions" => limits.exceptions = value.parse().with_context(context)?,
             _ => {
                 let (_, feature) = PROPOSALS.iter().find(|(n, _)| *n == name).expect("checked by `split`");
                 parsed.features.set(*feature, parse_switch(value).with_context(context)?);

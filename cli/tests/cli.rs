@@ -403,3 +403,30 @@ fn proposals_are_switched_on_with_dash_w() {
     let out = kiln(&["run", "--allow-precompiled", "--invoke", "hi", so, "4294967296", "4294967296"]);
     assert_eq!(stdout(&out), "1\n", "{}", stderr(&out));
 }
+
+/// An exception no guest frame catches ends `kiln run` like a trap (status 134), saying what it
+/// carried; `-W exceptions=n` refuses exception handling, `-W legacy-exceptions` accepts the
+/// older `try`/`catch` that clang emits.
+#[test]
+fn an_uncaught_exception_ends_the_run_like_a_trap() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("throw.wat");
+    std::fs::write(
+        &wat,
+        r#"(module (tag $e (param i32))
+             (func (export "throw") (param i32) (throw $e (local.get 0)))
+             (func (export "legacy") (result i32)
+               try (result i32) i32.const 1 throw $e catch $e end))"#,
+    )
+    .unwrap();
+    let wat = wat.to_str().unwrap();
+    let legacy = kiln(&["run", "-W", "legacy-exceptions", "--invoke", "legacy", wat]);
+    assert_eq!((stdout(&legacy).as_str(), legacy.status.code()), ("1\n", Some(0)), "{}", stderr(&legacy));
+    let out = kiln(&["run", "-W", "legacy-exceptions", "--invoke", "throw", wat, "7"]);
+    assert_eq!(out.status.code(), Some(134));
+    assert_eq!(stderr(&out), "wasm trap: uncaught wasm exception carrying (7)\n");
+    let refused = kiln(&["run", "--invoke", "throw", wat, "7"]);
+    assert!(stderr(&refused).contains("legacy_exceptions feature required"), "{}", stderr(&refused));
+    let refused = kiln(&["run", "-W", "exceptions=n", "-W", "legacy-exceptions", "--invoke", "throw", wat, "7"]);
+    assert!(!refused.status.success() && refused.status.code() != Some(134), "{}", stderr(&refused));
+}

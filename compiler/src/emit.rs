@@ -9,9 +9,9 @@ use cranelift_frontend::FunctionBuilderContext;
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, ModuleRelocTarget};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use kiln_abi::{
-    ConstOp, DataMode, FunctionInfo, HeapImage, ModuleHeader, ModuleMetadata, TrapSite, VMContextHeader, VMOffsets,
-    VMRuntimeLimits, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, HEAP_IMAGE_SECTION, HOST_TRAMPOLINE_PREFIX, IMAGE_PAGE_SIZE,
-    MODULE_MAGIC, MODULE_SYMBOL,
+    ConstOp, DataMode, FunctionInfo, HandlerSite, HeapImage, ModuleHeader, ModuleMetadata, TrapSite, VMContextHeader,
+    VMOffsets, VMRuntimeLimits, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, HEAP_IMAGE_SECTION, HOST_TRAMPOLINE_PREFIX,
+    IMAGE_PAGE_SIZE, MODULE_MAGIC, MODULE_SYMBOL,
 };
 use wasmparser::FuncValidatorAllocations;
 
@@ -83,10 +83,34 @@ fn finish_isa(isa_builder: cranelift_codegen::isa::Builder) -> Result<OwnedTarge
     set(&mut flags, "is_pic", "true")?;
     set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
     set(&mut flags, "preserve_frame_pointers", "true")?;
+    // A wasm function may return more values than there are return registers; the extra ones
+    // go through a return area the caller passes. Both sides are always Kiln-compiled code
+    // (functions, trampolines), so the non-standard ABI this flag selects is consistent.
+    set(&mut flags, "enable_multi_ret_implicit_sret", "true")?;
     set(&mut flags, "unwind_info", "false")?;
     // The prologue's stack-limit check (see `VMContextHeader::stack_limit`) replaces probing.
     set(&mut flags, "enable_probestack", "false")?;
     isa_builder.finish(settings::Flags::new(flags)).map_err(|e| CompileError::Codegen(e.to_string()))
+}
+
+/// The calls of a compiled function that have an exception handler (`try_call`s), sorted by
+/// return offset (the order Cranelift emits them in).
+fn handler_sites(buffer: &cranelift_codegen::MachBufferFinalized<cranelift_codegen::Final>) -> Vec<HandlerSite> {
+    buffer
+        .call_sites()
+        .filter_map(|site| {
+            // Kiln's exception tables have one entry, the catch-all edge to a dispatch block.
+            let handler = site.exception_handlers.iter().find_map(|h| match h {
+                cranelift_codegen::FinalizedMachExceptionHandler::Default(offset) => Some(*offset),
+                _ => None,
+            })?;
+            Some(HandlerSite {
+                return_offset: site.ret_addr,
+                handler_offset: handler,
+                frame_offset: site.frame_offset.expect("x86-64 call sites record their frame offset"),
+            })
+        })
+        .collect()
 }
 
 fn codegen_error(err: impl std::fmt::Display) -> CompileError {
@@ -178,7 +202,8 @@ pub(crate) fn compile(
             let disasm = compiled.disassemble(Some(&ctx.func.params), capstone).map_err(codegen_error)?;
             listings.push(FunctionListing { index: (num_imported + i) as u32, clif, disasm, traps: traps.clone() });
         }
-        infos.push(FunctionInfo { type_index, code_len: compiled.code_info().total_size, traps });
+        let handlers = handler_sites(&compiled.buffer);
+        infos.push(FunctionInfo { type_index, code_len: compiled.code_info().total_size, traps, handlers });
     }
     drop(module_env);
     meta.functions = infos;

@@ -7,9 +7,10 @@
 //! [`crate::translate`] asks [`FuncEnv`] for globals, heap addresses, table elements, calls and
 //! libcalls, and knows nothing about slot layout.
 //!
-//! Every call instruction is made in [`FuncEnv::emit_call`] and friends: that is where call
-//! sites will gain exception tables. Reference values are plain `i64` words; a collector's stack
-//! maps would be declared where [`ir_type`] is chosen.
+//! Every call instruction is made in [`FuncEnv::emit_call`]: inside a handler's reach it is a
+//! `try_call` whose exception edge goes to the handler's dispatch block (see
+//! [`FuncEnv::set_handler`]). Reference values are plain `i64` words; a collector's stack maps
+//! would be declared where [`ir_type`] is chosen.
 
 use std::collections::HashMap;
 
@@ -19,7 +20,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
 use kiln_abi::{
-    AbiType, FuncType, Libcall, ModuleMetadata, TrapCode, VMContextHeader, VMFuncRef, VMMemoryDefinition,
+    AbiType, FuncType, Libcall, ModuleMetadata, TrapCode, VMContextHeader, VMException, VMFuncRef, VMMemoryDefinition,
     VMMemoryImport, VMOffsets, VMRuntimeLimits, VMTableDefinition, ValType, HEAP_GUARD,
 };
 use wasmparser::{MemArg, MemArgTarget, Operator};
@@ -174,6 +175,9 @@ pub struct FuncEnv<'a, 'm> {
     makes_calls: bool,
     /// The function's VM context parameter.
     vmctx: Option<ir::Value>,
+    /// The dispatch block of the innermost exception handler around the code being
+    /// translated, if any (it takes the exnref).
+    handler: Option<ir::Block>,
 }
 
 impl<'a, 'm> FuncEnv<'a, 'm> {
@@ -190,6 +194,7 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
             fuel_pending: 0,
             makes_calls,
             vmctx: None,
+            handler: None,
         }
     }
 
@@ -281,6 +286,14 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
                     | Operator::BrOnNonNull { .. }
                     | Operator::Return
                     | Operator::Unreachable
+                    | Operator::TryTable { .. }
+                    | Operator::Throw { .. }
+                    | Operator::ThrowRef
+                    | Operator::Try { .. }
+                    | Operator::Catch { .. }
+                    | Operator::CatchAll
+                    | Operator::Rethrow { .. }
+                    | Operator::Delegate { .. }
             );
         if ends_a_block {
             self.charge_fuel(builder);
@@ -657,6 +670,69 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         builder.ins().iadd_imm_s(vmctx, i64::from(self.offsets().func_ref(index)))
     }
 
+    // ---- exceptions -------------------------------------------------------------------------
+
+    /// Makes calls from now on go to `handler` (a block taking the exnref) when they throw, or
+    /// leave the function when `None`.
+    pub fn set_handler(&mut self, handler: Option<ir::Block>) {
+        self.handler = handler;
+    }
+
+    /// The types of tag `tag`'s payload.
+    pub fn tag_params(&self, tag: u32) -> Vec<ir::Type> {
+        let ty = self.func_type(self.module.meta.tags[tag as usize]);
+        ty.params.iter().map(|&p| ir_type(p)).collect()
+    }
+
+    /// Whether the exception `exn` (non-null) was thrown with tag `tag` of this instance: the
+    /// same tag definition, whichever instance or host made it.
+    pub fn exception_has_tag(&mut self, builder: &mut FunctionBuilder, exn: ir::Value, tag: u32) -> ir::Value {
+        let thrown = builder.ins().load(types::I64, vm_flags(), exn, VMException::TAG_OFFSET as i32);
+        let expected = self.load_vmctx(builder, self.offsets().tag(tag));
+        builder.ins().icmp(IntCC::Equal, thrown, expected)
+    }
+
+    /// The payload of exception `exn`, thrown with tag `tag`.
+    pub fn exception_payload(&mut self, builder: &mut FunctionBuilder, exn: ir::Value, tag: u32) -> Vec<ir::Value> {
+        let flags = MemFlagsData::trusted().with_endianness(ir::Endianness::Little);
+        let types = self.tag_params(tag);
+        types
+            .iter()
+            .enumerate()
+            .map(|(i, &ty)| builder.ins().load(ty, flags, exn, VMException::payload_offset(i as u32) as i32))
+            .collect()
+    }
+
+    /// Marks exception `exn` as held as a value (see `VMException`): it is never released.
+    pub fn exception_escapes(&mut self, builder: &mut FunctionBuilder, exn: ir::Value) {
+        let one = builder.ins().iconst(types::I32, 1);
+        builder.ins().store(vm_flags(), one, exn, VMException::ESCAPED_OFFSET as i32);
+    }
+
+    /// Releases exception `exn` after a clause took its payload, unless it escaped before.
+    pub fn drop_exception(&mut self, builder: &mut FunctionBuilder, exn: ir::Value) {
+        self.call_libcall(builder, Libcall::exn_drop, &[exn]);
+    }
+
+    /// A new exception of tag `tag` carrying `payload`: its exnref.
+    pub fn new_exception(&mut self, builder: &mut FunctionBuilder, tag: u32, payload: &[ir::Value]) -> ir::Value {
+        let tag_index = builder.ins().iconst(types::I32, i64::from(tag));
+        let exn = self.call_libcall(builder, Libcall::exn_new, &[tag_index]).expect("exn_new returns");
+        let flags = MemFlagsData::trusted().with_endianness(ir::Endianness::Little);
+        for (i, &value) in payload.iter().enumerate() {
+            builder.ins().store(flags, value, exn, VMException::payload_offset(i as u32) as i32);
+        }
+        exn
+    }
+
+    /// Throws the non-null exception `exn` out of this function: the runtime unwinds to the
+    /// nearest handler of a calling guest frame, or to the host. Ends the block.
+    pub fn throw_out(&mut self, builder: &mut FunctionBuilder, exn: ir::Value) {
+        self.call_libcall(builder, Libcall::throw_ref, &[exn]);
+        // Never reached: the libcall does not return.
+        builder.ins().trap(trap(TrapCode::UnreachableCodeReached));
+    }
+
     // ---- calls ------------------------------------------------------------------------------
 
     fn wasm_sig(&mut self, builder: &mut FunctionBuilder, type_index: u32) -> ir::SigRef {
@@ -672,7 +748,9 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         index < self.module.meta.num_imported_funcs
     }
 
-    /// How a call is made: a tail call replaces the caller's frame.
+    /// How a call is made: a tail call replaces the caller's frame; a call inside a handler's
+    /// reach is a `try_call` whose exception edge takes the exnref to the handler's dispatch
+    /// block, and which continues in a new block taking the results.
     fn emit_call(
         &mut self,
         builder: &mut FunctionBuilder,
@@ -680,6 +758,33 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         args: &[ir::Value],
         tail: bool,
     ) -> Vec<ir::Value> {
+        if let (Some(handler), false) = (self.handler, tail) {
+            let sig = match callee {
+                Callee::Direct(func) => builder.func.dfg.ext_funcs[func].signature,
+                Callee::Indirect(sig, _) => sig,
+            };
+            let returns: Vec<ir::Type> =
+                builder.func.dfg.signatures[sig].returns.iter().map(|r| r.value_type).collect();
+            let normal = builder.create_block();
+            for &ty in &returns {
+                builder.append_block_param(normal, ty);
+            }
+            let pool = &mut builder.func.dfg.value_lists;
+            let normal_call = ir::BlockCall::new(normal, (0..returns.len() as u32).map(ir::BlockArg::TryCallRet), pool);
+            let exception_call = ir::BlockCall::new(handler, [ir::BlockArg::TryCallExn(0)], pool);
+            let table = builder.func.dfg.exception_tables.push(ir::ExceptionTableData::new(
+                sig,
+                normal_call,
+                [ir::ExceptionTableItem::Default(exception_call)],
+            ));
+            match callee {
+                Callee::Direct(func) => builder.ins().try_call(func, args, table),
+                Callee::Indirect(_, code) => builder.ins().try_call_indirect(code, args, table),
+            };
+            builder.seal_block(normal);
+            builder.switch_to_block(normal);
+            return builder.block_params(normal).to_vec();
+        }
         let inst = match (callee, tail) {
             (Callee::Direct(func), false) => builder.ins().call(func, args),
             (Callee::Direct(func), true) => builder.ins().return_call(func, args),

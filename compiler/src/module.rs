@@ -24,8 +24,7 @@ pub(crate) struct ParsedModule<'data> {
     pub func_names: std::collections::HashMap<u32, String>,
 }
 
-/// The proposals Kiln compiles by default: WebAssembly 3.0 without GC and exception handling
-/// (not supported yet). Wide arithmetic and custom page sizes, which Kiln also runs, are opt-in
+/// The proposals Kiln compiles by default: WebAssembly 3.0 without GC (not supported yet). Wide arithmetic and custom page sizes, which Kiln also runs, are opt-in
 /// as in Wasmtime: add them with [`crate::Compiler::with_features`].
 pub fn default_features() -> WasmFeatures {
     WasmFeatures::MUTABLE_GLOBAL
@@ -44,6 +43,7 @@ pub fn default_features() -> WasmFeatures {
         | WasmFeatures::FUNCTION_REFERENCES
         | WasmFeatures::MEMORY64
         | WasmFeatures::GC_TYPES
+        | WasmFeatures::EXCEPTIONS
 }
 
 pub(crate) fn invalid(err: wasmparser::BinaryReaderError) -> CompileError {
@@ -64,6 +64,10 @@ pub(crate) fn convert_val_type(ty: wasmparser::ValType) -> ValType {
 pub(crate) fn convert_ref_type(ty: wasmparser::RefType) -> RefType {
     let heap = match ty.heap_type() {
         wasmparser::HeapType::Abstract { ty: wasmparser::AbstractHeapType::Extern, .. } => HeapType::Extern,
+        wasmparser::HeapType::Abstract {
+            ty: wasmparser::AbstractHeapType::Exn | wasmparser::AbstractHeapType::NoExn,
+            ..
+        } => HeapType::Exn,
         wasmparser::HeapType::Concrete(wasmparser::UnpackedIndex::Module(i)) => HeapType::ConcreteFunc(i),
         _ => HeapType::Func,
     };
@@ -194,7 +198,11 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                             meta.num_imported_globals += 1;
                             ImportKind::Global(g)
                         }
-                        TypeRef::Tag(_) => return Err(CompileError::Unsupported("exception tags".to_string())),
+                        TypeRef::Tag(t) => {
+                            meta.tags.push(t.func_type_idx);
+                            meta.num_imported_tags += 1;
+                            ImportKind::Tag(t.func_type_idx)
+                        }
                         TypeRef::FuncExact(_) => {
                             return Err(CompileError::Unsupported(
                                 "exact function imports (custom descriptors)".to_string(),
@@ -232,7 +240,11 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                     meta.memories.push(convert_memory_type(&memory.map_err(invalid)?));
                 }
             }
-            Payload::TagSection(_) => return Err(CompileError::Unsupported("exception tags".to_string())),
+            Payload::TagSection(reader) => {
+                for tag in reader {
+                    meta.tags.push(tag.map_err(invalid)?.func_type_idx);
+                }
+            }
             Payload::GlobalSection(reader) => {
                 for global in reader {
                     let global = global.map_err(invalid)?;
@@ -249,7 +261,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                         ExternalKind::Table => ExportKind::Table(export.index),
                         ExternalKind::Memory => ExportKind::Memory(export.index),
                         ExternalKind::Global => ExportKind::Global(export.index),
-                        ExternalKind::Tag => return Err(CompileError::Unsupported("exception tags".to_string())),
+                        ExternalKind::Tag => ExportKind::Tag(export.index),
                         ExternalKind::FuncExact => {
                             return Err(CompileError::Unsupported(
                                 "exact function exports (custom descriptors)".to_string(),

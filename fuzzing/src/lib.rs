@@ -14,6 +14,8 @@ use arbitrary::Unstructured;
 pub mod api;
 pub mod linked;
 pub mod targets;
+#[cfg(feature = "wasmtime")]
+pub mod wasmtime_peer;
 
 /// What one side observed.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,8 +34,8 @@ pub enum Observation {
 pub enum Verdict {
     /// Both engines agree.
     Agree,
-    /// They disagree (a bug in one of them).
-    Mismatch { seed: u64, kiln: String, wasmi: String },
+    /// They disagree (a bug in one of them); what Kiln and the reference engine saw.
+    Mismatch { seed: u64, kiln: String, reference: String },
     /// Not comparable (see [`Observation::Inconclusive`]).
     Inconclusive,
 }
@@ -72,6 +74,60 @@ pub fn generate_from(bytes: &[u8]) -> Result<Vec<u8>> {
         reference_types_enabled: false,
         ..wasmi_config()
     };
+    let mut module = wasm_smith::Module::new(config, &mut u).context("wasm-smith")?;
+    module.ensure_termination(5_000).context("ensure_termination")?;
+    Ok(module.to_bytes())
+}
+
+/// The proposals of [`generate_wasm3`]'s modules, for Kiln's compiler: Kiln's defaults
+/// (WebAssembly 3.0 without GC) plus wide arithmetic.
+pub fn wasm3_features() -> kiln_compiler::WasmFeatures {
+    kiln_compiler::default_features() | kiln_compiler::WasmFeatures::WIDE_ARITHMETIC
+}
+
+/// The module for `seed` for the Wasmtime differential (`wasmtime_peer`): WebAssembly 3.0
+/// without GC, threads and relaxed SIMD (whose results each engine may choose), plus wide
+/// arithmetic; exception handling included. Odd seeds leave out memory and vector operators,
+/// so that more of their instructions are control flow and exceptions.
+pub fn generate_wasm3(seed: u64) -> Result<Vec<u8>> {
+    let bytes = seed_bytes(seed, 0x2545_f491_4f6c_dd1d, 16384);
+    let mut u = Unstructured::new(&bytes);
+    let mut config = wasm_smith::Config {
+        max_imports: 0,
+        min_funcs: 1,
+        max_funcs: 12,
+        max_instructions: 200,
+        max_memory32_bytes: 4 << 20,
+        max_memory64_bytes: 4 << 20,
+        max_table_elements: 1000,
+        max_data_segments: 8,
+        max_element_segments: 8,
+        min_tags: 4,
+        max_tags: 8,
+        exceptions_enabled: true,
+        simd_enabled: true,
+        relaxed_simd_enabled: false,
+        tail_call_enabled: true,
+        memory64_enabled: true,
+        extended_const_enabled: true,
+        wide_arithmetic_enabled: true,
+        reference_types_enabled: true,
+        bulk_memory_enabled: true,
+        multi_value_enabled: true,
+        threads_enabled: false,
+        gc_enabled: false,
+        custom_page_sizes_enabled: false,
+        compact_imports_enabled: false,
+        canonicalize_nans: true,
+        export_everything: true,
+        ..wasm_smith::Config::default()
+    };
+    if seed % 2 == 1 {
+        use wasm_smith::InstructionKind as K;
+        config.allowed_instructions =
+            wasm_smith::InstructionKinds::new(&[K::Control, K::Numeric, K::Variable, K::Parametric, K::Reference]);
+        config.max_instructions = 1000;
+    }
     let mut module = wasm_smith::Module::new(config, &mut u).context("wasm-smith")?;
     module.ensure_termination(5_000).context("ensure_termination")?;
     Ok(module.to_bytes())
@@ -126,19 +182,27 @@ pub(crate) fn wasmi_store(engine: &wasmi::Engine) -> wasmi::Store<wasmi::StoreLi
 }
 
 /// Deterministic arguments for a call.
-fn arg_bits(index: usize) -> u64 {
+pub(crate) fn arg_bits(index: usize) -> u64 {
     [0, 1, u64::MAX, 7, 0x8000_0000, 42][index % 6]
 }
 
-mod on_kiln {
+pub(crate) mod on_kiln {
     use super::*;
     use kiln_runtime::{CallError, Extern, Instance, InstantiationError, Module, Region, Trap, TrapCode, Val, ValType};
 
     pub(crate) fn trap_kind(code: TrapCode) -> String {
         match code {
             TrapCode::TableOutOfBounds | TrapCode::TableAccessOutOfBounds => "table out of bounds".into(),
+            // Engines name null dereferences differently; any of them is a null reference.
+            TrapCode::NullFunctionReference | TrapCode::NullExceptionReference => "null reference".into(),
             other => other.message().to_string(),
         }
+    }
+
+    /// How an uncaught exception is compared: its payload's bits.
+    fn exception_kind(exception: &kiln_runtime::Exception) -> String {
+        let payload: Vec<u128> = exception.payload().iter().map(bits).collect();
+        format!("exception {payload:?}")
     }
 
     /// A value's bits (a reference as 1 if it is not null, else 0).
@@ -151,6 +215,7 @@ mod on_kiln {
             Val::V128(v) => *v,
             Val::FuncRef(f) => f.is_some() as u128,
             Val::ExternRef(r) => r.is_some() as u128,
+            Val::ExnRef(r) => r.is_some() as u128,
         }
     }
 
@@ -191,6 +256,9 @@ mod on_kiln {
                                 return Ok(Some(Observation::Inconclusive("stack exhausted".into())))
                             }
                             Err(CallError::Trap(Trap::Wasm { code, .. })) => self.calls.push(Err(trap_kind(code))),
+                            Err(CallError::Trap(Trap::Exception(exception))) => {
+                                self.calls.push(Err(exception_kind(&exception)))
+                            }
                             Err(other) => return Err(other.into()),
                         }
                     }
@@ -199,7 +267,7 @@ mod on_kiln {
                         let bytes = memory.read(0, memory.size_bytes() as usize)?;
                         self.memories.push((bytes.len(), digest(&bytes)));
                     }
-                    Extern::Table(_) => {}
+                    Extern::Table(_) | Extern::Tag(_) => {}
                 }
             }
             Ok(None)
@@ -211,9 +279,19 @@ mod on_kiln {
     }
 
     pub fn observe(wasm: &[u8], dir: &Path, region: &Region) -> Result<Observation> {
+        observe_with(wasm, kiln_compiler::default_features(), dir, region)
+    }
+
+    /// [`observe`] with the proposals `features`.
+    pub fn observe_with(
+        wasm: &[u8],
+        features: kiln_compiler::WasmFeatures,
+        dir: &Path,
+        region: &Region,
+    ) -> Result<Observation> {
         let so = dir.join("module.so");
         let _ = std::fs::remove_file(&so);
-        kiln_compiler::Compiler::new()?.compile_to_file(wasm, &so).context("kiln compile")?;
+        kiln_compiler::Compiler::with_features(features)?.compile_to_file(wasm, &so).context("kiln compile")?;
         // SAFETY: compiled just above, into the fuzzer's private directory.
         let module = unsafe { Module::load(&so) }?;
         let instance = match Instance::new_in_store(region, &crate::kiln_store(), &module, &[]) {
@@ -223,6 +301,9 @@ mod on_kiln {
             }
             Err(InstantiationError::Trap(Trap::Wasm { code, .. })) => {
                 return Ok(Observation::InstantiationTrap(trap_kind(code)))
+            }
+            Err(InstantiationError::Trap(Trap::Exception(exception))) => {
+                return Ok(Observation::InstantiationTrap(exception_kind(&exception)))
             }
             Err(other) => return Err(other.into()),
         };
@@ -376,7 +457,7 @@ mod on_wasmi {
 }
 
 /// FNV-1a of a memory's contents.
-fn digest(bytes: &[u8]) -> u64 {
+pub(crate) fn digest(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
@@ -393,11 +474,11 @@ pub fn compare(wasm: &[u8], seed: u64, dir: &Path, region: &kiln_runtime::Region
 }
 
 /// Compares what the two engines saw.
-fn verdict(kiln: Observation, reference: Observation, seed: u64) -> Verdict {
+pub(crate) fn verdict(kiln: Observation, reference: Observation, seed: u64) -> Verdict {
     match (&kiln, &reference) {
         (Observation::Inconclusive(_), _) | (_, Observation::Inconclusive(_)) => Verdict::Inconclusive,
         (a, b) if a == b => Verdict::Agree,
-        (a, b) => Verdict::Mismatch { seed, kiln: format!("{a:?}"), wasmi: format!("{b:?}") },
+        (a, b) => Verdict::Mismatch { seed, kiln: format!("{a:?}"), reference: format!("{b:?}") },
     }
 }
 
@@ -428,7 +509,7 @@ pub fn run_batch(first_seed: u64, count: u64, mut progress: impl FnMut(u64, &Sum
             match outcome {
                 Ok(Verdict::Agree) => summary.passed += 1,
                 Ok(Verdict::Inconclusive) => summary.inconclusive += 1,
-                Ok(Verdict::Mismatch { seed, kiln, wasmi }) => {
+                Ok(Verdict::Mismatch { seed, kiln, reference: wasmi }) => {
                     summary.failed += 1;
                     summary.failures.push(format!("{kind}seed {seed}: kiln {kiln}\n    wasmi {wasmi}"));
                 }
@@ -441,4 +522,34 @@ pub fn run_batch(first_seed: u64, count: u64, mut progress: impl FnMut(u64, &Sum
         progress(seed, &summary);
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The Wasmtime differential's modules exercise exception handling: many catch, and a good
+    /// share throw (about one in six; else a clean run would prove little about it).
+    #[test]
+    fn wasm3_modules_throw_and_catch() {
+        let (mut throwing, mut catching) = (0, 0);
+        for seed in 0..100 {
+            let wasm = super::generate_wasm3(seed).unwrap();
+            let mut validator = wasmparser::Validator::new_with_features(super::wasm3_features());
+            validator.validate_all(&wasm).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            let (mut throws, mut catches) = (false, false);
+            for payload in wasmparser::Parser::new(0).parse_all(&wasm) {
+                if let wasmparser::Payload::CodeSectionEntry(body) = payload.unwrap() {
+                    for op in body.get_operators_reader().unwrap() {
+                        match op.unwrap() {
+                            wasmparser::Operator::Throw { .. } | wasmparser::Operator::ThrowRef => throws = true,
+                            wasmparser::Operator::TryTable { .. } => catches = true,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            throwing += throws as u32;
+            catching += catches as u32;
+        }
+        assert!(throwing >= 10 && catching >= 40, "of 100 modules, {throwing} throw and {catching} catch");
+    }
 }

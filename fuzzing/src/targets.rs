@@ -196,7 +196,7 @@ pub fn differential(data: &[u8]) -> bool {
         match crate::compare(&wasm, 0, &dir, &scratch.region) {
             Ok(Verdict::Agree) => true,
             Ok(Verdict::Inconclusive) => false,
-            Ok(Verdict::Mismatch { kiln, wasmi, .. }) => {
+            Ok(Verdict::Mismatch { kiln, reference: wasmi, .. }) => {
                 panic!("Kiln and wasmi disagree:\n kiln  {kiln}\n wasmi {wasmi}")
             }
             Err(err) => panic!("the differential check failed: {err:#}"),
@@ -212,7 +212,7 @@ pub fn linked(data: &[u8]) -> bool {
         SCRATCH.with_borrow_mut(|scratch| match crate::linked::compare(&a, &b, 0, scratch.dir.path(), region) {
             Ok(Verdict::Agree) => true,
             Ok(Verdict::Inconclusive) => false,
-            Ok(Verdict::Mismatch { kiln, wasmi, .. }) => {
+            Ok(Verdict::Mismatch { kiln, reference: wasmi, .. }) => {
                 panic!("Kiln and wasmi disagree on a linked pair:\n kiln  {kiln}\n wasmi {wasmi}")
             }
             Err(err) => panic!("the linked differential check failed: {err:#}"),

@@ -199,7 +199,9 @@ fn linked_pairs_share_functions_tables_and_globals_and_agree() {
         match kiln_fuzzing::linked::compare(&a, &b, seed, dir.path(), &region).unwrap() {
             kiln_fuzzing::Verdict::Agree => agreed += 1,
             kiln_fuzzing::Verdict::Inconclusive => {}
-            kiln_fuzzing::Verdict::Mismatch { kiln, wasmi, .. } => panic!("seed {seed}: kiln {kiln}\n wasmi {wasmi}"),
+            kiln_fuzzing::Verdict::Mismatch { kiln, reference, .. } => {
+                panic!("seed {seed}: kiln {kiln}\n wasmi {reference}")
+            }
         }
         targets::linked(&random_bytes(seed, 4096));
     }

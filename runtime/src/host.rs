@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use kiln_abi::{FuncType, TrapCode, VMContextHeader, VMHostFuncContext, VMMemoryDefinition, VMMemoryImport};
 
+use crate::exceptions::Thrown;
 use crate::externs::{Func, FuncKind};
 use crate::instance::InstanceInner;
 use crate::traps::{self, HostError, Trap};
@@ -212,7 +213,7 @@ impl Func {
     ) -> Func {
         let type_id = crate::types::canonical_id(&ty);
         let mut inner = Arc::new(HostFuncInner {
-            vm: VMHostFuncContext { host_fn: host_call_shim as *const u8, data: std::ptr::null_mut() },
+            vm: VMHostFuncContext { host_fn: host_call_entry as *const u8, data: std::ptr::null_mut() },
             ty,
             type_id,
             callback: Box::new(callback),
@@ -223,7 +224,21 @@ impl Func {
     }
 }
 
-/// Called by host trampolines (System V).
+/// Called by host trampolines (System V): notes the trampoline's frame in the caller's store's
+/// runtime limits, as the libcall shims do, so that an exception the host function throws
+/// starts its unwinding there, then jumps to [`host_call_shim`].
+///
+/// # Safety
+/// Only host trampolines call it, with the arguments of [`host_call_shim`].
+#[unsafe(naked)]
+unsafe extern "C" fn host_call_entry() {
+    // SAFETY: the body is the whole function: it reads the runtime-limits pointer from the
+    // caller's VM context (rsi, the second argument), writes two fields of that store-owned
+    // struct, and tail-jumps with the stack and every argument register as it found them.
+    crate::context::note_guest_frame_then_jump!("rsi", host_call_shim)
+}
+
+/// Runs the host function (see [`host_call_entry`]).
 unsafe extern "C" fn host_call_shim(ctx: *mut VMHostFuncContext, caller_vmctx: *mut u8, values: *mut u128) {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the trampoline passes the context we built in `Func::new_host`, kept alive by
@@ -233,6 +248,20 @@ unsafe extern "C" fn host_call_shim(ctx: *mut VMHostFuncContext, caller_vmctx: *
     let trap = match outcome {
         Ok(Ok(())) => return,
         Ok(Err(error)) if error.0.is::<Interrupted>() => Trap::wasm(TrapCode::Interrupt),
+        Ok(Err(error)) if error.0.is::<Thrown>() => {
+            let thrown = *error.0.downcast::<Thrown>().expect("checked above");
+            // SAFETY: every guest VM context's header points at its instance, alive during the
+            // call.
+            let store =
+                unsafe { &(*(*(caller_vmctx as *const VMContextHeader)).instance.cast::<InstanceInner>()).store };
+            match thrown.into_exception(store) {
+                // SAFETY: called by guest code through `host_call_entry`, which noted the
+                // trampoline's frame; a new object of the caller's store; this frame owns
+                // nothing else (`thrown` was consumed).
+                Ok(exn) => unsafe { crate::exceptions::throw(store, exn) },
+                Err(trap) => trap,
+            }
+        }
         Ok(Err(error)) => Trap::Host(error),
         Err(payload) => {
             // `raise` never returns, so anything still owned here would leak: drop the panic

@@ -20,6 +20,7 @@
 mod context;
 mod dirty;
 mod elf_check;
+mod exceptions;
 mod externs;
 mod host;
 mod instance;
@@ -35,7 +36,8 @@ mod traps;
 mod types;
 mod values;
 
-pub use externs::{AccessError, Extern, Func, Global, Memory, Table};
+pub use exceptions::{Exception, ExnRef};
+pub use externs::{AccessError, Extern, Func, Global, Memory, Table, Tag};
 pub use host::{Caller, GuestBytes, Interrupted, Waiter};
 pub use instance::{CallError, Instance, InstantiationError, TypedFunc, WasmParams, WasmResults, WasmTy};
 pub use kiln_abi::{

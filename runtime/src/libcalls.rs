@@ -2,7 +2,9 @@
 //! entry of `kiln_abi::for_each_libcall!`. A libcall that traps records the trap and unwinds to
 //! the host; it must own nothing on its frame when it does (see `traps::raise`).
 
-use kiln_abi::{TrapCode, VMContextHeader, VMMemoryDefinition, VMMemoryImport, VMTableDefinition};
+use kiln_abi::{
+    TrapCode, VMContextHeader, VMException, VMMemoryDefinition, VMMemoryImport, VMTableDefinition, VMTagDefinition,
+};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,11 +33,9 @@ macro_rules! define_builtins {
             },)*
         ]);
 
-        /// One entry shim per libcall. Compiled code calls the shim, which notes the calling
-        /// guest frame (its frame pointer, and its stack pointer at the call, where the return
-        /// address lies) in the store's runtime limits, then jumps to the libcall with every
-        /// argument register and the return address untouched. A trap the libcall raises starts
-        /// its backtrace there (Rust code keeps no frame-pointer chain to follow).
+        /// One entry shim per libcall (see `context::note_guest_frame_then_jump`): a trap the
+        /// libcall raises starts its backtrace at the calling guest frame, and `throw_ref`
+        /// unwinds from there.
         mod entry {
             $(
                 // SAFETY: the body is the whole function: it reads the runtime-limits pointer
@@ -44,17 +44,7 @@ macro_rules! define_builtins {
                 // the libcall with the stack and every argument register as it found them.
                 #[unsafe(naked)]
                 pub(super) unsafe extern "C" fn $name() {
-                    // r11 is a scratch register of the C calling convention, never an argument.
-                    core::arch::naked_asm!(
-                        "mov r11, qword ptr [rdi + {limits}]",
-                        "mov qword ptr [r11 + {fp}], rbp",
-                        "mov qword ptr [r11 + {sp}], rsp",
-                        "jmp {target}",
-                        limits = const kiln_abi::VMContextHeader::RUNTIME_LIMITS_OFFSET,
-                        fp = const kiln_abi::VMRuntimeLimits::LAST_LIBCALL_FP_OFFSET,
-                        sp = const kiln_abi::VMRuntimeLimits::LAST_LIBCALL_SP_OFFSET,
-                        target = sym super::$name,
-                    )
+                    crate::context::note_guest_frame_then_jump!("rdi", super::$name)
                 }
             )*
         }
@@ -416,4 +406,37 @@ unsafe extern "C" fn memory_atomic_notify(vmctx: *mut u8, index: u32, addr: u64,
         // SAFETY: called by guest code; nothing owned on this frame.
         Err(code) => unsafe { trap(vmctx, code) },
     }
+}
+
+/// A new exception object of tag `tag` for the guest to fill in and throw.
+unsafe extern "C" fn exn_new(vmctx: *mut u8, tag: u32) -> usize {
+    // SAFETY: compiled code passes its own VM context.
+    let instance = unsafe { instance(vmctx) };
+    let module = &instance.module.inner;
+    let type_index = module.meta.tags[tag as usize] as usize;
+    // SAFETY: validated code only names tags the module has; the entry was written at
+    // instantiation.
+    let definition = unsafe { *instance.vm_field::<*const VMTagDefinition>(module.offsets.tag(tag)) };
+    let limit = instance.store.resource_limits.exceptions;
+    let exn = instance.store.exceptions().alloc(definition, module.canonical_types[type_index].clone(), limit);
+    match exn {
+        Some(exn) => exn as usize,
+        // SAFETY: called by guest code with its VM context; nothing owned is left on this frame.
+        None => unsafe { trap(vmctx, TrapCode::TooManyExceptions) },
+    }
+}
+
+/// Releases exception `exn`, which a `catch` clause consumed, unless it escaped.
+unsafe extern "C" fn exn_drop(vmctx: *mut u8, exn: usize) {
+    // SAFETY: compiled code passes its own VM context.
+    let instance = unsafe { instance(vmctx) };
+    instance.store.exceptions().drop_unescaped(exn as *const VMException);
+}
+
+/// `throw_ref` of the non-null exception `exn`: resumes at the nearest handler on this call's
+/// guest stack (see `crate::exceptions`), or ends the call with the exception.
+unsafe extern "C" fn throw_ref(vmctx: *mut u8, exn: usize) {
+    // SAFETY: compiled code passes its own VM context and a live exnref of its store, whose
+    // payload it has written; the entry shim noted the throwing frame; this frame owns nothing.
+    unsafe { crate::exceptions::throw(&instance(vmctx).store, exn as *const VMException) }
 }

@@ -23,6 +23,10 @@ pub struct StoreLimits {
     /// Most memories one instance may define (`-W max-memories`). Default 8: each one after
     /// the first reserves 6 GiB of address space that its slot keeps.
     pub memories: u32,
+    /// Most exception objects the store's guests may create (`-W max-exceptions`): each
+    /// `throw` makes one, and they live as long as the store. A throw beyond it traps with
+    /// "too many exceptions". Default 1,000,000.
+    pub exceptions: usize,
 }
 
 impl StoreLimits {
@@ -33,6 +37,7 @@ impl StoreLimits {
         instances: 10_000,
         tables: 16,
         memories: 8,
+        exceptions: 1_000_000,
     };
 }
 

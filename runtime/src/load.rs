@@ -356,14 +356,21 @@ impl Module {
         };
 
         let mut sites: Vec<(usize, kiln_abi::TrapCode)> = Vec::new();
+        let mut handlers: Vec<registry::HandlerEntry> = Vec::new();
         let (mut code_start, mut code_end) = (usize::MAX, 0usize);
         for (info, &code) in meta.functions.iter().zip(&functions) {
             let start = code as usize;
             code_start = code_start.min(start);
             code_end = code_end.max(start.saturating_add(info.code_len as usize));
             sites.extend(info.traps.iter().map(|t| (start + t.offset as usize, t.code)));
+            handlers.extend(info.handlers.iter().map(|h| registry::HandlerEntry {
+                return_address: start + h.return_offset as usize,
+                handler: start + h.handler_offset as usize,
+                frame_offset: h.frame_offset as usize,
+            }));
         }
         sites.sort_by_key(|s| s.0);
+        handlers.sort_by_key(|h| h.return_address);
         let mut ranges: Vec<FunctionRange> = meta
             .functions
             .iter()
@@ -385,6 +392,7 @@ impl Module {
             pcs: sites.iter().map(|s| s.0).collect(),
             codes: sites.iter().map(|s| s.1).collect(),
             functions: ranges,
+            handlers,
         });
         if code_start == usize::MAX {
             code_start = 0;
@@ -545,6 +553,19 @@ fn check_metadata(meta: &ModuleMetadata) -> Result<(), String> {
     {
         return fail("import counts disagree");
     }
+    if (meta.num_imported_tags as usize) > meta.tags.len() || meta.tags.iter().any(|&t| t as usize >= meta.types.len())
+    {
+        return fail("tag counts or types out of range");
+    }
+    // A handler runs code at its offset, and its frame offset places the stack pointer: both
+    // must stay inside the function and the frame.
+    let handlers_in_range = meta.functions.iter().all(|f| {
+        f.handlers.iter().all(|h| h.return_offset <= f.code_len && h.handler_offset < f.code_len)
+            && f.handlers.windows(2).all(|w| w[0].return_offset < w[1].return_offset)
+    });
+    if !handlers_in_range {
+        return fail("exception handler outside its function");
+    }
     let own_memories = meta.memories.len() - meta.num_imported_memories as usize;
     if !meta.heap_images.is_empty() && meta.heap_images.len() != own_memories {
         return fail("heap image count disagrees with the memories");
@@ -555,6 +576,7 @@ fn check_metadata(meta: &ModuleMetadata) -> Result<(), String> {
         kiln_abi::ExportKind::Table(i) => (i as usize) < meta.tables.len(),
         kiln_abi::ExportKind::Memory(i) => (i as usize) < meta.memories.len(),
         kiln_abi::ExportKind::Global(i) => (i as usize) < meta.globals.len(),
+        kiln_abi::ExportKind::Tag(i) => (i as usize) < meta.tags.len(),
     };
     if !meta.exports.iter().all(|e| in_range(&e.kind)) || meta.start.is_some_and(|s| s >= funcs) {
         return fail("export or start index out of range");

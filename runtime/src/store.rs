@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use kiln_abi::VMRuntimeLimits;
 
+use crate::exceptions::ExceptionHeap;
 use crate::instance::InstanceInner;
 use crate::limits::StoreLimits;
 
@@ -71,6 +72,8 @@ pub(crate) struct StoreInner {
     /// Made readable by an interrupt, so a host function blocked in `poll(2)` wakes up
     /// (created the first time one blocks).
     waker: OnceLock<OwnedFd>,
+    /// The exception objects the store's guests have thrown (only its owner thread allocates).
+    exceptions: Mutex<ExceptionHeap>,
 }
 
 // SAFETY: `limits` and `in_call` are only accessed by the thread that owns the store (an
@@ -112,6 +115,7 @@ impl Store {
                 resource_limits: limits,
                 live_instances: AtomicUsize::new(0),
                 waker: OnceLock::new(),
+                exceptions: Mutex::default(),
             }),
             pinned: Mutex::new(Vec::new()),
         });
@@ -213,6 +217,11 @@ impl Drop for StoreBinding {
 pub struct StoreBusy;
 
 impl StoreInner {
+    /// The store's exception objects.
+    pub fn exceptions(&self) -> std::sync::MutexGuard<'_, ExceptionHeap> {
+        self.exceptions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn limits_ptr(&self) -> *mut VMRuntimeLimits {
         self.limits.get()
     }

@@ -8,6 +8,7 @@
 
 use kiln_abi::{HeapType, VMFuncRef, ValType};
 
+use crate::exceptions::ExnRef;
 use crate::externs::Func;
 use crate::store::StoreInner;
 
@@ -28,6 +29,8 @@ pub enum Val {
     FuncRef(Option<Func>),
     /// An external reference: an opaque host number below `u64::MAX`, or `None` for null.
     ExternRef(Option<u64>),
+    /// An exception reference (`None` is null).
+    ExnRef(Option<ExnRef>),
 }
 
 /// Why a value cannot go where it was sent.
@@ -41,8 +44,8 @@ pub enum ValueError {
         /// What was given.
         found: String,
     },
-    /// The function reference belongs to another store.
-    #[error("the function reference belongs to another store")]
+    /// The function or exception reference belongs to another store.
+    #[error("the reference belongs to another store")]
     WrongStore,
     /// A host function given as a reference value (Kiln passes host functions to wasm only as
     /// imports).
@@ -66,6 +69,7 @@ pub(crate) fn type_name(ty: ValType) -> String {
                 HeapType::Func => "func".to_string(),
                 HeapType::Extern => "extern".to_string(),
                 HeapType::ConcreteFunc(id) => format!("func type #{id}"),
+                HeapType::Exn => "exn".to_string(),
             };
             if r.nullable {
                 format!("(ref null {heap})")
@@ -88,6 +92,7 @@ impl Val {
             ValType::V128 => Val::V128(0),
             ValType::Ref(r) if !r.nullable => return None,
             ValType::Ref(r) if r.heap == HeapType::Extern => Val::ExternRef(None),
+            ValType::Ref(r) if r.heap == HeapType::Exn => Val::ExnRef(None),
             ValType::Ref(_) => Val::FuncRef(None),
         })
     }
@@ -107,6 +112,8 @@ impl Val {
             ),
             Val::ExternRef(None) => "a null externref".into(),
             Val::ExternRef(Some(_)) => "an externref".into(),
+            Val::ExnRef(None) => "a null exnref".into(),
+            Val::ExnRef(Some(_)) => "an exnref".into(),
         }
     }
 
@@ -127,7 +134,13 @@ impl Val {
                 // Null is 0, so host value n is stored as n + 1.
                 Some(n) => n.checked_add(1).ok_or(ValueError::ExternRefOutOfRange)? as u128,
             },
-            (Val::FuncRef(f), ValType::Ref(r)) if r.heap != HeapType::Extern => match f {
+            (Val::ExnRef(e), ValType::Ref(r)) if r.heap == HeapType::Exn => match e {
+                None if r.nullable => 0,
+                None => return Err(mismatch()),
+                Some(e) if std::ptr::eq(&*e.store, store) => e.exn as usize as u128,
+                Some(_) => return Err(ValueError::WrongStore),
+            },
+            (Val::FuncRef(f), ValType::Ref(r)) if r.heap != HeapType::Extern && r.heap != HeapType::Exn => match f {
                 None if r.nullable => 0,
                 None => return Err(mismatch()),
                 Some(f) => {
@@ -166,6 +179,12 @@ impl Val {
                     0 => Val::ExternRef(None),
                     n => Val::ExternRef(Some(n - 1)),
                 },
+                HeapType::Exn => match raw as u64 as usize {
+                    0 => Val::ExnRef(None),
+                    exn => {
+                        Val::ExnRef(store.root().map(|root| ExnRef { exn: exn as *const _, store: root.inner.clone() }))
+                    }
+                },
                 HeapType::Func | HeapType::ConcreteFunc(_) => match raw as u64 as usize {
                     0 => Val::FuncRef(None),
                     // SAFETY: forwarded from the caller.
@@ -200,7 +219,8 @@ impl std::fmt::Display for Val {
                 }
             }
             Val::V128(v) => write!(f, "{v:#034x}"),
-            Val::FuncRef(None) | Val::ExternRef(None) => write!(f, "null"),
+            Val::FuncRef(None) | Val::ExternRef(None) | Val::ExnRef(None) => write!(f, "null"),
+            Val::ExnRef(Some(_)) => write!(f, "exnref"),
             Val::FuncRef(Some(func)) => write!(f, "funcref {:?} -> {:?}", func.ty().params, func.ty().results),
             Val::ExternRef(Some(n)) => write!(f, "externref:{n}"),
         }

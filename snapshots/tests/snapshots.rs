@@ -25,6 +25,7 @@ snapshot_cases! {
     bulk_memory,
     call_direct,
     call_indirect,
+    exceptions,
     float_ops,
     globals,
     globals_imported,

@@ -5,6 +5,7 @@
 //! Each directive counts once: `passed`, `failed`, or `skipped` (a directive Kiln cannot run
 //! yet, for example threads or GC values). Skipped directives are reported, never hidden.
 
+mod legacy;
 pub mod spectest;
 
 use std::collections::HashMap;
@@ -169,12 +170,16 @@ pub fn features_for(path: &Path) -> WasmFeatures {
         // proposals' copies of them, except where multi-memory is part of the proposal.
         features.remove(WasmFeatures::MULTI_MEMORY);
     }
-    // GC and exception handling stay disabled even in their own folders: Kiln does not run
-    // them yet, so their modules are rejected at validation. The memory64 folder
+    // GC stays disabled even in its own folders: Kiln does not run it yet, so its modules are
+    // rejected at validation. Exception handling is on everywhere (it is in Kiln's defaults),
+    // its legacy instructions in `legacy` folders. The memory64 folder
     // is written against Wasm 3.0, whose constant expressions may read any earlier global (a
     // rule wasmparser files under GC), so validation follows it there.
     if in_dir("memory64") {
         features |= WasmFeatures::GC;
+    }
+    if in_dir("legacy") {
+        features |= WasmFeatures::LEGACY_EXCEPTIONS;
     }
     // The threads folder predates reference types (`imports.wast` checks that a second table
     // is rejected).
@@ -234,6 +239,7 @@ pub struct ScriptOptions {
 
 /// Runs the script `text` with `options`.
 pub fn run_script_with(path: &Path, text: &str, features: WasmFeatures, options: &ScriptOptions) -> Result<Report> {
+    let text = &legacy::unfold_try(text);
     let mut runner = Runner::new(path, text, features)?;
     if let Some(fuel) = options.fuel {
         runner.compiler.set_fuel_metering(true);
@@ -311,6 +317,7 @@ impl<'t> Runner<'t> {
             instances: usize::MAX,
             tables: u32::MAX,
             memories: u32::MAX,
+            exceptions: usize::MAX,
         });
         Ok(Runner {
             path: path.to_path_buf(),
@@ -447,7 +454,12 @@ impl<'t> Runner<'t> {
                 Ok(_) | Err(ModuleError::Text(_)) => Outcome::Pass,
                 Err(e) => Outcome::Fail(format!("a custom annotation (`{message}`) made the module fail: {e}")),
             },
-            WastDirective::AssertException { .. } => Outcome::Skip("exception handling".into()),
+            WastDirective::AssertException { exec: WastExecute::Invoke(invoke), .. } => match self.invoke(&invoke) {
+                Ok(Err(CallError::Trap(Trap::Exception(_)))) => Outcome::Pass,
+                Ok(other) => Outcome::Fail(format!("expected an uncaught exception, got {}", describe(&other))),
+                Err(skip) => skip,
+            },
+            WastDirective::AssertException { .. } => Outcome::Fail("assert_exception of a module or get".into()),
             WastDirective::AssertSuspension { .. } => Outcome::Skip("stack switching".into()),
             WastDirective::Thread(_) | WastDirective::Wait { .. } => Outcome::Skip("threads in scripts".into()),
         }
@@ -648,6 +660,7 @@ fn arg_value(arg: &WastArg<'_>, ty: ValType) -> Result<Val, String> {
         WastArgCore::V128(v) => Val::V128(u128::from_le_bytes(v.to_le_bytes())),
         WastArgCore::RefNull(_) => match ty {
             ValType::Ref(r) if r.heap == kiln_runtime::HeapType::Extern => Val::ExternRef(None),
+            ValType::Ref(r) if r.heap == kiln_runtime::HeapType::Exn => Val::ExnRef(None),
             _ => Val::FuncRef(None),
         },
         WastArgCore::RefExtern(n) => Val::ExternRef(Some(*n as u64)),
@@ -712,6 +725,7 @@ fn matches_core(value: &Val, pattern: &WastRetCore<'_>) -> Result<bool, String> 
         (WastRetCore::V128(p), Val::V128(v)) => v128_matches(*v, p),
         (WastRetCore::RefNull(_), Val::FuncRef(f)) => f.is_none(),
         (WastRetCore::RefNull(_), Val::ExternRef(v)) => v.is_none(),
+        (WastRetCore::RefNull(_), Val::ExnRef(e)) => e.is_none(),
         (WastRetCore::RefExtern(None), Val::ExternRef(v)) => v.is_some(),
         (WastRetCore::RefExtern(Some(n)), Val::ExternRef(v)) => *v == Some(*n as u64),
         (WastRetCore::RefFunc(_), Val::FuncRef(f)) => f.is_some(),

@@ -11,6 +11,13 @@
 //!
 //! Code after an unconditional branch is validated but not translated: only its nesting is
 //! tracked, so that the `else` or `end` that makes code reachable again is recognised.
+//!
+//! Exception handlers: every `try_table` (and legacy `try`) has a *dispatch* block taking the
+//! exnref of an exception thrown in its body. Calls in the body are `try_call`s whose exception
+//! edge goes there, and `throw`s in the body jump there directly. The dispatch compares the
+//! exception's tag with each clause's in order and branches to the first that matches; if none
+//! does, it passes the exception on to the enclosing handler's dispatch, or throws it out of
+//! the function (the runtime's unwinder then finds the next guest frame's handler).
 
 mod memory;
 mod numeric;
@@ -19,7 +26,7 @@ mod simd;
 use cranelift_codegen::ir::{self, condcodes::IntCC, types, Block, BlockArg, InstBuilder, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
-use wasmparser::{BlockType, FuncValidator, FunctionBody, Operator, ValidatorResources};
+use wasmparser::{BlockType, Catch, FuncValidator, FunctionBody, Operator, ValidatorResources};
 
 use crate::func_env::{ir_type, FuncEnv};
 use crate::module::{convert_val_type, invalid};
@@ -75,6 +82,9 @@ struct Frame {
     height: usize,
     /// Whether anything jumps to `next` yet (a branch, or falling off the end).
     next_reached: bool,
+    /// The dispatch block of the handler for exceptions thrown by code directly inside the
+    /// construct (`None`: they leave the function).
+    handler: Option<Block>,
 }
 
 enum FrameKind {
@@ -89,6 +99,18 @@ enum FrameKind {
         params: Vec<Value>,
         else_seen: bool,
     },
+    /// `try_table`: its dispatch block, complete from the start (sealed at the end).
+    TryTable {
+        dispatch: Block,
+    },
+    /// Legacy `try`: the dispatch is written at the end, when every `catch` is known. Each
+    /// clause's block takes the payload (none for `catch_all`) and the exnref, which `caught`
+    /// keeps for `rethrow`.
+    Try {
+        dispatch: Block,
+        clauses: Vec<(Option<u32>, Block)>,
+        caught: Variable,
+    },
 }
 
 impl Frame {
@@ -99,6 +121,16 @@ impl Frame {
             _ => (self.next, self.results),
         }
     }
+}
+
+/// One catch clause of a dispatch.
+struct Clause {
+    /// The tag it catches (`None`: every exception).
+    tag: Option<u32>,
+    /// Where it branches, with the payload (for a tag) and then the exnref if `with_exn`
+    /// (otherwise the exception is released, unless it escaped before).
+    target: Block,
+    with_exn: bool,
 }
 
 /// Reusable state for translating functions one after another.
@@ -173,6 +205,7 @@ impl FuncTranslator {
             results: results.len(),
             height: 0,
             next_reached: false,
+            handler: None,
         });
         let vmctx = builder.block_params(entry)[0];
         env.function_entry(&mut builder, vmctx);
@@ -233,6 +266,145 @@ impl State {
         block
     }
 
+    /// The dispatch block for exceptions thrown by the code being translated.
+    fn handler(&self) -> Option<Block> {
+        self.control.last().and_then(|frame| frame.handler)
+    }
+
+    /// The block a `catch` clause with label `depth` branches to (and records that it is
+    /// reached).
+    fn catch_target(&mut self, depth: u32) -> Block {
+        let frame = self.frame_mut(depth);
+        if !matches!(frame.kind, FrameKind::Loop { .. }) {
+            frame.next_reached = true;
+        }
+        frame.branch_target().0
+    }
+
+    /// Passes exception `exn` to `handler`'s dispatch, or throws it out of the function.
+    fn forward(handler: Option<Block>, exn: Value, builder: &mut FunctionBuilder<'_>, env: &mut FuncEnv<'_, '_>) {
+        match handler {
+            Some(dispatch) => {
+                builder.ins().jump(dispatch, &[BlockArg::Value(exn)]);
+            }
+            None => env.throw_out(builder, exn),
+        }
+    }
+
+    /// Throws `exn` from the code being translated.
+    fn throw(&mut self, exn: Value, builder: &mut FunctionBuilder<'_>, env: &mut FuncEnv<'_, '_>) {
+        Self::forward(self.handler(), exn, builder, env);
+        self.reachable = false;
+    }
+
+    /// Writes a dispatch: for each clause in order, if it is a catch-all or `exn`'s tag is its
+    /// tag, branch to its target with the payload (`with_payload`) and the exnref
+    /// (`with_exn`); if none matches, pass `exn` on to `outer`. The dispatch block must be
+    /// the current one.
+    fn dispatch(
+        exn: Value,
+        clauses: &[Clause],
+        outer: Option<Block>,
+        builder: &mut FunctionBuilder<'_>,
+        env: &mut FuncEnv<'_, '_>,
+    ) {
+        for clause in clauses {
+            let mut args = Vec::new();
+            let no_match = clause.tag.map(|tag| {
+                let matched = builder.create_block();
+                let no_match = builder.create_block();
+                let has_tag = env.exception_has_tag(builder, exn, tag);
+                builder.ins().brif(has_tag, matched, &[], no_match, &[]);
+                builder.seal_block(matched);
+                builder.switch_to_block(matched);
+                args = env.exception_payload(builder, exn, tag);
+                no_match
+            });
+            // A clause that hands the exnref on makes it a value; one that does not is the
+            // last holder of an exception that never became one.
+            if clause.with_exn {
+                env.exception_escapes(builder, exn);
+                args.push(exn);
+            } else {
+                env.drop_exception(builder, exn);
+            }
+            builder.ins().jump(clause.target, &block_args(&args));
+            // Clauses after a catch-all never match: they are written into a block nothing reaches.
+            let rest = no_match.unwrap_or_else(|| builder.create_block());
+            builder.seal_block(rest);
+            builder.switch_to_block(rest);
+        }
+        Self::forward(outer, exn, builder, env);
+    }
+
+    /// `try_table`: the dispatch is written first (its clauses' labels count from outside the
+    /// construct), then the body starts in a new block.
+    fn translate_try_table(
+        &mut self,
+        table: &wasmparser::TryTable,
+        builder: &mut FunctionBuilder<'_>,
+        env: &mut FuncEnv<'_, '_>,
+    ) {
+        let (params, results) = Self::block_signature(env, table.ty);
+        let next = Self::block_with_params(builder, &results);
+        let dispatch = Self::block_with_params(builder, &[types::I64]);
+        let body = builder.create_block();
+        builder.ins().jump(body, &[]);
+        let clauses: Vec<Clause> = table
+            .catches
+            .iter()
+            .map(|catch| {
+                let (tag, label, with_exn) = match *catch {
+                    Catch::One { tag, label } => (Some(tag), label, false),
+                    Catch::OneRef { tag, label } => (Some(tag), label, true),
+                    Catch::All { label } => (None, label, false),
+                    Catch::AllRef { label } => (None, label, true),
+                };
+                Clause { tag, target: self.catch_target(label), with_exn }
+            })
+            .collect();
+        builder.switch_to_block(dispatch);
+        let exn = builder.block_params(dispatch)[0];
+        Self::dispatch(exn, &clauses, self.handler(), builder, env);
+        builder.seal_block(body);
+        builder.switch_to_block(body);
+        self.push_frame(FrameKind::TryTable { dispatch }, next, params.len(), results.len(), Some(dispatch));
+    }
+
+    /// Legacy `catch` and `catch_all` (`tag` is `None`): ends the `try` body or the previous
+    /// clause and starts this clause's block, whose exceptions go to the enclosing handler.
+    fn translate_catch(&mut self, tag: Option<u32>, builder: &mut FunctionBuilder<'_>, env: &mut FuncEnv<'_, '_>) {
+        let outer = self.control.len().checked_sub(2).and_then(|i| self.control[i].handler);
+        let frame = self.control.last_mut().expect("validated: catch closes a try");
+        if self.reachable {
+            let results = self.stack.split_off(self.stack.len() - frame.results);
+            builder.ins().jump(frame.next, &block_args(&results));
+            frame.next_reached = true;
+        }
+        let FrameKind::Try { ref mut clauses, caught, .. } = frame.kind else {
+            unreachable!("validated: catch closes a try")
+        };
+        let mut types = tag.map(|t| env.tag_params(t)).unwrap_or_default();
+        types.push(types::I64);
+        let block = Self::block_with_params(builder, &types);
+        clauses.push((tag, block));
+        frame.handler = outer;
+        self.stack.truncate(frame.height);
+        builder.switch_to_block(block);
+        let values = builder.block_params(block).to_vec();
+        let (&exn, payload) = values.split_last().expect("the exnref parameter");
+        builder.def_var(caught, exn);
+        self.stack.extend_from_slice(payload);
+        self.reachable = true;
+    }
+
+    /// Opens a construct that takes `params` values from the operand stack and leaves
+    /// `results`, continuing at `next`; exceptions thrown directly inside go to `handler`.
+    fn push_frame(&mut self, kind: FrameKind, next: Block, params: usize, results: usize, handler: Option<Block>) {
+        let height = self.stack.len() - params;
+        self.control.push(Frame { kind, next, params, results, height, next_reached: false, handler });
+    }
+
     /// The frame `depth` levels up (0 is the innermost).
     fn frame_mut(&mut self, depth: u32) -> &mut Frame {
         let index = self.control.len() - 1 - depth as usize;
@@ -258,9 +430,10 @@ impl State {
         env: &mut FuncEnv<'_, '_>,
     ) -> Result<(), CompileError> {
         if !self.reachable {
-            self.translate_unreachable(op, builder);
+            self.translate_unreachable(op, builder, env);
             return Ok(());
         }
+        env.set_handler(self.handler());
         use Operator as O;
         match *op {
             O::Nop => {}
@@ -271,14 +444,7 @@ impl State {
             O::Block { blockty } => {
                 let (params, results) = Self::block_signature(env, blockty);
                 let next = Self::block_with_params(builder, &results);
-                self.control.push(Frame {
-                    kind: FrameKind::Block,
-                    next,
-                    params: params.len(),
-                    results: results.len(),
-                    height: self.stack.len() - params.len(),
-                    next_reached: false,
-                });
+                self.push_frame(FrameKind::Block, next, params.len(), results.len(), self.handler());
             }
             O::Loop { blockty } => {
                 let (params, results) = Self::block_signature(env, blockty);
@@ -288,14 +454,7 @@ impl State {
                 builder.ins().jump(header, &block_args(&args));
                 builder.switch_to_block(header);
                 self.stack.extend_from_slice(builder.block_params(header));
-                self.control.push(Frame {
-                    kind: FrameKind::Loop { header },
-                    next,
-                    params: params.len(),
-                    results: results.len(),
-                    height: self.stack.len() - params.len(),
-                    next_reached: false,
-                });
+                self.push_frame(FrameKind::Loop { header }, next, params.len(), results.len(), self.handler());
                 env.loop_header(builder);
             }
             O::If { blockty } => {
@@ -308,17 +467,50 @@ impl State {
                 builder.seal_block(then_block);
                 builder.switch_to_block(then_block);
                 let height = self.stack.len() - params.len();
-                self.control.push(Frame {
-                    kind: FrameKind::If { else_block, params: self.stack[height..].to_vec(), else_seen: false },
+                self.push_frame(
+                    FrameKind::If { else_block, params: self.stack[height..].to_vec(), else_seen: false },
                     next,
-                    params: params.len(),
-                    results: results.len(),
-                    height,
-                    next_reached: false,
-                });
+                    params.len(),
+                    results.len(),
+                    self.handler(),
+                );
             }
             O::Else => self.translate_else(builder),
-            O::End => self.translate_end(builder),
+            O::End => self.translate_end(builder, env, None),
+            O::TryTable { ref try_table } => self.translate_try_table(try_table, builder, env),
+            O::Throw { tag_index } => {
+                let payload = pop_n(&mut self.stack, env.tag_params(tag_index).len());
+                let exn = env.new_exception(builder, tag_index, &payload);
+                self.throw(exn, builder, env);
+            }
+            O::ThrowRef => {
+                let exn = pop1(&mut self.stack);
+                builder.ins().trapz(exn, crate::func_env::trap(kiln_abi::TrapCode::NullExceptionReference));
+                self.throw(exn, builder, env);
+            }
+            O::Try { blockty } => {
+                let (params, results) = Self::block_signature(env, blockty);
+                let next = Self::block_with_params(builder, &results);
+                let dispatch = Self::block_with_params(builder, &[types::I64]);
+                let caught = builder.declare_var(types::I64);
+                self.push_frame(
+                    FrameKind::Try { dispatch, clauses: Vec::new(), caught },
+                    next,
+                    params.len(),
+                    results.len(),
+                    Some(dispatch),
+                );
+            }
+            O::Catch { tag_index } => self.translate_catch(Some(tag_index), builder, env),
+            O::CatchAll => self.translate_catch(None, builder, env),
+            O::Rethrow { relative_depth } => {
+                let FrameKind::Try { caught, .. } = self.frame_mut(relative_depth).kind else {
+                    unreachable!("validated: rethrow names a catch")
+                };
+                let exn = builder.use_var(caught);
+                self.throw(exn, builder, env);
+            }
+            O::Delegate { relative_depth } => self.translate_end(builder, env, Some(relative_depth)),
             O::Br { relative_depth } => {
                 let (target, args) = self.branch(relative_depth);
                 builder.ins().jump(target, &args);
@@ -485,18 +677,30 @@ impl State {
         Ok(())
     }
 
-    /// Tracks nesting in unreachable code until an `else` or `end` makes code reachable again.
-    /// Exception handling's blocks count too: unsupported in live code, they can still appear
-    /// in dead code when the proposal is enabled (`try` ends with `end` or `delegate`).
-    fn translate_unreachable(&mut self, op: &Operator<'_>, builder: &mut FunctionBuilder<'_>) {
-        match op {
+    /// Tracks nesting in unreachable code until an `else`, `end`, `catch`, `catch_all` or
+    /// `delegate` of a live construct makes code reachable again (a legacy `try` ends with
+    /// `end` or `delegate`).
+    fn translate_unreachable(
+        &mut self,
+        op: &Operator<'_>,
+        builder: &mut FunctionBuilder<'_>,
+        env: &mut FuncEnv<'_, '_>,
+    ) {
+        match *op {
             Operator::Block { .. }
             | Operator::Loop { .. }
             | Operator::If { .. }
             | Operator::TryTable { .. }
             | Operator::Try { .. } => self.dead_depth += 1,
             Operator::Else if self.dead_depth == 0 => self.translate_else(builder),
-            Operator::End if self.dead_depth == 0 => self.translate_end(builder),
+            Operator::End if self.dead_depth == 0 => self.translate_end(builder, env, None),
+            Operator::Delegate { relative_depth } if self.dead_depth == 0 => {
+                self.translate_end(builder, env, Some(relative_depth))
+            }
+            Operator::Catch { tag_index } if self.dead_depth == 0 => {
+                self.translate_catch(Some(tag_index), builder, env)
+            }
+            Operator::CatchAll if self.dead_depth == 0 => self.translate_catch(None, builder, env),
             Operator::End | Operator::Delegate { .. } => self.dead_depth -= 1,
             _ => {}
         }
@@ -520,7 +724,8 @@ impl State {
         self.reachable = true;
     }
 
-    fn translate_end(&mut self, builder: &mut FunctionBuilder<'_>) {
+    /// `end`, or a legacy `delegate` (`delegate` is the label its exceptions go to).
+    fn translate_end(&mut self, builder: &mut FunctionBuilder<'_>, env: &mut FuncEnv<'_, '_>, delegate: Option<u32>) {
         let mut frame = self.control.pop().expect("validated: end closes a construct");
         if self.reachable {
             let results = self.stack.split_off(self.stack.len() - frame.results);
@@ -536,6 +741,24 @@ impl State {
                 frame.next_reached = true;
             }
             FrameKind::Loop { header } => builder.seal_block(header),
+            FrameKind::TryTable { dispatch } => builder.seal_block(dispatch),
+            FrameKind::Try { dispatch, ref clauses, .. } => {
+                // Exceptions no clause catches go where the `delegate` says, else to the
+                // handler around the `try`.
+                let outer = match delegate {
+                    Some(depth) => self.frame_mut(depth).handler,
+                    None => self.handler(),
+                };
+                let clauses: Vec<Clause> =
+                    clauses.iter().map(|&(tag, target)| Clause { tag, target, with_exn: true }).collect();
+                builder.switch_to_block(dispatch);
+                let exn = builder.block_params(dispatch)[0];
+                Self::dispatch(exn, &clauses, outer, builder, env);
+                builder.seal_block(dispatch);
+                for clause in &clauses {
+                    builder.seal_block(clause.target);
+                }
+            }
             _ => {}
         }
         self.stack.truncate(frame.height);

@@ -37,6 +37,14 @@ macro_rules! for_each_libcall {
             memory_atomic_wait64(vmctx, i32, i64, i64, i64) -> i32;
             /// `memory.atomic.notify`: (memory, address, count) -> waiters woken.
             memory_atomic_notify(vmctx, i32, i64, i32) -> i32;
+            /// A new exception object of tag (tag index), its payload still to be written
+            /// (`VMException` layout) -> the exnref.
+            exn_new(vmctx, i32) -> ptr;
+            /// Releases exception object (exnref) unless it has escaped (see `VMException`).
+            exn_drop(vmctx, ptr) -> ();
+            /// `throw_ref` of a non-null exnref: unwinds to the nearest handler of a guest
+            /// frame on this call's stack, or out to the host. Never returns.
+            throw_ref(vmctx, ptr) -> ();
         }
     };
 }

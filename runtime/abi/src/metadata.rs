@@ -42,6 +42,8 @@ pub enum HeapType {
     Extern,
     /// A function of the given canonical module type index.
     ConcreteFunc(u32),
+    /// An exception (`exnref`, and the bottom type `noexn`, whose only value is null).
+    Exn,
 }
 
 impl RefType {
@@ -49,6 +51,8 @@ impl RefType {
     pub const FUNCREF: RefType = RefType { nullable: true, heap: HeapType::Func };
     /// `externref`.
     pub const EXTERNREF: RefType = RefType { nullable: true, heap: HeapType::Extern };
+    /// `exnref`.
+    pub const EXNREF: RefType = RefType { nullable: true, heap: HeapType::Exn };
 }
 
 /// A function type.
@@ -144,6 +148,9 @@ pub enum ImportKind {
     Memory(MemoryType),
     /// A global.
     Global(GlobalType),
+    /// An exception tag of this module type index (a function type without results: the
+    /// payload's types are its parameters).
+    Tag(u32),
 }
 
 /// One import.
@@ -168,6 +175,8 @@ pub enum ExportKind {
     Memory(u32),
     /// A global.
     Global(u32),
+    /// An exception tag.
+    Tag(u32),
 }
 
 /// One export.
@@ -188,6 +197,20 @@ pub struct TrapSite {
     pub code: TrapCode,
 }
 
+/// A call that an exception may leave through a handler of the calling function: where it
+/// returns to, where the handler is, and how the frame is laid out at the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandlerSite {
+    /// Offset of the call's return address from the start of the function (sorted key).
+    pub return_offset: u32,
+    /// Offset of the handler's first instruction from the start of the function. It expects
+    /// the exnref in `rax`, the calling frame's frame pointer in `rbp` and its stack pointer
+    /// at `rbp - frame_offset`; every other register is dead.
+    pub handler_offset: u32,
+    /// The distance from the stack pointer to the frame pointer in the calling frame's body.
+    pub frame_offset: u32,
+}
+
 /// A defined function's code facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionInfo {
@@ -197,6 +220,9 @@ pub struct FunctionInfo {
     pub code_len: u32,
     /// Its trap sites, sorted by offset.
     pub traps: Vec<TrapSite>,
+    /// Its calls that an exception can leave through one of its handlers, sorted by return
+    /// offset.
+    pub handlers: Vec<HandlerSite>,
 }
 
 /// A defined global.
@@ -316,6 +342,10 @@ pub struct ModuleMetadata {
     pub num_imported_globals: u32,
     /// The defined globals.
     pub defined_globals: Vec<GlobalDef>,
+    /// Module type index of every exception tag (imports first).
+    pub tags: Vec<u32>,
+    /// Number of imported tags.
+    pub num_imported_tags: u32,
     /// Exports.
     pub exports: Vec<Export>,
     /// Start function, if any.
@@ -342,6 +372,8 @@ impl ModuleMetadata {
             defined_tables: self.defined_tables.len() as u32,
             globals: self.globals.len() as u32,
             defined_globals: self.defined_globals.len() as u32,
+            tags: self.tags.len() as u32,
+            defined_tags: self.tags.len() as u32 - self.num_imported_tags,
         }
     }
 }

@@ -37,6 +37,10 @@ macro_rules! for_each_trap_code {
             WaitOnUnsharedMemory = 15 => "expected shared memory",
             /// Code compiled with fuel metering used up the store's fuel.
             OutOfFuel = 16 => "all fuel consumed",
+            /// `throw_ref` of a null exception reference.
+            NullExceptionReference = 17 => "null exception reference",
+            /// A throw when the store already holds its limit of exception objects.
+            TooManyExceptions = 18 => "too many exceptions",
         }
     };
 }

@@ -16,7 +16,9 @@
 //! | *mut VMGlobalDefinition  |  one per global, own or imported
 //! +--------------------------+ func_refs
 //! | VMFuncRef per function   |  imported ones copied from the exporter, defined ones own
-//! +--------------------------+ defined_memories / defined_tables / defined_globals
+//! +--------------------------+ tags
+//! | *const VMTagDefinition   |  one per exception tag, own or imported (its identity)
+//! +--------------------------+ defined_memories / defined_tables / defined_tags / defined_globals
 //! | the instance's own state |  what the pointers above point to for non-imported entities
 //! +--------------------------+ size
 //! ```
@@ -61,8 +63,9 @@ pub struct VMRuntimeLimits {
     pub interrupt: u64,
     /// Fuel left for code compiled with fuel metering; it traps when this goes negative.
     pub fuel: i64,
-    /// Frame pointer of the guest code that last called a libcall, written by the runtime's
-    /// libcall entry so that a trap the libcall raises has the guest's backtrace. Compiled code
+    /// Frame pointer of the guest code that last called a libcall or host function, written by
+    /// the runtime's entry shims so that a trap raised there has the guest's backtrace and an
+    /// exception thrown there unwinds from the right frame. Compiled code
     /// never reads it (fields after `fuel` are the runtime's own: compiled code's offsets stay
     /// put).
     pub last_libcall_fp: usize,
@@ -245,6 +248,53 @@ impl VMHostFuncContext {
     pub const HOST_FN_OFFSET: u32 = offset_of!(VMHostFuncContext, host_fn) as u32;
 }
 
+/// An exception tag, owned by the instance that defines it (or by the host). Its address is
+/// the tag's identity: two tags are the same tag exactly when their definitions are.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VMTagDefinition {
+    /// Canonical type id of the tag's function type.
+    pub type_id: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
+}
+
+impl VMTagDefinition {
+    /// Size in bytes.
+    pub const SIZE: u32 = size_of::<VMTagDefinition>() as u32;
+}
+
+/// The head of an exception object; an `exnref` is its address (null is 0). The payload
+/// follows: value `i` of the tag's parameters at [`VMException::payload_offset`]`(i)`, each in
+/// a 16-byte slot as in a `VMGlobalDefinition`. Exception objects belong to their store.
+///
+/// An object whose exnref never became a wasm value (`escaped` is 0) has exactly one holder,
+/// the throw in flight, so a `catch` or `catch_all` clause that takes only the payload
+/// releases it (`exn_drop`). Compiled code sets `escaped` where the exnref becomes a value
+/// (`catch_ref`, `catch_all_ref`, a legacy `catch`, whose body may `rethrow`); the object then
+/// lives as long as its store.
+#[repr(C, align(16))]
+#[derive(Debug)]
+pub struct VMException {
+    /// The tag's definition (its identity).
+    pub tag: *const VMTagDefinition,
+    /// Non-zero once the exnref may be held anywhere (see above).
+    pub escaped: u32,
+    /// Number of payload values.
+    pub len: u32,
+}
+
+impl VMException {
+    /// Offset of [`Self::tag`].
+    pub const TAG_OFFSET: u32 = offset_of!(VMException, tag) as u32;
+    /// Offset of [`Self::escaped`].
+    pub const ESCAPED_OFFSET: u32 = offset_of!(VMException, escaped) as u32;
+    /// Offset of payload value `index`.
+    pub const fn payload_offset(index: u32) -> u32 {
+        size_of::<VMException>() as u32 + 16 * index
+    }
+}
+
 /// How many of each entity a module has; all a [`VMOffsets`] needs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VMCounts {
@@ -264,6 +314,10 @@ pub struct VMCounts {
     pub globals: u32,
     /// Globals defined by the module.
     pub defined_globals: u32,
+    /// Exception tags, imported and defined.
+    pub tags: u32,
+    /// Tags defined by the module.
+    pub defined_tags: u32,
 }
 
 /// Byte offsets of every VM context field for one module.
@@ -281,10 +335,14 @@ pub struct VMOffsets {
     pub globals: u32,
     /// Start of the [`VMFuncRef`] array.
     pub func_refs: u32,
+    /// Start of the tag-definition pointer array.
+    pub tags: u32,
     /// Start of the own [`VMMemoryDefinition`]s.
     pub defined_memories: u32,
     /// Start of the own [`VMTableDefinition`]s.
     pub defined_tables: u32,
+    /// Start of the own [`VMTagDefinition`]s.
+    pub defined_tags: u32,
     /// Start of the own [`VMGlobalDefinition`]s.
     pub defined_globals: u32,
     /// Total size in bytes.
@@ -305,9 +363,11 @@ impl VMOffsets {
         let tables = memories + VMMemoryImport::SIZE * counts.memories;
         let globals = tables + PTR * counts.tables;
         let func_refs = globals + PTR * counts.globals;
-        let defined_memories = func_refs + VMFuncRef::SIZE * counts.funcs;
+        let tags = func_refs + VMFuncRef::SIZE * counts.funcs;
+        let defined_memories = tags + PTR * counts.tags;
         let defined_tables = defined_memories + VMMemoryDefinition::SIZE * counts.defined_memories;
-        let defined_globals = align_up(defined_tables + VMTableDefinition::SIZE * counts.defined_tables, 16);
+        let defined_tags = defined_tables + VMTableDefinition::SIZE * counts.defined_tables;
+        let defined_globals = align_up(defined_tags + VMTagDefinition::SIZE * counts.defined_tags, 16);
         let size = defined_globals + VMGlobalDefinition::SIZE * counts.defined_globals;
         VMOffsets {
             counts,
@@ -316,8 +376,10 @@ impl VMOffsets {
             tables,
             globals,
             func_refs,
+            tags,
             defined_memories,
             defined_tables,
+            defined_tags,
             defined_globals,
             size,
         }
@@ -342,6 +404,14 @@ impl VMOffsets {
     /// Offset of the [`VMFuncRef`] of function `index`.
     pub const fn func_ref(&self, index: u32) -> u32 {
         self.func_refs + VMFuncRef::SIZE * index
+    }
+    /// Offset of the definition pointer of tag `index`.
+    pub const fn tag(&self, index: u32) -> u32 {
+        self.tags + PTR * index
+    }
+    /// Offset of own tag `defined_index`'s definition.
+    pub const fn defined_tag(&self, defined_index: u32) -> u32 {
+        self.defined_tags + VMTagDefinition::SIZE * defined_index
     }
     /// Offset of own memory `defined_index`'s definition.
     pub const fn defined_memory(&self, defined_index: u32) -> u32 {
@@ -382,6 +452,8 @@ mod tests {
             defined_tables: 1,
             globals: 4,
             defined_globals: 3,
+            tags: 3,
+            defined_tags: 2,
         };
         let o = VMOffsets::new(counts);
         assert_eq!(o.type_ids as usize, size_of::<VMContextHeader>());
@@ -389,9 +461,11 @@ mod tests {
         assert_eq!(o.memory(2), o.tables);
         assert_eq!(o.table(2), o.globals);
         assert_eq!(o.global(4), o.func_refs);
-        assert_eq!(o.func_ref(5), o.defined_memories);
+        assert_eq!(o.func_ref(5), o.tags);
+        assert_eq!(o.tag(3), o.defined_memories);
         assert_eq!(o.defined_memory(1), o.defined_tables);
-        assert!(o.defined_table(1) <= o.defined_globals);
+        assert_eq!(o.defined_table(1), o.defined_tags);
+        assert!(o.defined_tag(2) <= o.defined_globals);
         assert_eq!(o.defined_globals % 16, 0);
         assert_eq!(o.defined_global(3), o.size);
     }

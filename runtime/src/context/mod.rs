@@ -148,6 +148,29 @@ extern "C" {
     fn kiln_context_unwind(saved_sp: usize) -> !;
 }
 
+/// The whole body of a naked entry shim through which guest code calls runtime code (libcalls,
+/// host functions): notes the calling guest frame's frame pointer, and its stack pointer at
+/// the call (where the return address lies), in the store's runtime limits, read through the
+/// VM context in register `$vmctx`, then jumps to `$target` with the stack and every argument
+/// register as it found them. Rust code keeps no frame-pointer chain, so a trap's backtrace and
+/// an exception's unwinding start at the noted frame. r11 is a scratch register of the C
+/// convention, never an argument.
+macro_rules! note_guest_frame_then_jump {
+    ($vmctx:literal, $target:path) => {
+        core::arch::naked_asm!(
+            concat!("mov r11, qword ptr [", $vmctx, " + {limits}]"),
+            "mov qword ptr [r11 + {fp}], rbp",
+            "mov qword ptr [r11 + {sp}], rsp",
+            "jmp {target}",
+            limits = const kiln_abi::VMContextHeader::RUNTIME_LIMITS_OFFSET,
+            fp = const kiln_abi::VMRuntimeLimits::LAST_LIBCALL_FP_OFFSET,
+            sp = const kiln_abi::VMRuntimeLimits::LAST_LIBCALL_SP_OFFSET,
+            target = sym $target,
+        )
+    };
+}
+pub(crate) use note_guest_frame_then_jump;
+
 /// Where a trapped guest resumes: the signal handler points the interrupted context here.
 pub fn trap_landing_address() -> usize {
     kiln_context_trap_landing as *const () as usize
@@ -199,6 +222,31 @@ pub unsafe fn enter_direct(
     // SAFETY: forwarded from the caller's contract; `frame` outlives the call.
     let trapped = unsafe { kiln_context_enter_direct(&mut frame) } != 0;
     (!trapped).then_some(frame.result)
+}
+
+/// Resumes guest code at an exception handler: `handler` runs with the frame pointer `fp`, the
+/// stack pointer `sp` and the exnref in `rax`, as Cranelift's exception ABI expects (every
+/// other register is dead at a handler).
+///
+/// # Safety
+/// `(handler, sp, fp)` must come from the handler table entry of a call on the current
+/// activation's guest stack whose frame is still live, and no frame between here and that one
+/// may own resources (they are abandoned without running destructors).
+pub unsafe fn resume_at_handler(handler: usize, sp: usize, fp: usize, exn: usize) -> ! {
+    // SAFETY: forwarded from the caller's contract. The sequence switches to the handler's
+    // frame and never comes back.
+    unsafe {
+        std::arch::asm!(
+            "mov rsp, {sp}",
+            "mov rbp, {fp}",
+            "jmp {handler}",
+            sp = in(reg) sp,
+            fp = in(reg) fp,
+            handler = in(reg) handler,
+            in("rax") exn,
+            options(noreturn),
+        )
+    }
 }
 
 /// Abandons the guest frames and returns `false` from the [`enter`] that saved `saved_sp`.

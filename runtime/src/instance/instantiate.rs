@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use kiln_abi::{
     ConstOp, DataMode, ElementMode, ImportKind, MemoryType, ModuleMetadata, TableType, TrapCode, VMContextHeader,
-    VMFuncRef, VMGlobalDefinition, VMMemoryDefinition, VMMemoryImport, VMTableDefinition, ValType,
+    VMFuncRef, VMGlobalDefinition, VMMemoryDefinition, VMMemoryImport, VMTableDefinition, VMTagDefinition, ValType,
 };
 
 use super::{Instance, InstanceInner};
@@ -150,6 +150,12 @@ pub(super) fn instantiate(
                     return Err(unlinkable(meta, i, "global type or mutability does not match"));
                 }
             }
+            (ImportKind::Tag(t), Extern::Tag(tag)) => {
+                // Tags match when their types are the same (canonical) type.
+                if tag.type_id != module.inner.type_ids[*t as usize] {
+                    return Err(unlinkable(meta, i, "tag type mismatch"));
+                }
+            }
             (_, other) => {
                 return Err(unlinkable(meta, i, format!("expected a different kind, got a {}", other.kind_name())));
             }
@@ -261,7 +267,7 @@ fn may_carry_its_references_away(ext: &Extern) -> bool {
         Extern::Func(f) => f.wasm().is_some(),
         Extern::Table(t) => holds_references(ValType::Ref(t.ty.element)),
         Extern::Global(g) => g.ty.mutable && holds_references(g.ty.content),
-        Extern::Memory(_) => false,
+        Extern::Memory(_) | Extern::Tag(_) => false,
     }
 }
 
@@ -330,7 +336,7 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
     }
 
     // Imports, in import order within each index space.
-    let (mut func, mut memory, mut table, mut global) = (0u32, 0u32, 0u32, 0u32);
+    let (mut func, mut memory, mut table, mut global, mut tag) = (0u32, 0u32, 0u32, 0u32, 0u32);
     for (import, provided) in meta.imports.iter().zip(&inner.imports) {
         // SAFETY: see above.
         unsafe {
@@ -371,8 +377,22 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
                     write(inner, o.global(global), g.definition);
                     global += 1;
                 }
+                (ImportKind::Tag(_), Extern::Tag(t)) => {
+                    write(inner, o.tag(tag), t.definition);
+                    tag += 1;
+                }
                 _ => unreachable!("import kinds were checked before taking a slot"),
             }
+        }
+    }
+
+    // Own tags: each definition's address is the tag's identity.
+    for (d, &type_index) in meta.tags[meta.num_imported_tags as usize..].iter().enumerate() {
+        let def_offset = o.defined_tag(d as u32);
+        // SAFETY: see above.
+        unsafe {
+            write(inner, def_offset, VMTagDefinition { type_id: m.type_ids[type_index as usize], _pad: 0 });
+            write(inner, o.tag(meta.num_imported_tags + d as u32), inner.vm_field::<VMTagDefinition>(def_offset));
         }
     }
 

@@ -13,13 +13,13 @@ use std::mem::ManuallyDrop;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use kiln_abi::{ExportKind, VMGlobalDefinition, VMMemoryImport, VMTableDefinition};
+use kiln_abi::{ExportKind, VMGlobalDefinition, VMMemoryImport, VMTableDefinition, VMTagDefinition};
 
 pub use instantiate::InstantiationError;
 pub use run::CallError;
 pub use typed::{TypedFunc, WasmParams, WasmResults, WasmTy};
 
-use crate::externs::{Extern, Func, FuncKind, Global, Home, Memory, Table, TableStorage, WasmFunc};
+use crate::externs::{Extern, Func, FuncKind, Global, Home, Memory, Table, TableStorage, Tag, WasmFunc};
 use crate::load::Module;
 use crate::region::{Region, Slot};
 use crate::store::{Store, StoreInner, StoreRoot};
@@ -196,6 +196,14 @@ impl Instance {
                 let mut ty = module.meta.globals[i as usize];
                 ty.content = inner.module.canonical_val_type(ty.content);
                 Extern::Global(Global { definition, ty, home })
+            }
+            ExportKind::Tag(i) => {
+                // SAFETY: written at instantiation.
+                let definition = unsafe { *inner.vm_field::<*const VMTagDefinition>(offsets.tag(i)) };
+                let type_index = module.meta.tags[i as usize];
+                let type_id = module.type_ids[type_index as usize];
+                let ty = module.canonical_types[type_index as usize].clone();
+                Extern::Tag(Tag { definition, type_id, ty, home })
             }
         }
     }

@@ -15,6 +15,8 @@ use std::mem::MaybeUninit;
 
 use kiln_abi::TrapCode;
 
+use crate::exceptions::Exception;
+
 /// Why a call into the guest did not return normally.
 #[derive(Debug, thiserror::Error)]
 pub enum Trap {
@@ -29,6 +31,9 @@ pub enum Trap {
     /// A host function called by the guest failed.
     #[error("{0}")]
     Host(HostError),
+    /// The guest threw an exception that no guest frame of the call caught.
+    #[error("{0}")]
+    Exception(Exception),
 }
 
 impl Trap {
@@ -41,7 +46,7 @@ impl Trap {
     pub fn code(&self) -> Option<TrapCode> {
         match self {
             Trap::Wasm { code, .. } => Some(*code),
-            Trap::Host(_) => None,
+            Trap::Host(_) | Trap::Exception(_) => None,
         }
     }
 
@@ -50,7 +55,7 @@ impl Trap {
         static EMPTY: WasmBacktrace = WasmBacktrace { frames: Vec::new(), more: 0 };
         match self {
             Trap::Wasm { trace, .. } => trace,
-            Trap::Host(_) => &EMPTY,
+            Trap::Host(_) | Trap::Exception(_) => &EMPTY,
         }
     }
 }
@@ -125,8 +130,9 @@ pub(crate) struct Activation {
     pub saved_sp: Cell<usize>,
     /// Trap code recorded by the signal handler (0: none).
     pub trap_code: Cell<u8>,
-    /// Error recorded by a host function before unwinding.
-    pub host_error: Cell<Option<HostError>>,
+    /// What host code raised on the guest's behalf before unwinding: a host function's error
+    /// or an exception that left the guest (boxed: one word to initialise per call).
+    raised: Cell<Option<Box<Trap>>>,
     /// The activation this one interrupted, if the guest called the host which called back in.
     pub previous: *const Activation,
     /// The top of the guest stack the call runs on: the frame walk stays below it.
@@ -158,7 +164,7 @@ impl Activation {
         Activation {
             saved_sp: Cell::new(0),
             trap_code: Cell::new(0),
-            host_error: Cell::new(None),
+            raised: Cell::new(None),
             previous: current_activation(),
             stack_top,
             frames: UnsafeCell::new([const { MaybeUninit::uninit() }; MAX_FRAMES]),
@@ -167,11 +173,36 @@ impl Activation {
         }
     }
 
+    /// The frames on the frame-pointer chain from `fp` outwards, as `(fp, return address,
+    /// caller's fp)`, while the chain stays in this call's guest stack (between `sp` and its
+    /// top) and returns into guest code. Every guest function keeps a frame pointer: `[fp]` is
+    /// its caller's, `[fp + 8]` the address it returns to; the chain leaves the guest stack at
+    /// the entry trampoline. Async-signal-safe (no allocation, no lock).
+    fn guest_frames(&self, fp: usize, sp: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let mut next = Some(fp);
+        std::iter::from_fn(move || {
+            let fp = next.take()?;
+            if fp < sp || !fp.is_multiple_of(8) || fp.checked_add(16).is_none_or(|end| end > self.stack_top) {
+                return None;
+            }
+            // SAFETY: `fp .. fp + 16` lies in the guest stack of this call (checked above),
+            // which is mapped and readable.
+            let (caller_fp, return_address) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+            if !registry::is_guest_code(return_address) {
+                return None;
+            }
+            if caller_fp > fp {
+                next = Some(caller_fp);
+            }
+            Some((fp, return_address, caller_fp))
+        })
+    }
+
     /// Records the guest's frames at a trap at `pc`, whose frame pointer was `fp` and stack
     /// pointer `sp`: `pc`, then the return address of each frame on the frame-pointer chain
-    /// while it lies in guest code. Async-signal-safe (no allocation, no lock), and it reads
-    /// only this call's guest stack, between `sp` and its top.
-    pub(crate) fn record_frames(&self, pc: usize, mut fp: usize, sp: usize) {
+    /// while it lies in guest code. Async-signal-safe, and it reads only this call's guest
+    /// stack (see [`Self::guest_frames`]).
+    pub(crate) fn record_frames(&self, pc: usize, fp: usize, sp: usize) {
         let frames = self.frames.get();
         let (mut kept, mut omitted) = (0, 0);
         let mut push = |pc: usize| {
@@ -185,25 +216,32 @@ impl Activation {
             }
         };
         push(pc);
-        // Every guest function keeps a frame pointer: [fp] is its caller's, [fp + 8] the
-        // address it returns to. The chain leaves the guest stack at the entry trampoline.
-        while fp >= sp && fp.is_multiple_of(8) && fp.checked_add(16).is_some_and(|end| end <= self.stack_top) {
-            // SAFETY: `fp .. fp + 16` lies in the guest stack of this call (checked above),
-            // which is mapped and readable.
-            let (caller_fp, return_address) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
-            if !registry::is_guest_code(return_address) {
-                break;
-            }
+        for (_, return_address, _) in self.guest_frames(fp, sp) {
             // The call instruction itself, so that a call at a function's end is not taken
             // for the next function.
             push(return_address - 1);
-            if caller_fp <= fp {
-                break;
-            }
-            fp = caller_fp;
         }
         self.frame_count.set(kept);
         self.frames_omitted.set(omitted);
+    }
+
+    /// The handler for an exception thrown by the guest frame whose frame pointer is `fp`,
+    /// its stack pointer being at least `sp`: the first return address on the frame-pointer
+    /// chain (that frame's, then its callers') that has a handler, as `(handler, stack
+    /// pointer, frame pointer)` to resume at. `None` if the chain leaves the guest code or this
+    /// call's guest stack first.
+    pub(crate) fn find_handler(&self, fp: usize, sp: usize) -> Option<(usize, usize, usize)> {
+        for (fp, return_address, caller_fp) in self.guest_frames(fp, sp) {
+            // SAFETY: the return address is in guest code of a call that has not returned, so
+            // its module is loaded.
+            if let Some(handler) = unsafe { registry::handler_at(return_address) } {
+                // The handler's frame is the caller's, further out on this stack.
+                let resume_sp = caller_fp.checked_sub(handler.frame_offset)?;
+                let inside = resume_sp > fp && caller_fp < self.stack_top;
+                return inside.then_some((handler.handler, resume_sp, caller_fp));
+            }
+        }
+        None
     }
 
     /// The recorded frames as guest functions.
@@ -238,8 +276,8 @@ impl Activation {
 
     /// The trap recorded while the guest ran.
     pub(crate) fn take_trap(&self) -> Trap {
-        if let Some(err) = self.host_error.take() {
-            return Trap::Host(err);
+        if let Some(trap) = self.raised.take() {
+            return *trap;
         }
         match TrapCode::from_u8(self.trap_code.get()) {
             Some(code) => Trap::Wasm { code, trace: self.backtrace() },
@@ -261,7 +299,7 @@ pub(crate) unsafe fn raise(trap: Trap) -> ! {
     let activation = unsafe { &*activation };
     match trap {
         Trap::Wasm { code, .. } => activation.trap_code.set(code as u8),
-        Trap::Host(err) => activation.host_error.set(Some(err)),
+        other => activation.raised.set(Some(Box::new(other))),
     }
     let saved_sp = activation.saved_sp.get();
     // SAFETY: we are on the guest stack of this activation (caller's contract).

@@ -20,6 +20,19 @@ pub(crate) struct TrapTable {
     pub codes: Vec<TrapCode>,
     /// The module's defined functions, sorted by address.
     pub functions: Vec<FunctionRange>,
+    /// The module's calls that have an exception handler, sorted by return address.
+    pub handlers: Vec<HandlerEntry>,
+}
+
+/// A call whose exceptions go to a handler of the calling function (absolute addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HandlerEntry {
+    /// The call's return address.
+    pub return_address: usize,
+    /// Where the handler starts.
+    pub handler: usize,
+    /// The calling frame's stack pointer is its frame pointer minus this.
+    pub frame_offset: usize,
 }
 
 /// Where one function's code lies, and what it is called.
@@ -36,6 +49,12 @@ impl TrapTable {
     /// Binary search for `pc`.
     pub fn lookup(&self, pc: usize) -> Option<TrapCode> {
         self.pcs.binary_search(&pc).ok().map(|i| self.codes[i])
+    }
+
+    /// The handler of the call returning to `return_address`.
+    pub fn handler(&self, return_address: usize) -> Option<HandlerEntry> {
+        let i = self.handlers.binary_search_by_key(&return_address, |h| h.return_address).ok()?;
+        Some(self.handlers[i])
     }
 
     /// The function whose code holds `pc`.
@@ -153,6 +172,16 @@ pub(crate) fn is_guest_code(pc: usize) -> bool {
     table_of(pc).is_some()
 }
 
+/// The exception handler of the guest call that returns to `return_address`, if it has one.
+///
+/// # Safety
+/// As for [`function_at`]: the module holding `return_address` must stay loaded.
+pub(crate) unsafe fn handler_at(return_address: usize) -> Option<HandlerEntry> {
+    // SAFETY: the module is alive (caller's contract), and so is its table.
+    let table = unsafe { &*table_of(return_address)? };
+    table.handler(return_address)
+}
+
 /// The wasm function index and name of the guest function whose code holds `pc`.
 ///
 /// # Safety
@@ -174,6 +203,7 @@ mod tests {
             pcs: vec![0x1010, 0x1020],
             codes: vec![TrapCode::UnreachableCodeReached, TrapCode::HeapOutOfBounds],
             functions: vec![FunctionRange { start: 0x1000, end: 0x1080, index: 3, name: Some("f".into()) }],
+            handlers: vec![HandlerEntry { return_address: 0x1030, handler: 0x1060, frame_offset: 32 }],
         };
         // SAFETY: `table` outlives the registration, dropped below.
         let registration = unsafe { register(0x1000, 0x1100, &table) }.unwrap();
@@ -183,6 +213,10 @@ mod tests {
         assert_eq!(unsafe { function_at(0x107f) }.map(|f| f.0), Some(3));
         // SAFETY: as above.
         assert!(unsafe { function_at(0x1080) }.is_none() && is_guest_code(0x1080));
+        // SAFETY: as above.
+        assert_eq!(unsafe { handler_at(0x1030) }.map(|h| h.handler), Some(0x1060));
+        // SAFETY: as above.
+        assert!(unsafe { handler_at(0x1031) }.is_none());
         drop(registration);
         assert_eq!(lookup(0x1020), None);
     }
@@ -191,8 +225,18 @@ mod tests {
     fn concurrent_registration_never_shows_a_torn_entry() {
         // One thread registers and unregisters two modules whose ranges and tables differ;
         // readers must only ever see each module's own code for its range.
-        let a = TrapTable { pcs: vec![0x7000_0010], codes: vec![TrapCode::IntegerOverflow], functions: Vec::new() };
-        let b = TrapTable { pcs: vec![0x7000_0010], codes: vec![TrapCode::StackOverflow], functions: Vec::new() };
+        let a = TrapTable {
+            pcs: vec![0x7000_0010],
+            codes: vec![TrapCode::IntegerOverflow],
+            functions: Vec::new(),
+            handlers: Vec::new(),
+        };
+        let b = TrapTable {
+            pcs: vec![0x7000_0010],
+            codes: vec![TrapCode::StackOverflow],
+            functions: Vec::new(),
+            handlers: Vec::new(),
+        };
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
             scope.spawn(|| {
