@@ -62,7 +62,7 @@ pub const WASM_HELP: &[(&str, &str, &str)] = &[
     ("max-instances", "N", "most instances alive in the store (default 10000)"),
     ("max-tables", "N", "most tables one module may define (default 16)"),
     ("max-memories", "N", "most memories one module may define (default 8)"),
-    ("max-exceptions", "N", "most exception objects the guest may keep alive, thrown and not yet caught or held as exnref values (default 1000000)"),
+    ("max-exception-memory", "BYTES", "most memory the guest's live exception objects may take: thrown and not yet caught, or held as exnref values (16 bytes plus 16 per payload value each; suffixes K, M, G; default 64M)"),
     ("wide-arithmetic", "y|n", "accept the wide-arithmetic proposal's 128-bit operators (default n; `-W wide-arithmetic` alone is y)"),
     ("custom-page-sizes", "y|n", "accept memories with 1-byte pages, the custom-page-sizes proposal (default n; alone is y)"),
     ("exceptions", "y|n", "accept exception handling: tags, throw, throw_ref, try_table, exnref (default y)"),
@@ -112,7 +112,7 @@ pub fn parse_wasm(options: &[String]) -> Result<WasmOptions> {
             "max-instances" => limits.instances = value.parse().with_context(context)?,
             "max-tables" => limits.tables = value.parse().with_context(context)?,
             "max-memories" => limits.memories = value.parse().with_context(context)?,
-            "max-exceptions" => limits.exceptions = value.parse().with_context(context)?,
+            "max-exception-memory" => limits.exception_memory = parse_size(value).with_context(context)?,
             _ => {
                 let (_, feature) = PROPOSALS.iter().find(|(n, _)| *n == name).expect("checked by `split`");
                 parsed.features.set(*feature, parse_switch(value).with_context(context)?);

@@ -2,10 +2,15 @@
 //!
 //! **Objects.** `throw` asks the runtime for an exception object (the `exn_new` libcall), fills
 //! in the payload and hands its address around as the `exnref`. Objects live in the store's
-//! [`ExceptionHeap`] until the store goes, so an exnref kept in a global, a table or a local
-//! never dangles, and the store's limit (`StoreLimits::exceptions`) bounds what a tenant can
-//! pile up. A store belongs to one tenant: no other tenant can reach, or keep alive, its
-//! exceptions.
+//! [`ExceptionHeap`]. One whose exnref never became a wasm value is released when a catch takes
+//! only its payload or it leaves the guest (see `kiln_abi::VMException`); the others live as
+//! long as the store, so an exnref kept in a global, a table or a local never dangles. So do
+//! what an object refers to: the tag (its identity is its definition's address, which must not
+//! be reused while the object can be caught) and funcrefs in its payload. The throwing
+//! instance is pinned to the store (everything it can reach lives as long as the store), and a
+//! host tag's definition is kept by the object itself. The store's limit
+//! (`StoreLimits::exception_memory`) bounds what a tenant can pile up. A store belongs to one
+//! tenant: no other tenant can reach, or keep alive, its exceptions.
 //!
 //! **Unwinding.** A handler is reached through a `try_call` (see `compiler/src/translate/`): its
 //! return address is listed in the module's handler table with the handler's address and the
@@ -17,13 +22,14 @@
 //! throw that finds no handler there ends the call with [`Exception`], the way a trap does, so
 //! an exception never unwinds through host frames.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use kiln_abi::{FuncType, VMException, VMTagDefinition};
 
-use crate::externs::Tag;
-use crate::store::StoreInner;
+use crate::externs::{Owner, Tag};
+use crate::store::{StoreInner, StoreRoot};
 use crate::traps::{current_activation, raise, HostError, Trap};
 use crate::values::Val;
 
@@ -38,6 +44,8 @@ use crate::values::Val;
 /// written.
 pub(crate) unsafe fn throw(store: &StoreInner, exn: *const VMException) -> ! {
     let limits = store.limits_ptr();
+    // The noted frame is the store's one call's: a store never runs two calls at once, nor
+    // re-enters (see `StoreInner::begin_call`), so no later entry overwrote it.
     // SAFETY: the store's limits, written by the entry shim on the way in (caller's contract);
     // an activation is live while guest code runs.
     let (fp, sp, activation) =
@@ -100,9 +108,18 @@ impl Thrown {
             .map(|(value, &param)| value.to_wasm(param, store))
             .collect::<Result<Vec<u128>, _>>()
             .map_err(|e| host_error(format!("a host function's exception payload: {e}")))?;
+        // Keep the tag alive as long as the object can be caught: a host tag's definition in
+        // the object, an instance's tag by pinning the instance.
+        let tag_owner = match &self.tag.home.owner {
+            Owner::Host(owner) => Some(owner.clone()),
+            Owner::Instance(instance) => {
+                store.pin(instance);
+                None
+            }
+        };
         let exn = store
             .exceptions()
-            .alloc(self.tag.definition, ty, store.resource_limits.exceptions)
+            .alloc(self.tag.definition, ty, tag_owner, store.resource_limits.exception_memory)
             .ok_or(Trap::wasm(kiln_abi::TrapCode::TooManyExceptions))?;
         for (i, value) in values.into_iter().enumerate() {
             // SAFETY: the new object has a slot per parameter after its head.
@@ -114,60 +131,93 @@ impl Thrown {
     }
 }
 
+/// What keeps a host tag's definition alive (its `Tag`'s owner).
+pub(crate) type TagOwner = Arc<dyn Any + Send + Sync>;
+
+/// One exception object.
+struct Object {
+    /// A `VMException` head in the first 16 bytes, then one 16-byte slot per payload value.
+    memory: Box<[u128]>,
+    /// The tag's type, for reading the payload on the host side.
+    ty: Arc<FuncType>,
+    /// The tag's definition, if the host made the tag (an instance's tag lives as long as its
+    /// pinned instance).
+    tag_owner: Option<TagOwner>,
+}
+
 /// The live exception objects of one store, by address.
 #[derive(Default)]
 pub(crate) struct ExceptionHeap {
-    /// Each object: a `VMException` head in the first 16 bytes, then one 16-byte slot per
-    /// payload value; with the tag's type, for reading the payload on the host side.
-    objects: HashMap<usize, (Box<[u128]>, Arc<FuncType>)>,
+    objects: HashMap<usize, Object>,
+    /// Bytes the objects take (heads and payloads), against `StoreLimits::exception_memory`.
+    bytes: u64,
 }
 
 impl ExceptionHeap {
-    /// A new object of `tag` (of type `ty`) with a zeroed payload, or `None` when the heap holds
-    /// `limit` live objects already.
-    pub fn alloc(&mut self, tag: *const VMTagDefinition, ty: Arc<FuncType>, limit: usize) -> Option<*mut VMException> {
-        if self.objects.len() >= limit {
+    /// A new object of `tag` (of type `ty`, kept alive by `tag_owner` if the host made it) with
+    /// a zeroed payload, or `None` when it would take the objects past `limit` bytes.
+    pub fn alloc(
+        &mut self,
+        tag: *const VMTagDefinition,
+        ty: Arc<FuncType>,
+        tag_owner: Option<TagOwner>,
+        limit: u64,
+    ) -> Option<*mut VMException> {
+        let slots = 1 + ty.params.len();
+        let bytes = 16 * slots as u64;
+        if self.bytes.saturating_add(bytes) > limit {
             return None;
         }
-        let len = ty.params.len();
-        let mut object = vec![0u128; 1 + len].into_boxed_slice();
-        let head = object.as_mut_ptr().cast::<VMException>();
+        let mut memory = vec![0u128; slots].into_boxed_slice();
+        let head = memory.as_mut_ptr().cast::<VMException>();
         // SAFETY: the first slot is 16 bytes, aligned to 16 (u128 on x86-64), as `VMException`.
-        unsafe { head.write(VMException { tag, escaped: 0, len: len as u32 }) };
-        self.objects.insert(head as usize, (object, ty));
+        unsafe { head.write(VMException { tag, escaped: 0, _pad: 0 }) };
+        self.objects.insert(head as usize, Object { memory, ty, tag_owner });
+        self.bytes += bytes;
         Some(head)
     }
 
     /// Releases `exn` unless it escaped (see `kiln_abi::VMException`).
     pub fn drop_unescaped(&mut self, exn: *const VMException) {
         // Only objects of this heap are looked at, so a stray address changes nothing.
-        if let Some((object, _)) = self.objects.get(&(exn as usize)) {
-            // SAFETY: a live object of this heap, whose head is a `VMException`.
-            if unsafe { (*object.as_ptr().cast::<VMException>()).escaped } == 0 {
-                self.objects.remove(&(exn as usize));
-            }
+        let Some(object) = self.objects.get(&(exn as usize)) else { return };
+        // SAFETY: a live object of this heap, whose head is a `VMException`.
+        if unsafe { (*object.memory.as_ptr().cast::<VMException>()).escaped } == 0 {
+            self.bytes -= 16 * object.memory.len() as u64;
+            self.objects.remove(&(exn as usize));
         }
     }
 
-    /// The type of the tag `exn` was thrown with, if `exn` is one of this heap's objects.
-    fn type_of(&self, exn: *const VMException) -> Option<&Arc<FuncType>> {
-        self.objects.get(&(exn as usize)).map(|(_, ty)| ty)
+    /// The tag's type and host owner of object `exn`, if it is one of this heap's.
+    fn tag_of(&self, exn: *const VMException) -> Option<(Arc<FuncType>, Option<TagOwner>)> {
+        self.objects.get(&(exn as usize)).map(|object| (object.ty.clone(), object.tag_owner.clone()))
     }
 }
 
 /// An exception no guest caught: how a call that threw ends ([`crate::Trap::Exception`]).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Exception {
     /// The identity of the tag it was thrown with.
     tag: *const VMTagDefinition,
     /// The values it carries.
     payload: Vec<Val>,
+    /// Keep the tag's definition alive, so its address is not reused by another tag while
+    /// this value can be compared with one: the store's root (which keeps the pinned throwing
+    /// instance) or the host tag's owner.
+    _root: Option<Arc<StoreRoot>>,
+    _tag_owner: Option<TagOwner>,
 }
 
-// SAFETY: `tag` is only compared, never dereferenced.
+// SAFETY: `tag` is only compared, never dereferenced; the rest is Send and Sync.
 unsafe impl Send for Exception {}
 // SAFETY: as above.
 unsafe impl Sync for Exception {}
+
+impl std::fmt::Debug for Exception {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exception").field("payload", &self.payload).finish_non_exhaustive()
+    }
+}
 
 impl Exception {
     /// Whether it was thrown with `tag`.
@@ -186,7 +236,7 @@ impl Exception {
     /// `exn` must be a live exception object of `store` whose payload the guest has written,
     /// and the call that threw it must still be running (its references are then alive).
     pub(crate) unsafe fn read(exn: *const VMException, store: &StoreInner) -> Exception {
-        let ty = store.exceptions().type_of(exn).cloned();
+        let (ty, tag_owner) = store.exceptions().tag_of(exn).unzip();
         let payload = ty
             .map(|ty| {
                 ty.params
@@ -205,7 +255,7 @@ impl Exception {
             .unwrap_or_default();
         // SAFETY: a live object (caller's contract).
         let tag = unsafe { (*exn).tag };
-        Exception { tag, payload }
+        Exception { tag, payload, _root: store.root(), _tag_owner: tag_owner.flatten() }
     }
 }
 
@@ -220,15 +270,17 @@ impl std::fmt::Display for Exception {
     }
 }
 
-/// A reference to an exception object (an `exnref` value outside wasm). It keeps its store's
-/// exceptions alive, and can only go back into wasm of the same store.
+/// A reference to an exception object (an `exnref` value outside wasm). Like every handle it
+/// holds its store's root, which keeps the object (an escaped one lives as long as its store)
+/// and its tag alive, and it can only go back into wasm of the same store.
 #[derive(Clone)]
 pub struct ExnRef {
     pub(crate) exn: *const VMException,
-    pub(crate) store: Arc<StoreInner>,
+    pub(crate) root: Arc<StoreRoot>,
 }
 
-// SAFETY: the object is never written after its throw, and lives as long as `store`.
+// SAFETY: the object lives as long as the store `root` keeps; the host only reads its tag,
+// which is never written after the object was made.
 unsafe impl Send for ExnRef {}
 // SAFETY: as above.
 unsafe impl Sync for ExnRef {}
@@ -236,7 +288,7 @@ unsafe impl Sync for ExnRef {}
 impl ExnRef {
     /// Whether the exception was thrown with `tag`.
     pub fn is(&self, tag: &Tag) -> bool {
-        // SAFETY: the object lives as long as its store, which `self` holds.
+        // SAFETY: the object lives as long as its store, which `self` keeps.
         std::ptr::eq(unsafe { (*self.exn).tag }, tag.definition)
     }
 }

@@ -51,7 +51,6 @@ pub enum AccessError {
 
 /// Keeps the owner of an exported entity alive (held, never read).
 #[derive(Clone)]
-#[allow(dead_code, reason = "held only to keep the owner alive")]
 pub(crate) enum Owner {
     Instance(Arc<InstanceInner>),
     Host(Arc<dyn Any + Send + Sync>),

@@ -7,6 +7,7 @@ use kiln_abi::{
 };
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::externs::{grow_table, load_size_of_memory};
 use crate::instance::InstanceInner;
@@ -417,8 +418,20 @@ unsafe extern "C" fn exn_new(vmctx: *mut u8, tag: u32) -> usize {
     // SAFETY: validated code only names tags the module has; the entry was written at
     // instantiation.
     let definition = unsafe { *instance.vm_field::<*const VMTagDefinition>(module.offsets.tag(tag)) };
-    let limit = instance.store.resource_limits.exceptions;
-    let exn = instance.store.exceptions().alloc(definition, module.canonical_types[type_index].clone(), limit);
+    // Whatever the object refers to (its tag, funcrefs in its payload) is reachable from the
+    // throwing instance, which must then live as long as the object may: as long as the store.
+    if !instance.pinned.load(std::sync::atomic::Ordering::Acquire) {
+        // SAFETY: the VM context header points at the contents of the instance's live `Arc`.
+        let arc = unsafe {
+            let inner = (*(vmctx as *const VMContextHeader)).instance as *const InstanceInner;
+            Arc::increment_strong_count(inner);
+            Arc::from_raw(inner)
+        };
+        instance.store.pin(&arc);
+    }
+    let limit = instance.store.resource_limits.exception_memory;
+    let ty = module.canonical_types[type_index].clone();
+    let exn = instance.store.exceptions().alloc(definition, ty, None, limit);
     match exn {
         Some(exn) => exn as usize,
         // SAFETY: called by guest code with its VM context; nothing owned is left on this frame.

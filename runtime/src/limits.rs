@@ -23,10 +23,12 @@ pub struct StoreLimits {
     /// Most memories one instance may define (`-W max-memories`). Default 8: each one after
     /// the first reserves 6 GiB of address space that its slot keeps.
     pub memories: u32,
-    /// Most exception objects the store's guests may create (`-W max-exceptions`): each
-    /// `throw` makes one, and they live as long as the store. A throw beyond it traps with
-    /// "too many exceptions". Default 1,000,000.
-    pub exceptions: usize,
+    /// Most bytes the store's live exception objects may take (`-W max-exception-memory`):
+    /// each `throw` makes one of 16 bytes plus 16 per payload value, released when a catch
+    /// takes only its payload or it leaves the guest, else kept as long as the store (an
+    /// `exnref` may be anywhere). A throw beyond it traps with "too many exceptions". Default
+    /// 64 MiB.
+    pub exception_memory: u64,
 }
 
 impl StoreLimits {
@@ -37,7 +39,7 @@ impl StoreLimits {
         instances: 10_000,
         tables: 16,
         memories: 8,
-        exceptions: 1_000_000,
+        exception_memory: 64 << 20,
     };
 }
 

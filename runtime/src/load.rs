@@ -553,12 +553,17 @@ fn check_metadata(meta: &ModuleMetadata) -> Result<(), String> {
     {
         return fail("import counts disagree");
     }
-    if (meta.num_imported_tags as usize) > meta.tags.len() || meta.tags.iter().any(|&t| t as usize >= meta.types.len())
-    {
+    let tag_imports = meta.imports.iter().filter(|i| matches!(i.kind, kiln_abi::ImportKind::Tag(_))).count();
+    let tag_types_in_range = meta.tags.iter().all(|&t| (t as usize) < meta.types.len())
+        && meta
+            .imports
+            .iter()
+            .all(|i| !matches!(i.kind, kiln_abi::ImportKind::Tag(t) if t as usize >= meta.types.len()));
+    if tag_imports != meta.num_imported_tags as usize || tag_imports > meta.tags.len() || !tag_types_in_range {
         return fail("tag counts or types out of range");
     }
-    // A handler runs code at its offset, and its frame offset places the stack pointer: both
-    // must stay inside the function and the frame.
+    // A handler runs code at its offset: it must lie inside its function (its frame offset
+    // comes from the same trusted compiler as the code).
     let handlers_in_range = meta.functions.iter().all(|f| {
         f.handlers.iter().all(|h| h.return_offset <= f.code_len && h.handler_offset < f.code_len)
             && f.handlers.windows(2).all(|w| w[0].return_offset < w[1].return_offset)

@@ -137,7 +137,7 @@ impl Val {
             (Val::ExnRef(e), ValType::Ref(r)) if r.heap == HeapType::Exn => match e {
                 None if r.nullable => 0,
                 None => return Err(mismatch()),
-                Some(e) if std::ptr::eq(&*e.store, store) => e.exn as usize as u128,
+                Some(e) if std::ptr::eq(&*e.root.inner, store) => e.exn as usize as u128,
                 Some(_) => return Err(ValueError::WrongStore),
             },
             (Val::FuncRef(f), ValType::Ref(r)) if r.heap != HeapType::Extern && r.heap != HeapType::Exn => match f {
@@ -182,7 +182,8 @@ impl Val {
                 HeapType::Exn => match raw as u64 as usize {
                     0 => Val::ExnRef(None),
                     exn => {
-                        Val::ExnRef(store.root().map(|root| ExnRef { exn: exn as *const _, store: root.inner.clone() }))
+                        let root = store.root().expect("a store's values are read while one of its handles is alive");
+                        Val::ExnRef(Some(ExnRef { exn: exn as *const _, root }))
                     }
                 },
                 HeapType::Func | HeapType::ConcreteFunc(_) => match raw as u64 as usize {

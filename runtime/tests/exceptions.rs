@@ -11,10 +11,17 @@ use kiln_runtime::{
 
 /// Loads `wat`, compiled by this test into `dir`.
 fn load(dir: &Path, name: &str, wat: &str) -> Module {
+    load_metered(dir, name, wat, false)
+}
+
+/// Loads `wat`, compiled by this test into `dir`, with fuel metering if `fuel`.
+fn load_metered(dir: &Path, name: &str, wat: &str, fuel: bool) -> Module {
     let out = dir.join(format!("{name}.so"));
     // Legacy exception handling too, for its `try`/`catch`.
     let features = kiln_compiler::default_features() | kiln_compiler::WasmFeatures::LEGACY_EXCEPTIONS;
-    kiln_compiler::Compiler::with_features(features).unwrap().compile_to_file(wat.as_bytes(), &out).unwrap();
+    let mut compiler = kiln_compiler::Compiler::with_features(features).unwrap();
+    compiler.set_fuel_metering(fuel);
+    compiler.compile_to_file(wat.as_bytes(), &out).unwrap();
     // SAFETY: compiled just now, by this test, into its own temporary directory.
     unsafe { Module::load(out) }.unwrap()
 }
@@ -191,7 +198,8 @@ fn a_tenant_cannot_pile_up_exception_objects() {
           (func (export "escape") (throw $e (i32.const 1))))"#,
     );
     let region = region(1);
-    let limits = StoreLimits { exceptions: 100, ..StoreLimits::default() };
+    // 100 objects of one i32 each (16 bytes of head, 16 of payload).
+    let limits = StoreLimits { exception_memory: 100 * 32, ..StoreLimits::default() };
     let instance = Instance::new_in_store(&region, &Store::with_limits(limits), &module, &[]).unwrap();
     assert_eq!(instance.call("consume", &[Val::I32(10_000)]).unwrap(), vec![Val::I32(10_000)]);
     // Nor do exceptions that leave to the host (it keeps a copy).
@@ -229,8 +237,8 @@ const HANDLERS: &str = r#"(module
     end)
   (func (export "ping") (result i32) (i32.const 1)))"#;
 
-/// Traps, interrupts and stack overflow inside handlers end the call as they would anywhere,
-/// and the instance keeps working afterwards.
+/// Traps, interrupts, fuel and stack overflow inside handlers end the call as they would
+/// anywhere, and the instance keeps working afterwards.
 #[test]
 fn traps_interrupts_and_overflow_work_inside_handlers() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,6 +257,14 @@ fn traps_interrupts_and_overflow_work_inside_handlers() {
     interrupt.interrupt();
     assert_eq!(trap_code(spinning.join().unwrap()), TrapCode::Interrupt);
     instance.store().clear_interrupt();
+    assert_eq!(instance.call("ping", &[]).unwrap(), vec![Val::I32(1)]);
+
+    drop(instance);
+    let metered = load_metered(dir.path(), "metered", HANDLERS, true);
+    let instance = Instance::new(&region, &metered, &[]).unwrap();
+    assert!(instance.store().set_fuel(1_000_000));
+    assert_eq!(trap_code(instance.call("spin_in_handler", &[])), TrapCode::OutOfFuel);
+    assert!(instance.store().set_fuel(1_000));
     assert_eq!(instance.call("ping", &[]).unwrap(), vec![Val::I32(1)]);
 }
 
@@ -297,4 +313,38 @@ fn exnref_values_cross_the_host_boundary_within_their_store() {
         other.call("rethrow", &[Val::ExnRef(Some(exn.clone()))]),
         Err(CallError::BadArguments(message)) if message.contains("another store")
     ));
+}
+
+/// An exception's tag is compared by the address of its definition, so that address must not
+/// be reused while the exception can still be caught. Review finding: the throwing instance
+/// was not kept alive, so a new instance of the same module took its warm slot, VM context and
+/// tag address, and caught the old exception as its own (payload of one tag read as another's:
+/// type confusion). Now the thrower is pinned to the store.
+#[test]
+fn a_kept_exception_never_matches_a_later_instances_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = load(
+        dir.path(),
+        "tagged",
+        r#"(module
+          (tag $t (param i64))
+          (func (export "make") (result exnref)
+            (block $h (result exnref)
+              (try_table (catch_all_ref $h) (throw $t (i64.const 0x4141)))
+              (unreachable)))
+          (func (export "mine") (param exnref) (result i64)
+            (block $h (result i64)
+              (block $other
+                (try_table (catch $t $h) (catch_all $other) (throw_ref (local.get 0))))
+              (return (i64.const -1)))))"#,
+    );
+    let region = region(2);
+    let store = Store::new();
+    let first = Instance::new_in_store(&region, &store, &module, &[]).unwrap();
+    let made = first.call("make", &[]).unwrap();
+    assert_eq!(first.call("mine", &made).unwrap(), vec![Val::I64(0x4141)], "its own tag");
+    drop(first);
+    let second = Instance::new_in_store(&region, &store, &module, &[]).unwrap();
+    assert_eq!(second.call("mine", &made).unwrap(), vec![Val::I64(-1)], "another instance's tag");
+    assert_eq!(store.pinned_instances(), 1, "the thrower lives as long as the store");
 }

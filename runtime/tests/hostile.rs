@@ -422,7 +422,14 @@ fn an_endless_atomic_wait_stops_on_interrupt() {
 }
 
 fn tight_limits() -> StoreLimits {
-    StoreLimits { memory_size: 4 << 16, table_elements: 1000, instances: 2, tables: 2, memories: 2, exceptions: 100 }
+    StoreLimits {
+        memory_size: 4 << 16,
+        table_elements: 1000,
+        instances: 2,
+        tables: 2,
+        memories: 2,
+        exception_memory: 4096,
+    }
 }
 
 /// Issue 12.7: per-tenant limits refuse what a module asks for beyond them, naming the limit,

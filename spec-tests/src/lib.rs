@@ -317,7 +317,7 @@ impl<'t> Runner<'t> {
             instances: usize::MAX,
             tables: u32::MAX,
             memories: u32::MAX,
-            exceptions: usize::MAX,
+            exception_memory: u64::MAX,
         });
         Ok(Runner {
             path: path.to_path_buf(),

@@ -298,9 +298,8 @@ impl State {
     }
 
     /// Writes a dispatch: for each clause in order, if it is a catch-all or `exn`'s tag is its
-    /// tag, branch to its target with the payload (`with_payload`) and the exnref
-    /// (`with_exn`); if none matches, pass `exn` on to `outer`. The dispatch block must be
-    /// the current one.
+    /// tag, branch to its target with the payload (for a tag) and the exnref (`with_exn`); if
+    /// none matches, pass `exn` on to `outer`. The dispatch block must be the current one.
     fn dispatch(
         exn: Value,
         clauses: &[Clause],

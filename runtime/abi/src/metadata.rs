@@ -42,7 +42,8 @@ pub enum HeapType {
     Extern,
     /// A function of the given canonical module type index.
     ConcreteFunc(u32),
-    /// An exception (`exnref`, and the bottom type `noexn`, whose only value is null).
+    /// An exception (`exnref`; the bottom type `noexn` is read as `exnref` too, as `nofunc`
+    /// and `noextern` are read as their tops).
     Exn,
 }
 

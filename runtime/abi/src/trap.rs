@@ -39,7 +39,7 @@ macro_rules! for_each_trap_code {
             OutOfFuel = 16 => "all fuel consumed",
             /// `throw_ref` of a null exception reference.
             NullExceptionReference = 17 => "null exception reference",
-            /// A throw when the store already holds its limit of exception objects.
+            /// A throw when the store's exception objects already take its limit of memory.
             TooManyExceptions = 18 => "too many exceptions",
         }
     };

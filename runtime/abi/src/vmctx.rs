@@ -280,8 +280,8 @@ pub struct VMException {
     pub tag: *const VMTagDefinition,
     /// Non-zero once the exnref may be held anywhere (see above).
     pub escaped: u32,
-    /// Number of payload values.
-    pub len: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
 }
 
 impl VMException {
