@@ -24,8 +24,9 @@ pub(crate) struct ParsedModule<'data> {
     pub func_names: std::collections::HashMap<u32, String>,
 }
 
-/// The proposals Kiln compiles by default: WebAssembly 3.0 without GC (not supported yet). Wide arithmetic and custom page sizes, which Kiln also runs, are opt-in
-/// as in Wasmtime: add them with [`crate::Compiler::with_features`].
+/// The proposals Kiln compiles by default: WebAssembly 3.0 without GC (not supported yet).
+/// Wide arithmetic, custom page sizes and legacy exception handling, which Kiln also runs, are
+/// opt-in as in Wasmtime: add them with [`crate::Compiler::with_features`].
 pub fn default_features() -> WasmFeatures {
     WasmFeatures::MUTABLE_GLOBAL
         | WasmFeatures::SATURATING_FLOAT_TO_INT

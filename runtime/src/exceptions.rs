@@ -123,12 +123,19 @@ impl Thrown {
             .ok_or(Trap::wasm(kiln_abi::TrapCode::TooManyExceptions))?;
         for (i, value) in values.into_iter().enumerate() {
             // SAFETY: the new object has a slot per parameter after its head.
-            unsafe {
-                exn.cast::<u8>().add(VMException::payload_offset(i as u32) as usize).cast::<u128>().write(value);
-            }
+            unsafe { payload_slot(exn, i).write(value) };
         }
         Ok(exn)
     }
+}
+
+/// The slot of payload value `index` of exception object `exn`.
+///
+/// # Safety
+/// `exn` must be a live object whose tag has more than `index` parameters.
+unsafe fn payload_slot(exn: *const VMException, index: usize) -> *mut u128 {
+    // SAFETY: the slot lies inside the object (caller's contract).
+    unsafe { exn.cast::<u8>().add(VMException::payload_offset(index as u32) as usize).cast::<u128>().cast_mut() }
 }
 
 /// What keeps a host tag's definition alive (its `Tag`'s owner).
@@ -245,10 +252,7 @@ impl Exception {
                     .map(|(i, &param)| {
                         // SAFETY: the object has one 16-byte slot per parameter after its head
                         // (caller's contract), holding a value of that type.
-                        unsafe {
-                            let slot = exn.cast::<u8>().add(VMException::payload_offset(i as u32) as usize);
-                            Val::from_wasm(slot.cast::<u128>().read(), param, store)
-                        }
+                        unsafe { Val::from_wasm(payload_slot(exn, i).read(), param, store) }
                     })
                     .collect()
             })

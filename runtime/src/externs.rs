@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use kiln_abi::{
-    FuncType, GlobalType, HeapType, MemoryType, TableType, VMContextHeader, VMFuncRef, VMGlobalDefinition,
-    VMMemoryDefinition, VMTableDefinition, VMTagDefinition, ValType,
+    FuncType, GlobalType, HeapType, MemoryType, TableType, VMFuncRef, VMGlobalDefinition, VMMemoryDefinition,
+    VMTableDefinition, VMTagDefinition, ValType,
 };
 
 use crate::host::HostFuncInner;
@@ -289,12 +289,7 @@ impl Func {
     pub(crate) unsafe fn from_vm_funcref(funcref: *const VMFuncRef, store: &StoreInner) -> Func {
         // SAFETY: forwarded from the caller; every VMFuncRef records the VM context holding it,
         // whose header points at its live instance (an `Arc<InstanceInner>`'s contents).
-        let (owner, type_id) = unsafe {
-            let home = (*funcref).home;
-            let instance = (*(home as *const VMContextHeader)).instance as *const InstanceInner;
-            Arc::increment_strong_count(instance);
-            (Arc::from_raw(instance), (*funcref).type_id)
-        };
+        let (owner, type_id) = unsafe { (InstanceInner::arc_from_vmctx((*funcref).home), (*funcref).type_id) };
         let module = &owner.module.inner;
         let t = *module.type_index_of_id.get(&type_id).expect("a funcref's type is a type of the module holding it");
         let root = store.root().expect("a store's values are read while one of its handles is alive");

@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 
-use kiln_abi::{FuncType, TrapCode, VMContextHeader, VMHostFuncContext, VMMemoryDefinition, VMMemoryImport};
+use kiln_abi::{FuncType, TrapCode, VMHostFuncContext, VMMemoryDefinition, VMMemoryImport};
 
 use crate::exceptions::Thrown;
 use crate::externs::{Func, FuncKind};
@@ -250,10 +250,8 @@ unsafe extern "C" fn host_call_shim(ctx: *mut VMHostFuncContext, caller_vmctx: *
         Ok(Err(error)) if error.0.is::<Interrupted>() => Trap::wasm(TrapCode::Interrupt),
         Ok(Err(error)) if error.0.is::<Thrown>() => {
             let thrown = *error.0.downcast::<Thrown>().expect("checked above");
-            // SAFETY: every guest VM context's header points at its instance, alive during the
-            // call.
-            let store =
-                unsafe { &(*(*(caller_vmctx as *const VMContextHeader)).instance.cast::<InstanceInner>()).store };
+            // SAFETY: the caller's instance is alive during the call.
+            let store = unsafe { &InstanceInner::from_vmctx(caller_vmctx).store };
             match thrown.into_exception(store) {
                 // SAFETY: called by guest code through `host_call_entry`, which noted the
                 // trampoline's frame; a new object of the caller's store; this frame owns
@@ -280,8 +278,8 @@ unsafe extern "C" fn host_call_shim(ctx: *mut VMHostFuncContext, caller_vmctx: *
 unsafe fn call_host(ctx: *mut VMHostFuncContext, caller_vmctx: *mut u8, values: *mut u128) -> Result<(), HostError> {
     // SAFETY: `data` points at the HostFuncInner that contains `ctx`.
     let func = unsafe { &*((*ctx).data as *const HostFuncInner) };
-    // SAFETY: every guest VM context's header points at its instance.
-    let instance = unsafe { &*(*(caller_vmctx as *const VMContextHeader)).instance.cast::<InstanceInner>() };
+    // SAFETY: the caller's instance is alive during the call.
+    let instance = unsafe { InstanceInner::from_vmctx(caller_vmctx) };
     let store = &*instance.store;
     let slots = func.ty.params.len().max(func.ty.results.len());
     // SAFETY: the trampoline's array has max(params, results, 1) slots.

@@ -7,7 +7,6 @@ use kiln_abi::{
 };
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use crate::externs::{grow_table, load_size_of_memory};
 use crate::instance::InstanceInner;
@@ -70,8 +69,8 @@ pub(crate) fn builtins() -> *const usize {
 /// # Safety
 /// `vmctx` must be the VM context of a live instance (compiled code passes its own).
 unsafe fn instance<'a>(vmctx: *mut u8) -> &'a InstanceInner {
-    // SAFETY: every VM context header points at its instance, which outlives the call.
-    unsafe { &*(*(vmctx as *const VMContextHeader)).instance.cast::<InstanceInner>() }
+    // SAFETY: the calling instance outlives the call.
+    unsafe { InstanceInner::from_vmctx(vmctx) }
 }
 
 /// Memory `index`'s definition in `instance`. A raw pointer: host code may read its length
@@ -420,14 +419,9 @@ unsafe extern "C" fn exn_new(vmctx: *mut u8, tag: u32) -> usize {
     let definition = unsafe { *instance.vm_field::<*const VMTagDefinition>(module.offsets.tag(tag)) };
     // Whatever the object refers to (its tag, funcrefs in its payload) is reachable from the
     // throwing instance, which must then live as long as the object may: as long as the store.
-    if !instance.pinned.load(std::sync::atomic::Ordering::Acquire) {
-        // SAFETY: the VM context header points at the contents of the instance's live `Arc`.
-        let arc = unsafe {
-            let inner = (*(vmctx as *const VMContextHeader)).instance as *const InstanceInner;
-            Arc::increment_strong_count(inner);
-            Arc::from_raw(inner)
-        };
-        instance.store.pin(&arc);
+    if !instance.pinned.load(Ordering::Acquire) {
+        // SAFETY: compiled code passes its own VM context.
+        instance.store.pin(&unsafe { InstanceInner::arc_from_vmctx(vmctx) });
     }
     let limit = instance.store.resource_limits.exception_memory;
     let ty = module.canonical_types[type_index].clone();

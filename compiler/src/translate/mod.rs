@@ -240,6 +240,16 @@ fn zero_value(builder: &mut FunctionBuilder<'_>, ty: ir::Type) -> Value {
     }
 }
 
+/// Ends the current arm of `frame` (its body, an `if` arm, a legacy `catch` clause): if it is
+/// `reachable`, its results, on top of `stack`, go to the construct's continuation.
+fn close_arm(stack: &mut Vec<Value>, reachable: bool, frame: &mut Frame, builder: &mut FunctionBuilder<'_>) {
+    if reachable {
+        let results = stack.split_off(stack.len() - frame.results);
+        builder.ins().jump(frame.next, &block_args(&results));
+        frame.next_reached = true;
+    }
+}
+
 fn block_args(values: &[Value]) -> Vec<BlockArg> {
     values.iter().map(|&v| BlockArg::Value(v)).collect()
 }
@@ -375,11 +385,7 @@ impl State {
     fn translate_catch(&mut self, tag: Option<u32>, builder: &mut FunctionBuilder<'_>, env: &mut FuncEnv<'_, '_>) {
         let outer = self.control.len().checked_sub(2).and_then(|i| self.control[i].handler);
         let frame = self.control.last_mut().expect("validated: catch closes a try");
-        if self.reachable {
-            let results = self.stack.split_off(self.stack.len() - frame.results);
-            builder.ins().jump(frame.next, &block_args(&results));
-            frame.next_reached = true;
-        }
+        close_arm(&mut self.stack, self.reachable, frame, builder);
         let FrameKind::Try { ref mut clauses, caught, .. } = frame.kind else {
             unreachable!("validated: catch closes a try")
         };
@@ -707,11 +713,7 @@ impl State {
 
     fn translate_else(&mut self, builder: &mut FunctionBuilder<'_>) {
         let frame = self.control.last_mut().expect("validated: else closes an if");
-        if self.reachable {
-            let results = self.stack.split_off(self.stack.len() - frame.results);
-            builder.ins().jump(frame.next, &block_args(&results));
-            frame.next_reached = true;
-        }
+        close_arm(&mut self.stack, self.reachable, frame, builder);
         let FrameKind::If { else_block, ref params, ref mut else_seen } = frame.kind else {
             unreachable!("validated: else closes an if")
         };
@@ -726,11 +728,7 @@ impl State {
     /// `end`, or a legacy `delegate` (`delegate` is the label its exceptions go to).
     fn translate_end(&mut self, builder: &mut FunctionBuilder<'_>, env: &mut FuncEnv<'_, '_>, delegate: Option<u32>) {
         let mut frame = self.control.pop().expect("validated: end closes a construct");
-        if self.reachable {
-            let results = self.stack.split_off(self.stack.len() - frame.results);
-            builder.ins().jump(frame.next, &block_args(&results));
-            frame.next_reached = true;
-        }
+        close_arm(&mut self.stack, self.reachable, &mut frame, builder);
         match frame.kind {
             // Without an `else`, a false condition passes the parameters on as results.
             FrameKind::If { else_block, ref params, else_seen: false } => {

@@ -66,6 +66,29 @@ unsafe impl Send for InstanceInner {}
 unsafe impl Sync for InstanceInner {}
 
 impl InstanceInner {
+    /// The instance whose VM context is `vmctx`.
+    ///
+    /// # Safety
+    /// `vmctx` must be the VM context of a live instance (compiled code passes its own, and a
+    /// `VMFuncRef`'s `home` is one) that outlives `'a`.
+    pub(crate) unsafe fn from_vmctx<'a>(vmctx: *const u8) -> &'a InstanceInner {
+        // SAFETY: every VM context header points at its instance (caller's contract).
+        unsafe { &*(*(vmctx as *const kiln_abi::VMContextHeader)).instance.cast::<InstanceInner>() }
+    }
+
+    /// A new reference to the instance whose VM context is `vmctx`.
+    ///
+    /// # Safety
+    /// As for [`Self::from_vmctx`]; the header points at the contents of the instance's `Arc`.
+    pub(crate) unsafe fn arc_from_vmctx(vmctx: *const u8) -> Arc<InstanceInner> {
+        // SAFETY: forwarded from the caller; the instance is alive, so its count is non-zero.
+        unsafe {
+            let instance: *const InstanceInner = Self::from_vmctx(vmctx);
+            Arc::increment_strong_count(instance);
+            Arc::from_raw(instance)
+        }
+    }
+
     /// Pointer to a VM context field.
     pub(crate) fn vm_field<T>(&self, offset: u32) -> *mut T {
         // SAFETY: offsets come from the module's VMOffsets, all inside the VM context.

@@ -174,11 +174,16 @@ impl Activation {
     }
 
     /// The frames on the frame-pointer chain from `fp` outwards, as `(fp, return address,
-    /// caller's fp)`, while the chain stays in this call's guest stack (between `sp` and its
-    /// top) and returns into guest code. Every guest function keeps a frame pointer: `[fp]` is
-    /// its caller's, `[fp + 8]` the address it returns to; the chain leaves the guest stack at
-    /// the entry trampoline. Async-signal-safe (no allocation, no lock).
-    fn guest_frames(&self, fp: usize, sp: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    /// caller's fp, the trap table of the module returned to)`, while the chain stays in this
+    /// call's guest stack (between `sp` and its top) and returns into guest code. Every guest
+    /// function keeps a frame pointer: `[fp]` is its caller's, `[fp + 8]` the address it
+    /// returns to; the chain leaves the guest stack at the entry trampoline. Async-signal-safe
+    /// (no allocation, no lock).
+    fn guest_frames(
+        &self,
+        fp: usize,
+        sp: usize,
+    ) -> impl Iterator<Item = (usize, usize, usize, *mut registry::TrapTable)> + '_ {
         let mut next = Some(fp);
         std::iter::from_fn(move || {
             let fp = next.take()?;
@@ -188,13 +193,11 @@ impl Activation {
             // SAFETY: `fp .. fp + 16` lies in the guest stack of this call (checked above),
             // which is mapped and readable.
             let (caller_fp, return_address) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
-            if !registry::is_guest_code(return_address) {
-                return None;
-            }
+            let table = registry::table_of(return_address)?;
             if caller_fp > fp {
                 next = Some(caller_fp);
             }
-            Some((fp, return_address, caller_fp))
+            Some((fp, return_address, caller_fp, table))
         })
     }
 
@@ -216,7 +219,7 @@ impl Activation {
             }
         };
         push(pc);
-        for (_, return_address, _) in self.guest_frames(fp, sp) {
+        for (_, return_address, _, _) in self.guest_frames(fp, sp) {
             // The call instruction itself, so that a call at a function's end is not taken
             // for the next function.
             push(return_address - 1);
@@ -231,10 +234,10 @@ impl Activation {
     /// pointer, frame pointer)` to resume at. `None` if the chain leaves the guest code or this
     /// call's guest stack first.
     pub(crate) fn find_handler(&self, fp: usize, sp: usize) -> Option<(usize, usize, usize)> {
-        for (fp, return_address, caller_fp) in self.guest_frames(fp, sp) {
+        for (fp, return_address, caller_fp, table) in self.guest_frames(fp, sp) {
             // SAFETY: the return address is in guest code of a call that has not returned, so
-            // its module is loaded.
-            if let Some(handler) = unsafe { registry::handler_at(return_address) } {
+            // its module, which owns the table, is loaded.
+            if let Some(handler) = unsafe { &*table }.handler(return_address) {
                 // The handler's frame is the caller's, further out on this stack.
                 let resume_sp = caller_fp.checked_sub(handler.frame_offset)?;
                 let inside = resume_sp > fp && caller_fp < self.stack_top;

@@ -145,9 +145,11 @@ impl Drop for Registration {
     }
 }
 
-/// The trap table of the registered module whose code holds `pc`.
-/// Async-signal-safe: no locks, no allocation.
-fn table_of(pc: usize) -> Option<*mut TrapTable> {
+/// The trap table of the registered module whose code holds `pc` (`None`: `pc` is not guest
+/// code). Async-signal-safe: no locks, no allocation. The table may only be dereferenced while
+/// that module stays loaded (for example, `pc` is running or a return address of a call that
+/// has not returned).
+pub(crate) fn table_of(pc: usize) -> Option<*mut TrapTable> {
     let high = HIGH_WATER.load(Ordering::Acquire);
     for slot in &SLOTS[..high] {
         let Some((start, end, table)) = slot.read() else { continue };
@@ -165,21 +167,6 @@ pub(crate) fn lookup(pc: usize) -> Option<TrapCode> {
     // the module (which owns the table) is alive; the sequence check in `table_of` guarantees
     // the table belongs to this range.
     table_of(pc).and_then(|table| unsafe { &*table }.lookup(pc))
-}
-
-/// Whether `pc` lies in registered guest code. Async-signal-safe.
-pub(crate) fn is_guest_code(pc: usize) -> bool {
-    table_of(pc).is_some()
-}
-
-/// The exception handler of the guest call that returns to `return_address`, if it has one.
-///
-/// # Safety
-/// As for [`function_at`]: the module holding `return_address` must stay loaded.
-pub(crate) unsafe fn handler_at(return_address: usize) -> Option<HandlerEntry> {
-    // SAFETY: the module is alive (caller's contract), and so is its table.
-    let table = unsafe { &*table_of(return_address)? };
-    table.handler(return_address)
 }
 
 /// The wasm function index and name of the guest function whose code holds `pc`.
@@ -212,11 +199,11 @@ mod tests {
         // SAFETY: the table is alive.
         assert_eq!(unsafe { function_at(0x107f) }.map(|f| f.0), Some(3));
         // SAFETY: as above.
-        assert!(unsafe { function_at(0x1080) }.is_none() && is_guest_code(0x1080));
+        assert!(unsafe { function_at(0x1080) }.is_none() && table_of(0x1080).is_some());
         // SAFETY: as above.
-        assert_eq!(unsafe { handler_at(0x1030) }.map(|h| h.handler), Some(0x1060));
-        // SAFETY: as above.
-        assert!(unsafe { handler_at(0x1031) }.is_none());
+        let found = unsafe { &*table_of(0x1030).unwrap() };
+        assert_eq!(found.handler(0x1030).map(|h| h.handler), Some(0x1060));
+        assert!(found.handler(0x1031).is_none());
         drop(registration);
         assert_eq!(lookup(0x1020), None);
     }
