@@ -106,46 +106,7 @@ enum Command {
     /// else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln; KILN_NO_CACHE=1 turns it off). A shared
     /// object from `kiln compile` is native code: it runs only with --allow-precompiled or
     /// --verify.
-    Run {
-        /// The exported function to call (instead of running `_start` as a WASI command).
-        #[arg(long, value_name = "NAME")]
-        invoke: Option<String>,
-        /// Give the guest the host directory HOST, under the name GUEST (default: HOST as
-        /// written). Repeatable. Paths never resolve outside it (`..`, absolute paths and
-        /// symlinks are confined); /proc, /sys and /dev are refused.
-        #[arg(long = "dir", value_name = "HOST[::GUEST]")]
-        dirs: Vec<String>,
-        /// Set the guest environment variable K to V (`--env K` copies the host's value).
-        /// Repeatable. The guest sees no other variables.
-        #[arg(long = "env", value_name = "K=V")]
-        envs: Vec<String>,
-        /// Allow MODULE to be a shared object made by `kiln compile`. It is native code that runs
-        /// in this process: only for objects whose origin you trust.
-        #[arg(long)]
-        allow_precompiled: bool,
-        /// Run a shared object only if MODULE.minisig is a valid signature of it by this minisign
-        /// public key (made with `kiln compile --sign`).
-        #[arg(long, value_name = "PUBKEY")]
-        verify: Option<PathBuf>,
-        /// WebAssembly options, as OPT=VALUE (repeatable): timeout, fuel, max-memory-size,
-        /// max-table-elements, max-instances, max-tables, max-memories, and the proposals
-        /// wide-arithmetic and custom-page-sizes. `-W help` lists them.
-        #[arg(short = 'W', value_name = "OPT=VALUE")]
-        wasm: Vec<String>,
-        /// WASI options, as OPT=VALUE (repeatable): max-open-files. `-S help` lists them.
-        #[arg(short = 'S', value_name = "OPT=VALUE")]
-        wasi: Vec<String>,
-        /// The program name the guest sees as `argv[0]` (default: MODULE as written).
-        #[arg(long, value_name = "NAME")]
-        argv0: Option<String>,
-        /// Same as `-W timeout=DURATION`.
-        #[arg(long, value_name = "DURATION", value_parser = options::parse_duration, hide = true)]
-        timeout: Option<std::time::Duration>,
-        /// The module (.wasm, .wat, or with --allow-precompiled a .so), then the guest's
-        /// arguments: everything after the module.
-        #[arg(value_name = "MODULE", trailing_var_arg = true, allow_hyphen_values = true)]
-        module_and_args: Vec<String>,
-    },
+    Run(RunArgs),
     /// Describe a compiled shared object (imports, exports, functions, trap sites, the wasm it
     /// came from) without loading it: nothing in the file runs. Given WebAssembly (.wasm or
     /// .wat), describe what it imports, exports and defines, without compiling it.
@@ -177,20 +138,7 @@ fn main() -> ExitCode {
         Command::Compile { input, output, sign, wasm } => {
             compile(&input, output, sign.as_deref(), &wasm).map(|()| ExitCode::SUCCESS)
         }
-        Command::Run { invoke, dirs, envs, allow_precompiled, verify, wasm, wasi, argv0, timeout, module_and_args } => {
-            run_command(RunArgs {
-                invoke,
-                dirs,
-                envs,
-                allow_precompiled,
-                verify,
-                wasm,
-                wasi,
-                argv0,
-                timeout,
-                module_and_args,
-            })
-        }
+        Command::Run(args) => run_command(args),
         Command::Inspect { module } => inspect(&module).map(|()| ExitCode::SUCCESS),
         Command::Keygen { prefix } => keygen(&prefix).map(|()| ExitCode::SUCCESS),
         Command::Cache { action } => cache(action.is_some()).map(|()| ExitCode::SUCCESS),
@@ -306,16 +254,50 @@ fn keygen(prefix: &Path) -> Result<()> {
 }
 
 /// `kiln run`'s options.
+#[derive(clap::Args)]
 struct RunArgs {
+    /// The exported function to call (instead of running `_start` as a WASI command).
+    #[arg(long, value_name = "NAME")]
     invoke: Option<String>,
+    /// Give the guest the host directory HOST, under the name GUEST (default: HOST as
+    /// written). Repeatable. Paths never resolve outside it (`..`, absolute paths and
+    /// symlinks are confined); /proc, /sys and /dev are refused.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     dirs: Vec<String>,
+    /// Set the guest environment variable K to V (`--env K` copies the host's value).
+    /// Repeatable. The guest sees no other variables.
+    #[arg(long = "env", value_name = "K=V")]
     envs: Vec<String>,
+    /// Allow MODULE to be a shared object made by `kiln compile`. It is native code that runs
+    /// in this process: only for objects whose origin you trust.
+    #[arg(long)]
     allow_precompiled: bool,
+    /// Run a shared object only if MODULE.minisig is a valid signature of it by this minisign
+    /// public key (made with `kiln compile --sign`).
+    #[arg(long, value_name = "PUBKEY")]
     verify: Option<PathBuf>,
+    /// WebAssembly options, as OPT=VALUE (repeatable): timeout, fuel, max-memory-size,
+    /// max-table-elements, max-instances, max-tables, max-memories, and the proposals
+    /// wide-arithmetic and custom-page-sizes. `-W help` lists them.
+    #[arg(short = 'W', value_name = "OPT=VALUE")]
     wasm: Vec<String>,
+    /// WASI options, as OPT=VALUE (repeatable): max-open-files. `-S help` lists them.
+    #[arg(short = 'S', value_name = "OPT=VALUE")]
     wasi: Vec<String>,
+    /// The program name the guest sees as `argv[0]` (default: MODULE as written).
+    #[arg(long, value_name = "NAME")]
     argv0: Option<String>,
+    /// Same as `-W timeout=DURATION`.
+    #[arg(long, value_name = "DURATION", value_parser = options::parse_duration, hide = true)]
     timeout: Option<std::time::Duration>,
+    /// Profile the guest with `perf`: `jitdump` writes jit-PID.dump in the current directory,
+    /// describing the guest's compiled functions, for `perf inject --jit` (the README shows
+    /// the three perf commands).
+    #[arg(long, value_name = "STRATEGY", value_parser = ["jitdump"])]
+    profile: Option<String>,
+    /// The module (.wasm, .wat, or with --allow-precompiled a .so), then the guest's
+    /// arguments: everything after the module.
+    #[arg(value_name = "MODULE", trailing_var_arg = true, allow_hyphen_values = true)]
     module_and_args: Vec<String>,
 }
 
@@ -345,6 +327,11 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
         fuel: wasm.fuel.is_some(),
         features: wasm.features,
     };
+    if args.profile.is_some() {
+        kiln_runtime::enable_jitdump().with_context(|| {
+            format!("cannot write the jitdump file jit-{}.dump in the current directory", std::process::id())
+        })?;
+    }
     let loaded = modules::load(path, &policy)?;
     let argv0 = args.argv0.as_deref().unwrap_or(module_arg);
     let setup = Setup { path, argv0, dirs: &args.dirs, envs: &args.envs, wasm: &wasm, wasi: &wasi };

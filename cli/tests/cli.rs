@@ -240,22 +240,68 @@ fn exit_statuses_follow_wasmtime_and_never_pass_for_a_trap() {
     assert!(stderr(&out).contains("not_a_command.wat: its `_start` takes 1 parameters"), "{}", stderr(&out));
 }
 
-/// A trap prints the guest's frames under its wording, innermost first, named from the name
-/// section; KILN_BACKTRACE=0 leaves only the wording.
+/// `--profile jitdump` writes jit-PID.dump in the current directory: the jitdump header, then
+/// one code-load record per guest function, named as in the object's symbols and carrying the
+/// function's machine code (what `perf inject --jit` reads).
+#[test]
+fn profile_jitdump_describes_every_guest_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("prof.wat");
+    std::fs::write(
+        &wat,
+        r#"(module (func $leaf (result i32) (i32.const 7)) (func (export "run") (result i32) (call $leaf)))"#,
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["run", "--profile", "jitdump", "--invoke", "run", wat.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env("KILN_NO_CACHE", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success() && stdout(&out) == "7\n", "{}", stdout(&out));
+    let dump = std::fs::read(dir.path().join(format!("jit-{pid}.dump"))).unwrap();
+    let u32_at = |at: usize| u32::from_le_bytes(dump[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(dump[at..at + 8].try_into().unwrap());
+    // Header: magic "JiTD", version 1, its size, EM_X86_64, padding, the pid.
+    assert_eq!([u32_at(0), u32_at(4), u32_at(8), u32_at(12), u32_at(20)], [0x4A69_5444, 1, 40, 62, pid]);
+    let mut records = Vec::new();
+    let mut at = 40;
+    while at < dump.len() {
+        let (id, size) = (u32_at(at), u32_at(at + 4) as usize);
+        assert_eq!(id, 0, "only code-load records");
+        let (code_addr, code_size) = (u64_at(at + 32), u64_at(at + 40) as usize);
+        let name_end = at + 56 + dump[at + 56..].iter().position(|&b| b == 0).unwrap();
+        let name = String::from_utf8(dump[at + 56..name_end].to_vec()).unwrap();
+        assert_eq!(size, 56 + name.len() + 1 + code_size, "{name}: the record holds its code");
+        assert!(code_addr != 0 && code_size > 0, "{name}");
+        records.push(name);
+        at += size;
+    }
+    assert_eq!(at, dump.len());
+    assert_eq!(records, ["wasm[0]::leaf", "wasm[1]"]);
+}
+
+/// A trap prints the guest's frames under its wording, innermost first, each with the module
+/// offset of the instruction it is at and named from the name section; KILN_BACKTRACE=0
+/// leaves only the wording.
 #[test]
 fn a_trap_prints_a_guest_backtrace() {
     let dir = tempfile::tempdir().unwrap();
     let wat = dir.path().join("nested.wat");
-    std::fs::write(
-        &wat,
-        r#"(module (func $leaf (unreachable)) (func $caller (call $leaf)) (func (export "run") (call $caller)))"#,
-    )
-    .unwrap();
+    let text =
+        r#"(module (func $leaf (unreachable)) (func $caller (call $leaf)) (func (export "run") (call $caller)))"#;
+    std::fs::write(&wat, text).unwrap();
     let out = kiln(&["run", "--invoke", "run", wat.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(134));
     let err = stderr(&out);
-    let expected = "wasm trap: unreachable\nwasm backtrace:\n     0: leaf (wasm function 0)\n     1: caller (wasm function 1)\n     2: wasm function 2\n";
+    let expected = "wasm trap: unreachable\nwasm backtrace:\n     0:     0x22 - leaf (wasm function 0)\n     1:     0x26 - caller (wasm function 1)\n     2:     0x2b - wasm function 2\n";
     assert_eq!(err, expected);
+    // Those offsets are the `unreachable` and the two `call`s in the module's bytes.
+    let bytes = wat::parse_str(text).unwrap();
+    assert_eq!([bytes[0x22], bytes[0x26], bytes[0x2b]], [0x00, 0x10, 0x10]);
     let quiet = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["run", "--invoke", "run", wat.to_str().unwrap()])
         .env("KILN_BACKTRACE", "0")

@@ -9,9 +9,9 @@ use cranelift_frontend::FunctionBuilderContext;
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, ModuleRelocTarget};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use kiln_abi::{
-    ConstOp, DataMode, FunctionInfo, HandlerSite, HeapImage, ModuleHeader, ModuleMetadata, TrapSite, VMContextHeader,
-    VMOffsets, VMRuntimeLimits, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, HEAP_IMAGE_SECTION, HOST_TRAMPOLINE_PREFIX,
-    IMAGE_PAGE_SIZE, MODULE_MAGIC, MODULE_SYMBOL,
+    CallSite, ConstOp, DataMode, FunctionInfo, HandlerSite, HeapImage, ModuleHeader, ModuleMetadata, TrapSite,
+    VMContextHeader, VMOffsets, VMRuntimeLimits, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, HEAP_IMAGE_SECTION,
+    HOST_TRAMPOLINE_PREFIX, IMAGE_PAGE_SIZE, MODULE_MAGIC, MODULE_SYMBOL, NO_WASM_OFFSET,
 };
 use wasmparser::FuncValidatorAllocations;
 
@@ -113,6 +113,16 @@ fn handler_sites(buffer: &cranelift_codegen::MachBufferFinalized<cranelift_codeg
         .collect()
 }
 
+/// The wasm offset of the instruction whose machine code holds `code_offset`
+/// ([`NO_WASM_OFFSET`] if none does). `srclocs` are sorted and do not overlap.
+fn wasm_offset_at(srclocs: &[cranelift_codegen::MachSrcLoc<cranelift_codegen::Final>], code_offset: u32) -> u32 {
+    let i = srclocs.partition_point(|s| s.start <= code_offset);
+    match i.checked_sub(1).map(|i| &srclocs[i]) {
+        Some(s) if code_offset < s.end && !s.loc.is_default() => s.loc.bits(),
+        _ => NO_WASM_OFFSET,
+    }
+}
+
 fn codegen_error(err: impl std::fmt::Display) -> CompileError {
     CompileError::Codegen(err.to_string())
 }
@@ -195,15 +205,33 @@ pub(crate) fn compile(
             other => codegen_error(other),
         })?;
         let compiled = ctx.compiled_code().expect("define_function compiled the function");
-        let mut traps: Vec<TrapSite> =
-            compiled.buffer.traps().iter().map(|t| TrapSite { offset: t.offset, code: kiln_trap(t.code) }).collect();
+        let srclocs = compiled.buffer.get_srclocs_sorted();
+        let mut traps: Vec<TrapSite> = compiled
+            .buffer
+            .traps()
+            .iter()
+            .map(|t| TrapSite {
+                offset: t.offset,
+                code: kiln_trap(t.code),
+                wasm_offset: wasm_offset_at(srclocs, t.offset),
+            })
+            .collect();
         traps.sort_by_key(|t| t.offset);
         if let (Some(listings), Some(capstone), Some(clif)) = (listings.as_deref_mut(), &capstone, clif) {
             let disasm = compiled.disassemble(Some(&ctx.func.params), capstone).map_err(codegen_error)?;
             listings.push(FunctionListing { index: (num_imported + i) as u32, clif, disasm, traps: traps.clone() });
         }
         let handlers = handler_sites(&compiled.buffer);
-        infos.push(FunctionInfo { type_index, code_len: compiled.code_info().total_size, traps, handlers });
+        let calls = compiled
+            .buffer
+            .call_sites()
+            .map(|site| CallSite {
+                return_offset: site.ret_addr,
+                // The call instruction ends at the return address.
+                wasm_offset: wasm_offset_at(srclocs, site.ret_addr - 1),
+            })
+            .collect();
+        infos.push(FunctionInfo { type_index, code_len: compiled.code_info().total_size, traps, handlers, calls });
     }
     drop(module_env);
     meta.functions = infos;
@@ -417,19 +445,41 @@ fn makes_calls(body: &wasmparser::FunctionBody<'_>) -> bool {
 }
 
 /// The symbol of function `index` in the object: `wasm[INDEX]::NAME`, NAME from the module's
-/// `name` section (control characters and whitespace replaced, at most 200 bytes), or
-/// `wasm[INDEX]` for an unnamed function. The index keeps symbols unique; the name is what
-/// `perf report`, `gdb` and `addr2line` show for the guest's code.
+/// `name` section, demangled if a Rust or C++ compiler mangled it (control characters and
+/// whitespace other than spaces replaced, at most 200 bytes), or `wasm[INDEX]` for an unnamed
+/// function. The index keeps symbols unique; the name is what `perf report`, `gdb`,
+/// `addr2line` and the runtime's backtraces show for the guest's code.
 fn function_symbol(index: u32, name: Option<&str>) -> String {
     let mut symbol = format!("wasm[{index}]");
     if let Some(name) = name.filter(|n| !n.is_empty()) {
         symbol.push_str("::");
-        for c in name.chars() {
+        for c in demangle(name).chars() {
             if symbol.len() + c.len_utf8() > 200 {
                 break;
             }
-            symbol.push(if c.is_control() || c.is_whitespace() { '_' } else { c });
+            symbol.push(if c.is_control() || (c.is_whitespace() && c != ' ') { '_' } else { c });
         }
     }
     symbol
+}
+
+/// `name` demangled if it is a mangled Rust (legacy or v0, without the hash) or Itanium C++
+/// name, else unchanged. Names are the guest's: longer ones are left alone, which bounds what
+/// the demanglers (recursion- and size-limited themselves) are given.
+fn demangle(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.len() > 1024 {
+        return name.into();
+    }
+    if let Ok(demangled) = rustc_demangle::try_demangle(name) {
+        return format!("{demangled:#}").into();
+    }
+    if name.starts_with("_Z") {
+        let options = cpp_demangle::DemangleOptions::new().no_return_type();
+        if let Some(demangled) =
+            cpp_demangle::Symbol::new(name).ok().and_then(|s| s.demangle_with_options(&options).ok())
+        {
+            return demangled.into();
+        }
+    }
+    name.into()
 }

@@ -190,7 +190,9 @@ mod tests {
             (func $fib (export "fib"))
             (func)
             (func $again (@name "fib") (export "fib_again"))
-            (func (@name "tab\tand a space")))"#;
+            (func (@name "tab\tand a space"))
+            (func (@name "_ZN4core3fmt5write17h0123456789abcdefE"))
+            (func (@name "_Z6divideii")))"#;
         Compiler::new().unwrap().compile_to_file(wat.as_bytes(), &so).unwrap();
         let bytes = std::fs::read(&so).unwrap();
         let file = object::File::parse(&bytes[..]).unwrap();
@@ -201,7 +203,17 @@ mod tests {
             .filter(|n| n.starts_with("wasm["))
             .collect();
         names.sort();
-        assert_eq!(names, ["wasm[1]::fib", "wasm[2]", "wasm[3]::fib", "wasm[4]::tab_and_a_space"]);
+        assert_eq!(
+            names,
+            [
+                "wasm[1]::fib",
+                "wasm[2]",
+                "wasm[3]::fib",
+                "wasm[4]::tab_and a space",
+                "wasm[5]::core::fmt::write",
+                "wasm[6]::divide(int, int)"
+            ]
+        );
     }
 
     /// Exception-handling blocks keep their nesting in dead code: once, the `end` of a dead

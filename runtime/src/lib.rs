@@ -28,6 +28,7 @@ mod libcalls;
 mod limits;
 mod load;
 mod parking;
+mod profiling;
 mod region;
 mod signature;
 mod store;
@@ -45,6 +46,7 @@ pub use kiln_abi::{
 };
 pub use limits::{LimitError, StoreLimits};
 pub use load::{decode_metadata, LoadError, Module, ObjectFile};
+pub use profiling::enable_jitdump;
 pub use region::{Region, RegionConfig, RegionError, SlotLayout};
 pub use signature::{signature_path, PublicKey, SignatureError};
 pub use store::{InterruptHandle, Store, StoreBinding, StoreBusy};

@@ -355,14 +355,16 @@ impl Module {
             )
         };
 
-        let mut sites: Vec<(usize, kiln_abi::TrapCode)> = Vec::new();
+        let mut sites: Vec<(usize, kiln_abi::TrapCode, u32)> = Vec::new();
+        let mut calls: Vec<(usize, u32)> = Vec::new();
         let mut handlers: Vec<registry::HandlerEntry> = Vec::new();
         let (mut code_start, mut code_end) = (usize::MAX, 0usize);
         for (info, &code) in meta.functions.iter().zip(&functions) {
             let start = code as usize;
             code_start = code_start.min(start);
             code_end = code_end.max(start.saturating_add(info.code_len as usize));
-            sites.extend(info.traps.iter().map(|t| (start + t.offset as usize, t.code)));
+            sites.extend(info.traps.iter().map(|t| (start + t.offset as usize, t.code, t.wasm_offset)));
+            calls.extend(info.calls.iter().map(|c| (start + c.return_offset as usize, c.wasm_offset)));
             handlers.extend(info.handlers.iter().map(|h| registry::HandlerEntry {
                 return_address: start + h.return_offset as usize,
                 handler: start + h.handler_offset as usize,
@@ -370,6 +372,7 @@ impl Module {
             }));
         }
         sites.sort_by_key(|s| s.0);
+        calls.sort_by_key(|c| c.0);
         handlers.sort_by_key(|h| h.return_address);
         let mut ranges: Vec<FunctionRange> = meta
             .functions
@@ -388,9 +391,13 @@ impl Module {
             })
             .collect();
         ranges.sort_by_key(|f| f.start);
+        // SAFETY: the ranges are the code of the library just loaded, which `library` keeps.
+        unsafe { crate::profiling::describe_functions(&ranges) };
         let trap_table = Box::new(TrapTable {
             pcs: sites.iter().map(|s| s.0).collect(),
             codes: sites.iter().map(|s| s.1).collect(),
+            wasm_offsets: sites.iter().map(|s| s.2).collect(),
+            calls,
             functions: ranges,
             handlers,
         });

@@ -266,14 +266,24 @@ fn a_trap_carries_the_guest_frames_innermost_first() {
     let frames = |trap: &Trap| -> Vec<(u32, Option<String>)> {
         trap.backtrace().frames().iter().map(|f| (f.func_index, f.name.as_deref().map(String::from))).collect()
     };
+    // Each frame's module offset is that of the instruction it is at, so the byte there is
+    // that instruction's opcode.
+    let bytes = wat::parse_str(wat).unwrap();
+    let opcodes = |trap: &Trap| -> Vec<Option<u8>> {
+        trap.backtrace().frames().iter().map(|f| f.module_offset.map(|o| bytes[o as usize])).collect()
+    };
+    const CALL: Option<u8> = Some(0x10);
     let expected = [(0, Some("inner".to_string())), (1, Some("middle".to_string())), (2, None)];
     // Through the untyped path (array trampoline) and the typed direct one.
     let Err(CallError::Trap(trap)) = instance.call("outer", &[Val::I32(0)]) else { panic!("outer(0) must trap") };
     assert_eq!(trap.code(), Some(TrapCode::IntegerDivisionByZero));
     assert_eq!(frames(&trap), expected);
+    assert_eq!(opcodes(&trap), [Some(0x6e), CALL, CALL], "i32.div_u, then two calls");
     assert_eq!(trap.backtrace().frames_omitted(), 0);
     let listing = trap.backtrace().to_string();
-    assert!(listing.contains("0: inner (wasm function 0)") && listing.contains("2: wasm function 2"), "{listing}");
+    let div_offset = trap.backtrace().frames()[0].module_offset.unwrap();
+    assert!(listing.contains(&format!("0: {div_offset:>#8x} - inner (wasm function 0)")), "{listing}");
+    assert!(listing.contains(" - wasm function 2"), "{listing}");
     let outer = instance.get_func("outer").unwrap().typed::<i32, i32>().unwrap();
     let Err(CallError::Trap(trap)) = outer.call(0) else { panic!("outer(0) must trap") };
     assert_eq!(frames(&trap), expected);
@@ -282,11 +292,13 @@ fn a_trap_carries_the_guest_frames_innermost_first() {
     assert_eq!(trap.code(), Some(TrapCode::StackOverflow));
     let deep = frames(&trap);
     assert!(deep.len() == 100 && deep.iter().all(|f| f == &(3, Some("deep".to_string()))), "{deep:?}");
+    assert!(opcodes(&trap)[1..].iter().all(|&op| op == CALL), "{:?}", opcodes(&trap));
     assert!(trap.backtrace().frames_omitted() > 1000, "{}", trap.backtrace().frames_omitted());
     // A trap raised inside the runtime (memory.fill out of bounds) has the frames too.
     let Err(CallError::Trap(trap)) = instance.call("fill", &[]) else { panic!("fill must trap") };
     assert_eq!(trap.code(), Some(TrapCode::HeapOutOfBounds));
     assert_eq!(frames(&trap), [(4, Some("filler".to_string())), (5, None)]);
+    assert_eq!(opcodes(&trap), [Some(0xfc), CALL], "memory.fill, then a call");
     // The instance still works after all three.
     assert_eq!(instance.call("outer", &[Val::I32(1)]).unwrap(), [Val::I32(2)]);
 }

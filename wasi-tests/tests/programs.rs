@@ -38,7 +38,8 @@ fn hello() -> TestResult {
     check(out.stdout == "Hello, world!\n", "hello prints exactly `Hello, world!`", &out)
 }
 
-/// A trap in C code names the C functions on the stack, innermost first.
+/// A trap in C code names the C functions on the stack, innermost first, each at an offset
+/// in the module.
 fn trap_backtrace() -> TestResult {
     let out = run_ok("trap", &RunOptions::default())?;
     let Some(trap) = &out.trap else { return check(false, "trap traps", &out) };
@@ -48,7 +49,9 @@ fn trap_backtrace() -> TestResult {
         names.starts_with(&["divide", "compute", "main"]),
         &format!("the backtrace names the C functions: {names:?}"),
         &out,
-    )
+    )?;
+    let offsets: Vec<Option<u32>> = trap.backtrace().frames().iter().map(|f| f.module_offset).collect();
+    check(offsets.iter().take(3).all(Option::is_some), &format!("frames have module offsets: {offsets:?}"), &out)
 }
 
 fn args_env() -> TestResult {

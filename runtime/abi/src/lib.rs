@@ -29,7 +29,7 @@ pub use vmctx::*;
 /// header carries another version, before reading anything else from it. (Also bumped when
 /// what the runtime trusts compiled code to check changes: 8 runs memories with 1-byte pages,
 /// which only code from Kiln's own translator bounds-checks exactly.)
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 
 /// First eight bytes of the module header, so a foreign symbol of the same name is refused.
 pub const MODULE_MAGIC: [u8; 8] = *b"KILNMOD\0";

@@ -196,7 +196,25 @@ pub struct TrapSite {
     pub offset: u32,
     /// What the trap means.
     pub code: TrapCode,
+    /// Offset in the WebAssembly module of the instruction it came from ([`NO_WASM_OFFSET`]
+    /// if none).
+    pub wasm_offset: u32,
 }
+
+/// A call instruction of a compiled function, so that a backtrace can say which wasm
+/// instruction each frame is at (a frame other than the innermost is always at a call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallSite {
+    /// Offset of the call's return address from the start of the function (sorted key).
+    pub return_offset: u32,
+    /// Offset in the WebAssembly module of the instruction the call came from
+    /// ([`NO_WASM_OFFSET`] if none).
+    pub wasm_offset: u32,
+}
+
+/// A [`TrapSite::wasm_offset`] or [`CallSite::wasm_offset`] for machine code that no wasm
+/// instruction produced (a function's prologue, for example).
+pub const NO_WASM_OFFSET: u32 = u32::MAX;
 
 /// A call that an exception may leave through a handler of the calling function: where it
 /// returns to, where the handler is, and how the frame is laid out at the call.
@@ -224,6 +242,8 @@ pub struct FunctionInfo {
     /// Its calls that an exception can leave through one of its handlers, sorted by return
     /// offset.
     pub handlers: Vec<HandlerSite>,
+    /// Its calls, sorted by return offset.
+    pub calls: Vec<CallSite>,
 }
 
 /// A defined global.

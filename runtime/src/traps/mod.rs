@@ -61,7 +61,8 @@ impl Trap {
 }
 
 /// The guest functions on the stack when a trap happened, innermost first. Its `Display`
-/// lists them one per line, as `wasmtime` does.
+/// lists them one per line, as `wasmtime` does: the frame's number, its offset in the module,
+/// its function's name and index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WasmBacktrace {
     frames: Vec<Frame>,
@@ -74,9 +75,13 @@ pub struct WasmBacktrace {
 pub struct Frame {
     /// Its wasm function index.
     pub func_index: u32,
-    /// Its name in the module's `name` section, if it has one. (A copy: threads that trap in
-    /// the same function share nothing.)
+    /// Its name in the module's `name` section, if it has one, demangled if a Rust or C++
+    /// compiler mangled it. (A copy: threads that trap in the same function share nothing.)
     pub name: Option<String>,
+    /// The offset in the WebAssembly module's bytes of the instruction the frame is at: the one
+    /// that trapped, or the call that is still running. `None` for code no wasm instruction
+    /// produced (a function's entry checks).
+    pub module_offset: Option<u32>,
 }
 
 impl WasmBacktrace {
@@ -94,9 +99,13 @@ impl WasmBacktrace {
 impl fmt::Display for WasmBacktrace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, frame) in self.frames.iter().enumerate() {
+            match frame.module_offset {
+                Some(offset) => write!(f, "  {i:>4}: {:>8} - ", format!("{offset:#x}"))?,
+                None => write!(f, "  {i:>4}: {:>8} - ", "?")?,
+            }
             match &frame.name {
-                Some(name) => writeln!(f, "  {i:>4}: {name} (wasm function {})", frame.func_index)?,
-                None => writeln!(f, "  {i:>4}: wasm function {}", frame.func_index)?,
+                Some(name) => writeln!(f, "{name} (wasm function {})", frame.func_index)?,
+                None => writeln!(f, "wasm function {}", frame.func_index)?,
             }
         }
         if self.more > 0 {
@@ -256,8 +265,7 @@ impl Activation {
                 let pc = unsafe { (*frames)[i].assume_init() };
                 // SAFETY: the call that trapped has not returned, so every module with code on
                 // its stack is still loaded (its instances hold them).
-                let (func_index, name) = unsafe { registry::function_at(pc) }?;
-                Some(Frame { func_index, name })
+                unsafe { registry::frame_at(pc) }
             })
             .collect();
         WasmBacktrace { frames, more: self.frames_omitted.get() }

@@ -18,6 +18,10 @@ pub(crate) struct TrapTable {
     pub pcs: Vec<usize>,
     /// The code for each entry of `pcs`.
     pub codes: Vec<TrapCode>,
+    /// The wasm offset for each entry of `pcs` (`kiln_abi::NO_WASM_OFFSET`: none).
+    pub wasm_offsets: Vec<u32>,
+    /// The module's calls as `(return address, wasm offset)`, sorted.
+    pub calls: Vec<(usize, u32)>,
     /// The module's defined functions, sorted by address.
     pub functions: Vec<FunctionRange>,
     /// The module's calls that have an exception handler, sorted by return address.
@@ -55,6 +59,21 @@ impl TrapTable {
     pub fn handler(&self, return_address: usize) -> Option<HandlerEntry> {
         let i = self.handlers.binary_search_by_key(&return_address, |h| h.return_address).ok()?;
         Some(self.handlers[i])
+    }
+
+    /// The offset in the WebAssembly module of the instruction a backtrace frame is at: `pc` is
+    /// a trap site, or the last byte of a call (its return address minus one; never the
+    /// start of an instruction, so never a trap site).
+    pub fn wasm_offset(&self, pc: usize) -> Option<u32> {
+        let offset = match self.pcs.binary_search(&pc) {
+            Ok(i) => self.wasm_offsets[i],
+            Err(_) => {
+                let return_address = pc.checked_add(1)?;
+                let i = self.calls.binary_search_by_key(&return_address, |c| c.0).ok()?;
+                self.calls[i].1
+            }
+        };
+        (offset != kiln_abi::NO_WASM_OFFSET).then_some(offset)
     }
 
     /// The function whose code holds `pc`.
@@ -169,15 +188,21 @@ pub(crate) fn lookup(pc: usize) -> Option<TrapCode> {
     table_of(pc).and_then(|table| unsafe { &*table }.lookup(pc))
 }
 
-/// The wasm function index and name of the guest function whose code holds `pc`.
+/// The backtrace frame of the guest function whose code holds `pc` (a trap site, or a return
+/// address minus one).
 ///
 /// # Safety
 /// The module holding `pc` must stay loaded during the call: `pc` is a return address or trap
 /// site on a guest stack whose call has not returned yet (its instances keep their modules).
-pub(crate) unsafe fn function_at(pc: usize) -> Option<(u32, Option<String>)> {
+pub(crate) unsafe fn frame_at(pc: usize) -> Option<super::Frame> {
     // SAFETY: the module is alive (caller's contract), and so is its table.
     let table = unsafe { &*table_of(pc)? };
-    table.function(pc).map(|f| (f.index, f.name.as_deref().map(String::from)))
+    let function = table.function(pc)?;
+    Some(super::Frame {
+        func_index: function.index,
+        name: function.name.as_deref().map(String::from),
+        module_offset: table.wasm_offset(pc),
+    })
 }
 
 #[cfg(test)]
@@ -189,6 +214,8 @@ mod tests {
         let table = TrapTable {
             pcs: vec![0x1010, 0x1020],
             codes: vec![TrapCode::UnreachableCodeReached, TrapCode::HeapOutOfBounds],
+            wasm_offsets: vec![0x41, kiln_abi::NO_WASM_OFFSET],
+            calls: vec![(0x1030, 0x52)],
             functions: vec![FunctionRange { start: 0x1000, end: 0x1080, index: 3, name: Some("f".into()) }],
             handlers: vec![HandlerEntry { return_address: 0x1030, handler: 0x1060, frame_offset: 32 }],
         };
@@ -197,9 +224,13 @@ mod tests {
         assert_eq!(lookup(0x1020), Some(TrapCode::HeapOutOfBounds));
         assert_eq!(lookup(0x1011), None);
         // SAFETY: the table is alive.
-        assert_eq!(unsafe { function_at(0x107f) }.map(|f| f.0), Some(3));
+        assert_eq!(unsafe { frame_at(0x107f) }.map(|f| f.func_index), Some(3));
         // SAFETY: as above.
-        assert!(unsafe { function_at(0x1080) }.is_none() && table_of(0x1080).is_some());
+        assert!(unsafe { frame_at(0x1080) }.is_none() && table_of(0x1080).is_some());
+        // A trap site, a trap site without an offset, the last byte of a call, anything else.
+        // SAFETY: as above.
+        let offsets = [0x1010, 0x1020, 0x102f, 0x1030].map(|pc| unsafe { frame_at(pc) }.unwrap().module_offset);
+        assert_eq!(offsets, [Some(0x41), None, Some(0x52), None]);
         // SAFETY: as above.
         let found = unsafe { &*table_of(0x1030).unwrap() };
         assert_eq!(found.handler(0x1030).map(|h| h.handler), Some(0x1060));
@@ -215,12 +246,16 @@ mod tests {
         let a = TrapTable {
             pcs: vec![0x7000_0010],
             codes: vec![TrapCode::IntegerOverflow],
+            wasm_offsets: vec![0],
+            calls: Vec::new(),
             functions: Vec::new(),
             handlers: Vec::new(),
         };
         let b = TrapTable {
             pcs: vec![0x7000_0010],
             codes: vec![TrapCode::StackOverflow],
+            wasm_offsets: vec![0],
+            calls: Vec::new(),
             functions: Vec::new(),
             handlers: Vec::new(),
         };
