@@ -84,6 +84,10 @@ enum Command {
         /// metering). `-W help` lists them.
         #[arg(short = 'W', value_name = "OPT=VALUE")]
         wasm: Vec<String>,
+        /// Debugging options, as OPT[=VALUE] (repeatable): debug-info (DWARF line information
+        /// from the module's own DWARF). `-D help` lists them.
+        #[arg(short = 'D', value_name = "OPT[=VALUE]")]
+        debug: Vec<String>,
     },
     /// Run a WASI command, or call one exported function with --invoke.
     ///
@@ -135,8 +139,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse_from(with_implicit_run(std::env::args_os().collect()));
     let result = match cli.command {
-        Command::Compile { input, output, sign, wasm } => {
-            compile(&input, output, sign.as_deref(), &wasm).map(|()| ExitCode::SUCCESS)
+        Command::Compile { input, output, sign, wasm, debug } => {
+            compile(&input, output, sign.as_deref(), &wasm, &debug).map(|()| ExitCode::SUCCESS)
         }
         Command::Run(args) => run_command(args),
         Command::Inspect { module } => inspect(&module).map(|()| ExitCode::SUCCESS),
@@ -171,18 +175,28 @@ fn with_implicit_run(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
     args
 }
 
-fn compile(input: &Path, output: Option<PathBuf>, sign: Option<&Path>, wasm: &[String]) -> Result<()> {
+fn compile(
+    input: &Path,
+    output: Option<PathBuf>,
+    sign: Option<&Path>,
+    wasm: &[String],
+    debug: &[String],
+) -> Result<()> {
     if wasm.iter().any(|o| o == "help") {
         return options::print_help('W', options::WASM_HELP);
     }
+    if debug.iter().any(|o| o == "help") {
+        return options::print_help('D', options::DEBUG_HELP);
+    }
     let wasm = options::parse_wasm(wasm)?;
+    let debug_info = options::parse_debug(debug)?;
     let output = output.unwrap_or_else(|| input.with_extension("so"));
     if output == input {
         bail!("{} would overwrite its input: name the output with -o", output.display());
     }
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
     let mut compiler = kiln_compiler::Compiler::with_features(wasm.features)?;
-    compiler.set_fuel_metering(wasm.fuel.is_some());
+    compiler.set_fuel_metering(wasm.fuel.is_some()).set_debug_info(debug_info);
     kiln_compiler::wasm_from_file_contents(&bytes, input)
         .and_then(|wasm| compiler.compile_wasm_to_file(&wasm, &output))
         .with_context(|| format!("cannot compile {}", input.display()))?;

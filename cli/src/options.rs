@@ -73,6 +73,23 @@ pub const WASM_HELP: &[(&str, &str, &str)] = &[
 pub const WASI_HELP: &[(&str, &str, &str)] =
     &[("max-open-files", "N", "most descriptors the guest may hold open, stdio and preopens included (default 256)")];
 
+pub const DEBUG_HELP: &[(&str, &str, &str)] = &[(
+    "debug-info",
+    "y|n",
+    "DWARF line information in the object, from the module's own DWARF (built with -g), so that \
+     addr2line, objdump -dl and gdb show the guest's source lines (default n)",
+)];
+
+/// Parses the `-D` options given, in order: whether to emit debug information.
+pub fn parse_debug(options: &[String]) -> Result<bool> {
+    let mut debug_info = false;
+    for option in options {
+        let (_, value) = split('D', option, DEBUG_HELP)?;
+        debug_info = parse_switch(value).with_context(|| format!("-D {option}"))?;
+    }
+    Ok(debug_info)
+}
+
 /// Prints an option group's help.
 pub fn print_help(flag: char, options: &[(&str, &str, &str)]) -> anyhow::Result<()> {
     crate::out!("Available -{flag} options:");

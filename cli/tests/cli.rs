@@ -240,6 +240,26 @@ fn exit_statuses_follow_wasmtime_and_never_pass_for_a_trap() {
     assert!(stderr(&out).contains("not_a_command.wat: its `_start` takes 1 parameters"), "{}", stderr(&out));
 }
 
+/// `kiln compile -D` is Wasmtime's debugging group: `-D debug-info` is accepted (a module
+/// without DWARF of its own compiles as without it), `-D help` lists it, and an unknown option
+/// is refused by name.
+#[test]
+fn compile_takes_debug_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("plain.wat");
+    std::fs::write(&wat, r#"(module (func (export "f") (result i32) (i32.const 3)))"#).unwrap();
+    let so = dir.path().join("plain.so");
+    let out = kiln(&["compile", "-D", "debug-info", wat.to_str().unwrap(), "-o", so.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = kiln(&["run", "--allow-precompiled", "--invoke", "f", so.to_str().unwrap()]);
+    assert_eq!(stdout(&run), "3\n");
+    let help = kiln(&["compile", "-D", "help", "x.wat"]);
+    assert!(help.status.success() && stdout(&help).contains("-D debug-info=y|n"), "{}", stdout(&help));
+    let bad = kiln(&["compile", "-D", "bogus", wat.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("unknown option `-D bogus` (known: debug-info"), "{}", stderr(&bad));
+}
+
 /// `--profile jitdump` writes jit-PID.dump in the current directory: the jitdump header, then
 /// one code-load record per guest function, named as in the object's symbols and carrying the
 /// function's machine code (what `perf inject --jit` reads).

@@ -47,7 +47,8 @@ impl ObjectCache {
         hasher.update(COMPILER_VERSION.as_bytes());
         hasher.update(kiln_abi::ABI_VERSION.to_le_bytes());
         hasher.update(compiler.features.bits().to_le_bytes());
-        hasher.update([compiler.interruptible as u8, compiler.fuel as u8]);
+        let options = compiler.options;
+        hasher.update([options.interruptible as u8, options.fuel as u8, options.debug_info as u8]);
         // The object depends on the CPU features the ISA was configured with.
         for flag in compiler.isa.isa_flags() {
             hasher.update(flag.to_string().as_bytes());

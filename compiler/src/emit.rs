@@ -118,8 +118,17 @@ fn handler_sites(buffer: &cranelift_codegen::MachBufferFinalized<cranelift_codeg
 fn wasm_offset_at(srclocs: &[cranelift_codegen::MachSrcLoc<cranelift_codegen::Final>], code_offset: u32) -> u32 {
     let i = srclocs.partition_point(|s| s.start <= code_offset);
     match i.checked_sub(1).map(|i| &srclocs[i]) {
-        Some(s) if code_offset < s.end && !s.loc.is_default() => s.loc.bits(),
+        Some(s) if code_offset < s.end => srcloc_wasm_offset(s),
         _ => NO_WASM_OFFSET,
+    }
+}
+
+/// The wasm offset a run of machine code came from ([`NO_WASM_OFFSET`] if none).
+fn srcloc_wasm_offset(srcloc: &cranelift_codegen::MachSrcLoc<cranelift_codegen::Final>) -> u32 {
+    if srcloc.loc.is_default() {
+        NO_WASM_OFFSET
+    } else {
+        srcloc.loc.bits()
     }
 }
 
@@ -127,19 +136,39 @@ fn codegen_error(err: impl std::fmt::Display) -> CompileError {
     CompileError::Codegen(err.to_string())
 }
 
+/// What code generation emits besides the module's own code.
+#[derive(Debug, Clone, Copy)]
+pub struct CodegenOptions {
+    /// Interrupt checks at loop headers and at the entries of functions that call (on by
+    /// default; see `Compiler::set_interruptible`).
+    pub interruptible: bool,
+    /// Fuel metering (off by default).
+    pub fuel: bool,
+    /// DWARF line information from the module's own DWARF (off by default).
+    pub debug_info: bool,
+}
+
+impl Default for CodegenOptions {
+    fn default() -> Self {
+        CodegenOptions { interruptible: true, fuel: false, debug_info: false }
+    }
+}
+
 /// Compiles a parsed module into an object.
 pub(crate) fn compile(
     isa: &OwnedTargetIsa,
     parsed: ParsedModule<'_>,
     mut listings: Option<&mut Vec<FunctionListing>>,
-    interruptible: bool,
-    fuel: bool,
+    options: CodegenOptions,
 ) -> Result<CompiledObject, CompileError> {
+    let CodegenOptions { interruptible, fuel, .. } = options;
     let capstone = match listings {
         Some(_) => Some(isa.to_capstone().map_err(codegen_error)?),
         None => None,
     };
-    let ParsedModule { mut meta, is_func_type, bodies, func_names } = parsed;
+    let ParsedModule { mut meta, is_func_type, bodies, func_names, debug_sections, code_section_start } = parsed;
+    let source_lines = if options.debug_info { crate::debug::SourceLines::parse(&debug_sections) } else { None };
+    let mut function_lines = Vec::new();
     meta.interruptible = interruptible;
     meta.fuel_metered = fuel;
     let builder = ObjectBuilder::new(isa.clone(), "kiln-module", cranelift_module::default_libcall_names())
@@ -231,7 +260,17 @@ pub(crate) fn compile(
                 wasm_offset: wasm_offset_at(srclocs, site.ret_addr - 1),
             })
             .collect();
-        infos.push(FunctionInfo { type_index, code_len: compiled.code_info().total_size, traps, handlers, calls });
+        let code_len = compiled.code_info().total_size;
+        if source_lines.is_some() {
+            let index = (num_imported + i) as u32;
+            function_lines.push(crate::debug::FunctionLines {
+                func_id: func_ids[i],
+                name: function_symbol(index, func_names.get(&index).map(String::as_str)),
+                code_len,
+                runs: srclocs.iter().map(|s| (s.start, s.end, srcloc_wasm_offset(s))).collect(),
+            });
+        }
+        infos.push(FunctionInfo { type_index, code_len, traps, handlers, calls });
     }
     drop(module_env);
     meta.functions = infos;
@@ -272,7 +311,12 @@ pub(crate) fn compile(
     meta.heap_images = images;
     let metadata_bytes = postcard::to_allocvec(&meta).map_err(codegen_error)?;
     emit_header(&mut object, &metadata_bytes, &func_ids, &array_trampolines, &host_trampolines, image_section)?;
-    let product = object.finish();
+    let mut product = object.finish();
+    if let Some(lines) = &source_lines {
+        let symbols: Vec<_> = function_lines.iter().map(|f| product.function_symbol(f.func_id)).collect();
+        crate::debug::add_line_info(&mut product.object, "wasm", lines, code_section_start, &function_lines, &symbols)
+            .map_err(CompileError::Codegen)?;
+    }
     let bytes = product.emit().map_err(codegen_error)?;
     Ok(CompiledObject { object: bytes, metadata: meta })
 }

@@ -9,6 +9,7 @@
 //! 5. [`link`]: the system linker turns the object into a shared object.
 
 pub mod cache;
+mod debug;
 pub mod emit;
 pub mod func_env;
 pub mod link;
@@ -95,10 +96,7 @@ pub fn describe(wasm: &[u8]) -> Result<kiln_abi::ModuleMetadata, CompileError> {
 pub struct Compiler {
     pub(crate) isa: cranelift_codegen::isa::OwnedTargetIsa,
     pub(crate) features: WasmFeatures,
-    /// Emit the interrupt checks (on by default; see `set_interruptible`).
-    pub(crate) interruptible: bool,
-    /// Emit fuel metering (off by default).
-    pub(crate) fuel: bool,
+    pub(crate) options: emit::CodegenOptions,
 }
 
 impl Compiler {
@@ -109,20 +107,25 @@ impl Compiler {
 
     /// A compiler accepting exactly the given wasm proposals.
     pub fn with_features(features: WasmFeatures) -> Result<Compiler, CompileError> {
-        Ok(Compiler { isa: emit::host_isa()?, features, interruptible: true, fuel: false })
+        Ok(Compiler { isa: emit::host_isa()?, features, options: emit::CodegenOptions::default() })
     }
 
     /// A compiler for the fixed x86-64-v2 baseline (see [`emit::baseline_isa`]): identical
     /// output on every machine.
     pub fn baseline(features: WasmFeatures) -> Result<Compiler, CompileError> {
-        Ok(Compiler { isa: emit::baseline_isa()?, features, interruptible: true, fuel: false })
+        Ok(Compiler { isa: emit::baseline_isa()?, features, options: emit::CodegenOptions::default() })
+    }
+
+    /// The wasm proposals this compiler accepts.
+    pub fn features(&self) -> WasmFeatures {
+        self.features
     }
 
     /// Whether compiled code checks the store's interrupt flag at every loop header and at the
     /// entry of every function that calls (the default). Without the checks a guest cannot be stopped from outside: only
     /// for trusted code, or to measure what the checks cost.
     pub fn set_interruptible(&mut self, interruptible: bool) -> &mut Compiler {
-        self.interruptible = interruptible;
+        self.options.interruptible = interruptible;
         self
     }
 
@@ -131,7 +134,15 @@ impl Compiler {
     /// deterministic execution. Off by default (it costs a load, a store and a branch per
     /// basic block).
     pub fn set_fuel_metering(&mut self, fuel: bool) -> &mut Compiler {
-        self.fuel = fuel;
+        self.options.fuel = fuel;
+        self
+    }
+
+    /// Whether the object carries DWARF line information (off by default): when the module
+    /// has DWARF of its own (C, C++ or Rust built with `-g`), `addr2line`, `objdump -dl` and
+    /// `gdb` on the object show the guest's source lines. A module without it gets none.
+    pub fn set_debug_info(&mut self, debug_info: bool) -> &mut Compiler {
+        self.options.debug_info = debug_info;
         self
     }
 
@@ -141,7 +152,7 @@ impl Compiler {
         // untrusted modules must get an error, not lose the process.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let parsed = module::parse(wasm, self.features)?;
-            emit::compile(&self.isa, parsed, None, self.interruptible, self.fuel)
+            emit::compile(&self.isa, parsed, None, self.options)
         }))
         .unwrap_or_else(|panic| {
             let what = panic
@@ -158,7 +169,7 @@ impl Compiler {
     pub fn compile_listing(&self, wasm: &[u8]) -> Result<Vec<emit::FunctionListing>, CompileError> {
         let parsed = module::parse(wasm, self.features)?;
         let mut listings = Vec::new();
-        emit::compile(&self.isa, parsed, Some(&mut listings), self.interruptible, self.fuel)?;
+        emit::compile(&self.isa, parsed, Some(&mut listings), self.options)?;
         Ok(listings)
     }
 
@@ -214,6 +225,24 @@ mod tests {
                 "wasm[6]::divide(int, int)"
             ]
         );
+    }
+
+    /// Debug information comes from the guest's DWARF, which may be anything: malformed
+    /// sections are skipped (no line table, no error), and a module without DWARF compiles
+    /// with debug information on exactly as without.
+    #[test]
+    fn malformed_guest_dwarf_is_skipped() {
+        let wat = r#"(module
+            (@custom ".debug_info" "\ff\ff\ff\ff\01\02\03")
+            (@custom ".debug_line" "\10\00\00\00\04\00garbage-garbage")
+            (@custom ".debug_abbrev" "\01\11\00")
+            (func (export "f") (result i32) (i32.const 1)))"#;
+        let wasm = wat::parse_str(wat).unwrap();
+        let mut compiler = Compiler::new().unwrap();
+        compiler.set_debug_info(true);
+        let object = compiler.compile_object(&wasm).unwrap();
+        let file = object::File::parse(&object.object[..]).unwrap();
+        assert!(object::Object::section_by_name(&file, ".debug_line").is_none());
     }
 
     /// Exception-handling blocks keep their nesting in dead code: once, the `end` of a dead

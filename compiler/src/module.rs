@@ -22,6 +22,10 @@ pub(crate) struct ParsedModule<'data> {
     pub bodies: Vec<(FuncToValidate<ValidatorResources>, FunctionBody<'data>)>,
     /// Function names from the `name` section, by function index.
     pub func_names: std::collections::HashMap<u32, String>,
+    /// The module's own DWARF: its `.debug_*` custom sections, by name.
+    pub debug_sections: std::collections::HashMap<&'data str, &'data [u8]>,
+    /// The module offset of the code section's contents, which DWARF addresses count from.
+    pub code_section_start: u64,
 }
 
 /// The proposals Kiln compiles by default: WebAssembly 3.0 without GC (not supported yet).
@@ -137,6 +141,8 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
     let mut bodies = Vec::new();
     let mut defined_func_types = Vec::new();
     let mut func_names = std::collections::HashMap::new();
+    let mut debug_sections = std::collections::HashMap::new();
+    let mut code_section_start = 0;
 
     // The parser decodes with the module's features too: without multi-memory, for example,
     // `memory.grow`'s memory index must be a single zero byte.
@@ -273,6 +279,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                 }
             }
             Payload::StartSection { func, .. } => meta.start = Some(func),
+            Payload::CodeSectionStart { unchecked_range, .. } => code_section_start = unchecked_range.start,
             Payload::ElementSection(reader) => {
                 for element in reader {
                     meta.elements.push(convert_element(element.map_err(invalid)?)?);
@@ -293,13 +300,15 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
             Payload::CustomSection(section) => {
                 if let wasmparser::KnownCustom::Name(names) = section.as_known() {
                     collect_function_names(names, &mut func_names);
+                } else if section.name().starts_with(".debug_") {
+                    debug_sections.insert(section.name(), section.data());
                 }
             }
             _ => {}
         }
     }
 
-    Ok(ParsedModule { meta, is_func_type, bodies, func_names })
+    Ok(ParsedModule { meta, is_func_type, bodies, func_names, debug_sections, code_section_start })
 }
 
 /// Adds the function names of a `name` section to `names`. A malformed section names nothing

@@ -48,11 +48,21 @@ thread_local! {
     });
 }
 
-/// `compile`: any bytes, as a binary or text module, are compiled or refused with an error.
-/// Every input counts: text that fails to parse still steers the fuzzer toward binaries.
+/// `compile`: any bytes, as a binary or text module, are compiled or refused with an error,
+/// never a panic (which the compiler would report as an internal compiler error). Debug
+/// information is on, so the guest's own DWARF sections are read too. Every input counts:
+/// text that fails to parse still steers the fuzzer toward binaries.
 pub fn compile(data: &[u8]) -> bool {
+    static DEBUG_COMPILER: OnceLock<Compiler> = OnceLock::new();
+    let compiler = DEBUG_COMPILER.get_or_init(|| {
+        let mut compiler = Compiler::with_features(compiler().features()).expect("the host ISA is supported");
+        compiler.set_debug_info(true);
+        compiler
+    });
     if let Ok(wasm) = kiln_compiler::wasm_from_input(data) {
-        let _ = compiler().compile_object(&wasm);
+        if let Err(err) = compiler.compile_object(&wasm) {
+            assert!(!err.to_string().contains("internal compiler error"), "{err}");
+        }
     }
     true
 }

@@ -22,11 +22,19 @@ pub fn programs_dir() -> PathBuf {
 /// Builds `programs/NAME.c` into `out_dir/NAME.wasm` with
 /// `clang-14 --target=wasm32-wasi -O2 -fuse-ld=lld`.
 pub fn build_program(name: &str, out_dir: &Path) -> Result<PathBuf> {
+    build_program_with(name, out_dir, &[], name)
+}
+
+/// Builds `programs/NAME.c` as [`build_program`] does, with `flags` added, into
+/// `out_dir/OUT.wasm`.
+pub fn build_program_with(name: &str, out_dir: &Path, flags: &[&str], out: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(out_dir)?;
     let source = programs_dir().join(format!("{name}.c"));
-    let out = out_dir.join(format!("{name}.wasm"));
+    let out = out_dir.join(format!("{out}.wasm"));
     let output = Command::new(clang())
-        .args(["--target=wasm32-wasi", "-O2", "-fuse-ld=lld", "-Wall", "-Werror", "-o"])
+        .args(["--target=wasm32-wasi", "-O2", "-fuse-ld=lld", "-Wall", "-Werror"])
+        .args(flags)
+        .arg("-o")
         .arg(&out)
         .arg(&source)
         .output()

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_wasi_tests::{build_program, run, toolchain_missing, Outcome, RunOptions};
+use kiln_wasi_tests::{build_program, build_program_with, programs_dir, run, toolchain_missing, Outcome, RunOptions};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 type TestResult = Result<(), Failed>;
@@ -52,6 +52,65 @@ fn trap_backtrace() -> TestResult {
     )?;
     let offsets: Vec<Option<u32>> = trap.backtrace().frames().iter().map(|f| f.module_offset).collect();
     check(offsets.iter().take(3).all(Option::is_some), &format!("frames have module offsets: {offsets:?}"), &out)
+}
+
+/// With debug information on, the object's DWARF maps the native code of a C function built
+/// with `-g` to its line in the C source; without it, the object has no line table.
+fn debug_info() -> TestResult {
+    let err = |e: &dyn std::fmt::Display| Failed::from(format!("{e}"));
+    let wasm = build_program_with("trap", &scratch(), &["-g"], "trap_debug").map_err(|e| err(&e))?;
+    let wasm = std::fs::read(wasm).map_err(|e| err(&e))?;
+    let source = std::fs::read_to_string(programs_dir().join("trap.c")).map_err(|e| err(&e))?;
+    let divide_line = 1 + source.lines().position(|l| l.contains("int divide(")).ok_or("trap.c defines divide")? as u64;
+    let mut lines = Vec::new();
+    for debug_info in [true, false] {
+        let so = scratch().join(format!("trap_debug_{debug_info}.so"));
+        let mut compiler = kiln_compiler::Compiler::new().map_err(|e| err(&e))?;
+        compiler.set_debug_info(debug_info).compile_to_file(&wasm, &so).map_err(|e| err(&e))?;
+        let bytes = std::fs::read(&so).map_err(|e| err(&e))?;
+        lines.push(source_lines_of(&bytes, "::divide").map_err(|e| err(&e))?);
+    }
+    let (with, without) = (&lines[0], &lines[1]);
+    if !with.iter().any(|(file, line)| file.ends_with("trap.c") && *line == divide_line) {
+        return Err(format!("divide's code maps to trap.c:{divide_line}: {with:?}").into());
+    }
+    if !with.iter().all(|(file, _)| file.ends_with("trap.c")) || !without.is_empty() {
+        return Err(format!("only trap.c, and only with debug info: {with:?} / {without:?}").into());
+    }
+    Ok(())
+}
+
+/// The `(file, line)` rows of the object's line table inside the function whose symbol ends
+/// with `suffix`.
+fn source_lines_of(object_bytes: &[u8], suffix: &str) -> Result<Vec<(String, u64)>, Box<dyn std::error::Error>> {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let file = object::File::parse(object_bytes)?;
+    let symbol = file.symbols().find(|s| s.name().is_ok_and(|n| n.ends_with(suffix))).ok_or("no such function")?;
+    let (start, end) = (symbol.address(), symbol.address() + symbol.size());
+    let load = |id: gimli::SectionId| -> Result<gimli::EndianSlice<'_, gimli::LittleEndian>, gimli::Error> {
+        let data = file.section_by_name(id.name()).and_then(|s| s.data().ok()).unwrap_or(&[]);
+        Ok(gimli::EndianSlice::new(data, gimli::LittleEndian))
+    };
+    let dwarf = gimli::Dwarf::load(load)?;
+    let mut found = Vec::new();
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let Some(program) = unit.line_program.clone() else { continue };
+        let mut rows = program.rows();
+        while let Some((header, row)) = rows.next_row()? {
+            let line = row.line().map_or(0, |l| l.get());
+            if row.end_sequence() || line == 0 || row.address() < start || row.address() >= end {
+                continue;
+            }
+            let path = match row.file(header) {
+                Some(entry) => dwarf.attr_string(&unit, entry.path_name())?.to_string_lossy().into_owned(),
+                None => String::new(),
+            };
+            found.push((path, line));
+        }
+    }
+    Ok(found)
 }
 
 fn args_env() -> TestResult {
@@ -243,9 +302,10 @@ fn escape_symlink() -> TestResult {
 
 fn main() {
     let args = Arguments::from_args();
-    let tests: [Program; 10] = [
+    let tests: [Program; 11] = [
         ("hello", hello),
         ("trap", trap_backtrace),
+        ("debug_info", debug_info),
         ("args_env", args_env),
         ("file_io", file_io),
         ("dirs", directories),
