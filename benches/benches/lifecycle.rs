@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use kiln_benches::{
-    compute_wasm, deep_lifecycle_wasm, dirty_lifecycle_wasm, heap_wasm, hello_wasm, kiln, lifecycle_wasm,
-    memory_shape_wasm, stores_wasm, throw_wasm, traps, trivial_wasm, with_workers, DIRTY_SIZES, HEAP_SIZES,
-    THROW_DEPTHS,
+    code_section_size, compile_modules, compute_wasm, cpu_time, deep_lifecycle_wasm, dirty_lifecycle_wasm, heap_wasm,
+    hello_wasm, kiln, lifecycle_wasm, memory_shape_wasm, stores_wasm, throw_wasm, traps, trivial_wasm, with_workers,
+    DIRTY_SIZES, HEAP_SIZES, THROW_DEPTHS,
 };
 
 const MEMORY_SHAPES: [&str; 3] = ["one_memory", "two_memories", "memory64"];
@@ -50,6 +50,43 @@ fn lifecycle_throughput(
             file.and_then(|mut f| f.write_all(line.as_bytes())).expect("write the system-time report");
         }
     }
+}
+
+/// Compile time of each of [`compile_modules`] from wasm to the file a deployment keeps (Kiln's
+/// shared object, Wasmtime's `.cwasm`), as `compile/NAME` (wall-clock, all cores); the CPU time
+/// per compile goes to `$KILN_BENCH_SYSTIME` as `compile_cpu/NAME`, and each module's code
+/// section size as a `code_bytes` line, for the throughput `cargo xtask bench` prints.
+fn compile_benches(c: &mut Criterion, engine: &str, compile: impl Fn(&[u8], &std::path::Path)) {
+    let modules = compile_modules().expect("the compile benchmark modules");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut group = c.benchmark_group(engine);
+    group.sample_size(10);
+    for (name, wasm) in &modules {
+        let out = dir.path().join(name);
+        let (mut cpu, mut count) = (Duration::ZERO, 0u32);
+        group.bench_function(BenchmarkId::new("compile", name), |b| {
+            b.iter_custom(|iters| {
+                let (wall, before) = (Instant::now(), cpu_time());
+                for _ in 0..iters {
+                    compile(wasm, &out);
+                }
+                cpu += cpu_time() - before;
+                count += iters as u32;
+                wall.elapsed()
+            })
+        });
+        if let (Some(path), true) = (std::env::var_os("KILN_BENCH_SYSTIME"), count > 0) {
+            use std::io::Write;
+            let lines = format!(
+                "{engine}\tcompile_cpu/{name}\t{:.1}\ncode_bytes\tcompile/{name}\t{}\n",
+                cpu.as_nanos() as f64 / f64::from(count),
+                code_section_size(wasm)
+            );
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
+            file.and_then(|mut f| f.write_all(lines.as_bytes())).expect("write the compile report");
+        }
+    }
+    group.finish();
 }
 
 fn kiln_benches(c: &mut Criterion) {
@@ -195,6 +232,7 @@ fn kiln_benches(c: &mut Criterion) {
         });
     }
     group.finish();
+    compile_benches(c, "kiln", |wasm, so| kiln::compile(wasm, so).expect("compile"));
 }
 
 #[cfg(feature = "wasmtime")]
@@ -343,6 +381,12 @@ fn peer_benches(c: &mut Criterion) {
         });
     }
     group.finish();
+    // The peer's defaults: Cranelift at the same optimisation level (speed), parallel
+    // compilation on.
+    let engine = peer::engine().expect("the peer's engine");
+    compile_benches(c, "wasmtime", |wasm, cwasm| {
+        std::fs::write(cwasm, engine.precompile_module(wasm).expect("compile")).expect("write the .cwasm")
+    });
 }
 
 #[cfg(not(feature = "wasmtime"))]

@@ -225,15 +225,23 @@ pub fn with_workers<T>(
     })
 }
 
-/// System CPU time the process (all its threads) has used.
-pub fn system_time() -> Duration {
+/// The process's resource usage (all its threads).
+fn resource_usage() -> libc::rusage {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: `getrusage` writes a `rusage` into the buffer, which is large enough.
-    let usage = unsafe {
+    unsafe {
         libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
         usage.assume_init()
-    };
-    Duration::new(usage.ru_stime.tv_sec as u64, usage.ru_stime.tv_usec as u32 * 1000)
+    }
+}
+
+fn duration(time: libc::timeval) -> Duration {
+    Duration::new(time.tv_sec as u64, time.tv_usec as u32 * 1000)
+}
+
+/// System CPU time the process (all its threads) has used.
+pub fn system_time() -> Duration {
+    duration(resource_usage().ru_stime)
 }
 
 /// A module whose memory is `size` bytes, initialised with non-zero data everywhere (`dense`)
@@ -258,6 +266,86 @@ pub fn heap_wasm(size: usize, dense: bool) -> Vec<u8> {
         }
     }
     wat.push(')');
+    wat::parse_str(&wat).expect("valid text")
+}
+
+/// User plus system CPU time the process (all its threads) has used.
+pub fn cpu_time() -> Duration {
+    let usage = resource_usage();
+    duration(usage.ru_utime) + duration(usage.ru_stime)
+}
+
+/// The modules the compile benchmarks compile, as `(name, wasm)`: a generated module of 3,000
+/// functions shaped like compiled code (`generated`), and the Rust program named by
+/// `$KILN_BENCH_RUST_PROGRAM` (`cargo xtask bench` passes the largest one of the
+/// wasi-testsuite) as `rust_NAME`.
+pub fn compile_modules() -> Result<Vec<(String, Vec<u8>)>> {
+    let mut modules = vec![("generated".to_string(), generated_wasm(3000))];
+    if let Some(path) = std::env::var_os("KILN_BENCH_RUST_PROGRAM") {
+        let path = PathBuf::from(path);
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let wasm = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        modules.push((format!("rust_{name}"), wasm));
+    }
+    Ok(modules)
+}
+
+/// The size of a module's code section's contents (the wasm code a compiler translates).
+pub fn code_section_size(wasm: &[u8]) -> usize {
+    wasmparser::Parser::new(0)
+        .parse_all(wasm)
+        .find_map(|payload| match payload {
+            Ok(wasmparser::Payload::CodeSectionStart { size, .. }) => Some(size as usize),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// A module of `functions` functions shaped like compiled code: loops over memory with loads
+/// and stores, integer and float arithmetic, direct and indirect calls, branches, of varied
+/// sizes. Deterministic.
+pub fn generated_wasm(functions: usize) -> Vec<u8> {
+    let mut wat = format!(
+        "(module (type $t (func (param i32 i32) (result i32))) (memory 4) (table {functions} funcref) \
+         (global $g (mut i32) (i32.const 0))"
+    );
+    for i in 0..functions {
+        let callee = (i * 7 + 3) % functions;
+        let mut body = String::new();
+        for k in 0..(i % 6 + 1) {
+            let c = 3 + (i * 13 + k) % 97;
+            body.push_str(&format!(
+                "(local.set 3 (i32.add (i32.load offset={o1} (i32.and (local.get 2) (i32.const 0xfff0))) \
+                   (i32.mul (local.get 2) (i32.const {c}))))\
+                 (i32.store offset={o2} (i32.and (local.get 3) (i32.const 0xfff0)) (i32.xor (local.get 3) (local.get 0)))\
+                 (local.set 4 (i64.add (local.get 4) (i64.mul (i64.extend_i32_u (local.get 3)) (i64.const {c}))))\
+                 (local.set 5 (f64.add (f64.mul (local.get 5) (f64.const 0.5)) (f64.convert_i32_s (local.get 3))))\
+                 (if (i32.eqz (i32.and (local.get 3) (i32.const {mask})))\
+                   (then (local.set 0 (call $f{callee} (local.get 3) (i32.const 2))))\
+                   (else (global.set $g (i32.add (global.get $g) (local.get 3)))))",
+                o1 = (k * 4) % 64,
+                o2 = (k * 8 + 4) % 64,
+                mask = (1 << (k % 4 + 2)) - 1,
+            ));
+        }
+        wat.push_str(&format!(
+            "(func $f{i} (type $t) (local i32 i32 i64 f64)\
+               (local.set 2 (i32.const {i}))\
+               (block $exit (loop $next\
+                 (br_if $exit (i32.ge_u (local.get 2) (local.get 1)))\
+                 {body}\
+                 (local.set 2 (i32.add (local.get 2) (i32.const 1)))\
+                 (br $next)))\
+               (if (i32.gt_u (local.get 1) (i32.const 1000))\
+                 (then (local.set 0 (call_indirect (type $t) (local.get 3) (i32.const 1) (i32.rem_u (local.get 3) (i32.const {functions}))))))\
+               (i32.add (i32.add (local.get 0) (i32.wrap_i64 (local.get 4))) (i32.trunc_sat_f64_s (local.get 5))))"
+        ));
+    }
+    wat.push_str(&format!(
+        "(elem (i32.const 0) func {})",
+        (0..functions).map(|i| format!("$f{i}")).collect::<Vec<_>>().join(" ")
+    ));
+    wat.push_str("(export \"f0\" (func $f0)))");
     wat::parse_str(&wat).expect("valid text")
 }
 
@@ -316,6 +404,11 @@ pub mod kiln {
         let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
         let imports = stub_imports(&module);
         Ok(Setup { _dir: dir, so, module, region, imports })
+    }
+
+    /// Compiles `wasm` into a shared object at `so`, as `kiln compile` does.
+    pub fn compile(wasm: &[u8], so: &Path) -> Result<()> {
+        Ok(kiln_compiler::Compiler::new()?.compile_to_file(wasm, so)?)
     }
 
     /// Compiles and loads `wasm` into a region of `slots` slots.

@@ -146,11 +146,14 @@ pub struct CodegenOptions {
     pub fuel: bool,
     /// DWARF line information from the module's own DWARF (off by default).
     pub debug_info: bool,
+    /// Compile functions on every core of rayon's current thread pool (on by default); the
+    /// object is the same either way.
+    pub parallel: bool,
 }
 
 impl Default for CodegenOptions {
     fn default() -> Self {
-        CodegenOptions { interruptible: true, fuel: false, debug_info: false }
+        CodegenOptions { interruptible: true, fuel: false, debug_info: false, parallel: true }
     }
 }
 
@@ -162,10 +165,6 @@ pub(crate) fn compile(
     options: CodegenOptions,
 ) -> Result<CompiledObject, CompileError> {
     let CodegenOptions { interruptible, fuel, .. } = options;
-    let capstone = match listings {
-        Some(_) => Some(isa.to_capstone().map_err(codegen_error)?),
-        None => None,
-    };
     let ParsedModule { mut meta, is_func_type, bodies, func_names, debug_sections, code_section_start } = parsed;
     let source_lines = if options.debug_info { crate::debug::SourceLines::parse(&debug_sections) } else { None };
     let mut function_lines = Vec::new();
@@ -193,90 +192,50 @@ pub(crate) fn compile(
         fuel,
     };
 
-    let mut ctx = Context::new();
-    let mut translator = FuncTranslator::default();
-    let frontend = isa.frontend_config();
-    let mut allocations = FuncValidatorAllocations::default();
-    let mut infos = Vec::with_capacity(bodies.len());
-    for (i, (to_validate, body)) in bodies.into_iter().enumerate() {
-        let type_index = meta.func_types[num_imported + i];
-        ctx.clear();
-        // Block boundaries let the disassembler skip inline jump tables.
-        ctx.set_disasm(listings.is_some());
-        ctx.func.signature = wasm_signature(&meta.types[type_index as usize]);
-        ctx.func.name = UserFuncName::user(0, func_ids[i].as_u32());
-        let vmctx = ctx.func.create_global_value(ir::GlobalValueData::VMContext);
-        let readonly =
-            ctx.func.dfg.mem_flags.insert(ir::MemFlagsData::trusted().with_readonly()).expect("room for two flags");
-        let limits = ctx.func.create_global_value(ir::GlobalValueData::Load {
-            base: vmctx,
-            offset: (VMContextHeader::RUNTIME_LIMITS_OFFSET as i32).into(),
-            global_type: ir::types::I64,
-            flags: readonly,
-        });
-        // Not read-only: the runtime rewrites it on every entry from the host.
-        let flags = ctx.func.dfg.mem_flags.insert(ir::MemFlagsData::trusted()).expect("room for two flags");
-        ctx.func.stack_limit = Some(ctx.func.create_global_value(ir::GlobalValueData::Load {
-            base: limits,
-            offset: (VMRuntimeLimits::STACK_LIMIT_OFFSET as i32).into(),
-            global_type: ir::types::I64,
-            flags,
-        }));
-        let mut validator = to_validate.into_validator(allocations);
-        let mut env = FuncEnv::new(&module_env, makes_calls(&body));
-        translator.translate(&mut validator, &body, &mut ctx.func, &mut env, frontend)?;
-        allocations = validator.into_allocations();
-        let clif = listings.as_ref().map(|_| ctx.func.display().to_string());
-        object.define_function(func_ids[i], &mut ctx).map_err(|e| match e {
-            cranelift_module::ModuleError::Compilation(err) => {
-                CompileError::Codegen(format!("function {}: {err:?}", num_imported + i))
-            }
-            other => codegen_error(other),
-        })?;
-        let compiled = ctx.compiled_code().expect("define_function compiled the function");
-        let srclocs = compiled.buffer.get_srclocs_sorted();
-        let mut traps: Vec<TrapSite> = compiled
-            .buffer
-            .traps()
-            .iter()
-            .map(|t| TrapSite {
-                offset: t.offset,
-                code: kiln_trap(t.code),
-                wasm_offset: wasm_offset_at(srclocs, t.offset),
-            })
-            .collect();
-        traps.sort_by_key(|t| t.offset);
-        if let (Some(listings), Some(capstone), Some(clif)) = (listings.as_deref_mut(), &capstone, clif) {
-            let disasm = compiled.disassemble(Some(&ctx.func.params), capstone).map_err(codegen_error)?;
-            listings.push(FunctionListing { index: (num_imported + i) as u32, clif, disasm, traps: traps.clone() });
+    // Functions compile on every core (rayon's current pool), each on whichever worker takes
+    // it; they are then placed in the object in index order, so the object is the same byte
+    // for byte whatever the number of threads.
+    let shared = SharedState {
+        isa,
+        env: &module_env,
+        func_ids: &func_ids,
+        listings: listings.is_some(),
+        func_names: &func_names,
+        debug: source_lines.is_some(),
+    };
+    let compiled: Vec<Result<CompiledFunction, CompileError>> = if options.parallel {
+        use rayon::prelude::*;
+        bodies
+            .into_par_iter()
+            .enumerate()
+            .map_init(
+                || FunctionCompiler::new(&shared),
+                |worker, (i, (validate, body))| worker.compile(&shared, i, validate, body),
+            )
+            .collect()
+    } else {
+        let mut worker = FunctionCompiler::new(&shared);
+        bodies.into_iter().enumerate().map(|(i, (validate, body))| worker.compile(&shared, i, validate, body)).collect()
+    };
+    let mut infos = Vec::with_capacity(compiled.len());
+    for (i, function) in compiled.into_iter().enumerate() {
+        let function = function?;
+        object
+            .define_function_bytes(func_ids[i], function.alignment, &function.code, &function.relocs)
+            .map_err(codegen_error)?;
+        if let (Some(listings), Some(listing)) = (listings.as_deref_mut(), function.listing) {
+            listings.push(listing);
         }
-        let handlers = handler_sites(&compiled.buffer);
-        let calls = compiled
-            .buffer
-            .call_sites()
-            .map(|site| CallSite {
-                return_offset: site.ret_addr,
-                // The call instruction ends at the return address.
-                wasm_offset: wasm_offset_at(srclocs, site.ret_addr - 1),
-            })
-            .collect();
-        let code_len = compiled.code_info().total_size;
-        if source_lines.is_some() {
-            let index = (num_imported + i) as u32;
-            function_lines.push(crate::debug::FunctionLines {
-                func_id: func_ids[i],
-                name: function_symbol(index, func_names.get(&index).map(String::as_str)),
-                code_len,
-                runs: srclocs.iter().map(|s| (s.start, s.end, srcloc_wasm_offset(s))).collect(),
-            });
-        }
-        infos.push(FunctionInfo { type_index, code_len, traps, handlers, calls });
+        function_lines.extend(function.lines);
+        infos.push(function.info);
     }
     drop(module_env);
     meta.functions = infos;
 
     // Trampolines: array (host → wasm) for every function type, host (wasm → host) for the
     // types of imported functions.
+    let mut ctx = Context::new();
+    let frontend = isa.frontend_config();
     let mut builder_ctx = FunctionBuilderContext::new();
     let mut array_trampolines = vec![None; meta.types.len()];
     let mut host_trampolines = vec![None; meta.types.len()];
@@ -319,6 +278,150 @@ pub(crate) fn compile(
     }
     let bytes = product.emit().map_err(codegen_error)?;
     Ok(CompiledObject { object: bytes, metadata: meta })
+}
+
+/// What every function's compilation reads, shared by the workers.
+struct SharedState<'a> {
+    isa: &'a OwnedTargetIsa,
+    env: &'a ModuleEnv<'a>,
+    func_ids: &'a [FuncId],
+    /// Make a [`FunctionListing`] of each function.
+    listings: bool,
+    func_names: &'a std::collections::HashMap<u32, String>,
+    /// Record each function's runs of code for the DWARF line table.
+    debug: bool,
+}
+
+/// One defined function, compiled: its machine code and what placing it in the object needs,
+/// and its code facts. Owned, so that it can be made on any thread.
+struct CompiledFunction {
+    alignment: u64,
+    code: Vec<u8>,
+    relocs: Vec<cranelift_module::ModuleReloc>,
+    info: FunctionInfo,
+    listing: Option<FunctionListing>,
+    lines: Option<crate::debug::FunctionLines>,
+}
+
+/// A worker's reusable state: one per thread, reused for every function it compiles.
+struct FunctionCompiler {
+    ctx: Context,
+    translator: FuncTranslator,
+    allocations: FuncValidatorAllocations,
+    capstone: Option<capstone::Capstone>,
+}
+
+impl FunctionCompiler {
+    fn new(shared: &SharedState<'_>) -> FunctionCompiler {
+        FunctionCompiler {
+            ctx: Context::new(),
+            translator: FuncTranslator::default(),
+            allocations: FuncValidatorAllocations::default(),
+            // Listings are for tests; a disassembler that cannot be made shows as a panic there.
+            capstone: shared.listings.then(|| shared.isa.to_capstone().expect("a disassembler for the ISA")),
+        }
+    }
+
+    /// Translates, validates and compiles defined function `i`.
+    fn compile(
+        &mut self,
+        shared: &SharedState<'_>,
+        i: usize,
+        validate: wasmparser::FuncToValidate<wasmparser::ValidatorResources>,
+        body: wasmparser::FunctionBody<'_>,
+    ) -> Result<CompiledFunction, CompileError> {
+        let meta = shared.env.meta;
+        let num_imported = meta.num_imported_funcs as usize;
+        let index = (num_imported + i) as u32;
+        let type_index = meta.func_types[num_imported + i];
+        let ctx = &mut self.ctx;
+        ctx.clear();
+        // Block boundaries let the disassembler skip inline jump tables.
+        ctx.set_disasm(shared.listings);
+        ctx.func.signature = wasm_signature(&meta.types[type_index as usize]);
+        ctx.func.name = UserFuncName::user(0, shared.func_ids[i].as_u32());
+        let vmctx = ctx.func.create_global_value(ir::GlobalValueData::VMContext);
+        let readonly =
+            ctx.func.dfg.mem_flags.insert(ir::MemFlagsData::trusted().with_readonly()).expect("room for two flags");
+        let limits = ctx.func.create_global_value(ir::GlobalValueData::Load {
+            base: vmctx,
+            offset: (VMContextHeader::RUNTIME_LIMITS_OFFSET as i32).into(),
+            global_type: ir::types::I64,
+            flags: readonly,
+        });
+        // Not read-only: the runtime rewrites it on every entry from the host.
+        let flags = ctx.func.dfg.mem_flags.insert(ir::MemFlagsData::trusted()).expect("room for two flags");
+        ctx.func.stack_limit = Some(ctx.func.create_global_value(ir::GlobalValueData::Load {
+            base: limits,
+            offset: (VMRuntimeLimits::STACK_LIMIT_OFFSET as i32).into(),
+            global_type: ir::types::I64,
+            flags,
+        }));
+        let mut validator = validate.into_validator(std::mem::take(&mut self.allocations));
+        let mut env = FuncEnv::new(shared.env, makes_calls(&body));
+        let frontend = shared.isa.frontend_config();
+        if let Err(err) = self.translator.translate(&mut validator, &body, &mut ctx.func, &mut env, frontend) {
+            // A translation that stopped part-way leaves the translator's state behind; this
+            // worker goes on with the other functions (the lowest-indexed error is reported).
+            self.translator = FuncTranslator::default();
+            return Err(err);
+        }
+        self.allocations = validator.into_allocations();
+        let clif = shared.listings.then(|| ctx.func.display().to_string());
+        ctx.compile(&**shared.isa, &mut Default::default())
+            .map_err(|e| CompileError::Codegen(format!("function {index}: {:?}", e.inner)))?;
+        let compiled = ctx.compiled_code().expect("just compiled");
+        let srclocs = compiled.buffer.get_srclocs_sorted();
+        let mut traps: Vec<TrapSite> = compiled
+            .buffer
+            .traps()
+            .iter()
+            .map(|t| TrapSite {
+                offset: t.offset,
+                code: kiln_trap(t.code),
+                wasm_offset: wasm_offset_at(srclocs, t.offset),
+            })
+            .collect();
+        traps.sort_by_key(|t| t.offset);
+        let listing = match (&self.capstone, clif) {
+            (Some(capstone), Some(clif)) => {
+                let disasm = compiled.disassemble(Some(&ctx.func.params), capstone).map_err(codegen_error)?;
+                Some(FunctionListing { index, clif, disasm, traps: traps.clone() })
+            }
+            _ => None,
+        };
+        let handlers = handler_sites(&compiled.buffer);
+        let calls = compiled
+            .buffer
+            .call_sites()
+            .map(|site| CallSite {
+                return_offset: site.ret_addr,
+                // The call instruction ends at the return address.
+                wasm_offset: wasm_offset_at(srclocs, site.ret_addr - 1),
+            })
+            .collect();
+        let code_len = compiled.code_info().total_size;
+        let lines = shared.debug.then(|| crate::debug::FunctionLines {
+            func_id: shared.func_ids[i],
+            name: function_symbol(index, shared.func_names.get(&index).map(String::as_str)),
+            code_len,
+            runs: srclocs.iter().map(|s| (s.start, s.end, srcloc_wasm_offset(s))).collect(),
+        });
+        let relocs = compiled
+            .buffer
+            .relocs()
+            .iter()
+            .map(|reloc| cranelift_module::ModuleReloc::from_mach_reloc(reloc, &ctx.func, shared.func_ids[i]))
+            .collect();
+        Ok(CompiledFunction {
+            alignment: u64::from(compiled.buffer.alignment),
+            code: compiled.buffer.data().to_vec(),
+            relocs,
+            info: FunctionInfo { type_index, code_len, traps, handlers, calls },
+            listing,
+            lines,
+        })
+    }
 }
 
 /// Largest total of heap images Kiln bakes into an object; bigger initial contents are copied

@@ -138,6 +138,14 @@ impl Compiler {
         self
     }
 
+    /// Whether functions compile on every core of rayon's current thread pool (on by
+    /// default; run the compile inside `ThreadPool::install` to choose the pool). The object
+    /// is the same byte for byte either way.
+    pub fn set_parallel_compilation(&mut self, parallel: bool) -> &mut Compiler {
+        self.options.parallel = parallel;
+        self
+    }
+
     /// Whether the object carries DWARF line information (off by default): when the module
     /// has DWARF of its own (C, C++ or Rust built with `-g`), `addr2line`, `objdump -dl` and
     /// `gdb` on the object show the guest's source lines. A module without it gets none.
@@ -225,6 +233,66 @@ mod tests {
                 "wasm[6]::divide(int, int)"
             ]
         );
+    }
+
+    /// Functions compile on several threads but land in the object in index order: the
+    /// object is identical with one thread, several, or none.
+    #[test]
+    fn parallel_compilation_is_deterministic() {
+        let mut wat = String::from("(module (memory 1) (table 300 funcref)");
+        for i in 0..300 {
+            // Bodies of different sizes, calls and traps, so workers finish out of order.
+            let adds = "(drop (i32.add (local.get 0) (i32.const 3)))".repeat(i % 17 + 1);
+            let callee = (i * 7) % 300;
+            wat.push_str(&format!(
+                "(func $f{i} (export \"f{i}\") (param i32) (result i32) {adds} \
+                 (if (i32.eqz (local.get 0)) (then (return (i32.div_u (local.get 0) (local.get 0))))) \
+                 (i32.load (call $f{callee} (i32.sub (local.get 0) (i32.const 1)))))"
+            ));
+        }
+        wat.push(')');
+        let wasm = wat::parse_str(&wat).unwrap();
+        let compile = |parallel: bool, threads: usize| {
+            let mut compiler = Compiler::new().unwrap();
+            compiler.set_parallel_compilation(parallel);
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| compiler.compile_object(&wasm).unwrap())
+        };
+        let sequential = compile(false, 1);
+        for threads in [1, 2, 4] {
+            let parallel = compile(true, threads);
+            assert!(parallel.object == sequential.object, "{threads} threads give another object");
+            assert_eq!(parallel.metadata, sequential.metadata);
+        }
+    }
+
+    /// With functions compiled in parallel, an invalid function is still reported as the
+    /// error, whichever worker meets it, and the lowest-indexed one when there are several.
+    #[test]
+    fn parallel_compilation_reports_the_first_invalid_function() {
+        let mut wat = String::from("(module");
+        for i in 0..64 {
+            match i {
+                // Invalid: a value left on the stack of a function with no results.
+                9 | 40 => wat.push_str("(func (i32.const 1))"),
+                _ => wat.push_str("(func (result i32) (i32.const 1))"),
+            }
+        }
+        wat.push(')');
+        let wasm = wat::parse_str(&wat).unwrap();
+        let error = |parallel: bool| {
+            let mut compiler = Compiler::new().unwrap();
+            compiler.set_parallel_compilation(parallel);
+            compiler.compile_object(&wasm).err().expect("an invalid function").to_string()
+        };
+        let sequential = error(false);
+        assert!(
+            sequential.contains("type mismatch") && !sequential.contains("internal compiler error"),
+            "{sequential}"
+        );
+        for _ in 0..5 {
+            assert_eq!(error(true), sequential);
+        }
     }
 
     /// Debug information comes from the guest's DWARF, which may be anything: malformed

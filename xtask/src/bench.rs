@@ -134,6 +134,14 @@ pub fn run(args: Vec<String>) -> Result<()> {
         cargo.arg(filter);
     }
     cargo.env("KILN_BENCH_HELLO", &hello);
+    match largest_rust_program()? {
+        Some(program) => {
+            cargo.env("KILN_BENCH_RUST_PROGRAM", &program);
+        }
+        None => eprintln!(
+            "bench: no wasi-testsuite found ($WASI_TESTSUITE): compile benchmarks use the generated module only"
+        ),
+    }
     let system_times = out_dir.join("system-time.tsv");
     let _ = std::fs::remove_file(&system_times);
     cargo.env("KILN_BENCH_SYSTIME", &system_times);
@@ -144,6 +152,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
 
     let mut kiln = read_estimates("kiln");
     let mut peer = read_estimates("wasmtime");
+    let mut code_bytes: BTreeMap<String, f64> = BTreeMap::new();
     // System CPU time per lifecycle of the throughput benchmarks, as `engine\tname\tns` lines.
     for line in std::fs::read_to_string(&system_times).unwrap_or_default().lines() {
         let mut fields = line.split('\t');
@@ -153,6 +162,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         };
         match engine {
             "kiln" => kiln.insert(name.to_string(), ns),
+            "code_bytes" => code_bytes.insert(name.to_string(), ns),
             _ => peer.insert(name.to_string(), ns),
         };
     }
@@ -195,11 +205,57 @@ pub fn run(args: Vec<String>) -> Result<()> {
     if let Some(path) = &options.json {
         std::fs::write(path, &json).with_context(|| format!("cannot write {}", path.display()))?;
     }
+    print_compile_throughput(&code_bytes, &kiln, &peer);
     let plot = out_dir.join("instantiate-vs-heap.svg");
     std::fs::write(&plot, plot_svg(&kiln, &peer))?;
     println!();
     println!("bench: plot of instantiation time vs initial heap size: {}", plot.display());
     Ok(())
+}
+
+/// The largest Rust program of the wasi-testsuite, if a local copy of the suite is there.
+fn largest_rust_program() -> Result<Option<std::path::PathBuf>> {
+    let Some(suite) = crate::wasi::find_local_testsuite(None)? else { return Ok(None) };
+    let dir = suite.join("tests/rust/testsuite");
+    let mut programs: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "wasm"))
+        .filter_map(|path| Some((path.metadata().ok()?.len(), path)))
+        .collect();
+    programs.sort();
+    Ok(programs.pop().map(|(_, path)| path))
+}
+
+/// Compile throughput: MB of wasm code (the code section) per second of wall-clock and of CPU
+/// time, per engine, from the `compile/*` and `compile_cpu/*` figures.
+fn print_compile_throughput(
+    code_bytes: &BTreeMap<String, f64>,
+    kiln: &BTreeMap<String, f64>,
+    peer: &BTreeMap<String, f64>,
+) {
+    if code_bytes.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<34} {:>12} {:>12} {:>12} {:>12}",
+        "compile throughput (MB/s)", "kiln wall", "kiln cpu", "wt wall", "wt cpu"
+    );
+    for (name, &bytes) in code_bytes {
+        let cpu_name = name.replacen("compile/", "compile_cpu/", 1);
+        let rate = |figures: &BTreeMap<String, f64>, key: &str| {
+            figures.get(key).map_or("-".to_string(), |ns| format!("{:.2}", bytes / 1e6 / (ns / 1e9)))
+        };
+        println!(
+            "{:<34} {:>12} {:>12} {:>12} {:>12}",
+            format!("{name} ({:.2} MB)", bytes / 1e6),
+            rate(kiln, name),
+            rate(kiln, &cpu_name),
+            rate(peer, name),
+            rate(peer, &cpu_name)
+        );
+    }
 }
 
 /// The seed's graphs 3 and 4 (instantiation vs dense/sparse heap size), both engines, as SVG.

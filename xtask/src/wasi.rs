@@ -45,22 +45,10 @@ fn is_suite(dir: &Path) -> bool {
 /// Finds the suite: the flag, `$WASI_TESTSUITE`, `wasi-tests/testsuite`, `target/wasi-testsuite`,
 /// else fetches the pinned commit with git.
 fn find_testsuite(flag: Option<PathBuf>) -> Result<PathBuf> {
-    for (dir, origin) in
-        [(flag, "--testsuite"), (std::env::var_os("WASI_TESTSUITE").map(PathBuf::from), "WASI_TESTSUITE")]
-    {
-        if let Some(dir) = dir {
-            if !is_suite(&dir) {
-                bail!("{origin} {}: not a wasi-testsuite checkout (no test-runner/wasi_test_runner.py)", dir.display());
-            }
-            return Ok(dir);
-        }
+    if let Some(dir) = find_local_testsuite(flag)? {
+        return Ok(dir);
     }
     let root = workspace_root();
-    for dir in [root.join("wasi-tests/testsuite"), root.join("target/wasi-testsuite")] {
-        if is_suite(&dir) {
-            return Ok(dir);
-        }
-    }
     let fetched = root.join("target/wasi-testsuite");
     eprintln!(
         "wasi: no testsuite found; fetching WebAssembly/wasi-testsuite at {PINNED_COMMIT} into {}",
@@ -73,6 +61,23 @@ fn find_testsuite(flag: Option<PathBuf>) -> Result<PathBuf> {
         );
     }
     Ok(fetched)
+}
+
+/// The suite named by the flag or `$WASI_TESTSUITE` (an error if it is not one), else the one
+/// in `wasi-tests/testsuite` or `target/wasi-testsuite`, if there is one.
+pub(crate) fn find_local_testsuite(flag: Option<PathBuf>) -> Result<Option<PathBuf>> {
+    for (dir, origin) in
+        [(flag, "--testsuite"), (std::env::var_os("WASI_TESTSUITE").map(PathBuf::from), "WASI_TESTSUITE")]
+    {
+        if let Some(dir) = dir {
+            if !is_suite(&dir) {
+                bail!("{origin} {}: not a wasi-testsuite checkout (no test-runner/wasi_test_runner.py)", dir.display());
+            }
+            return Ok(Some(dir));
+        }
+    }
+    let root = workspace_root();
+    Ok([root.join("wasi-tests/testsuite"), root.join("target/wasi-testsuite")].into_iter().find(|dir| is_suite(dir)))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
