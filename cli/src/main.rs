@@ -66,7 +66,7 @@ struct Cli {
 enum Command {
     /// Compile a module into a native shared object.
     ///
-    /// Needs the system linker `ld` (binutils); set KILN_LD to use another. With --sign KEY,
+    /// Runs no other program: Kiln writes the shared object itself. With --sign KEY,
     /// also writes OUT.minisig, a minisign signature that `kiln run --verify PUBKEY` (or
     /// `minisign -V`) checks.
     Compile {

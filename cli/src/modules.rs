@@ -107,7 +107,7 @@ fn compile_and_load(compiler: &Compiler, wasm: &[u8]) -> Result<Loaded> {
     let scratch = tempfile::tempdir()?;
     let so = scratch.path().join("module.so");
     let object = compiler.compile_object(wasm)?;
-    kiln_compiler::link::link_shared_object(&object.object, &so)?;
+    kiln_compiler::link::write_object_file(&object.object, &so)?;
     // SAFETY: compiled just above into a private temporary directory.
     let module = unsafe { Module::load(&so) }?;
     Ok(Loaded { module, _scratch: Some(scratch) })

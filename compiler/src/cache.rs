@@ -94,7 +94,7 @@ impl ObjectCache {
             return Ok((path, true));
         }
         let object = compiler.compile_object(wasm)?;
-        link::link_shared_object(&object.object, &path)?;
+        link::write_object_file(&object.object, &path)?;
         Ok((path, false))
     }
 

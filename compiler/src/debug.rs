@@ -6,8 +6,6 @@
 
 use std::collections::HashMap;
 
-use cranelift_object::object::write::{Object, Relocation as ObjectRelocation, SymbolId};
-use cranelift_object::object::{RelocationEncoding, RelocationFlags, RelocationKind, SectionKind};
 use gimli::write::{
     Address, AttributeValue, DwarfUnit, EndianVec, LineProgram, LineString, Range, RangeList, RelocateWriter,
     Relocation, RelocationTarget, Sections,
@@ -119,9 +117,8 @@ impl SourceLines {
     }
 }
 
-/// One compiled function, for its line table.
+/// One compiled function, for its line table (the `i`th is the object's `i`th piece of code).
 pub(crate) struct FunctionLines {
-    pub func_id: cranelift_module::FuncId,
     pub name: String,
     pub code_len: u32,
     /// Its runs of native code as `(start offset, end offset, wasm module offset)`, in order
@@ -149,19 +146,49 @@ impl RelocateWriter for DebugSection {
     }
 }
 
-/// Adds `.debug_info`, `.debug_abbrev`, `.debug_line` (and the strings and ranges they use)
-/// to `object`: one compilation unit named `unit_name` whose line table maps each function's
-/// native code to the source lines of `lines`, and a subprogram entry per function.
-/// `code_section_start` is the module offset that DWARF addresses in wasm count from;
-/// `symbols[i]` is the object symbol of `functions[i]`.
-pub(crate) fn add_line_info(
-    object: &mut Object<'_>,
+/// DWARF sections whose addresses wait for the code's: `.debug_info`, `.debug_abbrev`,
+/// `.debug_line` and the ranges and strings they use.
+pub(crate) struct DebugSections {
+    sections: Vec<(gimli::SectionId, DebugSection)>,
+}
+
+impl DebugSections {
+    /// The sections' names, in the order [`Self::resolve`] returns them.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.sections.iter().map(|(id, _)| id.name()).collect()
+    }
+
+    /// The sections' bytes with every address filled in: `code_addresses[i]` is where the
+    /// `i`th function's code starts.
+    pub fn resolve(&self, code_addresses: &[u64]) -> Vec<(&'static str, Vec<u8>)> {
+        self.sections
+            .iter()
+            .map(|(id, section)| {
+                let mut bytes = section.data.slice().to_vec();
+                for relocation in &section.relocations {
+                    let value = match relocation.target {
+                        RelocationTarget::Symbol(index) => code_addresses[index].wrapping_add_signed(relocation.addend),
+                        // Each section is alone in the object: an offset into it is the addend.
+                        RelocationTarget::Section(_) => relocation.addend as u64,
+                    };
+                    let size = usize::from(relocation.size);
+                    bytes[relocation.offset..relocation.offset + size].copy_from_slice(&value.to_le_bytes()[..size]);
+                }
+                (id.name(), bytes)
+            })
+            .collect()
+    }
+}
+
+/// DWARF for the object: one compilation unit named `unit_name` whose line table maps each
+/// function's native code to the source lines of `lines`, and a subprogram entry per function.
+/// `code_section_start` is the module offset that DWARF addresses in wasm count from.
+pub(crate) fn line_info(
     unit_name: &str,
     lines: &SourceLines,
     code_section_start: u64,
     functions: &[FunctionLines],
-    symbols: &[SymbolId],
-) -> Result<(), String> {
+) -> Result<DebugSections, String> {
     let encoding = gimli::Encoding { format: gimli::Format::Dwarf32, version: 4, address_size: 8 };
     let mut dwarf = DwarfUnit::new(encoding);
     let mut program = LineProgram::new(
@@ -236,33 +263,12 @@ pub(crate) fn add_line_info(
     let mut sections = Sections::new(DebugSection { data: EndianVec::new(LittleEndian), relocations: Vec::new() });
     dwarf.write(&mut sections).map_err(|e| format!("cannot write DWARF: {e}"))?;
 
-    let mut section_ids = HashMap::new();
+    let mut collected = Vec::new();
     sections.for_each(|id, section| -> Result<(), String> {
         if !section.data.slice().is_empty() {
-            let object_section = object.add_section(Vec::new(), id.name().as_bytes().to_vec(), SectionKind::Debug);
-            object.append_section_data(object_section, section.data.slice(), 1);
-            section_ids.insert(id, object_section);
+            collected.push((id, section.clone()));
         }
         Ok(())
     })?;
-    sections.for_each(|id, section| -> Result<(), String> {
-        for relocation in &section.relocations {
-            let symbol = match relocation.target {
-                RelocationTarget::Symbol(index) => symbols[index],
-                RelocationTarget::Section(target) => match section_ids.get(&target) {
-                    Some(&target) => object.section_symbol(target),
-                    None => continue,
-                },
-            };
-            let flags = RelocationFlags::Generic {
-                kind: RelocationKind::Absolute,
-                encoding: RelocationEncoding::Generic,
-                size: relocation.size * 8,
-            };
-            let relocation =
-                ObjectRelocation { offset: relocation.offset as u64, symbol, addend: relocation.addend, flags };
-            object.add_relocation(section_ids[&id], relocation).map_err(|e| format!("cannot relocate DWARF: {e}"))?;
-        }
-        Ok(())
-    })
+    Ok(DebugSections { sections: collected })
 }

@@ -6,12 +6,9 @@ use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::FunctionBuilderContext;
-use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, ModuleRelocTarget};
-use cranelift_object::{ObjectBuilder, ObjectModule};
 use kiln_abi::{
-    CallSite, ConstOp, DataMode, FunctionInfo, HandlerSite, HeapImage, ModuleHeader, ModuleMetadata, TrapSite,
-    VMContextHeader, VMOffsets, VMRuntimeLimits, ABI_VERSION, ARRAY_TRAMPOLINE_PREFIX, HEAP_IMAGE_SECTION,
-    HOST_TRAMPOLINE_PREFIX, IMAGE_PAGE_SIZE, MODULE_MAGIC, MODULE_SYMBOL, NO_WASM_OFFSET,
+    CallSite, ConstOp, DataMode, FunctionInfo, HandlerSite, HeapImage, ModuleMetadata, TrapSite, VMContextHeader,
+    VMOffsets, VMRuntimeLimits, ARRAY_TRAMPOLINE_PREFIX, HOST_TRAMPOLINE_PREFIX, IMAGE_PAGE_SIZE, NO_WASM_OFFSET,
 };
 use wasmparser::FuncValidatorAllocations;
 
@@ -37,7 +34,8 @@ pub struct FunctionListing {
 
 /// The result of compiling one module.
 pub struct CompiledObject {
-    /// ELF relocatable object bytes, ready for [`crate::link::link_shared_object`].
+    /// The x86-64 ELF shared object, checksum trailer included, ready for
+    /// [`crate::link::write_object_file`].
     pub object: Vec<u8>,
     /// The metadata embedded in it.
     pub metadata: ModuleMetadata,
@@ -157,7 +155,7 @@ impl Default for CodegenOptions {
     }
 }
 
-/// Compiles a parsed module into an object.
+/// Compiles a parsed module into a shared object.
 pub(crate) fn compile(
     isa: &OwnedTargetIsa,
     parsed: ParsedModule<'_>,
@@ -167,27 +165,16 @@ pub(crate) fn compile(
     let CodegenOptions { interruptible, fuel, .. } = options;
     let ParsedModule { mut meta, is_func_type, bodies, func_names, debug_sections, code_section_start } = parsed;
     let source_lines = if options.debug_info { crate::debug::SourceLines::parse(&debug_sections) } else { None };
-    let mut function_lines = Vec::new();
     meta.interruptible = interruptible;
     meta.fuel_metered = fuel;
-    let builder = ObjectBuilder::new(isa.clone(), "kiln-module", cranelift_module::default_libcall_names())
-        .map_err(codegen_error)?;
-    let mut object = ObjectModule::new(builder);
 
-    // Declare every symbol first so functions can call each other by name.
-    let num_imported = meta.num_imported_funcs as usize;
-    let mut func_ids = Vec::with_capacity(bodies.len());
-    for (i, &ty) in meta.func_types.iter().enumerate().skip(num_imported) {
-        let sig = wasm_signature(&meta.types[ty as usize]);
-        let name = function_symbol(i as u32, func_names.get(&(i as u32)).map(String::as_str));
-        let id = object.declare_function(&name, Linkage::Local, &sig).map_err(codegen_error)?;
-        func_ids.push(id);
-    }
-
+    // The defined functions are the object's first pieces of code, in order: a direct call
+    // names its callee by that index.
+    let num_defined = bodies.len();
     let module_env = ModuleEnv {
         meta: &meta,
         offsets: VMOffsets::new(meta.vm_counts()),
-        defined_func_ids: func_ids.iter().map(|id| id.as_u32()).collect(),
+        defined_func_ids: (0..num_defined as u32).collect(),
         interruptible,
         fuel,
     };
@@ -198,7 +185,6 @@ pub(crate) fn compile(
     let shared = SharedState {
         isa,
         env: &module_env,
-        func_ids: &func_ids,
         listings: listings.is_some(),
         func_names: &func_names,
         debug: source_lines.is_some(),
@@ -217,17 +203,17 @@ pub(crate) fn compile(
         let mut worker = FunctionCompiler::new(&shared);
         bodies.into_iter().enumerate().map(|(i, (validate, body))| worker.compile(&shared, i, validate, body)).collect()
     };
-    let mut infos = Vec::with_capacity(compiled.len());
-    for (i, function) in compiled.into_iter().enumerate() {
+    let mut code = Vec::with_capacity(num_defined + meta.types.len());
+    let mut infos = Vec::with_capacity(num_defined);
+    let mut function_lines = Vec::new();
+    for function in compiled {
         let function = function?;
-        object
-            .define_function_bytes(func_ids[i], function.alignment, &function.code, &function.relocs)
-            .map_err(codegen_error)?;
         if let (Some(listings), Some(listing)) = (listings.as_deref_mut(), function.listing) {
             listings.push(listing);
         }
         function_lines.extend(function.lines);
         infos.push(function.info);
+        code.push(function.code);
     }
     drop(module_env);
     meta.functions = infos;
@@ -239,52 +225,101 @@ pub(crate) fn compile(
     let mut builder_ctx = FunctionBuilderContext::new();
     let mut array_trampolines = vec![None; meta.types.len()];
     let mut host_trampolines = vec![None; meta.types.len()];
+    let num_imported = meta.num_imported_funcs as usize;
     let imported_types: Vec<u32> = meta.func_types[..num_imported].to_vec();
     for (t, ty) in meta.types.iter().enumerate() {
         if !is_func_type[t] {
             continue;
         }
-        let sig = trampolines::array_trampoline_signature();
-        let id = object
-            .declare_function(&format!("{ARRAY_TRAMPOLINE_PREFIX}{t}"), Linkage::Local, &sig)
-            .map_err(codegen_error)?;
+        let index = code.len();
         ctx.clear();
         ctx.func =
-            trampolines::build_array_trampoline(ty, UserFuncName::user(0, id.as_u32()), &mut builder_ctx, frontend);
-        object.define_function(id, &mut ctx).map_err(codegen_error)?;
-        array_trampolines[t] = Some(id);
+            trampolines::build_array_trampoline(ty, UserFuncName::user(0, index as u32), &mut builder_ctx, frontend);
+        code.push(compile_trampoline(isa, &mut ctx, format!("{ARRAY_TRAMPOLINE_PREFIX}{t}"), index)?);
+        array_trampolines[t] = Some(index);
 
         if imported_types.contains(&(t as u32)) {
-            let id = object
-                .declare_function(&format!("{HOST_TRAMPOLINE_PREFIX}{t}"), Linkage::Local, &wasm_signature(ty))
-                .map_err(codegen_error)?;
+            let index = code.len();
             ctx.clear();
             ctx.func =
-                trampolines::build_host_trampoline(ty, UserFuncName::user(0, id.as_u32()), &mut builder_ctx, frontend);
-            object.define_function(id, &mut ctx).map_err(codegen_error)?;
-            host_trampolines[t] = Some(id);
+                trampolines::build_host_trampoline(ty, UserFuncName::user(0, index as u32), &mut builder_ctx, frontend);
+            code.push(compile_trampoline(isa, &mut ctx, format!("{HOST_TRAMPOLINE_PREFIX}{t}"), index)?);
+            host_trampolines[t] = Some(index);
         }
     }
 
-    let (images, image_section) = heap_images(&meta);
+    let (images, heap_image) = heap_images(&meta);
     meta.heap_images = images;
-    let metadata_bytes = postcard::to_allocvec(&meta).map_err(codegen_error)?;
-    emit_header(&mut object, &metadata_bytes, &func_ids, &array_trampolines, &host_trampolines, image_section)?;
-    let mut product = object.finish();
-    if let Some(lines) = &source_lines {
-        let symbols: Vec<_> = function_lines.iter().map(|f| product.function_symbol(f.func_id)).collect();
-        crate::debug::add_line_info(&mut product.object, "wasm", lines, code_section_start, &function_lines, &symbols)
-            .map_err(CompileError::Codegen)?;
-    }
-    let bytes = product.emit().map_err(codegen_error)?;
-    Ok(CompiledObject { object: bytes, metadata: meta })
+    let metadata = postcard::to_allocvec(&meta).map_err(codegen_error)?;
+    let debug = match &source_lines {
+        Some(lines) => Some(
+            crate::debug::line_info("wasm", lines, code_section_start, &function_lines)
+                .map_err(CompileError::Codegen)?,
+        ),
+        None => None,
+    };
+    let parts = crate::elf::ObjectParts {
+        code,
+        functions: (0..num_defined).collect(),
+        array_trampolines,
+        host_trampolines,
+        metadata,
+        heap_image,
+        debug,
+    };
+    let object = crate::elf::write_shared_object(&parts)?;
+    Ok(CompiledObject { object, metadata: meta })
+}
+
+/// Compiles a trampoline built into `ctx`, the object's `index`th piece of code.
+fn compile_trampoline(
+    isa: &OwnedTargetIsa,
+    ctx: &mut Context,
+    name: String,
+    index: usize,
+) -> Result<crate::elf::Code, CompileError> {
+    ctx.compile(&**isa, &mut Default::default())
+        .map_err(|e| CompileError::Codegen(format!("{name}: {:?}", e.inner)))?;
+    let compiled = ctx.compiled_code().expect("just compiled");
+    Ok(crate::elf::Code {
+        name,
+        bytes: compiled.buffer.data().to_vec(),
+        alignment: u64::from(compiled.buffer.alignment),
+        relocs: code_relocs(&compiled.buffer, &ctx.func, index)?,
+    })
+}
+
+/// The references of compiled code to other code, by the index of the code they name
+/// (`this`: the index of the code they are in).
+fn code_relocs(
+    buffer: &cranelift_codegen::MachBufferFinalized<cranelift_codegen::Final>,
+    func: &ir::Function,
+    this: usize,
+) -> Result<Vec<crate::elf::CodeReloc>, CompileError> {
+    buffer
+        .relocs()
+        .iter()
+        .map(|reloc| {
+            let (target, offset) = match &reloc.target {
+                cranelift_codegen::FinalizedRelocTarget::ExternalName(ir::ExternalName::User(name)) => {
+                    (func.params.user_named_funcs()[*name].index as usize, 0)
+                }
+                cranelift_codegen::FinalizedRelocTarget::Func(offset) => (this, i64::from(*offset)),
+                other => {
+                    return Err(CompileError::Codegen(format!(
+                        "internal compiler error: code refers to {other:?}, which Kiln never links"
+                    )))
+                }
+            };
+            Ok(crate::elf::CodeReloc { offset: reloc.offset, kind: reloc.kind, target, addend: reloc.addend + offset })
+        })
+        .collect()
 }
 
 /// What every function's compilation reads, shared by the workers.
 struct SharedState<'a> {
     isa: &'a OwnedTargetIsa,
     env: &'a ModuleEnv<'a>,
-    func_ids: &'a [FuncId],
     /// Make a [`FunctionListing`] of each function.
     listings: bool,
     func_names: &'a std::collections::HashMap<u32, String>,
@@ -295,9 +330,7 @@ struct SharedState<'a> {
 /// One defined function, compiled: its machine code and what placing it in the object needs,
 /// and its code facts. Owned, so that it can be made on any thread.
 struct CompiledFunction {
-    alignment: u64,
-    code: Vec<u8>,
-    relocs: Vec<cranelift_module::ModuleReloc>,
+    code: crate::elf::Code,
     info: FunctionInfo,
     listing: Option<FunctionListing>,
     lines: Option<crate::debug::FunctionLines>,
@@ -339,7 +372,7 @@ impl FunctionCompiler {
         // Block boundaries let the disassembler skip inline jump tables.
         ctx.set_disasm(shared.listings);
         ctx.func.signature = wasm_signature(&meta.types[type_index as usize]);
-        ctx.func.name = UserFuncName::user(0, shared.func_ids[i].as_u32());
+        ctx.func.name = UserFuncName::user(0, i as u32);
         let vmctx = ctx.func.create_global_value(ir::GlobalValueData::VMContext);
         let readonly =
             ctx.func.dfg.mem_flags.insert(ir::MemFlagsData::trusted().with_readonly()).expect("room for two flags");
@@ -402,21 +435,19 @@ impl FunctionCompiler {
             .collect();
         let code_len = compiled.code_info().total_size;
         let lines = shared.debug.then(|| crate::debug::FunctionLines {
-            func_id: shared.func_ids[i],
             name: function_symbol(index, shared.func_names.get(&index).map(String::as_str)),
             code_len,
             runs: srclocs.iter().map(|s| (s.start, s.end, srcloc_wasm_offset(s))).collect(),
         });
-        let relocs = compiled
-            .buffer
-            .relocs()
-            .iter()
-            .map(|reloc| cranelift_module::ModuleReloc::from_mach_reloc(reloc, &ctx.func, shared.func_ids[i]))
-            .collect();
-        Ok(CompiledFunction {
+        let name = function_symbol(index, shared.func_names.get(&index).map(String::as_str));
+        let code = crate::elf::Code {
+            name,
+            bytes: compiled.buffer.data().to_vec(),
             alignment: u64::from(compiled.buffer.alignment),
-            code: compiled.buffer.data().to_vec(),
-            relocs,
+            relocs: code_relocs(&compiled.buffer, &ctx.func, i)?,
+        };
+        Ok(CompiledFunction {
+            code,
             info: FunctionInfo { type_index, code_len, traps, handlers, calls },
             listing,
             lines,
@@ -493,89 +524,6 @@ fn heap_image(meta: &ModuleMetadata, memory: u32) -> Option<Vec<u8>> {
         image[start..start + bytes.len()].copy_from_slice(bytes);
     }
     Some(image)
-}
-
-fn define_data(
-    object: &mut ObjectModule,
-    name: &str,
-    linkage: Linkage,
-    desc: &DataDescription,
-) -> Result<DataId, CompileError> {
-    let id = object.declare_data(name, linkage, true, false).map_err(codegen_error)?;
-    object.define_data(id, desc).map_err(codegen_error)?;
-    Ok(id)
-}
-
-/// A data object holding one code address per entry (null where `None`).
-fn define_function_table(
-    object: &mut ObjectModule,
-    name: &str,
-    entries: &[Option<FuncId>],
-) -> Result<DataId, CompileError> {
-    let mut desc = DataDescription::new();
-    desc.define(vec![0u8; entries.len().max(1) * 8].into_boxed_slice());
-    desc.set_align(8);
-    for (i, entry) in entries.iter().enumerate() {
-        if let Some(id) = entry {
-            let func = desc.import_function(ModuleRelocTarget::user(0, id.as_u32()));
-            desc.write_function_addr((i * 8) as u32, func);
-        }
-    }
-    define_data(object, name, Linkage::Local, &desc)
-}
-
-fn emit_header(
-    object: &mut ObjectModule,
-    metadata: &[u8],
-    functions: &[FuncId],
-    array_trampolines: &[Option<FuncId>],
-    host_trampolines: &[Option<FuncId>],
-    heap_image: Option<Vec<u8>>,
-) -> Result<(), CompileError> {
-    let heap_image_id = match heap_image {
-        Some(bytes) => {
-            let mut desc = DataDescription::new();
-            desc.define(bytes.into_boxed_slice());
-            desc.set_align(IMAGE_PAGE_SIZE);
-            desc.set_custom_section(HEAP_IMAGE_SECTION);
-            let id = object.declare_data("kiln_heap_image", Linkage::Local, false, false).map_err(codegen_error)?;
-            object.define_data(id, &desc).map_err(codegen_error)?;
-            Some(id)
-        }
-        None => None,
-    };
-    let mut desc = DataDescription::new();
-    desc.define(metadata.to_vec().into_boxed_slice());
-    let metadata_id = define_data(object, "kiln_metadata", Linkage::Local, &desc)?;
-    let functions_entries: Vec<Option<FuncId>> = functions.iter().copied().map(Some).collect();
-    let functions_id = define_function_table(object, "kiln_functions", &functions_entries)?;
-    let array_id = define_function_table(object, "kiln_array_trampolines", array_trampolines)?;
-    let host_id = define_function_table(object, "kiln_host_trampolines", host_trampolines)?;
-
-    let mut header = vec![0u8; ModuleHeader::SIZE];
-    let mut put = |offset: usize, bytes: &[u8]| header[offset..offset + bytes.len()].copy_from_slice(bytes);
-    put(ModuleHeader::MAGIC_OFFSET, &MODULE_MAGIC);
-    put(ModuleHeader::VERSION_OFFSET, &ABI_VERSION.to_le_bytes());
-    put(ModuleHeader::HEADER_SIZE_OFFSET, &(ModuleHeader::SIZE as u32).to_le_bytes());
-    put(ModuleHeader::METADATA_LEN_OFFSET, &(metadata.len() as u64).to_le_bytes());
-    put(ModuleHeader::NUM_FUNCTIONS_OFFSET, &(functions.len() as u64).to_le_bytes());
-    put(ModuleHeader::NUM_TYPES_OFFSET, &(array_trampolines.len() as u64).to_le_bytes());
-    let mut desc = DataDescription::new();
-    desc.define(header.into_boxed_slice());
-    desc.set_align(8);
-    let mut pointers = vec![
-        (ModuleHeader::METADATA_OFFSET, metadata_id),
-        (ModuleHeader::FUNCTIONS_OFFSET, functions_id),
-        (ModuleHeader::ARRAY_TRAMPOLINES_OFFSET, array_id),
-        (ModuleHeader::HOST_TRAMPOLINES_OFFSET, host_id),
-    ];
-    pointers.extend(heap_image_id.map(|id| (ModuleHeader::HEAP_IMAGE_OFFSET, id)));
-    for (offset, id) in pointers {
-        let gv = desc.import_global_value(ModuleRelocTarget::user(1, id.as_u32()));
-        desc.write_data_addr(offset as u32, gv, 0);
-    }
-    define_data(object, MODULE_SYMBOL, Linkage::Export, &desc)?;
-    Ok(())
 }
 
 /// Whether a function body contains a call instruction. A body that does not read cleanly

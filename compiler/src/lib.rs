@@ -10,6 +10,7 @@
 
 pub mod cache;
 mod debug;
+mod elf;
 pub mod emit;
 pub mod func_env;
 pub mod link;
@@ -47,14 +48,6 @@ pub enum CompileError {
     /// Cranelift failed (a Kiln bug).
     #[error("code generation failed: {0}")]
     Codegen(String),
-    /// The system linker is missing.
-    #[error(
-        "the system linker `{0}` was not found: install binutils (Debian: `apt-get install binutils`) or set KILN_LD"
-    )]
-    LinkerNotFound(String),
-    /// The system linker failed.
-    #[error("linking failed: {0}")]
-    Link(String),
     /// Reading or writing a file failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -189,7 +182,7 @@ impl Compiler {
     /// Compiles `wasm` (a binary module) into a shared object at `out`.
     pub fn compile_wasm_to_file(&self, wasm: &[u8], out: &Path) -> Result<(), CompileError> {
         let object = self.compile_object(wasm)?;
-        link::link_shared_object(&object.object, out)
+        link::write_object_file(&object.object, out)
     }
 }
 

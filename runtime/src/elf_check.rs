@@ -5,17 +5,17 @@
 //! loads its `DT_NEEDED` dependencies (and theirs), applies its relocations (an
 //! `R_X86_64_IRELATIVE` calls a resolver function; a symbol relocation binds to whatever the
 //! process exports), and may make the stack executable. Kiln's objects have none of that:
-//! their dynamic section holds the symbol and hash tables, `R_X86_64_RELATIVE` relocations and
-//! `BIND_NOW`. So the check is a whitelist: any other dynamic tag, relocation type or program
-//! header is refused, named in the error. (With only relative relocations, the loader binds no
-//! symbol; the one Kiln looks up, `kiln_module`, must be a data object, not an IFUNC whose
-//! resolver `dlsym` would call: `load.rs` checks that.)
+//! their dynamic section holds the symbol and hash tables and `BIND_NOW`, and no relocation at
+//! all (everything is located by offset from the load base). So the check is a whitelist: any
+//! other dynamic tag, any relocation, any other program header is refused, named in the error.
+//! (With no relocation, the loader binds no symbol; the one Kiln looks up, `kiln_module`, must
+//! be a data object, not an IFUNC whose resolver `dlsym` would call: `load.rs` checks that.)
 //!
 //! This narrows what a foreign or damaged file can do at load time; it does not make a
 //! hostile object safe to run (see `Module::load`'s safety contract).
 
-use object::elf::{self, Dyn64, FileHeader64, Rela64};
-use object::read::elf::{Dyn as _, FileHeader as _, ProgramHeader as _, Rela as _};
+use object::elf::{self, Dyn64, FileHeader64};
+use object::read::elf::{Dyn as _, FileHeader as _, ProgramHeader as _};
 use object::LittleEndian as LE;
 
 /// Dynamic tags a Kiln object may carry.
@@ -55,22 +55,19 @@ fn refused_tag_name(tag: u32) -> Option<&'static str> {
     })
 }
 
-/// A checked file as the loader will map it: which file bytes land at which address, and
-/// what the relocations write there.
+/// A checked file as the loader will map it: which file bytes land at which address.
 #[derive(Debug)]
 pub struct LoadImage<'a> {
     bytes: &'a [u8],
-    /// `(address, size in the file, file offset)` of each loadable segment.
-    segments: Vec<(u64, u64, u64)>,
-    /// Address → value of each relative relocation (before adding the load address).
-    relative: std::collections::HashMap<u64, u64>,
+    /// `(address, size in the file, file offset, executable)` of each loadable segment.
+    segments: Vec<(u64, u64, u64, bool)>,
 }
 
 impl<'a> LoadImage<'a> {
     /// The file bytes the loaded image holds at `address`, if a loadable segment maps all
     /// `size` of them from the file.
     pub fn bytes_at(&self, address: u64, size: u64) -> Option<&'a [u8]> {
-        self.segments.iter().find_map(|&(vaddr, filesz, offset)| {
+        self.segments.iter().find_map(|&(vaddr, filesz, offset, _)| {
             let within = address.checked_sub(vaddr)?;
             if within.checked_add(size)? > filesz {
                 return None;
@@ -80,10 +77,11 @@ impl<'a> LoadImage<'a> {
         })
     }
 
-    /// The address a pointer field at `address` holds once relocated (relative to the load
-    /// address): its relocation's addend, or `in_file` if none applies.
-    pub fn pointer_at(&self, address: u64, in_file: u64) -> u64 {
-        self.relative.get(&address).copied().unwrap_or(in_file)
+    /// Whether `address` lies in an executable segment's bytes.
+    pub fn is_code(&self, address: u64) -> bool {
+        self.segments.iter().any(|&(vaddr, filesz, _, executable)| {
+            executable && address.checked_sub(vaddr).is_some_and(|within| within < filesz)
+        })
     }
 }
 
@@ -153,38 +151,18 @@ pub fn nothing_runs_at_load(bytes: &[u8]) -> Result<LoadImage<'_>, String> {
         }
     }
 
-    let mut image = LoadImage {
+    // Kiln's objects locate everything by offset: nothing is patched at load time.
+    if rela.is_some() && rela_size > 0 {
+        return Err("it has dynamic relocations, which Kiln never emits".into());
+    }
+    Ok(LoadImage {
         bytes,
         segments: segments
             .iter()
             .filter(|s| s.p_type(endian) == elf::PT_LOAD)
-            .map(|s| (s.p_vaddr(endian), s.p_filesz(endian), s.p_offset(endian)))
+            .map(|s| (s.p_vaddr(endian), s.p_filesz(endian), s.p_offset(endian), s.p_flags(endian) & elf::PF_X != 0))
             .collect(),
-        relative: Default::default(),
-    };
-
-    // Every relocation must be R_X86_64_RELATIVE: base + addend, no symbol, no code.
-    if let Some(address) = rela {
-        let data = image.bytes_at(address, rela_size).ok_or("its relocations lie outside the file")?;
-        let count = data.len() / std::mem::size_of::<Rela64<LE>>();
-        let relocations: &[Rela64<LE>] =
-            object::pod::slice_from_bytes(data, count).map_err(|()| "unaligned relocations")?.0;
-        for relocation in relocations {
-            let kind = relocation.r_type(endian, false);
-            match kind {
-                elf::R_X86_64_RELATIVE => {
-                    image.relative.insert(relocation.r_offset(endian), relocation.r_addend(endian) as u64);
-                }
-                elf::R_X86_64_NONE => {}
-                _ => {
-                    return Err(format!(
-                        "it has a relocation of type {kind}, which Kiln never emits (only R_X86_64_RELATIVE)"
-                    ))
-                }
-            }
-        }
-    }
-    Ok(image)
+    })
 }
 
 #[cfg(test)]

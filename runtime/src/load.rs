@@ -152,6 +152,13 @@ fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
 /// What [`check_file`] learns from a file without loading it.
 struct Checked {
     meta: ModuleMetadata,
+    /// The header as the file holds it (the loaded one must be the same).
+    header: ModuleHeader,
+    /// The code offsets of the header's tables: every function's, and each type's trampolines
+    /// (0: none). Each lies in an executable segment.
+    functions: Vec<u64>,
+    array_trampolines: Vec<u64>,
+    host_trampolines: Vec<u64>,
     /// Where the heap image section lies in the file (offset and size), if there is one.
     image_section: Option<(u64, u64)>,
     /// The wasm names of its functions, by function index (see [`function_names`]).
@@ -194,37 +201,57 @@ fn check_file(path: &Path, bytes: &[u8]) -> Result<Checked, LoadError> {
     if header[ModuleHeader::MAGIC_OFFSET..ModuleHeader::MAGIC_OFFSET + 8] != MODULE_MAGIC {
         return Err(not_kiln(path, format!("`{MODULE_SYMBOL}` does not start with Kiln's magic")));
     }
-    let field = |offset: usize| u64::from_le_bytes(header[offset..offset + 8].try_into().expect("eight bytes"));
     let field32 = |offset: usize| u32::from_le_bytes(header[offset..offset + 4].try_into().expect("four bytes"));
     let version = field32(ModuleHeader::VERSION_OFFSET);
     if version != ABI_VERSION {
         return Err(LoadError::AbiMismatch { path: path.to_path_buf(), found: version, expected: ABI_VERSION });
     }
-    if field32(ModuleHeader::HEADER_SIZE_OFFSET) as usize != ModuleHeader::SIZE {
+    let header = ModuleHeader::from_bytes(header).expect("the header's bytes were read whole");
+    if header.header_size as usize != ModuleHeader::SIZE {
         return Err(corrupt(path, "module header has the wrong size"));
     }
+    if header.header_offset != symbol.address() {
+        return Err(corrupt(path, "the module header does not know where it is"));
+    }
     kiln_abi::verify_checksum_trailer(bytes).map_err(|e| corrupt(path, e.to_string()))?;
-    // The metadata pointer, as the loader will relocate it.
-    let metadata_at =
-        image.pointer_at(symbol.address() + ModuleHeader::METADATA_OFFSET as u64, field(ModuleHeader::METADATA_OFFSET));
     let metadata = image
-        .bytes_at(metadata_at, field(ModuleHeader::METADATA_LEN_OFFSET))
+        .bytes_at(header.metadata_offset, header.metadata_len)
         .ok_or_else(|| corrupt(path, "the metadata lies outside the file"))?;
     let meta = decode_metadata(metadata).map_err(|reason| corrupt(path, reason))?;
-    let image_section = file.section_by_name(kiln_abi::HEAP_IMAGE_SECTION).and_then(|section| section.file_range());
-    Ok(Checked { meta, image_section, func_names: function_names(&file) })
-}
-
-/// Copies `count` pointers from a table in the loaded image.
-///
-/// # Safety
-/// `table` must point to `count` readable pointers (or `count` must be 0).
-unsafe fn read_table(table: *const *const u8, count: usize) -> Vec<*const u8> {
-    if count == 0 {
-        return Vec::new();
+    if header.num_functions as usize != meta.functions.len() || header.num_types as usize != meta.types.len() {
+        return Err(corrupt(path, "the header's table lengths disagree with the metadata"));
     }
-    // SAFETY: forwarded from the caller.
-    unsafe { std::slice::from_raw_parts(table, count) }.to_vec()
+    // Every table entry names code: an offset inside an executable segment (or 0, for a type
+    // without that trampoline).
+    let table = |offset: u64, count: u64, optional: bool| -> Result<Vec<u64>, LoadError> {
+        let bytes = count
+            .checked_mul(8)
+            .and_then(|len| image.bytes_at(offset, len))
+            .ok_or_else(|| corrupt(path, "a code table lies outside the file"))?;
+        let entries: Vec<u64> =
+            bytes.chunks_exact(8).map(|e| u64::from_le_bytes(e.try_into().expect("eight bytes"))).collect();
+        if entries.iter().all(|&e| (optional && e == 0) || image.is_code(e)) {
+            Ok(entries)
+        } else {
+            Err(corrupt(path, "a code table names something that is not code"))
+        }
+    };
+    let functions = table(header.functions_offset, header.num_functions, false)?;
+    let array_trampolines = table(header.array_trampolines_offset, header.num_types, true)?;
+    let host_trampolines = table(header.host_trampolines_offset, header.num_types, true)?;
+    let image_section = file.section_by_name(kiln_abi::HEAP_IMAGE_SECTION).and_then(|section| {
+        let (offset, size) = section.file_range()?;
+        (section.address() == header.heap_image_offset).then_some((offset, size))
+    });
+    Ok(Checked {
+        meta,
+        header,
+        functions,
+        array_trampolines,
+        host_trampolines,
+        image_section,
+        func_names: function_names(&file),
+    })
 }
 
 /// A compiled object read into memory and checked, but not loaded: nothing in it has run, and
@@ -319,8 +346,8 @@ impl Module {
     /// # Safety
     /// As for [`ObjectFile::load`].
     unsafe fn from_checked(path: &Path, bytes: &[u8], checked: Checked) -> Result<Module, LoadError> {
-        let Checked { meta, image_section, func_names } = checked;
-        let file_len = bytes.len() as u64;
+        let Checked { meta, header, functions, array_trampolines, host_trampolines, image_section, func_names } =
+            checked;
         let sealed = crate::sys::unix::dl::sealed_memfd(bytes)
             .map_err(|error| LoadError::Io { path: path.to_path_buf(), error })?;
 
@@ -331,29 +358,24 @@ impl Module {
         let header_ptr = library
             .symbol(MODULE_SYMBOL)
             .ok_or_else(|| not_kiln(path, format!("no `{MODULE_SYMBOL}` symbol after loading")))?;
-        // SAFETY: the symbol names a ModuleHeader-sized object (checked in the file) that the
-        // loader has relocated; it is 8-byte aligned by construction.
-        let header: ModuleHeader = unsafe { std::ptr::read_unaligned(header_ptr as *const ModuleHeader) };
-        if header.magic != MODULE_MAGIC || header.abi_version != ABI_VERSION {
+        // SAFETY: the symbol names a ModuleHeader-sized object (checked in the file), mapped
+        // readable by the loader.
+        let loaded = unsafe { std::slice::from_raw_parts(header_ptr, ModuleHeader::SIZE) };
+        if ModuleHeader::from_bytes(loaded).map(|h| h.to_bytes()) != Some(header.to_bytes()) {
             return Err(not_kiln(path, "the loaded header differs from the file's (was it replaced while loaded?)"));
         }
-        // The metadata was decoded from the same bytes (the sealed file cannot change).
-        if header.metadata_len > file_len || header.metadata.is_null() {
-            return Err(corrupt(path, "metadata length exceeds the file"));
-        }
-        if header.num_functions as usize != meta.functions.len() || header.num_types as usize != meta.types.len() {
-            return Err(corrupt(path, "the header's table lengths disagree with the metadata"));
-        }
-
-        // SAFETY: the table lengths were checked against the metadata, which the compiler wrote
-        // together with the tables.
-        let (functions, array_trampolines, host_trampolines) = unsafe {
-            (
-                read_table(header.functions, header.num_functions as usize),
-                read_table(header.array_trampolines, header.num_types as usize),
-                read_table(header.host_trampolines, header.num_types as usize),
-            )
+        // Everything is located by offset from where the loader put the object's address 0.
+        let base = (header_ptr as usize).wrapping_sub(header.header_offset as usize);
+        let at = |offset: u64| -> *const u8 {
+            if offset == 0 {
+                std::ptr::null()
+            } else {
+                base.wrapping_add(offset as usize) as *const u8
+            }
         };
+        let functions: Vec<*const u8> = functions.iter().map(|&o| at(o)).collect();
+        let array_trampolines: Vec<*const u8> = array_trampolines.iter().map(|&o| at(o)).collect();
+        let host_trampolines: Vec<*const u8> = host_trampolines.iter().map(|&o| at(o)).collect();
 
         let mut sites: Vec<(usize, kiln_abi::TrapCode, u32)> = Vec::new();
         let mut calls: Vec<(usize, u32)> = Vec::new();
@@ -411,7 +433,8 @@ impl Module {
 
         let type_ids = types::canonical_ids(&meta.types, &meta.rec_groups);
         let sealed = library.file().expect("opened from a sealed file");
-        let (images, image_file) = heap_images(path, &meta, &header, image_section, sealed)?;
+        let heap_image = at(header.heap_image_offset);
+        let (images, image_file) = heap_images(path, &meta, heap_image, image_section, sealed)?;
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let offsets = VMOffsets::new(meta.vm_counts());
@@ -494,14 +517,14 @@ fn in_image(meta: &ModuleMetadata, segment: &kiln_abi::DataSegment) -> bool {
 fn heap_images(
     path: &Path,
     meta: &ModuleMetadata,
-    header: &ModuleHeader,
+    heap_image: *const u8,
     section: Option<(u64, u64)>,
     sealed: &std::fs::File,
 ) -> Result<(Vec<Option<ModuleImage>>, Option<std::fs::File>), LoadError> {
     if meta.heap_images.iter().all(Option::is_none) {
         return Ok((Vec::new(), None));
     }
-    let Some((section_offset, section_size)) = section.filter(|_| !header.heap_image.is_null()) else {
+    let Some((section_offset, section_size)) = section.filter(|_| !heap_image.is_null()) else {
         return Err(corrupt(path, "the heap image section is missing"));
     };
     let page = kiln_abi::IMAGE_PAGE_SIZE;
@@ -521,7 +544,7 @@ fn heap_images(
                 Some(ModuleImage {
                     file_offset: section_offset + i.offset,
                     // SAFETY: inside the image section, which the loader mapped at `heap_image`.
-                    in_memory: unsafe { header.heap_image.add(i.offset as usize) },
+                    in_memory: unsafe { heap_image.add(i.offset as usize) },
                     len: i.len as usize,
                 })
             }

@@ -502,7 +502,7 @@ impl<'t> Runner<'t> {
                 let object = self.compiler.compile_object(wasm).map_err(ModuleError::Compile)?;
                 self.next_object += 1;
                 let so = self.objects.path().join(format!("module{}.so", self.next_object));
-                kiln_compiler::link::link_shared_object(&object.object, &so).map_err(ModuleError::Compile)?;
+                kiln_compiler::link::write_object_file(&object.object, &so).map_err(ModuleError::Compile)?;
                 so
             }
         };

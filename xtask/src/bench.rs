@@ -248,7 +248,7 @@ fn print_compile_throughput(
             figures.get(key).map_or("-".to_string(), |ns| format!("{:.2}", bytes / 1e6 / (ns / 1e9)))
         };
         println!(
-            "{:<34} {:>12} {:>12} {:>12} {:>12}",
+            "{:<44} {:>10} {:>10} {:>10} {:>10}",
             format!("{name} ({:.2} MB)", bytes / 1e6),
             rate(kiln, name),
             rate(kiln, &cpu_name),

@@ -28,8 +28,9 @@ pub use vmctx::*;
 /// Bumped whenever anything in this crate changes shape. The runtime refuses a `.so` whose
 /// header carries another version, before reading anything else from it. (Also bumped when
 /// what the runtime trusts compiled code to check changes: 8 runs memories with 1-byte pages,
-/// which only code from Kiln's own translator bounds-checks exactly.)
-pub const ABI_VERSION: u32 = 10;
+/// which only code from Kiln's own translator bounds-checks exactly; 11 locates everything by
+/// offset, with no relocation.)
+pub const ABI_VERSION: u32 = 11;
 
 /// First eight bytes of the module header, so a foreign symbol of the same name is refused.
 pub const MODULE_MAGIC: [u8; 8] = *b"KILNMOD\0";
@@ -54,12 +55,16 @@ pub const HOST_TRAMPOLINE_PREFIX: &str = "kiln_host_tramp_";
 /// The first two fields never move, whatever the version: the runtime reads them first and
 /// refuses anything whose magic or version differs.
 ///
-/// Function pointers in the tables below use these calling conventions:
+/// Everything the header locates is given as an offset from the module's load base (its
+/// address 0), never as a pointer, so a module needs no relocation at load time: the runtime
+/// finds the base by subtracting `header_offset` from the header's own address. The tables
+/// hold one little-endian `u64` code offset per entry (0: none); the code they name uses these
+/// calling conventions:
 /// - `functions[i]`: Cranelift's `tail` convention, `(callee_vmctx, caller_vmctx, wasm params...)
 ///   -> wasm results`.
 /// - `array_trampolines[t]`: System V, `(callee_vmctx, caller_vmctx, values: *mut ValRaw,
 ///   code: fn ptr) -> ()`; loads the parameters of type `t` from `values`, calls `code`, stores
-///   the results back into `values`. Null for types no trampoline was made for.
+///   the results back into `values`. None for types no trampoline was made for.
 /// - `host_trampolines[t]`: `tail` convention with the wasm signature of type `t`; spills the
 ///   parameters into a `ValRaw` array and calls the [`VMHostFuncContext`]'s `host_fn`.
 #[repr(C)]
@@ -71,24 +76,26 @@ pub struct ModuleHeader {
     pub abi_version: u32,
     /// Size of this header in bytes, a second sanity check.
     pub header_size: u32,
-    /// The serialized [`ModuleMetadata`] (postcard).
-    pub metadata: *const u8,
-    /// Length of `metadata` in bytes.
+    /// This header's own offset from the load base.
+    pub header_offset: u64,
+    /// Offset of the serialized [`ModuleMetadata`] (postcard).
+    pub metadata_offset: u64,
+    /// Length of the metadata in bytes.
     pub metadata_len: u64,
-    /// Code addresses of the defined functions, in order.
-    pub functions: *const *const u8,
-    /// Number of entries in `functions`.
+    /// Offset of the table of the defined functions' code offsets, in order.
+    pub functions_offset: u64,
+    /// Number of entries in the functions table.
     pub num_functions: u64,
-    /// Per type index: the host-to-wasm trampoline, or null.
-    pub array_trampolines: *const *const u8,
-    /// Per type index: the wasm-to-host trampoline, or null.
-    pub host_trampolines: *const *const u8,
+    /// Offset of the table of host-to-wasm trampolines, per type index.
+    pub array_trampolines_offset: u64,
+    /// Offset of the table of wasm-to-host trampolines, per type index.
+    pub host_trampolines_offset: u64,
     /// Number of entries in each trampoline table.
     pub num_types: u64,
-    /// The heap images of the defined memories, one after another in their own section
-    /// [`HEAP_IMAGE_SECTION`] (null when the module has none; see
+    /// Offset of the heap images of the defined memories, one after another in their own
+    /// page-aligned section [`HEAP_IMAGE_SECTION`] (0 when the module has none; see
     /// `ModuleMetadata::heap_images`).
-    pub heap_image: *const u8,
+    pub heap_image_offset: u64,
 }
 
 impl ModuleHeader {
@@ -98,30 +105,58 @@ impl ModuleHeader {
     pub const VERSION_OFFSET: usize = 8;
     /// Size in bytes, as written into `header_size`.
     pub const SIZE: usize = core::mem::size_of::<ModuleHeader>();
-    /// Offsets of the pointer fields, in the order the compiler writes relocations for them.
-    pub const METADATA_OFFSET: usize = core::mem::offset_of!(ModuleHeader, metadata);
-    /// See [`Self::METADATA_OFFSET`].
-    pub const FUNCTIONS_OFFSET: usize = core::mem::offset_of!(ModuleHeader, functions);
-    /// See [`Self::METADATA_OFFSET`].
-    pub const ARRAY_TRAMPOLINES_OFFSET: usize = core::mem::offset_of!(ModuleHeader, array_trampolines);
-    /// See [`Self::METADATA_OFFSET`].
-    pub const HOST_TRAMPOLINES_OFFSET: usize = core::mem::offset_of!(ModuleHeader, host_trampolines);
-    /// See [`Self::METADATA_OFFSET`].
-    pub const METADATA_LEN_OFFSET: usize = core::mem::offset_of!(ModuleHeader, metadata_len);
-    /// See [`Self::METADATA_OFFSET`].
-    pub const NUM_FUNCTIONS_OFFSET: usize = core::mem::offset_of!(ModuleHeader, num_functions);
-    /// See [`Self::METADATA_OFFSET`].
-    pub const NUM_TYPES_OFFSET: usize = core::mem::offset_of!(ModuleHeader, num_types);
-    /// See [`Self::METADATA_OFFSET`].
-    pub const HEADER_SIZE_OFFSET: usize = core::mem::offset_of!(ModuleHeader, header_size);
-    /// See [`Self::METADATA_OFFSET`].
-    pub const HEAP_IMAGE_OFFSET: usize = core::mem::offset_of!(ModuleHeader, heap_image);
+
+    /// The header as it lies in a file or in memory (`None` if `bytes` is shorter than it).
+    pub fn from_bytes(bytes: &[u8]) -> Option<ModuleHeader> {
+        let bytes = bytes.get(..Self::SIZE)?;
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"));
+        Some(ModuleHeader {
+            magic: bytes[..8].try_into().expect("eight bytes"),
+            abi_version: u32_at(8),
+            header_size: u32_at(12),
+            header_offset: u64_at(16),
+            metadata_offset: u64_at(24),
+            metadata_len: u64_at(32),
+            functions_offset: u64_at(40),
+            num_functions: u64_at(48),
+            array_trampolines_offset: u64_at(56),
+            host_trampolines_offset: u64_at(64),
+            num_types: u64_at(72),
+            heap_image_offset: u64_at(80),
+        })
+    }
+
+    /// The header's bytes, as the compiler writes them.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut bytes = [0u8; Self::SIZE];
+        bytes[..8].copy_from_slice(&self.magic);
+        bytes[8..12].copy_from_slice(&self.abi_version.to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.header_size.to_le_bytes());
+        let words = [
+            self.header_offset,
+            self.metadata_offset,
+            self.metadata_len,
+            self.functions_offset,
+            self.num_functions,
+            self.array_trampolines_offset,
+            self.host_trampolines_offset,
+            self.num_types,
+            self.heap_image_offset,
+        ];
+        for (i, word) in words.iter().enumerate() {
+            bytes[16 + 8 * i..24 + 8 * i].copy_from_slice(&word.to_le_bytes());
+        }
+        bytes
+    }
 }
 
 const _: () = {
     assert!(core::mem::offset_of!(ModuleHeader, magic) == ModuleHeader::MAGIC_OFFSET);
     assert!(core::mem::offset_of!(ModuleHeader, abi_version) == ModuleHeader::VERSION_OFFSET);
-    assert!(ModuleHeader::SIZE == 80);
+    assert!(core::mem::offset_of!(ModuleHeader, header_offset) == 16);
+    assert!(core::mem::offset_of!(ModuleHeader, heap_image_offset) == 80);
+    assert!(ModuleHeader::SIZE == 88);
 };
 
 /// One wasm value as passed between host and guest through the trampolines: 16 bytes, little
