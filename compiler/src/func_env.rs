@@ -178,7 +178,15 @@ pub struct FuncEnv<'a, 'm> {
     /// The dispatch block of the innermost exception handler around the code being
     /// translated, if any (it takes the exnref).
     handler: Option<ir::Block>,
+    /// Dirty marks emitted since the last control-flow operator, so they dominate the code
+    /// being translated: `(memory, wasm index value, static offset)` of the store each
+    /// followed. A later store with the same index value whose bytes the mark reaches needs
+    /// none (see [`FuncEnv::mark_store`]).
+    marks: Vec<(u32, ir::Value, u64)>,
 }
+
+/// Most dominating marks remembered at once (the oldest is forgotten first).
+const REMEMBERED_MARKS: usize = 8;
 
 impl<'a, 'm> FuncEnv<'a, 'm> {
     /// The environment for a function whose body calls (`makes_calls`) or not. A function
@@ -195,6 +203,7 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
             makes_calls,
             vmctx: None,
             handler: None,
+            marks: Vec::new(),
         }
     }
 
@@ -254,8 +263,12 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         }
     }
 
-    /// Called before each operator in reachable code (fuel metering).
+    /// Called before each operator in reachable code (fuel metering; forgetting dirty marks
+    /// that may not dominate what follows).
     pub fn before_operator(&mut self, op: &Operator<'_>, builder: &mut FunctionBuilder) {
+        if is_call(op) || is_control(op) {
+            self.marks.clear();
+        }
         if !self.module.fuel {
             return;
         }
@@ -271,31 +284,7 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         ) {
             self.fuel_pending += 1;
         }
-        let ends_a_block = is_call(op)
-            || matches!(
-                op,
-                Operator::Block { .. }
-                    | Operator::Loop { .. }
-                    | Operator::If { .. }
-                    | Operator::Else
-                    | Operator::End
-                    | Operator::Br { .. }
-                    | Operator::BrIf { .. }
-                    | Operator::BrTable { .. }
-                    | Operator::BrOnNull { .. }
-                    | Operator::BrOnNonNull { .. }
-                    | Operator::Return
-                    | Operator::Unreachable
-                    | Operator::TryTable { .. }
-                    | Operator::Throw { .. }
-                    | Operator::ThrowRef
-                    | Operator::Try { .. }
-                    | Operator::Catch { .. }
-                    | Operator::CatchAll
-                    | Operator::Rethrow { .. }
-                    | Operator::Delegate { .. }
-            );
-        if ends_a_block {
+        if is_call(op) || is_control(op) {
             self.charge_fuel(builder);
         }
     }
@@ -475,6 +464,35 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         let one = builder.ins().iconst(types::I8, 1);
         let flags = Self::region_flags(builder, MemFlagsData::trusted(), Region::DirtyMap);
         builder.ins().store(flags, one, entry, 0);
+    }
+
+    /// Marks the page a plain store of `size` bytes at wasm address `index + memarg.offset`
+    /// wrote (emitted at `addr + offset`, see [`Self::mark_stored`]), unless a mark emitted
+    /// since the last control-flow operator, for the same memory and the same index value at
+    /// an offset at most this one's, already reaches all of its bytes: that mark ran before
+    /// this store on every path, and teardown resets `DIRTY_MARK_REACH` bytes from it. (A
+    /// stack frame's stores through one pointer then share a mark.)
+    pub fn mark_store(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        memarg: &MemArg,
+        index: ir::Value,
+        size: u32,
+        (addr, offset): (ir::Value, i32),
+    ) {
+        let memory = memory_index(memarg);
+        let end = memarg.offset.saturating_add(u64::from(size));
+        let covered = self.marks.iter().any(|&(m, value, marked)| {
+            m == memory && value == index && marked <= memarg.offset && end <= marked + kiln_abi::DIRTY_MARK_REACH
+        });
+        if covered {
+            return;
+        }
+        self.mark_stored(builder, memory, addr, offset);
+        if self.marks.len() == REMEMBERED_MARKS {
+            self.marks.remove(0);
+        }
+        self.marks.push((memory, index, memarg.offset));
     }
 
     /// `memory.size`.
@@ -918,4 +936,31 @@ enum Callee {
     Direct(ir::FuncRef),
     /// A code address, with the signature to call it with.
     Indirect(ir::SigRef, ir::Value),
+}
+
+/// Whether `op` begins, ends or leaves a block of code (calls are [`is_call`]).
+fn is_control(op: &Operator<'_>) -> bool {
+    matches!(
+        op,
+        Operator::Block { .. }
+            | Operator::Loop { .. }
+            | Operator::If { .. }
+            | Operator::Else
+            | Operator::End
+            | Operator::Br { .. }
+            | Operator::BrIf { .. }
+            | Operator::BrTable { .. }
+            | Operator::BrOnNull { .. }
+            | Operator::BrOnNonNull { .. }
+            | Operator::Return
+            | Operator::Unreachable
+            | Operator::TryTable { .. }
+            | Operator::Throw { .. }
+            | Operator::ThrowRef
+            | Operator::Try { .. }
+            | Operator::Catch { .. }
+            | Operator::CatchAll
+            | Operator::Rethrow { .. }
+            | Operator::Delegate { .. }
+    )
 }

@@ -19,9 +19,10 @@ pub(crate) const MAP_SIZE: usize = DIRTY_MAP_SIZE as usize;
 /// Size of the pages the map tracks.
 pub(crate) const PAGE: usize = 1 << DIRTY_PAGE_LOG2;
 
-/// Bytes of the page after a dirty one that a store spanning the two may have written (the
-/// widest store, `v128`, is 16 bytes, and it marks the page it starts in).
-pub(crate) const SPILL: usize = 15;
+/// Bytes of the page after a dirty one that a store marked there may have written: one that
+/// spans the two, or one whose mark the compiler left to an earlier store's (see
+/// [`kiln_abi::DIRTY_MARK_REACH`]).
+pub(crate) const SPILL: usize = kiln_abi::DIRTY_MARK_REACH as usize - 1;
 
 /// Address space for a memory's map of its own, readable and writable (pages are committed
 /// when first marked).

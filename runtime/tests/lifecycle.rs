@@ -222,6 +222,40 @@ fn a_warm_slot_is_reset_to_the_module_image_whatever_stays_resident() {
     }
 }
 
+/// Stores through one pointer share the mark of the first (the compiler elides the others'
+/// when the first mark's reach, `kiln_abi::DIRTY_MARK_REACH` bytes, covers them): even when the
+/// pointer sits at the end of a page and the later stores land in the next page, the next
+/// tenant sees none of them, whatever stays resident.
+#[test]
+fn stores_sharing_one_dirty_mark_are_reset_across_a_page_boundary() {
+    let wat = r#"(module (memory (export "m") 2)
+      (func (export "frame") (param $sp i32) (param $v i64)
+        (i64.store (local.get $sp) (local.get $v))
+        (i64.store offset=16 (local.get $sp) (local.get $v))
+        (i32.store offset=40 (local.get $sp) (i32.wrap_i64 (local.get $v)))
+        (i64.store offset=56 (local.get $sp) (local.get $v))))"#;
+    let reach = kiln_abi::DIRTY_MARK_REACH as usize;
+    assert!(56 + 8 <= reach, "every store of `frame` lies within the first one's reach");
+    let dir = tempfile::tempdir().unwrap();
+    let module = load(compile(dir.path(), "frame", wat)).unwrap();
+    for keep_resident in [0, 64 * 1024] {
+        let region = Region::new(RegionConfig { slots: 1, keep_resident, ..RegionConfig::default() }).unwrap();
+        for sp in [4096 - 8, 4096 - 1, 4096 - 20, 100] {
+            let memory_of = |instance: &Instance| match instance.get_export("m") {
+                Some(Extern::Memory(memory)) => memory.read(0, 2 * 65536).unwrap(),
+                _ => panic!("m is not a memory"),
+            };
+            let tenant = Instance::new(&region, &module, &[]).unwrap();
+            tenant.call("frame", &[Val::I32(sp), Val::I64(-1)]).unwrap();
+            let at = sp as usize + 56;
+            assert_eq!(memory_of(&tenant)[at..at + 8], [0xff; 8], "the last store happened");
+            drop(tenant);
+            let next = Instance::new(&region, &module, &[]).unwrap();
+            assert!(memory_of(&next).iter().all(|&b| b == 0), "keep_resident {keep_resident}, sp {sp}: a store leaked");
+        }
+    }
+}
+
 #[test]
 fn idle_slots_keep_no_more_than_the_ceiling_resident_and_still_isolate_tenants() {
     let dir = tempfile::tempdir().unwrap();

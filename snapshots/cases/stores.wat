@@ -1,4 +1,5 @@
-;; Every store width to a 32-bit memory: like loads, no bounds checks, only trap-table entries.
+;; Every store width to a 32-bit memory: like loads, no bounds checks, only trap-table entries;
+;; the stores through one pointer share the first one's dirty mark (it reaches them all).
 (module
   (memory 1)
   (func (export "store_i32_widths") (param i32 i32)

@@ -180,7 +180,7 @@ fn emit_store(
     let (addr, offset) = env.heap_address(builder, memarg, index, size, false);
     let flags = FuncEnv::heap_flags(builder);
     builder.ins().store(flags, value, addr, offset);
-    env.mark_stored(builder, memory_index(memarg), addr, offset);
+    env.mark_store(builder, memarg, index, size, (addr, offset));
 }
 
 /// The address of an atomic access: checked for alignment and bounds, offset folded in

@@ -131,6 +131,12 @@ impl VMFuncRef {
 /// Log2 of the granule a memory's dirty map tracks: one map byte per 4 KiB page.
 pub const DIRTY_PAGE_LOG2: u32 = 12;
 
+/// What one dirty mark promises: when compiled code marks the page of address `X`, teardown
+/// resets at least `[X, X + DIRTY_MARK_REACH)`, the page holding `X` and the first
+/// `DIRTY_MARK_REACH - 1` bytes of the next. So a store needs no mark of its own when a mark
+/// that dominates it already reaches all of its bytes (the widest store, `v128`, is 16 bytes).
+pub const DIRTY_MARK_REACH: u64 = 64;
+
 /// Bytes in a memory's dirty map: one per page of the reservation.
 pub const DIRTY_MAP_SIZE: u64 = crate::HEAP_RESERVATION >> DIRTY_PAGE_LOG2;
 
