@@ -483,7 +483,10 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         let memory = memory_index(memarg);
         let end = memarg.offset.saturating_add(u64::from(size));
         let covered = self.marks.iter().any(|&(m, value, marked)| {
-            m == memory && value == index && marked <= memarg.offset && end <= marked + kiln_abi::DIRTY_MARK_REACH
+            m == memory
+                && value == index
+                && marked <= memarg.offset
+                && end <= marked.saturating_add(kiln_abi::DIRTY_MARK_REACH)
         });
         if covered {
             return;

@@ -288,6 +288,18 @@ mod tests {
         }
     }
 
+    /// Stores that share a dirty mark are compared by offset: offsets at the top of a 64-bit
+    /// memory's range must not overflow that comparison (found by review; it panicked in
+    /// builds with overflow checks).
+    #[test]
+    fn stores_at_the_largest_offsets_compile() {
+        let wat = r#"(module (memory i64 1)
+            (func (export "f") (param i64)
+              (i32.store offset=0xfffffffffffffff0 (local.get 0) (i32.const 1))
+              (i32.store offset=0xfffffffffffffff8 (local.get 0) (i32.const 1))))"#;
+        Compiler::new().unwrap().compile_object(&wat::parse_str(wat).unwrap()).unwrap();
+    }
+
     /// Debug information comes from the guest's DWARF, which may be anything: malformed
     /// sections are skipped (no line table, no error), and a module without DWARF compiles
     /// with debug information on exactly as without.
