@@ -42,13 +42,20 @@ fn lifecycle_throughput(
                 });
             },
         );
-        if let (Some(path), true) = (std::env::var_os("KILN_BENCH_SYSTIME"), count > 0) {
-            use std::io::Write;
+        if count > 0 {
             let system_name = format!("{}/{threads_name}", function.replacen("lifecycles", "lifecycles_system", 1));
-            let line = format!("{engine}\t{system_name}\t{:.1}\n", system.as_nanos() as f64 / count as f64);
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
-            file.and_then(|mut f| f.write_all(line.as_bytes())).expect("write the system-time report");
+            report(&format!("{engine}\t{system_name}\t{:.1}\n", system.as_nanos() as f64 / count as f64));
         }
+    }
+}
+
+/// Appends `lines` (`engine\tname\tvalue` each) to `$KILN_BENCH_SYSTIME`, the figures
+/// `cargo xtask bench` reports beside criterion's; nothing when it is unset.
+fn report(lines: &str) {
+    use std::io::Write;
+    if let Some(path) = std::env::var_os("KILN_BENCH_SYSTIME") {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
+        file.and_then(|mut f| f.write_all(lines.as_bytes())).expect("write the benchmark report");
     }
 }
 
@@ -75,15 +82,12 @@ fn compile_benches(c: &mut Criterion, engine: &str, compile: impl Fn(&[u8], &std
                 wall.elapsed()
             })
         });
-        if let (Some(path), true) = (std::env::var_os("KILN_BENCH_SYSTIME"), count > 0) {
-            use std::io::Write;
-            let lines = format!(
+        if count > 0 {
+            report(&format!(
                 "{engine}\tcompile_cpu/{name}\t{:.1}\ncode_bytes\tcompile/{name}\t{}\n",
                 cpu.as_nanos() as f64 / f64::from(count),
                 code_section_size(wasm)
-            );
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
-            file.and_then(|mut f| f.write_all(lines.as_bytes())).expect("write the compile report");
+            ));
         }
     }
     group.finish();

@@ -280,7 +280,12 @@ fn compile_trampoline(
 ) -> Result<crate::elf::Code, CompileError> {
     ctx.compile(&**isa, &mut Default::default())
         .map_err(|e| CompileError::Codegen(format!("{name}: {:?}", e.inner)))?;
-    let compiled = ctx.compiled_code().expect("just compiled");
+    machine_code(ctx, name, index)
+}
+
+/// The machine code `ctx` just compiled, as the object's `index`th piece of code.
+fn machine_code(ctx: &Context, name: String, index: usize) -> Result<crate::elf::Code, CompileError> {
+    let compiled = ctx.compiled_code().expect("compiled");
     Ok(crate::elf::Code {
         name,
         bytes: compiled.buffer.data().to_vec(),
@@ -434,20 +439,14 @@ impl FunctionCompiler {
             })
             .collect();
         let code_len = compiled.code_info().total_size;
+        let name = function_symbol(index, shared.func_names.get(&index).map(String::as_str));
         let lines = shared.debug.then(|| crate::debug::FunctionLines {
-            name: function_symbol(index, shared.func_names.get(&index).map(String::as_str)),
+            name: name.clone(),
             code_len,
             runs: srclocs.iter().map(|s| (s.start, s.end, srcloc_wasm_offset(s))).collect(),
         });
-        let name = function_symbol(index, shared.func_names.get(&index).map(String::as_str));
-        let code = crate::elf::Code {
-            name,
-            bytes: compiled.buffer.data().to_vec(),
-            alignment: u64::from(compiled.buffer.alignment),
-            relocs: code_relocs(&compiled.buffer, &ctx.func, i)?,
-        };
         Ok(CompiledFunction {
-            code,
+            code: machine_code(ctx, name, i)?,
             info: FunctionInfo { type_index, code_len, traps, handlers, calls },
             listing,
             lines,

@@ -266,7 +266,8 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
     /// Called before each operator in reachable code (fuel metering; forgetting dirty marks
     /// that may not dominate what follows).
     pub fn before_operator(&mut self, op: &Operator<'_>, builder: &mut FunctionBuilder) {
-        if is_call(op) || is_control(op) {
+        let ends_a_block = is_call(op) || is_control(op);
+        if ends_a_block {
             self.marks.clear();
         }
         if !self.module.fuel {
@@ -284,7 +285,7 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         ) {
             self.fuel_pending += 1;
         }
-        if is_call(op) || is_control(op) {
+        if ends_a_block {
             self.charge_fuel(builder);
         }
     }
