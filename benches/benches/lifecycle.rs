@@ -49,6 +49,42 @@ fn lifecycle_throughput(
     }
 }
 
+/// `teardown_dirty/SIZE`: the time to tear down an instance that wrote SIZE bytes of its memory,
+/// together with the next instantiation (an engine may leave the memory for the kernel until
+/// the slot is taken again, or to another thread). What the whole loop (writing included) costs
+/// the process in CPU time, every thread's, is appended to `$KILN_BENCH_SYSTIME` per
+/// lifecycle as `teardown_dirty_cpu/SIZE`, so that work moved off the timed path still shows.
+fn teardown_dirty<I>(
+    group: &mut BenchmarkGroup<WallTime>,
+    engine: &str,
+    instantiate: impl Fn() -> I,
+    dirty: impl Fn(&mut I, i32),
+) {
+    for &(name, size) in DIRTY_SIZES {
+        let (mut cpu, mut count) = (Duration::ZERO, 0);
+        group.bench_with_input(BenchmarkId::new("teardown_dirty", name), &size, |b, &size| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut instance = instantiate();
+                let cpu_before = cpu_time();
+                for _ in 0..iters {
+                    dirty(&mut instance, size as i32);
+                    let start = Instant::now();
+                    drop(instance);
+                    instance = instantiate();
+                    total += start.elapsed();
+                }
+                cpu += cpu_time() - cpu_before;
+                count += iters;
+                total
+            })
+        });
+        if count > 0 {
+            report(&format!("{engine}\tteardown_dirty_cpu/{name}\t{:.1}\n", cpu.as_nanos() as f64 / count as f64));
+        }
+    }
+}
+
 /// Appends `lines` (`engine\tname\tvalue` each) to `$KILN_BENCH_SYSTIME`, the figures
 /// `cargo xtask bench` reports beside criterion's; nothing when it is unset.
 fn report(lines: &str) {
@@ -216,25 +252,16 @@ fn kiln_benches(c: &mut Criterion) {
         }
     }
 
-    let dirty = kiln::setup(&heap_wasm(16 << 20, false)).expect("compile heap module");
-    for &(name, size) in DIRTY_SIZES {
-        group.bench_with_input(BenchmarkId::new("teardown_dirty", name), &size, |b, &size| {
-            b.iter_custom(|iters| {
-                // Teardown and the next instantiation, timed together: Kiln may defer returning
-                // the memory to the kernel until the slot is taken again.
-                let mut total = Duration::ZERO;
-                let mut instance = dirty.instantiate();
-                for _ in 0..iters {
-                    instance.call("dirty", &[kiln_runtime::Val::I32(size as i32)]).unwrap();
-                    let start = Instant::now();
-                    drop(instance);
-                    instance = dirty.instantiate();
-                    total += start.elapsed();
-                }
-                total
-            })
-        });
-    }
+    // As many slots as the peer's pool has instances (see `peer::engine_with`).
+    let dirty = kiln::setup_slots(&heap_wasm(16 << 20, false), 16).expect("compile heap module");
+    teardown_dirty(
+        &mut group,
+        "kiln",
+        || dirty.instantiate(),
+        |instance, size| {
+            instance.call("dirty", &[kiln_runtime::Val::I32(size)]).unwrap();
+        },
+    );
     group.finish();
     compile_benches(c, "kiln", |wasm, so| kiln::compile(wasm, so).expect("compile"));
 }
@@ -366,24 +393,15 @@ fn peer_benches(c: &mut Criterion) {
     }
 
     let dirty = peer::setup(&heap_wasm(16 << 20, false)).expect("compile heap module");
-    for &(name, size) in DIRTY_SIZES {
-        group.bench_with_input(BenchmarkId::new("teardown_dirty", name), &size, |b, &size| {
-            b.iter_custom(|iters| {
-                // Teardown and the next instantiation, timed together (as for Kiln).
-                let mut total = Duration::ZERO;
-                let (mut store, mut instance) = dirty.instantiate();
-                for _ in 0..iters {
-                    let f = instance.get_typed_func::<i32, ()>(&mut store, "dirty").unwrap();
-                    f.call(&mut store, size as i32).unwrap();
-                    let start = Instant::now();
-                    drop(store);
-                    (store, instance) = dirty.instantiate();
-                    total += start.elapsed();
-                }
-                total
-            })
-        });
-    }
+    teardown_dirty(
+        &mut group,
+        "wasmtime",
+        || dirty.instantiate(),
+        |(store, instance), size| {
+            let f = instance.get_typed_func::<i32, ()>(&mut *store, "dirty").unwrap();
+            f.call(store, size).unwrap();
+        },
+    );
     group.finish();
     // The peer's defaults: Cranelift at the same optimisation level (speed), parallel
     // compilation on.

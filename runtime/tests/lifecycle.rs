@@ -256,6 +256,28 @@ fn stores_sharing_one_dirty_mark_are_reset_across_a_page_boundary() {
     }
 }
 
+/// A store that begins at the end of a page writes the next one too: teardown restores that
+/// page as well, and counts it in what the slot keeps resident (or, over `keep_resident`,
+/// has the kernel take it back).
+#[test]
+fn a_page_that_a_store_spilled_into_counts_as_kept_resident() {
+    let wat = r#"(module (memory (export "m") 2)
+      (func (export "spill") (param $at i32) (i64.store (local.get $at) (i64.const -1))))"#;
+    let dir = tempfile::tempdir().unwrap();
+    let module = load(compile(dir.path(), "spill", wat)).unwrap();
+    for (keep_pages, kept_pages) in [(2, 2), (1, 1)] {
+        let config = RegionConfig { slots: 1, keep_resident: keep_pages * 4096, ..RegionConfig::default() };
+        let region = Region::new(config).unwrap();
+        let tenant = Instance::new(&region, &module, &[]).unwrap();
+        tenant.call("spill", &[Val::I32(4096 - 1)]).unwrap();
+        drop(tenant);
+        assert_eq!(region.idle_resident(), kept_pages * 4096, "keep_resident of {keep_pages} pages");
+        let next = Instance::new(&region, &module, &[]).unwrap();
+        let Some(Extern::Memory(memory)) = next.get_export("m") else { panic!("m is not a memory") };
+        assert!(memory.read(0, 2 * 65536).unwrap().iter().all(|&b| b == 0), "a store leaked");
+    }
+}
+
 #[test]
 fn idle_slots_keep_no_more_than_the_ceiling_resident_and_still_isolate_tenants() {
     let dir = tempfile::tempdir().unwrap();

@@ -118,6 +118,51 @@ fn isolated_under_load(config: RegionConfig) {
     assert_eq!(region.free_slots(), 6);
 }
 
+/// Tenants that each write more than a batch of pending memory (`LARGE_BATCH`, 4 MiB), so that
+/// the trimmer thread discards it in the background while other threads take and return slots:
+/// each next tenant still sees only zeros.
+#[test]
+fn tenants_stay_isolated_while_large_discards_run_in_the_background() {
+    let wat = r#"(module (memory 80)
+      (func (export "fill") (param $v i32) (memory.fill (i32.const 0) (local.get $v) (i32.const 0x500000)))
+      ;; OR of every 8-byte word of the memory.
+      (func (export "scan") (result i64)
+        (local $i i32) (local $acc i64)
+        (block $done
+          (loop $next
+            (br_if $done (i32.ge_u (local.get $i) (i32.const 0x500000)))
+            (local.set $acc (i64.or (local.get $acc) (i64.load (local.get $i))))
+            (local.set $i (i32.add (local.get $i) (i32.const 8)))
+            (br $next)))
+        (local.get $acc)))"#;
+    let dir = tempfile::tempdir().unwrap();
+    let so = dir.path().join("large.so");
+    kiln_compiler::Compiler::new().unwrap().compile_to_file(wat.as_bytes(), &so).unwrap();
+    let module = load(&so).unwrap();
+    let region = Region::new(RegionConfig { slots: 3, ..Default::default() }).unwrap();
+    let threads: Vec<_> = (0..2u32)
+        .map(|t| {
+            let (module, region) = (module.clone(), region.clone());
+            std::thread::spawn(move || {
+                for i in 0..60u32 {
+                    let tenant = Instance::new(&region, &module, &[]).unwrap();
+                    assert_eq!(
+                        tenant.call("scan", &[]).unwrap(),
+                        vec![Val::I64(0)],
+                        "thread {t} tenant {i}: stale bytes"
+                    );
+                    tenant.call("fill", &[Val::I32(1 + (i % 200) as i32)]).unwrap();
+                    assert_ne!(tenant.call("scan", &[]).unwrap(), vec![Val::I64(0)]);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(region.free_slots(), 3);
+}
+
 /// A tenant that shares its store's host table and global: it writes its own function into the
 /// table and its id into the global, and can call whatever the table holds.
 const SHARED_USER: &str = r#"

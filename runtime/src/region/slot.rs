@@ -134,33 +134,37 @@ impl HeapState {
         let resident = &mut self.resident;
         // Runs of pages to discard, as [first, end) page numbers.
         let mut runs: Vec<(usize, usize)> = Vec::new();
+        let discard = |resident: &mut PageSet, runs: &mut Vec<(usize, usize)>, first: usize, end: usize| {
+            resident.remove_range(first..end);
+            match runs.last_mut() {
+                Some(run) if run.1 >= first => run.1 = run.1.max(end),
+                _ => runs.push((first, end)),
+            }
+        };
         // SAFETY: `map` is this heap's map, which covers the reservation; `base` is the heap,
         // accessible up to `pages` pages, which no tenant uses any more; `bytes` is the image
         // mapped there, so it does not overlap.
         unsafe {
             dirty::scan(map, pages, true, |page| match image_bytes {
-                Some(bytes) if resident.contains(page) || resident.len() < budget => {
+                Some(bytes) if keeps(resident, page, budget) => {
                     restore(base, bytes, page * dirty::PAGE, dirty::PAGE);
                     resident.insert(page);
-                    // A store that began at the end of this page may have spilled over:
-                    // restore the next page's first bytes, but only if they changed, so
-                    // that a page nobody wrote is not made resident. (Not counted as
-                    // resident: unless the next page is dirty too, and then its own turn
-                    // counts it, only a store spanning the two makes it so.)
+                    // A store that began at the end of this page may have spilled over into
+                    // the next one's first bytes. Only if they changed is the page resident
+                    // (a page nobody wrote must not become so); then it is restored and
+                    // counted, or discarded.
                     let next = (page + 1) * dirty::PAGE;
                     if page + 1 < pages && !holds(base, bytes, next, dirty::SPILL) {
-                        restore(base, bytes, next, dirty::SPILL);
+                        if keeps(resident, page + 1, budget) {
+                            restore(base, bytes, next, dirty::SPILL);
+                            resident.insert(page + 1);
+                        } else {
+                            discard(resident, &mut runs, page + 1, page + 2);
+                        }
                     }
                 }
-                _ => {
-                    // With the page after it, for a store that spilled into it.
-                    let end = (page + 2).min(pages);
-                    resident.remove_range(page..end);
-                    match runs.last_mut() {
-                        Some(run) if run.1 >= page => run.1 = end,
-                        _ => runs.push((page, end)),
-                    }
-                }
+                // With the page after it, for a store that spilled into it.
+                _ => discard(resident, &mut runs, page, (page + 2).min(pages)),
             })
         };
         discards.extend(runs.into_iter().map(|(first, end)| {
@@ -187,6 +191,12 @@ impl HeapState {
         }
         self.resident.clear();
     }
+}
+
+/// Whether a reset restores `page` in place and keeps it resident: if it already is, or if the
+/// heap's resident pages are still fewer than `budget`.
+fn keeps(resident: &PageSet, page: usize, budget: usize) -> bool {
+    resident.contains(page) || resident.len() < budget
 }
 
 /// Whether `[base + start, base + start + len)` holds the heap image's bytes there (zeros
