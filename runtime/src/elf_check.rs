@@ -1,5 +1,8 @@
-//! What the dynamic loader would do with a file, checked before it may: nothing in a Kiln object
-//! runs at load time, so anything that would is refused.
+//! What the system's dynamic loader would do with a file, checked: nothing in a Kiln object
+//! runs at load time, so anything that would is refused. Kiln maps its objects itself
+//! (`sys::unix::object`), segment by segment, but keeps them loadable by `dlopen` as plain
+//! shared objects, and keeps this check, so a file that would do anything at load time is
+//! refused either way.
 //!
 //! `dlopen` runs a library's initialisers (`DT_INIT`, `DT_INIT_ARRAY`, `DT_PREINIT_ARRAY`),
 //! loads its `DT_NEEDED` dependencies (and theirs), applies its relocations (an
@@ -7,9 +10,10 @@
 //! process exports), and may make the stack executable. Kiln's objects have none of that:
 //! their dynamic section holds the symbol and hash tables and `BIND_NOW`, and no relocation at
 //! all (everything is located by offset from the load base). So the check is a whitelist: any
-//! other dynamic tag, any relocation, any other program header is refused, named in the error.
-//! (With no relocation, the loader binds no symbol; the one Kiln looks up, `kiln_module`, must
-//! be a data object, not an IFUNC whose resolver `dlsym` would call: `load.rs` checks that.)
+//! other dynamic tag, any relocation, any other program header is refused, named in the error,
+//! and so is a loadable segment that is both writable and executable or has a zero-filled
+//! tail. (The one symbol Kiln looks up, `kiln_module`, must be a data object: `load.rs`
+//! checks that.)
 //!
 //! This narrows what a foreign or damaged file can do at load time; it does not make a
 //! hostile object safe to run (see `Module::load`'s safety contract).
@@ -17,6 +21,9 @@
 use object::elf::{self, Dyn64, FileHeader64};
 use object::read::elf::{Dyn as _, FileHeader as _, ProgramHeader as _};
 use object::LittleEndian as LE;
+
+use crate::sys::unix::mmap::SegmentAccess;
+use crate::sys::unix::object::Segment;
 
 /// Dynamic tags a Kiln object may carry.
 const ALLOWED_TAGS: &[(u32, &str)] = &[
@@ -59,29 +66,35 @@ fn refused_tag_name(tag: u32) -> Option<&'static str> {
 #[derive(Debug)]
 pub struct LoadImage<'a> {
     bytes: &'a [u8],
-    /// `(address, size in the file, file offset, executable)` of each loadable segment.
-    segments: Vec<(u64, u64, u64, bool)>,
+    /// Each loadable segment.
+    segments: Vec<Segment>,
 }
 
 impl<'a> LoadImage<'a> {
     /// The file bytes the loaded image holds at `address`, if a loadable segment maps all
     /// `size` of them from the file.
     pub fn bytes_at(&self, address: u64, size: u64) -> Option<&'a [u8]> {
-        self.segments.iter().find_map(|&(vaddr, filesz, offset, _)| {
-            let within = address.checked_sub(vaddr)?;
-            if within.checked_add(size)? > filesz {
+        self.segments.iter().find_map(|segment| {
+            let within = address.checked_sub(segment.address)?;
+            if within.checked_add(size)? > segment.size {
                 return None;
             }
-            let start = usize::try_from(offset.checked_add(within)?).ok()?;
+            let start = usize::try_from(segment.offset.checked_add(within)?).ok()?;
             self.bytes.get(start..start.checked_add(usize::try_from(size).ok()?)?)
         })
     }
 
     /// Whether `address` lies in an executable segment's bytes.
     pub fn is_code(&self, address: u64) -> bool {
-        self.segments.iter().any(|&(vaddr, filesz, _, executable)| {
-            executable && address.checked_sub(vaddr).is_some_and(|within| within < filesz)
+        self.segments.iter().any(|segment| {
+            segment.access == SegmentAccess::ReadExecute
+                && address.checked_sub(segment.address).is_some_and(|within| within < segment.size)
         })
+    }
+
+    /// The loadable segments, to map.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
     }
 }
 
@@ -155,14 +168,26 @@ pub fn nothing_runs_at_load(bytes: &[u8]) -> Result<LoadImage<'_>, String> {
     if rela.is_some() && rela_size > 0 {
         return Err("it has dynamic relocations, which Kiln never emits".into());
     }
-    Ok(LoadImage {
-        bytes,
-        segments: segments
-            .iter()
-            .filter(|s| s.p_type(endian) == elf::PT_LOAD)
-            .map(|s| (s.p_vaddr(endian), s.p_filesz(endian), s.p_offset(endian), s.p_flags(endian) & elf::PF_X != 0))
-            .collect(),
-    })
+    let mut loadable = Vec::new();
+    for s in segments.iter().filter(|s| s.p_type(endian) == elf::PT_LOAD) {
+        if s.p_memsz(endian) != s.p_filesz(endian) {
+            return Err("a loadable segment is larger in memory than in the file, which Kiln never emits".into());
+        }
+        let flags = s.p_flags(endian);
+        let access = match (flags & elf::PF_W != 0, flags & elf::PF_X != 0) {
+            (false, false) => SegmentAccess::Read,
+            (true, false) => SegmentAccess::ReadWrite,
+            (false, true) => SegmentAccess::ReadExecute,
+            (true, true) => return Err("a loadable segment is both writable and executable".into()),
+        };
+        loadable.push(Segment {
+            address: s.p_vaddr(endian),
+            offset: s.p_offset(endian),
+            size: s.p_filesz(endian),
+            access,
+        });
+    }
+    Ok(LoadImage { bytes, segments: loadable })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Lifecycle stage 1, load: check a `.so` is a Kiln module of this ABI version, `dlopen` it,
-//! read its metadata and register its code for trap handling.
+//! Lifecycle stage 1, load: check a `.so` is a Kiln module of this ABI version, map its
+//! segments (`sys::unix::object`), read its metadata and register its code for trap handling.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kiln_abi::{ModuleHeader, ModuleMetadata, VMOffsets, ABI_VERSION, MODULE_MAGIC, MODULE_SYMBOL};
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
-use crate::sys::unix::dl::Library;
+use crate::sys::unix::object::{MappedObject, Segment};
 use crate::traps::registry::{self, FunctionRange, Registration, TrapTable};
 use crate::types;
 
@@ -51,14 +51,6 @@ pub enum LoadError {
     /// The object's signature is missing or does not verify (see [`Module::load_verified`]).
     #[error(transparent)]
     Signature(#[from] crate::signature::SignatureError),
-    /// The dynamic loader refused the file.
-    #[error("cannot load {path}: {reason}")]
-    Dlopen {
-        /// The file.
-        path: PathBuf,
-        /// The loader's message.
-        reason: String,
-    },
 }
 
 /// A loaded module: its code mapped, its metadata decoded. Cheap to clone.
@@ -98,7 +90,7 @@ pub(crate) struct ModuleInner {
     // Drop order matters: unregister the code, then free the table, then unload the code.
     _registration: Registration,
     _trap_table: Box<TrapTable>,
-    _library: Library,
+    _object: MappedObject,
 }
 
 /// One defined memory's heap image.
@@ -161,6 +153,8 @@ struct Checked {
     host_trampolines: Vec<u64>,
     /// Where the heap image section lies in the file (offset and size), if there is one.
     image_section: Option<(u64, u64)>,
+    /// The loadable segments, to map.
+    segments: Vec<Segment>,
     /// The wasm names of its functions, by function index (see [`function_names`]).
     func_names: std::collections::HashMap<u32, Box<str>>,
 }
@@ -250,6 +244,7 @@ fn check_file(path: &Path, bytes: &[u8]) -> Result<Checked, LoadError> {
         array_trampolines,
         host_trampolines,
         image_section,
+        segments: image.segments().to_vec(),
         func_names: function_names(&file),
     })
 }
@@ -346,26 +341,29 @@ impl Module {
     /// # Safety
     /// As for [`ObjectFile::load`].
     unsafe fn from_checked(path: &Path, bytes: &[u8], checked: Checked) -> Result<Module, LoadError> {
-        let Checked { meta, header, functions, array_trampolines, host_trampolines, image_section, func_names } =
-            checked;
-        let sealed = crate::sys::unix::dl::sealed_memfd(bytes)
-            .map_err(|error| LoadError::Io { path: path.to_path_buf(), error })?;
-
-        // SAFETY: the bytes were checked to be an ELF shared object exporting a Kiln header of
-        // our version, with nothing that runs at load time; the caller vouches for the rest.
-        let library = unsafe { Library::open_sealed(sealed) }
-            .map_err(|reason| LoadError::Dlopen { path: path.to_path_buf(), reason })?;
-        let header_ptr = library
-            .symbol(MODULE_SYMBOL)
-            .ok_or_else(|| not_kiln(path, format!("no `{MODULE_SYMBOL}` symbol after loading")))?;
-        // SAFETY: the symbol names a ModuleHeader-sized object (checked in the file), mapped
-        // readable by the loader.
-        let loaded = unsafe { std::slice::from_raw_parts(header_ptr, ModuleHeader::SIZE) };
+        let Checked {
+            meta,
+            header,
+            functions,
+            array_trampolines,
+            host_trampolines,
+            image_section,
+            segments,
+            func_names,
+        } = checked;
+        let io_error = |error| LoadError::Io { path: path.to_path_buf(), error };
+        // Mapped from a sealed copy of the checked bytes: whatever happens to the file now, the
+        // code that runs is the code that was checked.
+        let sealed = crate::sys::unix::object::sealed_memfd(bytes).map_err(io_error)?;
+        let object = MappedObject::map(sealed, &segments).map_err(io_error)?;
+        // SAFETY: the header lies in a loadable segment (checked in the file), mapped readable.
+        let loaded =
+            unsafe { std::slice::from_raw_parts(object.base().add(header.header_offset as usize), ModuleHeader::SIZE) };
         if ModuleHeader::from_bytes(loaded).map(|h| h.to_bytes()) != Some(header.to_bytes()) {
-            return Err(not_kiln(path, "the loaded header differs from the file's (was it replaced while loaded?)"));
+            return Err(corrupt(path, "the mapped header differs from the file's"));
         }
-        // Everything is located by offset from where the loader put the object's address 0.
-        let base = (header_ptr as usize).wrapping_sub(header.header_offset as usize);
+        // Everything is located by offset from the object's address 0.
+        let base = object.base() as usize;
         let at = |offset: u64| -> *const u8 {
             if offset == 0 {
                 std::ptr::null()
@@ -432,7 +430,7 @@ impl Module {
             .ok_or_else(|| corrupt(path, "too many modules loaded at once"))?;
 
         let type_ids = types::canonical_ids(&meta.types, &meta.rec_groups);
-        let sealed = library.file().expect("opened from a sealed file");
+        let sealed = object.file();
         let heap_image = at(header.heap_image_offset);
         let (images, image_file) = heap_images(path, &meta, heap_image, image_section, sealed)?;
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -464,7 +462,7 @@ impl Module {
                 meta,
                 _registration: registration,
                 _trap_table: trap_table,
-                _library: library,
+                _object: object,
             }),
         })
     }

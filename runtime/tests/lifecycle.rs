@@ -256,6 +256,31 @@ fn stores_sharing_one_dirty_mark_are_reset_across_a_page_boundary() {
     }
 }
 
+/// Kiln maps its objects itself, but they stay plain shared objects: the system's `dlopen`
+/// loads one and finds its header.
+#[test]
+fn compiled_objects_load_with_the_system_dlopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = compile(dir.path(), "plain", r#"(module (memory 1) (func (export "f") (result i32) (i32.const 7)))"#);
+    let path = std::ffi::CString::new(so.to_str().unwrap()).unwrap();
+    let symbol = std::ffi::CString::new(kiln_abi::MODULE_SYMBOL).unwrap();
+    // SAFETY: a file Kiln's compiler just wrote (nothing runs at load time); the header is read
+    // while the library is open.
+    unsafe {
+        let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        assert!(!handle.is_null(), "dlopen refused a compiled object");
+        let header = libc::dlsym(handle, symbol.as_ptr()).cast::<[u8; 8]>();
+        assert!(!header.is_null(), "no {} symbol", kiln_abi::MODULE_SYMBOL);
+        assert_eq!(*header, kiln_abi::MODULE_MAGIC);
+        assert_eq!(libc::dlclose(handle), 0);
+    }
+    // And Kiln's own mapping runs it.
+    let module = load(&so).unwrap();
+    let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() }).unwrap();
+    let instance = Instance::new(&region, &module, &[]).unwrap();
+    assert_eq!(instance.call("f", &[]).unwrap(), [Val::I32(7)]);
+}
+
 /// A store that begins at the end of a page writes the next one too: teardown restores that
 /// page as well, and counts it in what the slot keeps resident (or, over `keep_resident`,
 /// has the kernel take it back).

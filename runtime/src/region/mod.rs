@@ -169,14 +169,16 @@ impl Region {
         let total =
             layout.slot_size.checked_mul(config.slots).ok_or_else(|| RegionError::Config("too many slots".into()))?;
         let mmap = Mmap::reserve(total)?;
+        // The VM context area, the table area and the dirty map lie end to end: one call.
+        let head = layout.dirty_map_offset + crate::dirty::MAP_SIZE - layout.vmctx_offset;
+        debug_assert_eq!(layout.tables_offset, layout.vmctx_offset + layout.vmctx_size);
+        debug_assert_eq!(layout.dirty_map_offset, layout.tables_offset + layout.tables_size);
         for index in 0..config.slots {
             let base = index * layout.slot_size;
-            mmap.make_accessible(base + layout.vmctx_offset, layout.vmctx_size)?;
-            mmap.make_accessible(base + layout.tables_offset, layout.tables_size)?;
-            mmap.make_accessible(base + layout.dirty_map_offset, crate::dirty::MAP_SIZE)?;
+            mmap.make_accessible(base + layout.vmctx_offset, head)?;
             mmap.make_accessible(base + layout.stack_offset, layout.stack_size)?;
         }
-        let shards = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_SHARDS);
+        let shards = cores().min(config.slots).clamp(1, MAX_SHARDS);
         let free = free::FreeList::new(shards, config.max_idle_resident);
         let keep_resident = page_align(config.keep_resident);
         let inner = Arc::new(RegionInner { mmap, layout, free, keep_resident });
@@ -266,6 +268,13 @@ impl SlotLayout {
             slot_size: heap_offset + heap_reservation + heap_guard,
         }
     }
+}
+
+/// The number of cores this process may use, read once (the standard library reads the
+/// cgroup files on every call, which cost more than the rest of a small region's creation).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Heap reservation sizes; must match what the compiler assumes when it omits bounds checks.

@@ -27,6 +27,14 @@ pub unsafe fn make_accessible_at(addr: *mut u8, len: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// What code may do with a mapped segment of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentAccess {
+    Read,
+    ReadWrite,
+    ReadExecute,
+}
+
 /// An owned, page-aligned reservation of address space, unmapped on drop.
 #[derive(Debug)]
 pub struct Mmap {
@@ -112,6 +120,26 @@ impl Mmap {
     ) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let prot = libc::PROT_READ | libc::PROT_WRITE;
+        self.map_fixed(offset, len, prot, 0, file.as_raw_fd(), file_offset as libc::off_t)
+    }
+
+    /// Maps `len` bytes of `file` from `file_offset` privately at `offset` of our reservation,
+    /// readable, and writable or executable as asked (never both).
+    pub fn map_file_segment(
+        &self,
+        offset: usize,
+        len: usize,
+        file: &std::fs::File,
+        file_offset: u64,
+        access: SegmentAccess,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let prot = libc::PROT_READ
+            | match access {
+                SegmentAccess::Read => 0,
+                SegmentAccess::ReadWrite => libc::PROT_WRITE,
+                SegmentAccess::ReadExecute => libc::PROT_EXEC,
+            };
         self.map_fixed(offset, len, prot, 0, file.as_raw_fd(), file_offset as libc::off_t)
     }
 

@@ -1,9 +1,9 @@
-//! Linux implementations: memory mappings, the dynamic loader, event descriptors, what `perf`
+//! Linux implementations: memory mappings, mapping checked objects, event descriptors, what `perf`
 //! needs.
 
-pub mod dl;
 mod event;
 pub mod mmap;
+pub mod object;
 pub mod perf;
 
 pub use event::{drain_eventfd, eventfd, signal_eventfd};
