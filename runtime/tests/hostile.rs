@@ -527,8 +527,8 @@ fn a_funcref_in_a_host_global_keeps_its_instance() {
 }
 
 /// Issue 12.3: the loader loads exactly the bytes it checked. Two different modules loaded one
-/// after the other are each themselves, even though the dynamic loader knows both by a
-/// `/proc/self/fd/N` name whose number the system reuses.
+/// after the other are each themselves (when Kiln used the system loader, which knew both by a
+/// `/proc/self/fd/N` name whose number the system reuses, this needed care).
 #[test]
 fn every_load_is_of_the_checked_bytes() {
     let dir = tempfile::tempdir().unwrap();

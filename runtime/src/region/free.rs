@@ -267,11 +267,10 @@ impl FreeList {
     }
 
     /// Discards the memory of every shard's pending slots that span [`LARGE_BATCH`] bytes, and
-    /// takes every shard above its ceiling down to three quarters of
-    /// it: its pending slots and its least recently returned free slots that keep memory
-    /// resident leave the shard, the kernel takes back all their memory (see
-    /// [`FreeSlot::decommit`]), and they return at the shard's cold end. One call per shard;
-    /// lifecycles on the shard's threads go on meanwhile.
+    /// takes every shard above its ceiling down to three quarters of it: its pending slots and
+    /// its least recently returned free slots that keep memory resident leave the shard, the
+    /// kernel takes back all their memory (see [`FreeSlot::decommit`]), and they return at the
+    /// shard's cold end. One call per shard; lifecycles on the shard's threads go on meanwhile.
     fn trim(&self) {
         let target = self.shard_ceiling / 4 * 3;
         for shard in self.shards.iter() {
