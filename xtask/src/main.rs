@@ -30,13 +30,28 @@ commands:
       Generate N modules with wasm-smith (fixed seeds), run each in Kiln and in the wasmi
       interpreter, compare results, traps, exported globals and memories; end with
       `fuzz: N passed, M failed`.
-  bench [--quick] [--json FILE] [--no-peer]
-      Run the lifecycle benchmarks and print them beside the peer's and the seed's figures.
+  bench [--quick] [--json FILE] [--no-peer] [FILTER]
+      Build hello.c (clang-14), run the lifecycle, compute and compile benchmarks (criterion)
+      for Kiln and for Wasmtime in the same run, and print each figure with the Kiln/Wasmtime
+      ratio and the seed article's Lucet figure. --quick runs criterion's quick mode;
+      --json writes the report ({\"results\":[{name, engine, ns}]}); --no-peer skips
+      Wasmtime; FILTER is a regular expression over engine/benchmark names (e.g.
+      `teardown_dirty`). The compile benchmarks add the largest Rust program of
+      $WASI_TESTSUITE when it is set.
+
+Each command takes --help, which prints this text.
 ";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
+    let command = args.next();
+    let args: Vec<String> = args.collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let args = args.into_iter();
+    match command.as_deref() {
         Some("spec") => spec::run(args.collect()),
         Some("wasi") => wasi::run(args.collect()),
         Some("bench") => bench::run(args.collect()),

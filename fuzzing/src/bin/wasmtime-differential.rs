@@ -7,6 +7,15 @@
 use anyhow::{bail, Context, Result};
 use kiln_fuzzing::{wasmtime_peer, Verdict};
 
+const USAGE: &str = "\
+usage: wasmtime-differential [--seconds N | --count N] [--seed S]
+
+Runs wasm-smith modules (exception handling and the other proposals wasmi does not run) on
+Kiln and on Wasmtime, seed after seed from S (default 1), for N seconds (default 60) or N
+seeds, and compares results, traps, globals and memories. Exits non-zero on the first
+mismatch, printing both observations and the seed.
+";
+
 fn main() -> Result<()> {
     let (mut seconds, mut count, mut seed) = (60u64, u64::MAX, 1u64);
     let mut args = std::env::args().skip(1);
@@ -16,7 +25,11 @@ fn main() -> Result<()> {
             "--seconds" => seconds = value()?.parse()?,
             "--count" => (count, seconds) = (value()?.parse()?, u64::MAX),
             "--seed" => seed = value()?.parse()?,
-            other => bail!("unknown argument `{other}` (expected --seconds N, --count N, --seed S)"),
+            "--help" | "-h" => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
         }
     }
     let engine = wasmtime_peer::engine()?;
