@@ -1,4 +1,4 @@
-;; A counting loop summing 1..n: a back edge, no interrupt check.
+;; A counting loop summing 1..n: a back edge, and the interrupt check at the loop header.
 (module
   (func (export "sum_to") (param i32) (result i32)
     (local $acc i32)
