@@ -205,4 +205,43 @@ mod tests {
             "{reason}"
         );
     }
+
+    /// A compiled object, with its loadable segments' `p_flags` and `p_memsz` edited by `edit`.
+    fn compiled_object_with(edit: impl Fn(&mut u32, &mut u64)) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let so = dir.path().join("m.so");
+        let wat = r#"(module (memory 1) (func (export "f") (result i32) (i32.const 1)))"#;
+        kiln_compiler::Compiler::new().unwrap().compile_to_file(wat.as_bytes(), &so).unwrap();
+        let mut bytes = std::fs::read(&so).unwrap();
+        assert!(nothing_runs_at_load(&bytes).is_ok(), "the compiled object passes");
+        let header = FileHeader64::<LE>::parse(&bytes[..]).unwrap();
+        let (phoff, phnum) = (header.e_phoff.get(LE) as usize, header.e_phnum.get(LE) as usize);
+        for i in 0..phnum {
+            let at = phoff + i * std::mem::size_of::<elf::ProgramHeader64<LE>>();
+            let field = |offset: usize, len: usize| at + offset..at + offset + len;
+            if u32::from_le_bytes(bytes[field(0, 4)].try_into().unwrap()) != elf::PT_LOAD {
+                continue;
+            }
+            let mut flags = u32::from_le_bytes(bytes[field(4, 4)].try_into().unwrap());
+            let mut memsz = u64::from_le_bytes(bytes[field(40, 8)].try_into().unwrap());
+            edit(&mut flags, &mut memsz);
+            bytes[field(4, 4)].copy_from_slice(&flags.to_le_bytes());
+            bytes[field(40, 8)].copy_from_slice(&memsz.to_le_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn segments_both_writable_and_executable_or_with_zero_filled_tails_are_refused() {
+        let writable_code = compiled_object_with(|flags, _| {
+            if *flags & elf::PF_X != 0 {
+                *flags |= elf::PF_W;
+            }
+        });
+        let reason = nothing_runs_at_load(&writable_code).unwrap_err();
+        assert!(reason.contains("both writable and executable"), "{reason}");
+        let tail = compiled_object_with(|_, memsz| *memsz += 4096);
+        let reason = nothing_runs_at_load(&tail).unwrap_err();
+        assert!(reason.contains("larger in memory than in the file"), "{reason}");
+    }
 }
