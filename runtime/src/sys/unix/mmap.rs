@@ -118,9 +118,7 @@ impl Mmap {
         file: &std::fs::File,
         file_offset: u64,
     ) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let prot = libc::PROT_READ | libc::PROT_WRITE;
-        self.map_fixed(offset, len, prot, 0, file.as_raw_fd(), file_offset as libc::off_t)
+        self.map_file_segment(offset, len, file, file_offset, SegmentAccess::ReadWrite)
     }
 
     /// Maps `len` bytes of `file` from `file_offset` privately at `offset` of our reservation,
