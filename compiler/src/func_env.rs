@@ -19,6 +19,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
+use kiln_abi::gc::{CompositeType, SubType};
 use kiln_abi::{
     AbiType, FuncType, Libcall, ModuleMetadata, TrapCode, VMContextHeader, VMException, VMFuncRef, VMMemoryDefinition,
     VMMemoryImport, VMOffsets, VMRuntimeLimits, VMTableDefinition, ValType, HEAP_GUARD,
@@ -134,6 +135,8 @@ enum Region {
     Globals = 3,
     /// Table elements.
     Tables = 4,
+    /// GC objects.
+    GcHeap = 5,
 }
 
 /// Module-wide facts shared by every function's environment.
@@ -232,6 +235,7 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
             Region::DirtyMap => (Region::DirtyMap as u32, "dirty map"),
             Region::Globals => (Region::Globals as u32, "globals"),
             Region::Tables => (Region::Tables as u32, "tables"),
+            Region::GcHeap => (Region::GcHeap as u32, "gc heap"),
         };
         let region =
             builder.func.dfg.alias_regions.insert(ir::AliasRegionData { user_id, description: description.into() });
@@ -692,6 +696,110 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         builder.ins().iadd_imm_s(vmctx, i64::from(self.offsets().func_ref(index)))
     }
 
+    // ---- GC objects -------------------------------------------------------------------------
+
+    /// Kiln's form of a heap type in an operator's immediate.
+    pub fn heap_type(&self, ty: wasmparser::HeapType) -> kiln_abi::HeapType {
+        crate::module::convert_heap_type(ty, |i| match self.subtype(i).composite {
+            CompositeType::Func => crate::module::Shape::Func,
+            CompositeType::Struct(_) => crate::module::Shape::Struct,
+            CompositeType::Array(_) => crate::module::Shape::Array,
+        })
+    }
+
+    /// The supertype, finality and shape of type index `index`.
+    pub fn subtype(&self, index: u32) -> &'m SubType {
+        self.module.meta.subtypes.get(index as usize).unwrap_or(&SubType::FUNC)
+    }
+
+    /// Flags for an access to a GC object: it never traps (compiled code checks nulls and
+    /// array bounds first) and touches only the GC heap region. Not `aligned`: a `v128` field
+    /// may sit at a multiple of 8.
+    pub fn gc_flags(builder: &mut FunctionBuilder) -> MemFlagsData {
+        Self::region_flags(builder, MemFlagsData::new().with_notrap(), Region::GcHeap)
+    }
+
+    /// The native address of the object that non-null reference `reference` refers to: the GC
+    /// heap's base plus the reference's low 32 bits (an object reference never has more, and
+    /// dropping them keeps any `i64` inside the heap's reservation).
+    pub fn object_address(&mut self, builder: &mut FunctionBuilder, reference: ir::Value) -> ir::Value {
+        let offset = Self::object_offset(builder, reference);
+        let base = self.gc_heap_base(builder);
+        builder.ins().iadd(base, offset)
+    }
+
+    /// The heap offset of the object non-null reference `reference` refers to (its low 32 bits).
+    pub fn object_offset(builder: &mut FunctionBuilder, reference: ir::Value) -> ir::Value {
+        let offset = builder.ins().ireduce(types::I32, reference);
+        builder.ins().uextend(types::I64, offset)
+    }
+
+    /// The native address of the store's GC heap. It never changes during a call: the heap is
+    /// made at instantiation, which needs the store idle, and lives as long as the store.
+    pub fn gc_heap_base(&mut self, builder: &mut FunctionBuilder) -> ir::Value {
+        let limits = self.load_vmctx(builder, VMContextHeader::RUNTIME_LIMITS_OFFSET);
+        builder.ins().load(types::I64, vm_readonly(), limits, VMRuntimeLimits::GC_HEAP_BASE_OFFSET as i32)
+    }
+
+    /// The canonical id of type index `index` (an `i32`).
+    pub fn canonical_type_id(&mut self, builder: &mut FunctionBuilder, index: u32) -> ir::Value {
+        let vmctx = self.vmctx();
+        builder.ins().load(types::I32, vm_readonly(), vmctx, self.offsets().type_id(index) as i32)
+    }
+
+    /// Whether canonical type id `sub` is `sup` or a subtype of it (an `i32`, 0 or 1).
+    pub fn is_subtype(&mut self, builder: &mut FunctionBuilder, sub: ir::Value, sup: ir::Value) -> ir::Value {
+        self.call_libcall(builder, Libcall::is_subtype, &[sub, sup]).expect("is_subtype returns")
+    }
+
+    /// Allocates a GC object of `size` bytes (an `i64`, a multiple of 8) of type index
+    /// `type_index` and writes its header: bump allocation, or the `gc_alloc` libcall when the
+    /// room runs out. Returns the reference; the object's other bytes are zero.
+    pub fn gc_alloc(&mut self, builder: &mut FunctionBuilder, type_index: u32, size: ir::Value) -> ir::Value {
+        let limits = self.load_vmctx(builder, VMContextHeader::RUNTIME_LIMITS_OFFSET);
+        let next = builder.ins().load(types::I64, vm_flags(), limits, VMRuntimeLimits::GC_NEXT_OFFSET as i32);
+        let end = builder.ins().load(types::I64, vm_flags(), limits, VMRuntimeLimits::GC_END_OFFSET as i32);
+        let new_next = builder.ins().iadd(next, size);
+        let fits = builder.ins().icmp(IntCC::UnsignedLessThanOrEqual, new_next, end);
+        let bump = builder.create_block();
+        let slow = builder.create_block();
+        let done = builder.create_block();
+        builder.append_block_param(done, types::I64);
+        builder.ins().brif(fits, bump, &[], slow, &[]);
+        builder.seal_block(bump);
+        builder.seal_block(slow);
+        builder.switch_to_block(bump);
+        builder.ins().store(vm_flags(), new_next, limits, VMRuntimeLimits::GC_NEXT_OFFSET as i32);
+        builder.ins().jump(done, &[ir::BlockArg::Value(next)]);
+        builder.switch_to_block(slow);
+        let allocated = self.call_libcall(builder, Libcall::gc_alloc, &[size]).expect("gc_alloc returns");
+        builder.ins().jump(done, &[ir::BlockArg::Value(allocated)]);
+        builder.seal_block(done);
+        builder.switch_to_block(done);
+        let reference = builder.block_params(done)[0];
+        let object = self.object_address(builder, reference);
+        let type_id = self.canonical_type_id(builder, type_index);
+        let flags = Self::gc_flags(builder);
+        builder.ins().store(flags, type_id, object, kiln_abi::gc::OBJECT_TYPE_ID_OFFSET as i32);
+        let kind = match self.subtype(type_index).composite {
+            CompositeType::Array(_) => kiln_abi::gc::KIND_ARRAY,
+            _ => kiln_abi::gc::KIND_STRUCT,
+        };
+        let kind = builder.ins().iconst(types::I8, i64::from(kind));
+        builder.ins().store(flags, kind, object, kiln_abi::gc::OBJECT_KIND_OFFSET as i32);
+        reference
+    }
+
+    /// Calls a libcall that needs no special handling (GC bulk operations).
+    pub fn gc_libcall(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        libcall: Libcall,
+        args: &[ir::Value],
+    ) -> Option<ir::Value> {
+        self.call_libcall(builder, libcall, args)
+    }
+
     // ---- exceptions -------------------------------------------------------------------------
 
     /// Makes calls from now on go to `handler` (a block taking the exnref) when they throw, or
@@ -875,7 +983,21 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         let vmctx = self.vmctx();
         let expected = builder.ins().load(types::I32, vm_readonly(), vmctx, self.offsets().type_id(type_index) as i32);
         let mismatch = builder.ins().icmp(IntCC::NotEqual, actual, expected);
-        builder.ins().trapnz(mismatch, trap(TrapCode::BadSignature));
+        if self.subtype(type_index).is_final {
+            builder.ins().trapnz(mismatch, trap(TrapCode::BadSignature));
+        } else {
+            // A function of a declared subtype may be called as its supertype.
+            let slow = builder.create_block();
+            let call = builder.create_block();
+            builder.ins().brif(mismatch, slow, &[], call, &[]);
+            builder.seal_block(slow);
+            builder.switch_to_block(slow);
+            let is_subtype = self.is_subtype(builder, actual, expected);
+            builder.ins().trapz(is_subtype, trap(TrapCode::BadSignature));
+            builder.ins().jump(call, &[]);
+            builder.seal_block(call);
+            builder.switch_to_block(call);
+        }
         self.call_funcref(builder, type_index, funcref, args, tail)
     }
 
@@ -956,6 +1078,8 @@ fn is_control(op: &Operator<'_>) -> bool {
             | Operator::BrTable { .. }
             | Operator::BrOnNull { .. }
             | Operator::BrOnNonNull { .. }
+            | Operator::BrOnCast { .. }
+            | Operator::BrOnCastFail { .. }
             | Operator::Return
             | Operator::Unreachable
             | Operator::TryTable { .. }

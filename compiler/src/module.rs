@@ -1,6 +1,7 @@
 //! Stage 1: parse and validate a wasm binary with wasmparser, collecting the module description
 //! ([`ModuleMetadata`]) and the function bodies still to be translated.
 
+use kiln_abi::gc::{CompositeType, FieldType, StorageType, SubType};
 use kiln_abi::{
     ConstExpr, ConstOp, DataMode, DataSegment, ElementMode, ElementSegment, Export, ExportKind, FuncType, GlobalDef,
     GlobalType, HeapType, Import, ImportKind, MemoryType, ModuleMetadata, RefType, TableDef, TableType, ValType,
@@ -55,28 +56,142 @@ pub(crate) fn invalid(err: wasmparser::BinaryReaderError) -> CompileError {
     CompileError::Invalid { message: err.message().to_string(), offset: err.offset() as usize }
 }
 
-pub(crate) fn convert_val_type(ty: wasmparser::ValType) -> ValType {
+/// The Cranelift type of a wasm value type (references are `i64` whatever they refer to).
+pub(crate) fn ir_type_of(ty: wasmparser::ValType) -> cranelift_codegen::ir::Type {
+    use cranelift_codegen::ir::types;
     match ty {
-        wasmparser::ValType::I32 => ValType::I32,
-        wasmparser::ValType::I64 => ValType::I64,
-        wasmparser::ValType::F32 => ValType::F32,
-        wasmparser::ValType::F64 => ValType::F64,
-        wasmparser::ValType::V128 => ValType::V128,
-        wasmparser::ValType::Ref(r) => ValType::Ref(convert_ref_type(r)),
+        wasmparser::ValType::I32 => types::I32,
+        wasmparser::ValType::I64 => types::I64,
+        wasmparser::ValType::F32 => types::F32,
+        wasmparser::ValType::F64 => types::F64,
+        wasmparser::ValType::V128 => types::I8X16,
+        wasmparser::ValType::Ref(_) => types::I64,
     }
 }
 
-pub(crate) fn convert_ref_type(ty: wasmparser::RefType) -> RefType {
-    let heap = match ty.heap_type() {
-        wasmparser::HeapType::Abstract { ty: wasmparser::AbstractHeapType::Extern, .. } => HeapType::Extern,
-        wasmparser::HeapType::Abstract {
-            ty: wasmparser::AbstractHeapType::Exn | wasmparser::AbstractHeapType::NoExn,
-            ..
-        } => HeapType::Exn,
-        wasmparser::HeapType::Concrete(wasmparser::UnpackedIndex::Module(i)) => HeapType::ConcreteFunc(i),
-        _ => HeapType::Func,
-    };
-    RefType { nullable: ty.is_nullable(), heap }
+/// Converts wasmparser's types to Kiln's, knowing the shape of every type index declared so
+/// far (a concrete reference becomes a function, struct or array reference).
+#[derive(Default)]
+pub(crate) struct TypeConverter {
+    shapes: Vec<Shape>,
+}
+
+/// Converts a heap type, given the shape of each type index.
+pub(crate) fn convert_heap_type(ty: wasmparser::HeapType, shape: impl Fn(u32) -> Shape) -> HeapType {
+    use wasmparser::AbstractHeapType as A;
+    match ty {
+        wasmparser::HeapType::Abstract { ty, .. } => match ty {
+            A::Func => HeapType::Func,
+            A::Extern => HeapType::Extern,
+            A::Any => HeapType::Any,
+            A::None => HeapType::None,
+            A::NoExtern => HeapType::NoExtern,
+            A::NoFunc => HeapType::NoFunc,
+            A::Eq => HeapType::Eq,
+            A::Struct => HeapType::Struct,
+            A::Array => HeapType::Array,
+            A::I31 => HeapType::I31,
+            A::Exn => HeapType::Exn,
+            A::NoExn => HeapType::NoExn,
+            // Stack switching is not enabled, so validation never lets these through.
+            A::Cont | A::NoCont => HeapType::NoFunc,
+        },
+        wasmparser::HeapType::Concrete(index) | wasmparser::HeapType::Exact(index) => {
+            let i = index.as_module_index().expect("wasmparser's readers give module indices");
+            match shape(i) {
+                Shape::Struct => HeapType::ConcreteStruct(i),
+                Shape::Array => HeapType::ConcreteArray(i),
+                Shape::Func => HeapType::ConcreteFunc(i),
+            }
+        }
+    }
+}
+
+/// The shape of a type index.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    Func,
+    Struct,
+    Array,
+}
+
+impl TypeConverter {
+    pub fn val(&self, ty: wasmparser::ValType) -> ValType {
+        match ty {
+            wasmparser::ValType::I32 => ValType::I32,
+            wasmparser::ValType::I64 => ValType::I64,
+            wasmparser::ValType::F32 => ValType::F32,
+            wasmparser::ValType::F64 => ValType::F64,
+            wasmparser::ValType::V128 => ValType::V128,
+            wasmparser::ValType::Ref(r) => ValType::Ref(self.reference(r)),
+        }
+    }
+
+    pub fn reference(&self, ty: wasmparser::RefType) -> RefType {
+        RefType { nullable: ty.is_nullable(), heap: self.heap(ty.heap_type()) }
+    }
+
+    pub fn heap(&self, ty: wasmparser::HeapType) -> HeapType {
+        convert_heap_type(ty, |i| self.shapes.get(i as usize).copied().unwrap_or(Shape::Func))
+    }
+
+    fn field(&self, ty: &wasmparser::FieldType) -> FieldType {
+        let storage = match ty.element_type {
+            wasmparser::StorageType::I8 => StorageType::I8,
+            wasmparser::StorageType::I16 => StorageType::I16,
+            wasmparser::StorageType::Val(v) => StorageType::Val(self.val(v)),
+        };
+        FieldType { storage, mutable: ty.mutable }
+    }
+
+    /// Records the shapes of a recursion group's types, so references within the group convert.
+    fn declare_group(&mut self, group: &wasmparser::RecGroup) {
+        for sub in group.types() {
+            self.shapes.push(match sub.composite_type.inner {
+                CompositeInnerType::Struct(_) => Shape::Struct,
+                CompositeInnerType::Array(_) => Shape::Array,
+                _ => Shape::Func,
+            });
+        }
+    }
+
+    fn sub_type(&self, sub: &wasmparser::SubType) -> Result<(FuncType, SubType), CompileError> {
+        let supertype = sub
+            .supertype_idxs
+            .first()
+            .map(|i| i.as_module_index().expect("the type section reader gives module indices"));
+        let (func, composite) = match &sub.composite_type.inner {
+            CompositeInnerType::Func(f) => (
+                FuncType {
+                    params: f.params().iter().map(|&t| self.val(t)).collect(),
+                    results: f.results().iter().map(|&t| self.val(t)).collect(),
+                },
+                CompositeType::Func,
+            ),
+            CompositeInnerType::Struct(s) => {
+                (FuncType::default(), CompositeType::Struct(s.fields.iter().map(|f| self.field(f)).collect()))
+            }
+            CompositeInnerType::Array(a) => (FuncType::default(), CompositeType::Array(self.field(&a.0))),
+            CompositeInnerType::Cont(_) => return Err(CompileError::Unsupported("stack switching".to_string())),
+        };
+        if sub.composite_type.shared || sub.composite_type.descriptor_idx.is_some() {
+            return Err(CompileError::Unsupported("shared or described types".to_string()));
+        }
+        Ok((func, SubType { is_final: sub.is_final, supertype, composite }))
+    }
+
+    fn table_type(&self, ty: &wasmparser::TableType) -> TableType {
+        TableType {
+            element: self.reference(ty.element_type),
+            minimum: ty.initial,
+            maximum: ty.maximum,
+            table64: ty.table64,
+        }
+    }
+
+    fn global_type(&self, ty: &wasmparser::GlobalType) -> GlobalType {
+        GlobalType { content: self.val(ty.content_type), mutable: ty.mutable }
+    }
 }
 
 fn convert_memory_type(ty: &wasmparser::MemoryType) -> MemoryType {
@@ -87,19 +202,6 @@ fn convert_memory_type(ty: &wasmparser::MemoryType) -> MemoryType {
         shared: ty.shared,
         page_size_log2: ty.page_size_log2.map(|p| p as u8).unwrap_or(16),
     }
-}
-
-fn convert_table_type(ty: &wasmparser::TableType) -> TableType {
-    TableType {
-        element: convert_ref_type(ty.element_type),
-        minimum: ty.initial,
-        maximum: ty.maximum,
-        table64: ty.table64,
-    }
-}
-
-fn convert_global_type(ty: &wasmparser::GlobalType) -> GlobalType {
-    GlobalType { content: convert_val_type(ty.content_type), mutable: ty.mutable }
 }
 
 fn convert_const_expr(expr: &wasmparser::ConstExpr<'_>) -> Result<ConstExpr, CompileError> {
@@ -116,6 +218,16 @@ fn convert_const_expr(expr: &wasmparser::ConstExpr<'_>) -> Result<ConstExpr, Com
             Operator::GlobalGet { global_index } => ConstOp::GlobalGet(global_index),
             Operator::RefNull { .. } => ConstOp::RefNull,
             Operator::RefFunc { function_index } => ConstOp::RefFunc(function_index),
+            Operator::RefI31 => ConstOp::RefI31,
+            Operator::StructNew { struct_type_index } => ConstOp::StructNew(struct_type_index),
+            Operator::StructNewDefault { struct_type_index } => ConstOp::StructNewDefault(struct_type_index),
+            Operator::ArrayNew { array_type_index } => ConstOp::ArrayNew(array_type_index),
+            Operator::ArrayNewDefault { array_type_index } => ConstOp::ArrayNewDefault(array_type_index),
+            Operator::ArrayNewFixed { array_type_index, array_size } => {
+                ConstOp::ArrayNewFixed(array_type_index, array_size)
+            }
+            Operator::AnyConvertExtern => ConstOp::AnyConvertExtern,
+            Operator::ExternConvertAny => ConstOp::ExternConvertAny,
             Operator::I32Add => ConstOp::I32Add,
             Operator::I32Sub => ConstOp::I32Sub,
             Operator::I32Mul => ConstOp::I32Mul,
@@ -138,6 +250,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
         ..Default::default()
     };
     let mut is_func_type = Vec::new();
+    let mut types = TypeConverter::default();
     let mut bodies = Vec::new();
     let mut defined_func_types = Vec::new();
     let mut func_names = std::collections::HashMap::new();
@@ -161,21 +274,17 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                 for group in reader {
                     let group = group.map_err(invalid)?;
                     meta.rec_groups.push(group.types().len() as u32);
-                    for sub in group.into_types() {
-                        match &sub.composite_type.inner {
-                            CompositeInnerType::Func(f) => {
-                                meta.types.push(FuncType {
-                                    params: f.params().iter().copied().map(convert_val_type).collect(),
-                                    results: f.results().iter().copied().map(convert_val_type).collect(),
-                                });
-                                is_func_type.push(true);
-                            }
-                            _ => {
-                                meta.types.push(FuncType::default());
-                                is_func_type.push(false);
-                            }
-                        }
+                    types.declare_group(&group);
+                    for sub in group.types() {
+                        let (func, sub) = types.sub_type(sub)?;
+                        is_func_type.push(sub.composite == CompositeType::Func);
+                        meta.types.push(func);
+                        meta.subtypes.push(sub);
                     }
+                }
+                // A module of final function types only keeps the compact form.
+                if meta.subtypes.iter().all(|s| *s == SubType::FUNC) {
+                    meta.subtypes.clear();
                 }
             }
             Payload::ImportSection(reader) => {
@@ -188,7 +297,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                             ImportKind::Func(t)
                         }
                         TypeRef::Table(t) => {
-                            let t = convert_table_type(&t);
+                            let t = types.table_type(&t);
                             meta.tables.push(t);
                             meta.num_imported_tables += 1;
                             ImportKind::Table(t)
@@ -200,7 +309,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
                             ImportKind::Memory(m)
                         }
                         TypeRef::Global(g) => {
-                            let g = convert_global_type(&g);
+                            let g = types.global_type(&g);
                             meta.globals.push(g);
                             meta.num_imported_globals += 1;
                             ImportKind::Global(g)
@@ -233,7 +342,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
             Payload::TableSection(reader) => {
                 for table in reader {
                     let table = table.map_err(invalid)?;
-                    let ty = convert_table_type(&table.ty);
+                    let ty = types.table_type(&table.ty);
                     meta.tables.push(ty);
                     let init = match &table.init {
                         wasmparser::TableInit::RefNull => None,
@@ -255,7 +364,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
             Payload::GlobalSection(reader) => {
                 for global in reader {
                     let global = global.map_err(invalid)?;
-                    let ty = convert_global_type(&global.ty);
+                    let ty = types.global_type(&global.ty);
                     meta.globals.push(ty);
                     meta.defined_globals.push(GlobalDef { ty, init: convert_const_expr(&global.init_expr)? });
                 }
@@ -282,7 +391,7 @@ pub(crate) fn parse(wasm: &[u8], features: WasmFeatures) -> Result<ParsedModule<
             Payload::CodeSectionStart { unchecked_range, .. } => code_section_start = unchecked_range.start,
             Payload::ElementSection(reader) => {
                 for element in reader {
-                    meta.elements.push(convert_element(element.map_err(invalid)?)?);
+                    meta.elements.push(convert_element(element.map_err(invalid)?, &types)?);
                 }
             }
             Payload::DataSection(reader) => {
@@ -325,7 +434,7 @@ fn collect_function_names(
     }
 }
 
-fn convert_element(element: wasmparser::Element<'_>) -> Result<ElementSegment, CompileError> {
+fn convert_element(element: wasmparser::Element<'_>, types: &TypeConverter) -> Result<ElementSegment, CompileError> {
     let mode = match element.kind {
         ElementKind::Passive => ElementMode::Passive,
         ElementKind::Declared => ElementMode::Declared,
@@ -346,7 +455,7 @@ fn convert_element(element: wasmparser::Element<'_>) -> Result<ElementSegment, C
             for e in reader {
                 items.push(convert_const_expr(&e.map_err(invalid)?)?);
             }
-            (convert_ref_type(ty), items)
+            (types.reference(ty), items)
         }
     };
     Ok(ElementSegment { mode, ty, items })

@@ -216,6 +216,7 @@ pub(crate) mod on_kiln {
             Val::FuncRef(f) => f.is_some() as u128,
             Val::ExternRef(r) => r.is_some() as u128,
             Val::ExnRef(r) => r.is_some() as u128,
+            Val::AnyRef(r) => r.is_some() as u128,
         }
     }
 

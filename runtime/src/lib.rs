@@ -22,6 +22,7 @@ mod dirty;
 mod elf_check;
 mod exceptions;
 mod externs;
+mod gc;
 mod host;
 mod instance;
 mod libcalls;
@@ -39,10 +40,13 @@ mod values;
 
 pub use exceptions::{Exception, ExnRef};
 pub use externs::{AccessError, Extern, Func, Global, Memory, Table, Tag};
+pub use gc::{AnyRef, GcObject};
 pub use host::{Caller, GuestBytes, Interrupted, Waiter};
 pub use instance::{CallError, Instance, InstantiationError, TypedFunc, WasmParams, WasmResults, WasmTy};
+pub use kiln_abi::gc::MAX_HOST_VALUE;
 pub use kiln_abi::{
-    ExportKind, FuncType, GlobalType, HeapType, ImportKind, MemoryType, RefType, TableType, TrapCode, ValType,
+    ExportKind, FuncType, GlobalType, HeapType, ImportKind, MemoryType, RefHierarchy, RefType, TableType, TrapCode,
+    ValType,
 };
 pub use limits::{LimitError, StoreLimits};
 pub use load::{decode_metadata, LoadError, Module, ObjectFile};

@@ -447,3 +447,193 @@ unsafe extern "C" fn throw_ref(vmctx: *mut u8, exn: usize) {
     // payload it has written; the entry shim noted the throwing frame; this frame owns nothing.
     unsafe { crate::exceptions::throw(&instance(vmctx).store, exn as *const VMException) }
 }
+
+// ---- GC objects ------------------------------------------------------------------------------
+
+/// Bump allocation ran out of room in compiled code: the store's heap is full (objects never
+/// move or die before the store, so there is nothing to collect).
+unsafe extern "C" fn gc_alloc(vmctx: *mut u8, size: u64) -> u64 {
+    // SAFETY: compiled code passes its own VM context.
+    let instance = unsafe { instance(vmctx) };
+    match instance.store.gc_bump(size) {
+        Some(offset) => offset,
+        // SAFETY: called by guest code; nothing owned on this frame.
+        None => unsafe { trap(vmctx, TrapCode::GcHeapExhausted) },
+    }
+}
+
+unsafe extern "C" fn is_subtype(_vmctx: *mut u8, sub: u32, sup: u32) -> u32 {
+    crate::types::is_subtype_id(sub, sup) as u32
+}
+
+/// The element type of array type `index` of `instance`'s module.
+fn array_element(instance: &InstanceInner, index: u32) -> kiln_abi::gc::FieldType {
+    match instance.module.inner.meta.subtypes.get(index as usize).map(|s| &s.composite) {
+        Some(kiln_abi::gc::CompositeType::Array(element)) => *element,
+        _ => unreachable!("validated code only names array types here"),
+    }
+}
+
+/// A new array of type `index` of `instance` with `len` elements (zero), or the trap code
+/// when the heap has no room. Returns its offset and the address of its elements.
+fn new_array(instance: &InstanceInner, index: u32, len: u32) -> Result<(u64, *mut u8), TrapCode> {
+    let element_size = kiln_abi::gc::storage_size(array_element(instance, index).storage);
+    let size = kiln_abi::gc::array_size(element_size, len).ok_or(TrapCode::GcHeapExhausted)?;
+    let type_id = instance.module.inner.type_ids[index as usize];
+    let offset = instance.store.gc_alloc(size, type_id, true).ok_or(TrapCode::GcHeapExhausted)?;
+    let heap = instance.store.gc_heap().expect("allocation made the heap");
+    let object = heap.bytes(offset as u64, size).expect("a new object lies in the heap");
+    // SAFETY: the array's header, inside the object.
+    unsafe {
+        object.add(kiln_abi::gc::ARRAY_LEN_OFFSET as usize).cast::<u32>().write_unaligned(len);
+        Ok((offset as u64, object.add(kiln_abi::gc::ARRAY_DATA_OFFSET as usize)))
+    }
+}
+
+/// The length of array `array` (a non-null reference compiled code checked) and the address of
+/// its elements.
+fn array_parts(instance: &InstanceInner, array: u64) -> (u64, *mut u8) {
+    let heap = instance.store.gc_heap().expect("a store with arrays has a GC heap");
+    let object = heap.bytes(array as u32 as u64, kiln_abi::gc::ARRAY_DATA_OFFSET as u64).expect("a live array");
+    // SAFETY: the array's header, inside the heap.
+    unsafe {
+        let len = object.add(kiln_abi::gc::ARRAY_LEN_OFFSET as usize).cast::<u32>().read_unaligned();
+        (len as u64, object.add(kiln_abi::gc::ARRAY_DATA_OFFSET as usize))
+    }
+}
+
+/// The bytes of data segment `segment` (empty once dropped).
+fn data_segment(instance: &InstanceInner, segment: u32) -> &[u8] {
+    if instance.dropped_data.borrow()[segment as usize] {
+        &[]
+    } else {
+        &instance.module.inner.meta.data[segment as usize].bytes
+    }
+}
+
+unsafe extern "C" fn array_new_data(vmctx: *mut u8, index: u32, segment: u32, offset: u32, len: u32) -> u64 {
+    // SAFETY: compiled code passes its own VM context.
+    let instance = unsafe { instance(vmctx) };
+    let element_size = kiln_abi::gc::storage_size(array_element(instance, index).storage) as u64;
+    let bytes = data_segment(instance, segment);
+    let byte_len = len as u64 * element_size;
+    let result = if !in_bounds(offset as u64, byte_len, bytes.len() as u64) {
+        Err(TrapCode::HeapOutOfBounds)
+    } else {
+        new_array(instance, index, len).map(|(array, elements)| {
+            // SAFETY: the segment range was checked and the array holds `byte_len` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().add(offset as usize), elements, byte_len as usize) };
+            array
+        })
+    };
+    match result {
+        Ok(array) => array,
+        // SAFETY: called by guest code; nothing owned on this frame.
+        Err(code) => unsafe { trap(vmctx, code) },
+    }
+}
+
+unsafe extern "C" fn array_new_elem(vmctx: *mut u8, index: u32, segment: u32, offset: u32, len: u32) -> u64 {
+    // SAFETY: compiled code passes its own VM context.
+    let instance = unsafe { instance(vmctx) };
+    let result = {
+        let elements = instance.elements.borrow();
+        let items: &[usize] = elements[segment as usize].as_deref().unwrap_or(&[]);
+        if !in_bounds(offset as u64, len as u64, items.len() as u64) {
+            Err(TrapCode::TableAccessOutOfBounds)
+        } else {
+            new_array(instance, index, len).map(|(array, slots)| {
+                // SAFETY: the segment range was checked; the array holds `len` 8-byte elements.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(items.as_ptr().add(offset as usize), slots.cast(), len as usize)
+                };
+                array
+            })
+        }
+    };
+    match result {
+        Ok(array) => array,
+        // SAFETY: called by guest code; the borrow has ended.
+        Err(code) => unsafe { trap(vmctx, code) },
+    }
+}
+
+unsafe extern "C" fn array_init_data(
+    vmctx: *mut u8,
+    index: u32,
+    segment: u32,
+    array: u64,
+    dst: u32,
+    src: u32,
+    len: u32,
+) {
+    // SAFETY: compiled code passes its own VM context.
+    let instance = unsafe { instance(vmctx) };
+    let element_size = kiln_abi::gc::storage_size(array_element(instance, index).storage) as u64;
+    let (array_len, elements) = array_parts(instance, array);
+    let bytes = data_segment(instance, segment);
+    let byte_len = len as u64 * element_size;
+    let code = if !in_bounds(dst as u64, len as u64, array_len) {
+        TrapCode::ArrayOutOfBounds
+    } else if !in_bounds(src as u64, byte_len, bytes.len() as u64) {
+        TrapCode::HeapOutOfBounds
+    } else {
+        // SAFETY: both ranges checked; a segment never overlaps the GC heap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr().add(src as usize),
+                elements.add((dst as u64 * element_size) as usize),
+                byte_len as usize,
+            )
+        };
+        return;
+    };
+    // SAFETY: called by guest code; nothing owned on this frame.
+    unsafe { trap(vmctx, code) }
+}
+
+unsafe extern "C" fn array_init_elem(
+    vmctx: *mut u8,
+    _index: u32,
+    segment: u32,
+    array: u64,
+    dst: u32,
+    src: u32,
+    len: u32,
+) {
+    // SAFETY: compiled code passes its own VM context.
+    let instance = unsafe { instance(vmctx) };
+    let (array_len, slots) = array_parts(instance, array);
+    let code = {
+        let elements = instance.elements.borrow();
+        let items: &[usize] = elements[segment as usize].as_deref().unwrap_or(&[]);
+        if !in_bounds(dst as u64, len as u64, array_len) {
+            TrapCode::ArrayOutOfBounds
+        } else if !in_bounds(src as u64, len as u64, items.len() as u64) {
+            TrapCode::TableAccessOutOfBounds
+        } else {
+            // SAFETY: both ranges checked; the array's elements are 8-byte references.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    items.as_ptr().add(src as usize),
+                    slots.cast::<usize>().add(dst as usize),
+                    len as usize,
+                )
+            };
+            return;
+        }
+    };
+    // SAFETY: called by guest code; the borrow has ended.
+    unsafe { trap(vmctx, code) }
+}
+
+unsafe extern "C" fn gc_copy(vmctx: *mut u8, dst: u64, src: u64, bytes: u64) {
+    // SAFETY: compiled code passes its own VM context.
+    let instance = unsafe { instance(vmctx) };
+    let heap = instance.store.gc_heap().expect("a store with arrays has a GC heap");
+    let (Some(to), Some(from)) = (heap.bytes(dst, bytes), heap.bytes(src, bytes)) else {
+        unreachable!("compiled code checked both ranges against their arrays")
+    };
+    // SAFETY: both ranges lie in the heap; `copy` handles overlap.
+    unsafe { std::ptr::copy(from, to, bytes as usize) }
+}

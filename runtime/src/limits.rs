@@ -29,6 +29,10 @@ pub struct StoreLimits {
     /// `exnref` may be anywhere). A throw beyond it traps with "too many exceptions". Default
     /// 64 MiB.
     pub exception_memory: u64,
+    /// Bytes of the store's GC heap, which holds its structs and arrays
+    /// (`-W max-gc-heap-size`): an allocation beyond it traps with "GC heap exhausted". At most
+    /// 4 GiB. Pages are only taken from the system as objects fill them. Default 64 MiB.
+    pub gc_heap_size: u64,
 }
 
 impl StoreLimits {
@@ -40,6 +44,7 @@ impl StoreLimits {
         tables: 16,
         memories: 8,
         exception_memory: 64 << 20,
+        gc_heap_size: 64 << 20,
     };
 }
 

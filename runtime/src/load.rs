@@ -70,6 +70,8 @@ pub(crate) struct ModuleInner {
     pub host_trampolines: Vec<*const u8>,
     /// Per type index: canonical type id.
     pub type_ids: Vec<u32>,
+    /// Whether the module declares struct or array types (its instances make GC objects).
+    pub uses_gc: bool,
     /// Per data segment: whether it starts dropped (active segments baked into the heap image).
     pub initially_dropped: Vec<bool>,
     /// Indices of the active data segments instantiation must copy (not in the heap image).
@@ -429,7 +431,7 @@ impl Module {
         let registration = unsafe { registry::register(code_start, code_end, &trap_table) }
             .ok_or_else(|| corrupt(path, "too many modules loaded at once"))?;
 
-        let type_ids = types::canonical_ids(&meta.types, &meta.rec_groups);
+        let type_ids = types::canonical_ids(&meta.types, &meta.subtypes, &meta.rec_groups);
         let sealed = object.file();
         let heap_image = at(header.heap_image_offset);
         let (images, image_file) = heap_images(path, &meta, heap_image, image_section, sealed)?;
@@ -455,6 +457,7 @@ impl Module {
                     .collect(),
                 type_index_of_id: type_ids.iter().enumerate().rev().map(|(t, &id)| (id, t as u32)).collect(),
                 type_ids,
+                uses_gc: meta.subtypes.iter().any(|s| s.composite != kiln_abi::gc::CompositeType::Func),
                 id,
                 images,
                 image_file,
@@ -574,6 +577,18 @@ fn check_metadata(meta: &ModuleMetadata) -> Result<(), String> {
     }
     if meta.func_types.iter().any(|&t| t as usize >= meta.types.len()) {
         return fail("function type index out of range");
+    }
+    // Compiled code and the runtime look up a type's shape by index, and a function's
+    // signature in `types`: every index must have both, and function types must be functions.
+    let shapes_consistent = meta.subtypes.is_empty()
+        || (meta.subtypes.len() == meta.types.len()
+            && meta.subtypes.iter().enumerate().all(|(t, s)| s.supertype.is_none_or(|sup| (sup as usize) < t))
+            && meta
+                .func_types
+                .iter()
+                .all(|&t| meta.subtypes[t as usize].composite == kiln_abi::gc::CompositeType::Func));
+    if !shapes_consistent {
+        return fail("type shapes disagree with the type section");
     }
     if (meta.num_imported_memories as usize) > meta.memories.len()
         || (meta.num_imported_globals as usize) + meta.defined_globals.len() != meta.globals.len()

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use kiln_abi::VMRuntimeLimits;
 
 use crate::exceptions::ExceptionHeap;
+use crate::gc::GcHeap;
 use crate::instance::InstanceInner;
 use crate::limits::StoreLimits;
 
@@ -74,6 +75,9 @@ pub(crate) struct StoreInner {
     waker: OnceLock<OwnedFd>,
     /// The exception objects the store's guests have thrown (only its owner thread allocates).
     exceptions: Mutex<ExceptionHeap>,
+    /// The structs and arrays of the store's guests (see [`crate::gc`]), made when the first
+    /// instance of a module with such types is.
+    gc: OnceLock<GcHeap>,
 }
 
 // SAFETY: `limits` and `in_call` are only accessed by the thread that owns the store (an
@@ -116,6 +120,7 @@ impl Store {
                 live_instances: AtomicUsize::new(0),
                 waker: OnceLock::new(),
                 exceptions: Mutex::default(),
+                gc: OnceLock::new(),
             }),
             pinned: Mutex::new(Vec::new()),
         });
@@ -224,6 +229,29 @@ impl StoreInner {
 
     pub fn limits_ptr(&self) -> *mut VMRuntimeLimits {
         self.limits.get()
+    }
+
+    /// The store's GC heap, if an instance made it.
+    pub fn gc_heap(&self) -> Option<&GcHeap> {
+        self.gc.get()
+    }
+
+    /// The store's GC heap, made (of `resource_limits.gc_heap_size` bytes) if it does not exist
+    /// yet. Only the owning thread calls this (at instantiation).
+    pub fn ensure_gc_heap(&self) -> std::io::Result<&GcHeap> {
+        if let Some(heap) = self.gc.get() {
+            return Ok(heap);
+        }
+        let heap = GcHeap::new(self.resource_limits.gc_heap_size)?;
+        let limits = self.limits_ptr();
+        // SAFETY: the store's runtime limits, accessed by its owning thread only; compiled code
+        // reads the pair only during calls.
+        unsafe {
+            (*limits).gc_heap_base = heap.base() as usize;
+            (*limits).gc_next = GcHeap::start();
+            (*limits).gc_end = heap.capacity();
+        }
+        Ok(self.gc.get_or_init(|| heap))
     }
 
     /// The root, while any handle of the store is alive.

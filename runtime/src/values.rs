@@ -6,10 +6,12 @@
 //! the exact declared type (concrete function types included), the store it must belong to,
 //! and is pinned to that store (see [`crate::store`]) so nothing it can be stored in outlives it.
 
-use kiln_abi::{HeapType, VMFuncRef, ValType};
+use kiln_abi::gc::RefKind;
+use kiln_abi::{HeapType, RefHierarchy, VMFuncRef, ValType};
 
 use crate::exceptions::ExnRef;
 use crate::externs::Func;
+use crate::gc::AnyRef;
 use crate::store::StoreInner;
 
 /// A wasm value.
@@ -27,8 +29,14 @@ pub enum Val {
     V128(u128),
     /// A function reference (`None` is null). The handle keeps the function's instance alive.
     FuncRef(Option<Func>),
-    /// An external reference: an opaque host number below `u64::MAX`, or `None` for null.
+    /// An external reference: an opaque host number of at most
+    /// [`kiln_abi::gc::MAX_HOST_VALUE`] (2^62 - 1), or `None` for null. (An `externref` that
+    /// wasm made from an `anyref` with `extern.convert_any` reaches the host as the
+    /// [`Val::AnyRef`] it holds: the two hierarchies share one encoding.)
     ExternRef(Option<u64>),
+    /// A reference of the `any` hierarchy: an i31, a struct or array, or an internalized host
+    /// value (`None` is null).
+    AnyRef(Option<AnyRef>),
     /// An exception reference (`None` is null).
     ExnRef(Option<ExnRef>),
 }
@@ -51,8 +59,8 @@ pub enum ValueError {
     /// imports).
     #[error("a host function cannot be passed as a reference value; import it instead")]
     HostFunction,
-    /// `u64::MAX` is reserved (it is the null extern reference's encoding).
-    #[error("extern reference values must be below u64::MAX")]
+    /// Extern reference values use 62 bits (the rest tell them apart from GC references).
+    #[error("extern reference values must be below 2^62")]
     ExternRefOutOfRange,
 }
 
@@ -70,6 +78,17 @@ pub(crate) fn type_name(ty: ValType) -> String {
                 HeapType::Extern => "extern".to_string(),
                 HeapType::ConcreteFunc(id) => format!("func type #{id}"),
                 HeapType::Exn => "exn".to_string(),
+                HeapType::Any => "any".to_string(),
+                HeapType::Eq => "eq".to_string(),
+                HeapType::I31 => "i31".to_string(),
+                HeapType::Struct => "struct".to_string(),
+                HeapType::Array => "array".to_string(),
+                HeapType::ConcreteStruct(id) => format!("struct type #{id}"),
+                HeapType::ConcreteArray(id) => format!("array type #{id}"),
+                HeapType::None => "none".to_string(),
+                HeapType::NoFunc => "nofunc".to_string(),
+                HeapType::NoExtern => "noextern".to_string(),
+                HeapType::NoExn => "noexn".to_string(),
             };
             if r.nullable {
                 format!("(ref null {heap})")
@@ -91,9 +110,12 @@ impl Val {
             ValType::F64 => Val::F64(0),
             ValType::V128 => Val::V128(0),
             ValType::Ref(r) if !r.nullable => return None,
-            ValType::Ref(r) if r.heap == HeapType::Extern => Val::ExternRef(None),
-            ValType::Ref(r) if r.heap == HeapType::Exn => Val::ExnRef(None),
-            ValType::Ref(_) => Val::FuncRef(None),
+            ValType::Ref(r) => match r.heap.hierarchy() {
+                RefHierarchy::Extern => Val::ExternRef(None),
+                RefHierarchy::Exn => Val::ExnRef(None),
+                RefHierarchy::Any => Val::AnyRef(None),
+                RefHierarchy::Func => Val::FuncRef(None),
+            },
         })
     }
 
@@ -114,6 +136,11 @@ impl Val {
             Val::ExternRef(Some(_)) => "an externref".into(),
             Val::ExnRef(None) => "a null exnref".into(),
             Val::ExnRef(Some(_)) => "an exnref".into(),
+            Val::AnyRef(None) => "a null anyref".into(),
+            Val::AnyRef(Some(AnyRef::I31(_))) => "an i31".into(),
+            Val::AnyRef(Some(AnyRef::Host(_))) => "an internalized host value".into(),
+            Val::AnyRef(Some(AnyRef::Object(o))) if o.is_array() => "an array".into(),
+            Val::AnyRef(Some(AnyRef::Object(_))) => "a struct".into(),
         }
     }
 
@@ -128,26 +155,37 @@ impl Val {
             (Val::F32(bits), ValType::F32) => *bits as u128,
             (Val::F64(bits), ValType::F64) => *bits as u128,
             (Val::V128(v), ValType::V128) => *v,
-            (Val::ExternRef(v), ValType::Ref(r)) if r.heap == HeapType::Extern => match v {
+            (Val::ExternRef(None) | Val::AnyRef(None), ValType::Ref(r))
+                if r.nullable && matches!(r.heap.hierarchy(), RefHierarchy::Extern | RefHierarchy::Any) =>
+            {
+                0
+            }
+            (Val::ExternRef(Some(n)), ValType::Ref(r)) if r.heap == HeapType::Extern => {
+                kiln_abi::gc::host_ref(*n).ok_or(ValueError::ExternRefOutOfRange)? as u128
+            }
+            // An anyref may go where an externref is expected (as `extern.convert_any` would
+            // make it) or where its own type is.
+            (Val::AnyRef(Some(a)), ValType::Ref(r)) if r.heap == HeapType::Extern || a.is_of(r.heap) => {
+                a.to_raw(store)? as u128
+            }
+            (Val::ExnRef(e), ValType::Ref(r)) if r.heap.hierarchy() == RefHierarchy::Exn => match e {
                 None if r.nullable => 0,
                 None => return Err(mismatch()),
-                // Null is 0, so host value n is stored as n + 1.
-                Some(n) => n.checked_add(1).ok_or(ValueError::ExternRefOutOfRange)? as u128,
-            },
-            (Val::ExnRef(e), ValType::Ref(r)) if r.heap == HeapType::Exn => match e {
-                None if r.nullable => 0,
-                None => return Err(mismatch()),
+                Some(_) if r.heap == HeapType::NoExn => return Err(mismatch()),
                 Some(e) if std::ptr::eq(&*e.root.inner, store) => e.exn as usize as u128,
                 Some(_) => return Err(ValueError::WrongStore),
             },
-            (Val::FuncRef(f), ValType::Ref(r)) if r.heap != HeapType::Extern && r.heap != HeapType::Exn => match f {
+            (Val::FuncRef(f), ValType::Ref(r)) if r.heap.hierarchy() == RefHierarchy::Func => match f {
                 None if r.nullable => 0,
                 None => return Err(mismatch()),
                 Some(f) => {
-                    if let HeapType::ConcreteFunc(id) = r.heap {
-                        if f.type_id != id {
-                            return Err(mismatch());
-                        }
+                    let fits = match r.heap {
+                        HeapType::ConcreteFunc(id) => crate::types::is_subtype_id(f.type_id, id),
+                        HeapType::NoFunc => false,
+                        _ => true,
+                    };
+                    if !fits {
+                        return Err(mismatch());
                     }
                     let (funcref, owner) = f.wasm_parts().ok_or(ValueError::HostFunction)?;
                     if !std::ptr::eq(&*owner.store, store) {
@@ -174,19 +212,23 @@ impl Val {
             ValType::F32 => Val::F32(raw as u32),
             ValType::F64 => Val::F64(raw as u64),
             ValType::V128 => Val::V128(raw),
-            ValType::Ref(r) => match r.heap {
-                HeapType::Extern => match raw as u64 {
-                    0 => Val::ExternRef(None),
-                    n => Val::ExternRef(Some(n - 1)),
+            ValType::Ref(r) => match r.heap.hierarchy() {
+                RefHierarchy::Extern => match kiln_abi::gc::ref_kind(raw as u64) {
+                    None => Val::ExternRef(None),
+                    Some(RefKind::Host(n)) => Val::ExternRef(Some(n)),
+                    Some(kind) => Val::AnyRef(Some(AnyRef::from_raw(kind, store))),
                 },
-                HeapType::Exn => match raw as u64 as usize {
+                RefHierarchy::Any => {
+                    Val::AnyRef(kiln_abi::gc::ref_kind(raw as u64).map(|k| AnyRef::from_raw(k, store)))
+                }
+                RefHierarchy::Exn => match raw as u64 as usize {
                     0 => Val::ExnRef(None),
                     exn => {
                         let root = store.root().expect("a store's values are read while one of its handles is alive");
                         Val::ExnRef(Some(ExnRef { exn: exn as *const _, root }))
                     }
                 },
-                HeapType::Func | HeapType::ConcreteFunc(_) => match raw as u64 as usize {
+                RefHierarchy::Func => match raw as u64 as usize {
                     0 => Val::FuncRef(None),
                     // SAFETY: forwarded from the caller.
                     p => Val::FuncRef(Some(unsafe { Func::from_vm_funcref(p as *const VMFuncRef, store) })),
@@ -220,7 +262,11 @@ impl std::fmt::Display for Val {
                 }
             }
             Val::V128(v) => write!(f, "{v:#034x}"),
-            Val::FuncRef(None) | Val::ExternRef(None) | Val::ExnRef(None) => write!(f, "null"),
+            Val::FuncRef(None) | Val::ExternRef(None) | Val::ExnRef(None) | Val::AnyRef(None) => write!(f, "null"),
+            Val::AnyRef(Some(AnyRef::I31(v))) => write!(f, "i31:{v}"),
+            Val::AnyRef(Some(AnyRef::Host(n))) => write!(f, "anyref:{n}"),
+            Val::AnyRef(Some(AnyRef::Object(o))) if o.is_array() => write!(f, "array"),
+            Val::AnyRef(Some(AnyRef::Object(_))) => write!(f, "struct"),
             Val::ExnRef(Some(_)) => write!(f, "exnref"),
             Val::FuncRef(Some(func)) => write!(f, "funcref {:?} -> {:?}", func.ty().params, func.ty().results),
             Val::ExternRef(Some(n)) => write!(f, "externref:{n}"),

@@ -429,6 +429,7 @@ fn tight_limits() -> StoreLimits {
         tables: 2,
         memories: 2,
         exception_memory: 4096,
+        gc_heap_size: 4096,
     }
 }
 

@@ -15,8 +15,8 @@ use anyhow::{anyhow, Context, Result};
 use kiln_compiler::cache::ObjectCache;
 use kiln_compiler::{CompileError, Compiler, WasmFeatures};
 use kiln_runtime::{
-    CallError, Extern, Instance, InstantiationError, Module, Region, RegionConfig, Store, StoreLimits, Trap, TrapCode,
-    Val, ValType,
+    AnyRef, CallError, Extern, Instance, InstantiationError, Module, RefHierarchy, Region, RegionConfig, Store,
+    StoreLimits, Trap, TrapCode, Val, ValType,
 };
 use wast::core::{NanPattern, V128Pattern, WastArgCore, WastRetCore};
 use wast::parser::{self, ParseBuffer};
@@ -170,12 +170,11 @@ pub fn features_for(path: &Path) -> WasmFeatures {
         // proposals' copies of them, except where multi-memory is part of the proposal.
         features.remove(WasmFeatures::MULTI_MEMORY);
     }
-    // GC stays disabled even in its own folders: Kiln does not run it yet, so its modules are
-    // rejected at validation. Exception handling is on everywhere (it is in Kiln's defaults),
-    // its legacy instructions in `legacy` folders. The memory64 folder
-    // is written against Wasm 3.0, whose constant expressions may read any earlier global (a
-    // rule wasmparser files under GC), so validation follows it there.
-    if in_dir("memory64") {
+    // GC in its own folder and in memory64's, which is written against Wasm 3.0 (whose
+    // constant expressions may read any earlier global, a rule wasmparser files under GC).
+    // Exception handling is on everywhere (it is in Kiln's defaults), its legacy instructions
+    // in `legacy` folders.
+    if in_dir("memory64") || in_dir("gc") {
         features |= WasmFeatures::GC;
     }
     if in_dir("legacy") {
@@ -318,6 +317,7 @@ impl<'t> Runner<'t> {
             tables: u32::MAX,
             memories: u32::MAX,
             exception_memory: u64::MAX,
+            gc_heap_size: StoreLimits::DEFAULT.gc_heap_size,
         });
         Ok(Runner {
             path: path.to_path_buf(),
@@ -659,12 +659,16 @@ fn arg_value(arg: &WastArg<'_>, ty: ValType) -> Result<Val, String> {
         WastArgCore::F64(f) => Val::F64(f.bits),
         WastArgCore::V128(v) => Val::V128(u128::from_le_bytes(v.to_le_bytes())),
         WastArgCore::RefNull(_) => match ty {
-            ValType::Ref(r) if r.heap == kiln_runtime::HeapType::Extern => Val::ExternRef(None),
-            ValType::Ref(r) if r.heap == kiln_runtime::HeapType::Exn => Val::ExnRef(None),
-            _ => Val::FuncRef(None),
+            ValType::Ref(r) => match r.heap.hierarchy() {
+                RefHierarchy::Extern => Val::ExternRef(None),
+                RefHierarchy::Exn => Val::ExnRef(None),
+                RefHierarchy::Any => Val::AnyRef(None),
+                RefHierarchy::Func => Val::FuncRef(None),
+            },
+            _ => return Err("ref.null for a non-reference parameter".into()),
         },
         WastArgCore::RefExtern(n) => Val::ExternRef(Some(*n as u64)),
-        WastArgCore::RefHost(_) => return Err("ref.host arguments (GC)".into()),
+        WastArgCore::RefHost(n) => Val::AnyRef(Some(AnyRef::Host(*n as u64))),
     })
 }
 
@@ -726,15 +730,18 @@ fn matches_core(value: &Val, pattern: &WastRetCore<'_>) -> Result<bool, String> 
         (WastRetCore::RefNull(_), Val::FuncRef(f)) => f.is_none(),
         (WastRetCore::RefNull(_), Val::ExternRef(v)) => v.is_none(),
         (WastRetCore::RefNull(_), Val::ExnRef(e)) => e.is_none(),
+        (WastRetCore::RefNull(_), Val::AnyRef(a)) => a.is_none(),
         (WastRetCore::RefExtern(None), Val::ExternRef(v)) => v.is_some(),
+        // An externref made from an anyref reaches the host as that anyref.
+        (WastRetCore::RefExtern(None), Val::AnyRef(a)) => a.is_some(),
         (WastRetCore::RefExtern(Some(n)), Val::ExternRef(v)) => *v == Some(*n as u64),
         (WastRetCore::RefFunc(_), Val::FuncRef(f)) => f.is_some(),
-        (WastRetCore::RefHost(_), _)
-        | (WastRetCore::RefAny, _)
-        | (WastRetCore::RefEq, _)
-        | (WastRetCore::RefArray, _)
-        | (WastRetCore::RefStruct, _)
-        | (WastRetCore::RefI31, _) => return Err("GC reference results".into()),
+        (WastRetCore::RefHost(n), Val::AnyRef(Some(AnyRef::Host(m)))) => *n as u64 == *m,
+        (WastRetCore::RefAny, Val::AnyRef(a)) => a.is_some(),
+        (WastRetCore::RefEq, Val::AnyRef(a)) => matches!(a, Some(AnyRef::I31(_) | AnyRef::Object(_))),
+        (WastRetCore::RefI31, Val::AnyRef(a)) => matches!(a, Some(AnyRef::I31(_))),
+        (WastRetCore::RefStruct, Val::AnyRef(Some(AnyRef::Object(o)))) => !o.is_array(),
+        (WastRetCore::RefArray, Val::AnyRef(Some(AnyRef::Object(o)))) => o.is_array(),
         _ => false,
     })
 }

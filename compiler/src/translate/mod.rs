@@ -19,6 +19,7 @@
 //! does, it passes the exception on to the enclosing handler's dispatch, or throws it out of
 //! the function (the runtime's unwinder then finds the next guest frame's handler).
 
+mod gc;
 mod memory;
 mod numeric;
 mod simd;
@@ -29,7 +30,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use wasmparser::{BlockType, Catch, FuncValidator, FunctionBody, Operator, ValidatorResources};
 
 use crate::func_env::{ir_type, FuncEnv};
-use crate::module::{convert_val_type, invalid};
+use crate::module::{invalid, ir_type_of};
 use crate::CompileError;
 
 /// Pops the top operand.
@@ -183,7 +184,7 @@ impl FuncTranslator {
             let offset = locals.original_position();
             let (count, ty) = locals.read().map_err(invalid)?;
             validator.define_locals(offset, count, ty).map_err(invalid)?;
-            let ty = ir_type(convert_val_type(ty));
+            let ty = ir_type_of(ty);
             for _ in 0..count {
                 let zero = zero_value(&mut builder, ty);
                 let var = builder.declare_var(ty);
@@ -259,7 +260,7 @@ impl State {
     fn block_signature(env: &FuncEnv<'_, '_>, ty: BlockType) -> (Vec<ir::Type>, Vec<ir::Type>) {
         match ty {
             BlockType::Empty => (Vec::new(), Vec::new()),
-            BlockType::Type(ty) => (Vec::new(), vec![ir_type(convert_val_type(ty))]),
+            BlockType::Type(ty) => (Vec::new(), vec![ir_type_of(ty)]),
             BlockType::FuncType(index) => {
                 let ty = env.func_type(index);
                 (ty.params.iter().map(|&p| ir_type(p)).collect(), ty.results.iter().map(|&r| ir_type(r)).collect())
@@ -560,6 +561,24 @@ impl State {
                 builder.seal_block(null);
                 builder.switch_to_block(null);
             }
+            O::BrOnCast { relative_depth, to_ref_type, .. } | O::BrOnCastFail { relative_depth, to_ref_type, .. } => {
+                // The branch carries the reference (still on the stack) too.
+                let reference = *self.stack.last().expect("validated");
+                let target_type = kiln_abi::RefType {
+                    nullable: to_ref_type.is_nullable(),
+                    heap: env.heap_type(to_ref_type.heap_type()),
+                };
+                let is = gc::ref_test(builder, env, reference, target_type);
+                let (target, args) = self.branch(relative_depth);
+                let fallthrough = builder.create_block();
+                if matches!(op, O::BrOnCast { .. }) {
+                    builder.ins().brif(is, target, &args, fallthrough, &[]);
+                } else {
+                    builder.ins().brif(is, fallthrough, &[], target, &args);
+                }
+                builder.seal_block(fallthrough);
+                builder.switch_to_block(fallthrough);
+            }
             O::Return => {
                 let results = self.control[0].results;
                 let values = pop_n(&mut self.stack, results);
@@ -673,6 +692,7 @@ impl State {
             _ => {
                 let handled = numeric::translate(op, builder, &mut self.stack)
                     || memory::translate(op, builder, env, &mut self.stack)
+                    || gc::translate(op, builder, env, &mut self.stack)
                     || simd::translate(op, builder, &mut self.stack);
                 if !handled {
                     return Err(CompileError::Unsupported(format!("the operator {}", operator_name(op))));

@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub mod checksum;
+pub mod gc;
 pub mod libcalls;
 pub mod metadata;
 pub mod trap;
@@ -29,8 +30,8 @@ pub use vmctx::*;
 /// header carries another version, before reading anything else from it. (Also bumped when
 /// what the runtime trusts compiled code to check changes: 8 runs memories with 1-byte pages,
 /// which only code from Kiln's own translator bounds-checks exactly; 11 locates everything by
-/// offset, with no relocation.)
-pub const ABI_VERSION: u32 = 11;
+/// offset, with no relocation; 12 adds GC objects.)
+pub const ABI_VERSION: u32 = 12;
 
 /// First eight bytes of the module header, so a foreign symbol of the same name is refused.
 pub const MODULE_MAGIC: [u8; 8] = *b"KILNMOD\0";

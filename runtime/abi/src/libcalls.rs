@@ -45,6 +45,22 @@ macro_rules! for_each_libcall {
             /// `throw_ref` of a non-null exnref: unwinds to the nearest handler of a guest
             /// frame on this call's stack, or out to the host. Never returns.
             throw_ref(vmctx, ptr) -> ();
+            /// A GC object of (size in bytes), when bump allocation ran out of room ->
+            /// its heap offset (the header still to be written). Traps when the heap is full.
+            gc_alloc(vmctx, i64) -> i64;
+            /// Whether canonical type id (sub) is (sup) or one of its subtypes -> 0 or 1.
+            is_subtype(vmctx, i32, i32) -> i32;
+            /// `array.new_data`: (array type index, data segment, offset, length) -> the array.
+            array_new_data(vmctx, i32, i32, i32, i32) -> i64;
+            /// `array.new_elem`: (array type index, element segment, offset, length) -> the array.
+            array_new_elem(vmctx, i32, i32, i32, i32) -> i64;
+            /// `array.init_data`: (array type index, data segment, array, dst, src, length).
+            array_init_data(vmctx, i32, i32, i64, i32, i32, i32) -> ();
+            /// `array.init_elem`: (array type index, element segment, array, dst, src, length).
+            array_init_elem(vmctx, i32, i32, i64, i32, i32, i32) -> ();
+            /// Copies (bytes) within the GC heap from offset (src) to offset (dst), which compiled
+            /// code checked are inside two arrays (`array.copy`): (dst, src, bytes).
+            gc_copy(vmctx, i64, i64, i64) -> ();
         }
     };
 }

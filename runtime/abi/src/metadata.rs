@@ -33,18 +33,92 @@ pub struct RefType {
     pub heap: HeapType,
 }
 
-/// What a reference refers to.
+/// What a reference refers to. Four hierarchies: `func`, `extern`, `any` (GC objects and
+/// i31s) and `exn`, each with a top, its concrete types and a bottom (`nofunc`, `noextern`,
+/// `none`, `noexn`) that only null inhabits. Concrete types are module type indices in
+/// metadata and canonical type ids in the runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum HeapType {
     /// Any function.
     Func,
     /// Any host value.
     Extern,
-    /// A function of the given canonical module type index.
+    /// A function of the given type.
     ConcreteFunc(u32),
-    /// An exception (`exnref`; the bottom type `noexn` is read as `exnref` too, as `nofunc`
-    /// and `noextern` are read as their tops).
+    /// An exception.
     Exn,
+    /// Anything of the `any` hierarchy (and internalized host values).
+    Any,
+    /// Anything comparable with `ref.eq`: i31s, structs and arrays.
+    Eq,
+    /// An unboxed 31-bit integer.
+    I31,
+    /// Any struct.
+    Struct,
+    /// Any array.
+    Array,
+    /// A struct of the given type (or one of its subtypes).
+    ConcreteStruct(u32),
+    /// An array of the given type (or one of its subtypes).
+    ConcreteArray(u32),
+    /// The bottom of `any`.
+    None,
+    /// The bottom of `func`.
+    NoFunc,
+    /// The bottom of `extern`.
+    NoExtern,
+    /// The bottom of `exn`.
+    NoExn,
+}
+
+/// The four reference hierarchies, by their top type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefHierarchy {
+    /// `func`.
+    Func,
+    /// `extern`.
+    Extern,
+    /// `any`.
+    Any,
+    /// `exn`.
+    Exn,
+}
+
+impl HeapType {
+    /// The hierarchy the type belongs to.
+    pub const fn hierarchy(self) -> RefHierarchy {
+        match self {
+            HeapType::Func | HeapType::ConcreteFunc(_) | HeapType::NoFunc => RefHierarchy::Func,
+            HeapType::Extern | HeapType::NoExtern => RefHierarchy::Extern,
+            HeapType::Exn | HeapType::NoExn => RefHierarchy::Exn,
+            HeapType::Any
+            | HeapType::Eq
+            | HeapType::I31
+            | HeapType::Struct
+            | HeapType::Array
+            | HeapType::ConcreteStruct(_)
+            | HeapType::ConcreteArray(_)
+            | HeapType::None => RefHierarchy::Any,
+        }
+    }
+
+    /// The concrete type index or id, if the type is concrete.
+    pub const fn concrete(self) -> Option<u32> {
+        match self {
+            HeapType::ConcreteFunc(i) | HeapType::ConcreteStruct(i) | HeapType::ConcreteArray(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// The same kind of type with its concrete index mapped through `f`.
+    pub fn map_concrete(self, f: impl FnOnce(u32) -> u32) -> HeapType {
+        match self {
+            HeapType::ConcreteFunc(i) => HeapType::ConcreteFunc(f(i)),
+            HeapType::ConcreteStruct(i) => HeapType::ConcreteStruct(f(i)),
+            HeapType::ConcreteArray(i) => HeapType::ConcreteArray(f(i)),
+            other => other,
+        }
+    }
 }
 
 impl RefType {
@@ -54,6 +128,8 @@ impl RefType {
     pub const EXTERNREF: RefType = RefType { nullable: true, heap: HeapType::Extern };
     /// `exnref`.
     pub const EXNREF: RefType = RefType { nullable: true, heap: HeapType::Exn };
+    /// `anyref`.
+    pub const ANYREF: RefType = RefType { nullable: true, heap: HeapType::Any };
 }
 
 /// A function type.
@@ -121,6 +197,22 @@ pub enum ConstOp {
     RefNull,
     /// Push a reference to a function.
     RefFunc(u32),
+    /// `ref.i31`.
+    RefI31,
+    /// `struct.new` of a module type index.
+    StructNew(u32),
+    /// `struct.new_default`.
+    StructNewDefault(u32),
+    /// `array.new`.
+    ArrayNew(u32),
+    /// `array.new_default`.
+    ArrayNewDefault(u32),
+    /// `array.new_fixed`: type index, element count.
+    ArrayNewFixed(u32, u32),
+    /// `any.convert_extern` (the identity: see [`crate::gc`]).
+    AnyConvertExtern,
+    /// `extern.convert_any` (the identity).
+    ExternConvertAny,
     /// i32 addition (extended constant expressions).
     I32Add,
     /// i32 subtraction.
@@ -335,8 +427,12 @@ pub struct ModuleMetadata {
     pub interruptible: bool,
     /// Whether the code meters fuel (see `Compiler::set_fuel_metering`).
     pub fuel_metered: bool,
-    /// The type section (function types only; other entries are empty placeholders).
+    /// The type section's function types (entries of struct and array types are empty
+    /// placeholders).
     pub types: Vec<FuncType>,
+    /// Every type-section entry's supertype, finality and shape, in order (empty in a module
+    /// without struct or array types, whose types are all final function types).
+    pub subtypes: Vec<crate::gc::SubType>,
     /// Sizes of the type section's recursion groups, in order (they add up to `types.len()`).
     pub rec_groups: Vec<u32>,
     /// Imports, in order.

@@ -41,6 +41,19 @@ macro_rules! for_each_trap_code {
             NullExceptionReference = 17 => "null exception reference",
             /// A throw when the store's exception objects already take its limit of memory.
             TooManyExceptions = 18 => "too many exceptions",
+            /// A struct access through a null reference.
+            NullStructReference = 19 => "null structure reference",
+            /// An array access through a null reference.
+            NullArrayReference = 20 => "null array reference",
+            /// `i31.get_s`/`i31.get_u` of a null reference.
+            NullI31Reference = 21 => "null i31 reference",
+            /// `ref.cast` of a reference that is not of the target type.
+            CastFailure = 22 => "cast failure",
+            /// An array access or bulk array operation outside the array.
+            ArrayOutOfBounds = 23 => "out of bounds array access",
+            /// An allocation that the store's GC heap has no room for (see
+            /// `StoreLimits::gc_heap_size`).
+            GcHeapExhausted = 24 => "GC heap exhausted",
         }
     };
 }

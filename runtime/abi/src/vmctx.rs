@@ -63,11 +63,18 @@ pub struct VMRuntimeLimits {
     pub interrupt: u64,
     /// Fuel left for code compiled with fuel metering; it traps when this goes negative.
     pub fuel: i64,
+    /// Base of the store's GC heap (see [`crate::gc`]): a GC reference is an offset from it.
+    /// Null until an instance of a module with struct or array types makes the heap (no
+    /// object exists before), then fixed for the store's life.
+    pub gc_heap_base: usize,
+    /// Offset in the store's GC heap where the next object goes (bump allocation).
+    pub gc_next: u64,
+    /// Offset in the store's GC heap where the space for bump allocation ends; an allocation
+    /// that would pass it calls the `gc_alloc` libcall instead.
+    pub gc_end: u64,
     /// Frame pointer of the guest code that last called a libcall or host function, written by
     /// the runtime's entry shims so that a trap raised there has the guest's backtrace and an
-    /// exception thrown there unwinds from the right frame. Compiled code
-    /// never reads it (fields after `fuel` are the runtime's own: compiled code's offsets stay
-    /// put).
+    /// exception thrown there unwinds from the right frame. Compiled code never reads it.
     pub last_libcall_fp: usize,
     /// Its stack pointer at that call, pointing at the return address (as above).
     pub last_libcall_sp: usize,
@@ -76,7 +83,16 @@ pub struct VMRuntimeLimits {
 impl Default for VMRuntimeLimits {
     /// No stack yet, not interrupted, unlimited fuel.
     fn default() -> Self {
-        VMRuntimeLimits { stack_limit: 0, interrupt: 0, fuel: i64::MAX, last_libcall_fp: 0, last_libcall_sp: 0 }
+        VMRuntimeLimits {
+            stack_limit: 0,
+            interrupt: 0,
+            fuel: i64::MAX,
+            gc_heap_base: 0,
+            gc_next: 0,
+            gc_end: 0,
+            last_libcall_fp: 0,
+            last_libcall_sp: 0,
+        }
     }
 }
 
@@ -87,6 +103,12 @@ impl VMRuntimeLimits {
     pub const STACK_LIMIT_OFFSET: u32 = offset_of!(VMRuntimeLimits, stack_limit) as u32;
     /// Offset of [`Self::interrupt`].
     pub const INTERRUPT_OFFSET: u32 = offset_of!(VMRuntimeLimits, interrupt) as u32;
+    /// Offset of [`Self::gc_heap_base`].
+    pub const GC_HEAP_BASE_OFFSET: u32 = offset_of!(VMRuntimeLimits, gc_heap_base) as u32;
+    /// Offset of [`Self::gc_next`].
+    pub const GC_NEXT_OFFSET: u32 = offset_of!(VMRuntimeLimits, gc_next) as u32;
+    /// Offset of [`Self::gc_end`].
+    pub const GC_END_OFFSET: u32 = offset_of!(VMRuntimeLimits, gc_end) as u32;
     /// Offset of [`Self::last_libcall_fp`].
     pub const LAST_LIBCALL_FP_OFFSET: u32 = offset_of!(VMRuntimeLimits, last_libcall_fp) as u32;
     /// Offset of [`Self::last_libcall_sp`].

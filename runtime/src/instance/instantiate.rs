@@ -121,7 +121,9 @@ pub(super) fn instantiate(
     for (i, (import, provided)) in meta.imports.iter().zip(imports).enumerate() {
         match (&import.kind, provided) {
             (ImportKind::Func(t), Extern::Func(f)) => {
-                if f.type_id != module.inner.type_ids[*t as usize] {
+                // A function of a declared subtype may stand in for its supertype (every
+                // reference is a word, so the calling convention is the same).
+                if !crate::types::is_subtype_id(f.type_id, module.inner.type_ids[*t as usize]) {
                     return Err(unlinkable(meta, i, "function type mismatch"));
                 }
             }
@@ -251,7 +253,9 @@ pub(super) fn instantiate(
     // Its functions may end up where it cannot see them (an imported table or global, or an
     // instance it calls): it must then live as long as the store. Pinned before anything runs,
     // because a failed instantiation keeps what its segments already wrote.
-    if imports.iter().any(may_carry_its_references_away) {
+    // So must an instance whose funcrefs may be stored in GC objects, which live as long as
+    // the store.
+    if m.uses_gc || imports.iter().any(may_carry_its_references_away) {
         store.root.pin(&instance.inner);
     }
     // Segments write into imported tables and memories: the store must be idle and ours.
@@ -315,6 +319,11 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
     let m = &inner.module.inner;
     let meta = &m.meta;
     let o = &m.offsets;
+    let trap = |code| InstantiationError::Trap(Trap::wasm(code));
+    if m.uses_gc {
+        // Inside the store's access: the heap's base and bounds go in its runtime limits.
+        inner.store.ensure_gc_heap()?;
+    }
 
     // Every `write` below: offsets come from this module's VMOffsets and the types are the ones
     // the ABI defines for those fields.
@@ -444,7 +453,7 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
 
     // Own globals, in order (an initialiser may read imported and earlier globals).
     for (d, def) in meta.defined_globals.iter().enumerate() {
-        let value = eval_const(inner, &def.init, def.ty.content);
+        let value = eval_const(inner, &def.init, def.ty.content).map_err(trap)?;
         let offset = o.defined_global(d as u32);
         // SAFETY: see above.
         unsafe {
@@ -477,7 +486,7 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
             TablePlacement::Own(i) => inner.tables[i].definition_ptr(),
         };
         if let Some(init) = &def.init {
-            let value = eval_const(inner, init, ValType::Ref(def.ty.element)) as usize;
+            let value = eval_const(inner, init, ValType::Ref(def.ty.element)).map_err(trap)? as usize;
             // SAFETY: the table holds `minimum` accessible elements.
             unsafe { std::slice::from_raw_parts_mut((*definition).base, def.ty.minimum as usize) }.fill(value);
         }
@@ -486,19 +495,20 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
     }
 
     // Element segments: evaluate all, apply the active ones in order.
-    let trap = |code| InstantiationError::Trap(Trap::wasm(code));
     {
         let mut elements = inner.elements.borrow_mut();
         for (i, segment) in meta.elements.iter().enumerate() {
-            let value = |e: &kiln_abi::ConstExpr| eval_const(inner, e, ValType::Ref(segment.ty)) as usize;
+            let value = |e: &kiln_abi::ConstExpr| eval_const(inner, e, ValType::Ref(segment.ty)).map(|v| v as usize);
             match &segment.mode {
-                ElementMode::Passive => elements[i] = Some(segment.items.iter().map(value).collect()),
+                ElementMode::Passive => {
+                    elements[i] = Some(segment.items.iter().map(value).collect::<Result<_, _>>().map_err(trap)?)
+                }
                 ElementMode::Declared => {}
                 ElementMode::Active { table, offset } => {
                     let start = if meta.tables[*table as usize].table64 {
-                        eval_const(inner, offset, ValType::I64) as u64
+                        eval_const(inner, offset, ValType::I64).map_err(trap)? as u64
                     } else {
-                        eval_const(inner, offset, ValType::I32) as u32 as u64
+                        eval_const(inner, offset, ValType::I32).map_err(trap)? as u32 as u64
                     };
                     // SAFETY: written above (own) or at import.
                     let def = unsafe { &*(*inner.vm_field::<*mut VMTableDefinition>(o.table(*table))) };
@@ -509,7 +519,7 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
                     let slots =
                         unsafe { std::slice::from_raw_parts_mut(def.base.add(start as usize), segment.items.len()) };
                     for (slot, item) in slots.iter_mut().zip(&segment.items) {
-                        *slot = value(item);
+                        *slot = value(item).map_err(trap)?;
                     }
                 }
             }
@@ -525,7 +535,8 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
             let segment = &meta.data[i];
             let DataMode::Active { memory, offset } = &segment.mode else { continue };
             let ty = meta.memories[*memory as usize];
-            let start = eval_const(inner, offset, if ty.memory64 { ValType::I64 } else { ValType::I32 });
+            let start =
+                eval_const(inner, offset, if ty.memory64 { ValType::I64 } else { ValType::I32 }).map_err(trap)?;
             let start = if ty.memory64 { start as u64 } else { start as u32 as u64 };
             // SAFETY: written above (own) or at import.
             let import = unsafe { &*inner.vm_field::<VMMemoryImport>(o.memory(*memory)) };
@@ -590,8 +601,9 @@ fn initial_length(ty: &MemoryType, index: u32, limits: &StoreLimits) -> Result<u
     Ok(bytes as usize)
 }
 
-/// Evaluates a constant expression to its raw value.
-pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) -> u128 {
+/// Evaluates a constant expression to its raw value; the trap code if it allocates more than
+/// the store's GC heap holds.
+pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) -> Result<u128, TrapCode> {
     let o = &inner.module.inner.offsets;
     // Almost every expression is one operation; extended constant expressions use a stack.
     let mut stack: smallstack::Stack = smallstack::Stack::default();
@@ -627,10 +639,71 @@ pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) 
                     _ => a.wrapping_mul(b),
                 }) as u128
             }
+            ConstOp::RefI31 => ((stack.pop().unwrap_or(0) as u32) << 1 | 1) as u128,
+            ConstOp::AnyConvertExtern | ConstOp::ExternConvertAny => stack.pop().unwrap_or(0),
+            ConstOp::StructNew(t) | ConstOp::StructNewDefault(t) => {
+                let fields = match inner.module.inner.meta.subtypes.get(t as usize).map(|s| &s.composite) {
+                    Some(kiln_abi::gc::CompositeType::Struct(fields)) => fields,
+                    _ => unreachable!("validated: a struct type"),
+                };
+                let layout = kiln_abi::gc::struct_layout(fields);
+                let values = match *op {
+                    ConstOp::StructNew(_) => stack.pop_n(fields.len()),
+                    _ => vec![0; fields.len()],
+                };
+                let type_id = inner.module.inner.type_ids[t as usize];
+                let object =
+                    inner.store.gc_alloc(layout.size as u64, type_id, false).ok_or(TrapCode::GcHeapExhausted)?;
+                for ((field, offset), value) in fields.iter().zip(&layout.fields).zip(values) {
+                    write_field(inner, object as u64 + *offset as u64, field.storage, value);
+                }
+                object as u128
+            }
+            ConstOp::ArrayNew(t) | ConstOp::ArrayNewDefault(t) | ConstOp::ArrayNewFixed(t, _) => {
+                let values = match *op {
+                    ConstOp::ArrayNewFixed(_, n) => stack.pop_n(n as usize),
+                    ConstOp::ArrayNew(_) => {
+                        let len = stack.pop().unwrap_or(0) as u32;
+                        let init = stack.pop().unwrap_or(0);
+                        vec![init; len as usize]
+                    }
+                    _ => vec![0; stack.pop().unwrap_or(0) as u32 as usize],
+                };
+                let element = match inner.module.inner.meta.subtypes.get(t as usize).map(|s| &s.composite) {
+                    Some(kiln_abi::gc::CompositeType::Array(element)) => *element,
+                    _ => unreachable!("validated: an array type"),
+                };
+                let element_size = kiln_abi::gc::storage_size(element.storage);
+                let len = u32::try_from(values.len()).map_err(|_| TrapCode::GcHeapExhausted)?;
+                let size = kiln_abi::gc::array_size(element_size, len).ok_or(TrapCode::GcHeapExhausted)?;
+                let type_id = inner.module.inner.type_ids[t as usize];
+                let object = inner.store.gc_alloc(size, type_id, true).ok_or(TrapCode::GcHeapExhausted)? as u64;
+                write_field(
+                    inner,
+                    object + kiln_abi::gc::ARRAY_LEN_OFFSET as u64,
+                    kiln_abi::gc::StorageType::Val(ValType::I32),
+                    len as u128,
+                );
+                let data = object + kiln_abi::gc::ARRAY_DATA_OFFSET as u64;
+                for (i, value) in values.into_iter().enumerate() {
+                    write_field(inner, data + i as u64 * element_size as u64, element.storage, value);
+                }
+                object as u128
+            }
         };
         stack.push(value);
     }
-    stack.pop().unwrap_or(0)
+    Ok(stack.pop().unwrap_or(0))
+}
+
+/// Writes raw value `value` as a field or element of `storage` at heap offset `offset` of an
+/// object just allocated.
+fn write_field(inner: &InstanceInner, offset: u64, storage: kiln_abi::gc::StorageType, value: u128) {
+    let size = kiln_abi::gc::storage_size(storage) as usize;
+    let heap = inner.store.gc_heap().expect("allocation made the heap");
+    let at = heap.bytes(offset, size as u64).expect("a field of an object in the heap");
+    // SAFETY: `size` bytes inside the heap (checked), of an object no one else sees yet.
+    unsafe { std::ptr::copy_nonoverlapping(value.to_le_bytes().as_ptr(), at, size) };
 }
 
 /// The operand stack of constant expressions: no allocation for the first 16 values (almost
@@ -651,6 +724,13 @@ mod smallstack {
             } else {
                 self.spill.push(value);
             }
+        }
+
+        /// The top `n` values, the deepest first (zeros for missing ones).
+        pub fn pop_n(&mut self, n: usize) -> Vec<u128> {
+            let mut values: Vec<u128> = (0..n).map(|_| self.pop().unwrap_or(0)).collect();
+            values.reverse();
+            values
         }
 
         pub fn pop(&mut self) -> Option<u128> {

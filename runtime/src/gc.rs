@@ -1,0 +1,213 @@
+//! GC objects: the store's GC heap, allocation from the host side, and [`AnyRef`], the
+//! handle through which the host sees a struct, an array or an i31.
+//!
+//! **The heap.** A store's structs and arrays live in one heap that the store owns; its base
+//! is in the store's runtime limits, which every instance's VM context points at, and a
+//! reference is an offset from that base (see `kiln_abi::gc` for the encoding). The heap is created
+//! when the first such instance is, as a reservation of 4 GiB plus a guard, of which the
+//! first `StoreLimits::gc_heap_size` bytes are readable and writable: compiled code adds a
+//! reference's low 32 bits (and a field offset below the guard's size) to the base, so no
+//! reference, however it was made, reaches outside the store's own reservation. Objects are
+//! bump-allocated (inline in compiled code, from the `gc_next`/`gc_end` pair in the store's
+//! runtime limits) and never move or die before the store: when the heap is full, allocation
+//! traps with "GC heap exhausted". Memory past `gc_next` is always zero, so a new object's
+//! fields start as zeros and nulls without being written. The heap goes back to the kernel
+//! with the store, so the next tenant never sees it.
+//!
+//! **Lifetimes.** An object may hold funcrefs, which point into the VM context of the
+//! instance they came from. Every instance of a module that declares a struct or array type
+//! is pinned to its store (lives as long as it), so no object field outlives what it points
+//! at; handles ([`AnyRef`]) keep the store, and so the heap, alive.
+
+use std::io;
+use std::sync::Arc;
+
+use kiln_abi::gc::{
+    host_ref, RefKind, GC_HEAP_START, I31_TAG, KIND_ARRAY, KIND_STRUCT, OBJECT_KIND_OFFSET, OBJECT_TYPE_ID_OFFSET,
+};
+use kiln_abi::HeapType;
+
+use crate::store::{StoreInner, StoreRoot};
+use crate::sys::unix::mmap::{page_align, Mmap};
+use crate::values::ValueError;
+
+/// Address space reserved for a GC heap: every 32-bit offset, plus a guard beyond the largest
+/// struct (10,000 fields of at most 16 bytes).
+const RESERVATION: usize = (4 << 30) + (1 << 20);
+
+/// A store's GC heap.
+pub(crate) struct GcHeap {
+    mmap: Mmap,
+    capacity: u64,
+}
+
+// SAFETY: the mapping is owned; objects are only accessed by the thread that owns the store.
+unsafe impl Send for GcHeap {}
+// SAFETY: as above.
+unsafe impl Sync for GcHeap {}
+
+impl GcHeap {
+    /// A new heap whose first `capacity` bytes (at most 4 GiB) are usable.
+    pub fn new(capacity: u64) -> io::Result<GcHeap> {
+        let capacity = capacity.min(u32::MAX as u64 + 1);
+        let mmap = Mmap::reserve(RESERVATION)?;
+        mmap.make_accessible(0, page_align(capacity as usize))?;
+        Ok(GcHeap { mmap, capacity })
+    }
+
+    /// The base address references are offsets from.
+    pub fn base(&self) -> *mut u8 {
+        self.mmap.as_ptr()
+    }
+
+    /// The usable bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Where bump allocation starts in a new heap.
+    pub const fn start() -> u64 {
+        GC_HEAP_START
+    }
+
+    /// A pointer to `len` bytes at heap offset `offset`, if they lie in the usable part.
+    pub fn bytes(&self, offset: u64, len: u64) -> Option<*mut u8> {
+        let end = offset.checked_add(len)?;
+        // SAFETY: within the usable part of the reservation.
+        (end <= self.capacity).then(|| unsafe { self.base().add(offset as usize) })
+    }
+}
+
+impl StoreInner {
+    /// Takes `size` bytes (a multiple of 8) from the store's GC heap by bump allocation;
+    /// `None` when the heap is full or does not exist. Only the owning thread allocates.
+    pub(crate) fn gc_bump(&self, size: u64) -> Option<u64> {
+        self.gc_heap()?;
+        let limits = self.limits_ptr();
+        // SAFETY: the store's runtime limits, accessed by its owning thread only.
+        let (next, end) = unsafe { ((*limits).gc_next, (*limits).gc_end) };
+        let new_next = next.checked_add(size).filter(|&n| n <= end)?;
+        // SAFETY: as above.
+        unsafe { (*limits).gc_next = new_next };
+        Some(next)
+    }
+
+    /// Allocates `size` bytes (a multiple of 8) in the store's GC heap and writes the header of
+    /// an object of canonical type `type_id` (`array`: an array's kind); `None` when the heap
+    /// is full or does not exist. Only the owning thread allocates.
+    pub(crate) fn gc_alloc(&self, size: u64, type_id: u32, array: bool) -> Option<u32> {
+        let next = self.gc_bump(size)?;
+        let object = self.gc_heap()?.bytes(next, size)?;
+        // SAFETY: the object's first 8 bytes, inside the heap (checked).
+        unsafe {
+            object.add(OBJECT_TYPE_ID_OFFSET as usize).cast::<u32>().write_unaligned(type_id);
+            object.add(OBJECT_KIND_OFFSET as usize).write(if array { KIND_ARRAY } else { KIND_STRUCT });
+        }
+        Some(next as u32)
+    }
+}
+
+/// A non-null reference of the `any` hierarchy as the host sees it: an i31, a host value
+/// (`any.convert_extern` of an `externref`), or a struct or array of a store. An object
+/// handle keeps its store (and so the object) alive and only goes back into that store's
+/// wasm.
+#[derive(Clone)]
+pub enum AnyRef {
+    /// An i31 (its 31-bit payload).
+    I31(u32),
+    /// A host value that wasm converted from an `externref`.
+    Host(u64),
+    /// A struct or array.
+    Object(GcObject),
+}
+
+/// A struct or array of a store (see [`AnyRef::Object`]).
+#[derive(Clone)]
+pub struct GcObject {
+    pub(crate) offset: u32,
+    pub(crate) root: Arc<StoreRoot>,
+}
+
+impl GcObject {
+    /// Whether it is an array (else a struct).
+    pub fn is_array(&self) -> bool {
+        self.header().1 == KIND_ARRAY
+    }
+
+    /// The object's canonical type id and kind byte.
+    fn header(&self) -> (u32, u8) {
+        let heap = self.root.inner.gc_heap().expect("a store with objects has a GC heap");
+        let object = heap.bytes(self.offset as u64, 8).expect("a live object");
+        // SAFETY: the object's header, written at allocation and never after.
+        unsafe {
+            (
+                object.add(OBJECT_TYPE_ID_OFFSET as usize).cast::<u32>().read_unaligned(),
+                *object.add(OBJECT_KIND_OFFSET as usize),
+            )
+        }
+    }
+
+    /// The object's exact type, as a canonical heap type.
+    fn heap_type(&self) -> HeapType {
+        match self.header() {
+            (id, KIND_ARRAY) => HeapType::ConcreteArray(id),
+            (id, _) => HeapType::ConcreteStruct(id),
+        }
+    }
+}
+
+impl PartialEq for AnyRef {
+    /// `ref.eq`: i31s by value, objects by identity.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (AnyRef::I31(a), AnyRef::I31(b)) => a == b,
+            (AnyRef::Host(a), AnyRef::Host(b)) => a == b,
+            (AnyRef::Object(a), AnyRef::Object(b)) => a.offset == b.offset && Arc::ptr_eq(&a.root, &b.root),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for AnyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AnyRef::I31(v) => write!(f, "i31({v})"),
+            AnyRef::Host(n) => write!(f, "host({n})"),
+            AnyRef::Object(o) if o.is_array() => write!(f, "array"),
+            AnyRef::Object(_) => write!(f, "struct"),
+        }
+    }
+}
+
+impl AnyRef {
+    /// Whether the reference is a value of canonical heap type `heap`.
+    pub(crate) fn is_of(&self, heap: HeapType) -> bool {
+        match self {
+            AnyRef::I31(_) => matches!(heap, HeapType::Any | HeapType::Eq | HeapType::I31),
+            AnyRef::Host(_) => heap == HeapType::Any,
+            AnyRef::Object(o) => crate::types::is_heap_subtype(o.heap_type(), heap),
+        }
+    }
+
+    /// The raw reference for wasm of `store`.
+    pub(crate) fn to_raw(&self, store: &StoreInner) -> Result<u64, ValueError> {
+        match self {
+            AnyRef::I31(v) => Ok(((*v as u64) << 1 | I31_TAG) & 0xffff_ffff),
+            AnyRef::Host(n) => host_ref(*n).ok_or(ValueError::ExternRefOutOfRange),
+            AnyRef::Object(o) if std::ptr::eq(&*o.root.inner, store) => Ok(o.offset as u64),
+            AnyRef::Object(_) => Err(ValueError::WrongStore),
+        }
+    }
+
+    /// The handle for raw reference `raw` (non-null) of `store`.
+    pub(crate) fn from_raw(kind: RefKind, store: &StoreInner) -> AnyRef {
+        match kind {
+            RefKind::I31(v) => AnyRef::I31(v),
+            RefKind::Host(n) => AnyRef::Host(n),
+            RefKind::Object(offset) => AnyRef::Object(GcObject {
+                offset,
+                root: store.root().expect("a store's values are read while one of its handles is alive"),
+            }),
+        }
+    }
+}
