@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use kiln_benches::{
-    code_section_size, compile_modules, compute_wasm, cpu_time, deep_lifecycle_wasm, dirty_lifecycle_wasm, heap_wasm,
-    hello_wasm, kiln, lifecycle_wasm, memory_shape_wasm, stores_wasm, throw_wasm, traps, trivial_wasm, with_workers,
-    DIRTY_SIZES, HEAP_SIZES, THROW_DEPTHS,
+    code_section_size, compile_modules, compute_wasm, cpu_time, deep_lifecycle_wasm, dirty_lifecycle_wasm, gc_wasm,
+    heap_wasm, hello_wasm, kiln, lifecycle_wasm, memory_shape_wasm, stores_wasm, throw_wasm, traps, trivial_wasm,
+    with_workers, DIRTY_SIZES, HEAP_SIZES, THROW_DEPTHS,
 };
 
 const MEMORY_SHAPES: [&str; 3] = ["one_memory", "two_memories", "memory64"];
@@ -82,6 +82,34 @@ fn teardown_dirty<I>(
         if count > 0 {
             report(&format!("{engine}\tteardown_dirty_cpu/{name}\t{:.1}\n", cpu.as_nanos() as f64 / count as f64));
         }
+    }
+}
+
+/// The GC workloads of [`gc_wasm`]: the call alone, each in a fresh instance (a new store, so
+/// an engine without a collector never fills its heap): `gc_alloc/100K_structs` and
+/// `gc_binary_trees/depth_14`.
+fn gc_benches<I>(
+    group: &mut BenchmarkGroup<WallTime>,
+    instantiate: impl Fn() -> I,
+    call: impl Fn(&mut I, &str, i32) -> i64,
+) {
+    for (name, id, export, arg, expected) in [
+        ("gc_alloc", "100K_structs", "alloc", 100_000, 5_000_050_000),
+        ("gc_binary_trees", "depth_14", "trees", 14, (1 << 15) - 1),
+    ] {
+        group.bench_function(BenchmarkId::new(name, id), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut instance = instantiate();
+                    let start = Instant::now();
+                    let result = call(&mut instance, export, arg);
+                    total += start.elapsed();
+                    assert_eq!(result, expected);
+                }
+                total
+            })
+        });
     }
 }
 
@@ -252,6 +280,19 @@ fn kiln_benches(c: &mut Criterion) {
         }
     }
 
+    {
+        let setup = kiln::setup_gc(&gc_wasm()).expect("compile GC module");
+        gc_benches(
+            &mut group,
+            || setup.instantiate(),
+            |instance, export, arg| match instance.call(export, &[kiln_runtime::Val::I32(arg)]).unwrap()[..] {
+                [kiln_runtime::Val::I64(v)] => v,
+                [kiln_runtime::Val::I32(v)] => i64::from(v),
+                ref other => panic!("unexpected results {other:?}"),
+            },
+        );
+    }
+
     // As many slots as the peer's pool has instances (see `peer::engine_with`).
     let dirty = kiln::setup_slots(&heap_wasm(16 << 20, false), 16).expect("compile heap module");
     teardown_dirty(
@@ -390,6 +431,24 @@ fn peer_benches(c: &mut Criterion) {
                 b.iter(|| assert_eq!(throw.call(&mut store, depth as i32).unwrap(), 42))
             });
         }
+    }
+
+    {
+        let setup = peer::setup_gc(&gc_wasm()).expect("compile GC module");
+        gc_benches(
+            &mut group,
+            || setup.instantiate(),
+            |(store, instance), export, arg| {
+                let f = instance.get_func(&mut *store, export).unwrap();
+                let mut results = [wasmtime::Val::I32(0)];
+                f.call(&mut *store, &[wasmtime::Val::I32(arg)], &mut results).unwrap();
+                match results[0] {
+                    wasmtime::Val::I64(v) => v,
+                    wasmtime::Val::I32(v) => i64::from(v),
+                    ref other => panic!("unexpected result {other:?}"),
+                }
+            },
+        );
     }
 
     let dirty = peer::setup(&heap_wasm(16 << 20, false)).expect("compile heap module");

@@ -127,6 +127,38 @@ pub fn dirty_lifecycle_wasm() -> Vec<u8> {
     request_wasm(8, "(memory.fill (i32.const 0) (global.get $calls) (i32.const 0x40000))", 1024)
 }
 
+/// GC workloads (WebAssembly 3.0 structs): `alloc(n)` makes `n` two-field structs and sums a
+/// field of each (allocation only); `trees(depth)` builds a complete binary tree of that depth
+/// out of two-reference nodes and counts its nodes by walking it (binary-trees).
+pub fn gc_wasm() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+          (type $pair (struct (field (mut i64)) (field (mut i64))))
+          (type $node (struct (field (ref null $node)) (field (ref null $node))))
+          (func (export "alloc") (param $n i32) (result i64) (local $sum i64) (local $p (ref null $pair))
+            (loop $more
+              (local.set $p (struct.new $pair (i64.extend_i32_u (local.get $n)) (i64.const 1)))
+              (local.set $sum (i64.add (local.get $sum) (struct.get $pair 0 (local.get $p))))
+              (br_if $more (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+            (local.get $sum))
+          (func $make (param $depth i32) (result (ref $node))
+            (if (result (ref $node)) (local.get $depth)
+              (then (struct.new $node
+                (call $make (i32.sub (local.get $depth) (i32.const 1)))
+                (call $make (i32.sub (local.get $depth) (i32.const 1)))))
+              (else (struct.new $node (ref.null $node) (ref.null $node)))))
+          (func $check (param $tree (ref $node)) (result i32) (local $left (ref null $node))
+            (local.set $left (struct.get $node 0 (local.get $tree)))
+            (if (result i32) (ref.is_null (local.get $left))
+              (then (i32.const 1))
+              (else (i32.add (i32.const 1) (i32.add
+                (call $check (ref.as_non_null (local.get $left)))
+                (call $check (ref.as_non_null (struct.get $node 1 (local.get $tree)))))))))
+          (func (export "trees") (param $depth i32) (result i32) (call $check (call $make (local.get $depth)))))"#,
+    )
+    .expect("valid text")
+}
+
 /// Store-heavy kernels over one 64 KiB page, for what per-store work costs: `stores(n)` writes
 /// `n` words round the page; `sieve(n)` runs the sieve of Eratosthenes over `n` bytes (at most
 /// 65536) and counts the primes.
@@ -406,6 +438,18 @@ pub mod kiln {
         Ok(Setup { _dir: dir, so, module, region, imports })
     }
 
+    /// Compiles (with GC) and loads `wasm`.
+    pub fn setup_gc(wasm: &[u8]) -> Result<Setup> {
+        let dir = tempfile::tempdir()?;
+        let so = dir.path().join("bench.so");
+        let features = kiln_compiler::default_features() | kiln_compiler::WasmFeatures::GC;
+        kiln_compiler::Compiler::with_features(features)?.compile_to_file(wasm, &so)?;
+        // SAFETY: compiled just above into a private temporary directory.
+        let module = unsafe { Module::load(&so) }?;
+        let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() })?;
+        Ok(Setup { _dir: dir, so, module, region, imports: Vec::new() })
+    }
+
     /// Compiles `wasm` into a shared object at `so`, as `kiln compile` does.
     pub fn compile(wasm: &[u8], so: &Path) -> Result<()> {
         Ok(kiln_compiler::Compiler::new()?.compile_to_file(wasm, so)?)
@@ -491,6 +535,19 @@ pub mod peer {
             }
         }
         Ok(linker.instantiate_pre(&module)?)
+    }
+
+    /// [`setup`] for a GC module, with Wasmtime's default GC configuration (its default
+    /// collector) and instance allocation.
+    pub fn setup_gc(wasm: &[u8]) -> Result<Setup> {
+        let mut config = Config::new();
+        config.wasm_gc(true).wasm_function_references(true);
+        let engine = Engine::new(&config)?;
+        let dir = tempfile::tempdir()?;
+        let cwasm = dir.path().join("bench.cwasm");
+        std::fs::write(&cwasm, engine.precompile_module(wasm)?)?;
+        let pre = load(&engine, &cwasm)?;
+        Ok(Setup { _dir: dir, cwasm, engine, pre })
     }
 
     /// Precompiles `wasm` to a file and loads it.

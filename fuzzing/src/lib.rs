@@ -85,11 +85,17 @@ pub fn wasm3_features() -> kiln_compiler::WasmFeatures {
     kiln_compiler::default_features() | kiln_compiler::WasmFeatures::WIDE_ARITHMETIC
 }
 
+/// The proposals of [`generate_wasm3`]'s modules with `gc`.
+pub fn wasm3_gc_features() -> kiln_compiler::WasmFeatures {
+    wasm3_features() | kiln_compiler::WasmFeatures::GC
+}
+
 /// The module for `seed` for the Wasmtime differential (`wasmtime_peer`): WebAssembly 3.0
-/// without GC, threads and relaxed SIMD (whose results each engine may choose), plus wide
-/// arithmetic; exception handling included. Odd seeds leave out memory and vector operators,
-/// so that more of their instructions are control flow and exceptions.
-pub fn generate_wasm3(seed: u64) -> Result<Vec<u8>> {
+/// without threads and relaxed SIMD (whose results each engine may choose), plus wide
+/// arithmetic; exception handling included, GC if `gc`. Odd seeds leave out memory and vector
+/// operators, so that more of their instructions are control flow, exceptions and (with `gc`)
+/// GC operators.
+pub fn generate_wasm3(seed: u64, gc: bool) -> Result<Vec<u8>> {
     let bytes = seed_bytes(seed, 0x2545_f491_4f6c_dd1d, 16384);
     let mut u = Unstructured::new(&bytes);
     let mut config = wasm_smith::Config {
@@ -115,7 +121,7 @@ pub fn generate_wasm3(seed: u64) -> Result<Vec<u8>> {
         bulk_memory_enabled: true,
         multi_value_enabled: true,
         threads_enabled: false,
-        gc_enabled: false,
+        gc_enabled: gc,
         custom_page_sizes_enabled: false,
         compact_imports_enabled: false,
         canonicalize_nans: true,
@@ -124,8 +130,14 @@ pub fn generate_wasm3(seed: u64) -> Result<Vec<u8>> {
     };
     if seed % 2 == 1 {
         use wasm_smith::InstructionKind as K;
-        config.allowed_instructions =
-            wasm_smith::InstructionKinds::new(&[K::Control, K::Numeric, K::Variable, K::Parametric, K::Reference]);
+        config.allowed_instructions = wasm_smith::InstructionKinds::new(&[
+            K::Control,
+            K::Numeric,
+            K::Variable,
+            K::Parametric,
+            K::Reference,
+            K::Aggregate,
+        ]);
         config.max_instructions = 1000;
     }
     let mut module = wasm_smith::Module::new(config, &mut u).context("wasm-smith")?;
@@ -194,7 +206,11 @@ pub(crate) mod on_kiln {
         match code {
             TrapCode::TableOutOfBounds | TrapCode::TableAccessOutOfBounds => "table out of bounds".into(),
             // Engines name null dereferences differently; any of them is a null reference.
-            TrapCode::NullFunctionReference | TrapCode::NullExceptionReference => "null reference".into(),
+            TrapCode::NullFunctionReference
+            | TrapCode::NullExceptionReference
+            | TrapCode::NullStructReference
+            | TrapCode::NullArrayReference
+            | TrapCode::NullI31Reference => "null reference".into(),
             other => other.message().to_string(),
         }
     }
@@ -256,6 +272,10 @@ pub(crate) mod on_kiln {
                             Err(CallError::Trap(Trap::Wasm { code: TrapCode::StackOverflow, .. })) => {
                                 return Ok(Some(Observation::Inconclusive("stack exhausted".into())))
                             }
+                            // Engines size their GC heaps differently.
+                            Err(CallError::Trap(Trap::Wasm { code: TrapCode::GcHeapExhausted, .. })) => {
+                                return Ok(Some(Observation::Inconclusive("GC heap exhausted".into())))
+                            }
                             Err(CallError::Trap(Trap::Wasm { code, .. })) => self.calls.push(Err(trap_kind(code))),
                             Err(CallError::Trap(Trap::Exception(exception))) => {
                                 self.calls.push(Err(exception_kind(&exception)))
@@ -299,6 +319,9 @@ pub(crate) mod on_kiln {
             Ok(instance) => instance,
             Err(InstantiationError::Trap(Trap::Wasm { code: TrapCode::StackOverflow, .. })) => {
                 return Ok(Observation::Inconclusive("stack exhausted".into()))
+            }
+            Err(InstantiationError::Trap(Trap::Wasm { code: TrapCode::GcHeapExhausted, .. })) => {
+                return Ok(Observation::Inconclusive("GC heap exhausted".into()))
             }
             Err(InstantiationError::Trap(Trap::Wasm { code, .. })) => {
                 return Ok(Observation::InstantiationTrap(trap_kind(code)))
@@ -533,7 +556,7 @@ mod tests {
     fn wasm3_modules_throw_and_catch() {
         let (mut throwing, mut catching) = (0, 0);
         for seed in 0..100 {
-            let wasm = super::generate_wasm3(seed).unwrap();
+            let wasm = super::generate_wasm3(seed, false).unwrap();
             let mut validator = wasmparser::Validator::new_with_features(super::wasm3_features());
             validator.validate_all(&wasm).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
             let (mut throws, mut catches) = (false, false);
@@ -552,5 +575,42 @@ mod tests {
             catching += catches as u32;
         }
         assert!(throwing >= 10 && catching >= 40, "of 100 modules, {throwing} throw and {catching} catch");
+    }
+
+    /// With `--gc`, the modules make objects and test and cast references (else a clean run
+    /// would prove little about GC).
+    #[test]
+    fn wasm3_gc_modules_allocate_and_cast() {
+        let (mut allocating, mut casting) = (0, 0);
+        for seed in 0..100 {
+            let wasm = super::generate_wasm3(seed, true).unwrap();
+            let mut validator = wasmparser::Validator::new_with_features(super::wasm3_gc_features());
+            validator.validate_all(&wasm).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            let (mut allocates, mut casts) = (false, false);
+            for payload in wasmparser::Parser::new(0).parse_all(&wasm) {
+                if let wasmparser::Payload::CodeSectionEntry(body) = payload.unwrap() {
+                    for op in body.get_operators_reader().unwrap() {
+                        use wasmparser::Operator as O;
+                        match op.unwrap() {
+                            O::StructNew { .. }
+                            | O::StructNewDefault { .. }
+                            | O::ArrayNew { .. }
+                            | O::ArrayNewDefault { .. }
+                            | O::ArrayNewFixed { .. } => allocates = true,
+                            O::RefTestNonNull { .. }
+                            | O::RefTestNullable { .. }
+                            | O::RefCastNonNull { .. }
+                            | O::RefCastNullable { .. }
+                            | O::BrOnCast { .. }
+                            | O::BrOnCastFail { .. } => casts = true,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            allocating += allocates as u32;
+            casting += casts as u32;
+        }
+        assert!(allocating >= 10 && casting >= 10, "of 100 modules, {allocating} allocate and {casting} cast");
     }
 }

@@ -11,7 +11,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use wasmtime::{Config, Engine, Extern, Instance, Module, Store, StoreLimits, StoreLimitsBuilder, Val, ValType};
 
-use crate::{arg_bits, digest, generate_wasm3, on_kiln, verdict, wasm3_features, Observation, Verdict};
+use crate::{
+    arg_bits, digest, generate_wasm3, on_kiln, verdict, wasm3_features, wasm3_gc_features, Observation, Verdict,
+};
 
 /// Wasmtime configured for the same proposals.
 pub fn engine() -> Result<Engine> {
@@ -46,6 +48,8 @@ fn trap_kind(trap: wasmtime::Trap) -> String {
         T::BadConversionToInteger => "invalid conversion to integer",
         T::UnreachableCodeReached => "unreachable",
         T::NullReference => "null reference",
+        T::CastFailure => "cast failure",
+        T::ArrayOutOfBounds => "out of bounds array access",
         other => return format!("{other:?}"),
     }
     .to_string()
@@ -76,8 +80,13 @@ fn failure(store: &mut Store<StoreLimits>, err: wasmtime::Error) -> Result<std::
         let payload: Vec<u128> = fields.iter().map(raw).collect();
         return Ok(Ok(format!("exception {payload:?}")));
     }
+    // Engines size their GC heaps differently.
+    if err.is::<wasmtime::GcHeapOutOfMemory<()>>() {
+        return Ok(Err(Observation::Inconclusive("GC heap exhausted".into())));
+    }
     match err.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::StackOverflow) => Ok(Err(Observation::Inconclusive("stack exhausted".into()))),
+        Some(wasmtime::Trap::AllocationTooLarge) => Ok(Err(Observation::Inconclusive("GC heap exhausted".into()))),
         Some(&trap) => Ok(Ok(trap_kind(trap))),
         None => Err(anyhow::Error::from(err).context("wasmtime")),
     }
@@ -141,10 +150,11 @@ pub fn observe(engine: &Engine, wasm: &[u8]) -> Result<Observation> {
     Ok(Observation::Ran { calls, globals, memories })
 }
 
-/// Runs module `seed` on Kiln and Wasmtime and compares.
-pub fn check(seed: u64, engine: &Engine, dir: &Path, region: &kiln_runtime::Region) -> Result<Verdict> {
-    let wasm = generate_wasm3(seed)?;
+/// Runs module `seed` (with GC operators if `gc`) on Kiln and Wasmtime and compares.
+pub fn check(seed: u64, gc: bool, engine: &Engine, dir: &Path, region: &kiln_runtime::Region) -> Result<Verdict> {
+    let wasm = generate_wasm3(seed, gc)?;
     let reference = observe(engine, &wasm).with_context(|| format!("seed {seed}"))?;
-    let kiln = on_kiln::observe_with(&wasm, wasm3_features(), dir, region).with_context(|| format!("seed {seed}"))?;
+    let features = if gc { wasm3_gc_features() } else { wasm3_features() };
+    let kiln = on_kiln::observe_with(&wasm, features, dir, region).with_context(|| format!("seed {seed}"))?;
     Ok(verdict(kiln, reference, seed))
 }

@@ -131,3 +131,25 @@ fn a_new_tenant_never_sees_an_old_tenants_objects() {
         assert_eq!(instance.call("sum", &[bytes]).unwrap(), [Val::I32(4096 * 0xff)]);
     }
 }
+
+/// A constant expression's array length is the guest's: a 2^31-element array in a global
+/// initialiser traps at instantiation (beyond the heap), never makes the host allocate it.
+#[test]
+fn constant_expressions_cannot_make_the_host_allocate_what_the_heap_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = load(
+        dir.path(),
+        "huge",
+        r#"(module
+          (type $a (array i64))
+          (global (export "g") (ref $a) (array.new $a (i64.const 1) (i32.const 0x7fffffff))))"#,
+    );
+    let region = region(1);
+    match Instance::new(&region, &module, &[]) {
+        Err(kiln_runtime::InstantiationError::Trap(Trap::Wasm { code, .. })) => {
+            assert_eq!(code, TrapCode::GcHeapExhausted)
+        }
+        Err(other) => panic!("expected a trap, got {other}"),
+        Ok(_) => panic!("a 16 GiB array was made"),
+    }
+}

@@ -660,21 +660,21 @@ pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) 
                 object as u128
             }
             ConstOp::ArrayNew(t) | ConstOp::ArrayNewDefault(t) | ConstOp::ArrayNewFixed(t, _) => {
-                let values = match *op {
-                    ConstOp::ArrayNewFixed(_, n) => stack.pop_n(n as usize),
+                // The length is the guest's: the array is allocated (and its size checked
+                // against the heap) before anything of that length exists on the host.
+                let (len, fill, fixed) = match *op {
+                    ConstOp::ArrayNewFixed(_, n) => (n, 0, stack.pop_n(n as usize)),
                     ConstOp::ArrayNew(_) => {
                         let len = stack.pop().unwrap_or(0) as u32;
-                        let init = stack.pop().unwrap_or(0);
-                        vec![init; len as usize]
+                        (len, stack.pop().unwrap_or(0), Vec::new())
                     }
-                    _ => vec![0; stack.pop().unwrap_or(0) as u32 as usize],
+                    _ => (stack.pop().unwrap_or(0) as u32, 0, Vec::new()),
                 };
                 let element = match inner.module.inner.meta.subtypes.get(t as usize).map(|s| &s.composite) {
                     Some(kiln_abi::gc::CompositeType::Array(element)) => *element,
                     _ => unreachable!("validated: an array type"),
                 };
                 let element_size = kiln_abi::gc::storage_size(element.storage);
-                let len = u32::try_from(values.len()).map_err(|_| TrapCode::GcHeapExhausted)?;
                 let size = kiln_abi::gc::array_size(element_size, len).ok_or(TrapCode::GcHeapExhausted)?;
                 let type_id = inner.module.inner.type_ids[t as usize];
                 let object = inner.store.gc_alloc(size, type_id, true).ok_or(TrapCode::GcHeapExhausted)? as u64;
@@ -685,8 +685,12 @@ pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) 
                     len as u128,
                 );
                 let data = object + kiln_abi::gc::ARRAY_DATA_OFFSET as u64;
-                for (i, value) in values.into_iter().enumerate() {
-                    write_field(inner, data + i as u64 * element_size as u64, element.storage, value);
+                // A new object's bytes are zero: only non-zero elements need writing.
+                for i in 0..len as u64 {
+                    let value = fixed.get(i as usize).copied().unwrap_or(fill);
+                    if value != 0 {
+                        write_field(inner, data + i * element_size as u64, element.storage, value);
+                    }
                 }
                 object as u128
             }
