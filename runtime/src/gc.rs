@@ -11,8 +11,11 @@
 //! bump-allocated (inline in compiled code, from the `gc_next`/`gc_end` pair in the store's
 //! runtime limits) and never move or die before the store: when the heap is full, allocation
 //! traps with "GC heap exhausted". Memory past `gc_next` is always zero, so a new object's
-//! fields start as zeros and nulls without being written. The heap goes back to the kernel
-//! with the store, so the next tenant never sees it.
+//! fields start as zeros and nulls without being written. When the store goes, its heap is
+//! zeroed up to its bump pointer (the first 4 MiB with plain stores, which stay resident, the
+//! rest returned to the kernel) and kept for a later store, so the next tenant never sees an
+//! earlier one's objects and a per-request tenant allocates without system calls or page
+//! faults.
 //!
 //! **Lifetimes.** An object may hold funcrefs, which point into the VM context of the
 //! instance they came from. Every instance of a module that declares a struct or array type
@@ -20,7 +23,7 @@
 //! at; handles ([`AnyRef`]) keep the store, and so the heap, alive.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kiln_abi::gc::{
     host_ref, RefKind, GC_HEAP_START, I31_TAG, KIND_ARRAY, KIND_STRUCT, OBJECT_KIND_OFFSET, OBJECT_TYPE_ID_OFFSET,
@@ -38,7 +41,10 @@ const RESERVATION: usize = (4 << 30) + (1 << 20);
 /// A store's GC heap.
 pub(crate) struct GcHeap {
     mmap: Mmap,
+    /// Usable bytes.
     capacity: u64,
+    /// Bytes from the start that are readable and writable (`capacity`, page-aligned).
+    accessible: usize,
 }
 
 // SAFETY: the mapping is owned; objects are only accessed by the thread that owns the store.
@@ -46,13 +52,53 @@ unsafe impl Send for GcHeap {}
 // SAFETY: as above.
 unsafe impl Sync for GcHeap {}
 
+/// Bytes at the start of a used heap that [`GcHeap::recycle`] zeroes with plain stores, so they
+/// stay resident for the next store (a per-request tenant then allocates without a page
+/// fault); the rest goes back to the kernel.
+const KEEP_RESIDENT: usize = 4 << 20;
+/// Most idle heaps kept for reuse (each keeps at most [`KEEP_RESIDENT`] bytes resident).
+const MAX_IDLE: usize = 8;
+/// Heaps of stores that are gone, zeroed, for the next stores: making and unmapping a 4 GiB
+/// reservation per store would cost system calls on every request.
+static IDLE: Mutex<Vec<GcHeap>> = Mutex::new(Vec::new());
+
 impl GcHeap {
-    /// A new heap whose first `capacity` bytes (at most 4 GiB) are usable.
+    /// A heap whose first `capacity` bytes (at most 4 GiB) are usable and zero: an idle one if
+    /// there is one, else a new reservation.
     pub fn new(capacity: u64) -> io::Result<GcHeap> {
         let capacity = capacity.min(u32::MAX as u64 + 1);
-        let mmap = Mmap::reserve(RESERVATION)?;
-        mmap.make_accessible(0, page_align(capacity as usize))?;
-        Ok(GcHeap { mmap, capacity })
+        let idle = IDLE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut heap = match idle {
+            Some(heap) => heap,
+            None => GcHeap { mmap: Mmap::reserve(RESERVATION)?, capacity: 0, accessible: 0 },
+        };
+        let wanted = page_align(capacity as usize);
+        if wanted > heap.accessible {
+            heap.mmap.make_accessible(heap.accessible, wanted - heap.accessible)?;
+        } else {
+            heap.mmap.make_inaccessible(wanted, heap.accessible - wanted)?;
+        }
+        heap.accessible = wanted;
+        heap.capacity = capacity;
+        Ok(heap)
+    }
+
+    /// Zeroes the first `used` bytes (everything a store wrote: nothing lies past its bump
+    /// pointer) and keeps the heap for the next store, unless enough are kept already.
+    pub fn recycle(self, used: u64) {
+        let used = (used as usize).min(self.accessible);
+        let kept = used.min(KEEP_RESIDENT);
+        // SAFETY: the first `kept <= accessible` bytes are readable and writable, and the store
+        // that used them is gone.
+        unsafe { std::ptr::write_bytes(self.base(), 0, kept) };
+        // Beyond it (`KEEP_RESIDENT` is page-aligned), the kernel takes the pages back.
+        if used > KEEP_RESIDENT && self.mmap.discard(KEEP_RESIDENT, page_align(used) - KEEP_RESIDENT).is_err() {
+            return; // Not reusable: dropping it unmaps it.
+        }
+        let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(self);
+        }
     }
 
     /// The base address references are offsets from.

@@ -193,6 +193,15 @@ impl StoreRoot {
     }
 }
 
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        // Nothing can reach the heap any more: zero what the store used and keep it for the next.
+        if let Some(heap) = self.gc.take() {
+            heap.recycle(self.limits.get_mut().gc_next);
+        }
+    }
+}
+
 impl Drop for StoreRoot {
     fn drop(&mut self) {
         // Tear the pinned instances down latest first: importers before what they import.
