@@ -3,6 +3,7 @@
 //! The lifecycle stages each have a file: [`instantiate`] (stage 3), [`run`] (stage 4, calls
 //! through the context switch) and [`teardown`] (stage 5, reset the slot for the next tenant).
 
+mod const_expr;
 mod instantiate;
 mod run;
 mod teardown;
