@@ -501,6 +501,30 @@ fn proposals_are_switched_on_with_dash_w() {
     assert_eq!(stdout(&out), "1\n", "{}", stderr(&out));
 }
 
+/// GC is switched on with `-W gc` (refused by name without it), and `-W max-gc-heap-size`
+/// bounds the store's heap: an allocation loop ends with "GC heap exhausted" like any trap.
+#[test]
+fn gc_runs_with_dash_w_gc_within_its_heap_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("gc.wat");
+    std::fs::write(
+        &wat,
+        r#"(module (type $point (struct (field i32))) (type $bytes (array i8))
+             (func (export "make") (param i32) (result i32) (struct.get $point 0 (struct.new $point (local.get 0))))
+             (func (export "fill") (loop (drop (array.new_default $bytes (i32.const 100000))) (br 0))))"#,
+    )
+    .unwrap();
+    let wat = wat.to_str().unwrap();
+    let refused = kiln(&["run", "--invoke", "make", wat, "5"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("gc"), "{}", stderr(&refused));
+    let out = kiln(&["run", "-W", "gc", "--invoke", "make", wat, "5"]);
+    assert_eq!((stdout(&out).as_str(), out.status.code()), ("5\n", Some(0)), "{}", stderr(&out));
+    let out = kiln(&["run", "-W", "gc", "-W", "max-gc-heap-size=1M", "--invoke", "fill", wat]);
+    assert_eq!(out.status.code(), Some(134), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("wasm trap: GC heap exhausted"), "{}", stderr(&out));
+}
+
 /// An exception no guest frame catches ends `kiln run` like a trap (status 134), saying what it
 /// carried; `-W exceptions=n` refuses exception handling, `-W legacy-exceptions` accepts the
 /// older `try`/`catch` that clang emits.
