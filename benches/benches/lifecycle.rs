@@ -86,8 +86,8 @@ fn teardown_dirty<I>(
 }
 
 /// The GC workloads of [`gc_wasm`]: the call alone, each in a fresh instance (a new store, so
-/// an engine without a collector never fills its heap): `gc_alloc/100K_structs` and
-/// `gc_binary_trees/depth_14`.
+/// allocation-only runs never collect): `gc_alloc/100K_structs`, `gc_binary_trees/depth_14`,
+/// and `gc_binary_trees_collect/100x_depth_14`, which allocates more than a heap holds.
 fn gc_benches<I>(
     group: &mut BenchmarkGroup<WallTime>,
     instantiate: impl Fn() -> I,
@@ -96,6 +96,7 @@ fn gc_benches<I>(
     for (name, id, export, arg, expected) in [
         ("gc_alloc", "100K_structs", "alloc", 100_000, 5_000_050_000),
         ("gc_binary_trees", "depth_14", "trees", 14, (1 << 15) - 1),
+        ("gc_binary_trees_collect", "100x_depth_14", "many_trees", 100, 100 * ((1 << 15) - 1)),
     ] {
         group.bench_function(BenchmarkId::new(name, id), |b| {
             b.iter_custom(|iters| {

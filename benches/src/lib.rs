@@ -129,7 +129,8 @@ pub fn dirty_lifecycle_wasm() -> Vec<u8> {
 
 /// GC workloads (WebAssembly 3.0 structs): `alloc(n)` makes `n` two-field structs and sums a
 /// field of each (allocation only); `trees(depth)` builds a complete binary tree of that depth
-/// out of two-reference nodes and counts its nodes by walking it (binary-trees).
+/// out of two-reference nodes and counts its nodes by walking it (binary-trees);
+/// `many_trees(n)` does that for `n` trees of depth 14, which a collector must reclaim.
 pub fn gc_wasm() -> Vec<u8> {
     wat::parse_str(
         r#"(module
@@ -154,7 +155,14 @@ pub fn gc_wasm() -> Vec<u8> {
               (else (i32.add (i32.const 1) (i32.add
                 (call $check (ref.as_non_null (local.get $left)))
                 (call $check (ref.as_non_null (struct.get $node 1 (local.get $tree)))))))))
-          (func (export "trees") (param $depth i32) (result i32) (call $check (call $make (local.get $depth)))))"#,
+          (func (export "trees") (param $depth i32) (result i32) (call $check (call $make (local.get $depth))))
+          ;; 100 trees of depth 14 one after another, each garbage once counted: 79 MB in all,
+          ;; more than Kiln's default heap holds, so collections run.
+          (func (export "many_trees") (param $n i32) (result i32) (local $sum i32)
+            (loop $more
+              (local.set $sum (i32.add (local.get $sum) (call $check (call $make (i32.const 14)))))
+              (br_if $more (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+            (local.get $sum)))"#,
     )
     .expect("valid text")
 }

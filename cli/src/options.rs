@@ -64,12 +64,12 @@ pub const WASM_HELP: &[(&str, &str, &str)] = &[
     ("max-tables", "N", "most tables one module may define (default 16)"),
     ("max-memories", "N", "most memories one module may define (default 8)"),
     ("max-exception-memory", "BYTES", "most memory the guest's live exception objects may take: thrown and not yet caught, or held as exnref values (16 bytes plus 16 per payload value each; suffixes K, M, G; default 64M)"),
-    ("max-gc-heap-size", "BYTES", "largest the store's GC heap may be: its structs and arrays (suffixes K, M, G; at most 4G; default 64M); an allocation beyond it traps"),
+    ("max-gc-heap-size", "BYTES", "largest the store's GC heap may be: its structs and arrays, live ones in half of it (suffixes K, M, G; at most 4G; default 64M); an allocation that does not fit after a collection traps"),
     ("wide-arithmetic", "y|n", "accept the wide-arithmetic proposal's 128-bit operators (default n; `-W wide-arithmetic` alone is y)"),
     ("custom-page-sizes", "y|n", "accept memories with 1-byte pages, the custom-page-sizes proposal (default n; alone is y)"),
     ("exceptions", "y|n", "accept exception handling: tags, throw, throw_ref, try_table, exnref (default y)"),
     ("legacy-exceptions", "y|n", "accept the earlier exception-handling instructions try, catch, rethrow and delegate, which clang and emscripten emit for -fwasm-exceptions (default n; alone is y)"),
-    ("gc", "y|n", "accept garbage collection: structs, arrays, i31 and casts (default n until Kiln collects; alone is y)"),
+    ("gc", "y|n", "accept garbage collection: structs, arrays, i31 and casts (default n while it is new; alone is y)"),
 ];
 
 /// The same for `-S`.

@@ -502,7 +502,8 @@ fn proposals_are_switched_on_with_dash_w() {
 }
 
 /// GC is switched on with `-W gc` (refused by name without it), and `-W max-gc-heap-size`
-/// bounds the store's heap: an allocation loop ends with "GC heap exhausted" like any trap.
+/// bounds the store's heap: a loop that keeps everything it allocates ends with "GC heap
+/// exhausted" like any trap.
 #[test]
 fn gc_runs_with_dash_w_gc_within_its_heap_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -510,8 +511,12 @@ fn gc_runs_with_dash_w_gc_within_its_heap_limit() {
     std::fs::write(
         &wat,
         r#"(module (type $point (struct (field i32))) (type $bytes (array i8))
+             (type $link (struct (field (ref null $link)) (field (ref $bytes))))
+             (global $kept (mut (ref null $link)) (ref.null $link))
              (func (export "make") (param i32) (result i32) (struct.get $point 0 (struct.new $point (local.get 0))))
-             (func (export "fill") (loop (drop (array.new_default $bytes (i32.const 100000))) (br 0))))"#,
+             (func (export "fill") (loop
+               (global.set $kept (struct.new $link (global.get $kept) (array.new_default $bytes (i32.const 100000))))
+               (br 0))))"#,
     )
     .unwrap();
     let wat = wat.to_str().unwrap();

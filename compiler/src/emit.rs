@@ -7,8 +7,9 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::FunctionBuilderContext;
 use kiln_abi::{
-    CallSite, ConstOp, DataMode, FunctionInfo, HandlerSite, HeapImage, ModuleMetadata, TrapSite, VMContextHeader,
-    VMOffsets, VMRuntimeLimits, ARRAY_TRAMPOLINE_PREFIX, HOST_TRAMPOLINE_PREFIX, IMAGE_PAGE_SIZE, NO_WASM_OFFSET,
+    CallSite, ConstOp, DataMode, FunctionInfo, HandlerSite, HeapImage, ModuleMetadata, StackMap, TrapSite,
+    VMContextHeader, VMOffsets, VMRuntimeLimits, ARRAY_TRAMPOLINE_PREFIX, HOST_TRAMPOLINE_PREFIX, IMAGE_PAGE_SIZE,
+    NO_WASM_OFFSET,
 };
 use wasmparser::FuncValidatorAllocations;
 
@@ -89,6 +90,25 @@ fn finish_isa(isa_builder: cranelift_codegen::isa::Builder) -> Result<OwnedTarge
     // The prologue's stack-limit check (see `VMContextHeader::stack_limit`) replaces probing.
     set(&mut flags, "enable_probestack", "false")?;
     isa_builder.finish(settings::Flags::new(flags)).map_err(|e| CompileError::Codegen(e.to_string()))
+}
+
+/// The GC-reference stack slots of a compiled function's calls (see [`StackMap`]).
+fn stack_maps(buffer: &cranelift_codegen::MachBufferFinalized<cranelift_codegen::Final>) -> Vec<StackMap> {
+    buffer
+        .user_stack_maps()
+        .iter()
+        .map(|(return_offset, _, map)| {
+            let mut slots: Vec<u32> = map
+                .entries()
+                .map(|(ty, offset)| {
+                    debug_assert_eq!(ty, cranelift_codegen::ir::types::I64, "references are i64 words");
+                    offset
+                })
+                .collect();
+            slots.sort_unstable();
+            StackMap { return_offset: *return_offset, slots }
+        })
+        .collect()
 }
 
 /// The calls of a compiled function that have an exception handler (`try_call`s), sorted by
@@ -438,6 +458,7 @@ impl FunctionCompiler {
                 wasm_offset: wasm_offset_at(srclocs, site.ret_addr - 1),
             })
             .collect();
+        let stack_maps = stack_maps(&compiled.buffer);
         let code_len = compiled.code_info().total_size;
         let name = function_symbol(index, shared.func_names.get(&index).map(String::as_str));
         let lines = shared.debug.then(|| crate::debug::FunctionLines {
@@ -447,7 +468,7 @@ impl FunctionCompiler {
         });
         Ok(CompiledFunction {
             code: machine_code(ctx, name, i)?,
-            info: FunctionInfo { type_index, code_len, traps, handlers, calls },
+            info: FunctionInfo { type_index, code_len, traps, handlers, calls, stack_maps },
             listing,
             lines,
         })

@@ -172,12 +172,17 @@ pub(crate) fn wasmi_config() -> wasm_smith::Config {
 pub(crate) const MAX_MEMORY_BYTES: u64 = 64 << 20;
 /// See [`MAX_MEMORY_BYTES`].
 pub(crate) const MAX_TABLE_ELEMENTS: u32 = 100_000;
+/// Kiln's GC heap in the differentials: 16 KiB, so that modules that allocate in loops
+/// collect many times (running out is inconclusive, as each engine sizes its heap its own way).
+pub(crate) const GC_HEAP_BYTES: u64 = 16 << 10;
 
 /// Kiln's side of those limits, in a new store.
 pub(crate) fn kiln_store() -> kiln_runtime::Store {
     kiln_runtime::Store::with_limits(kiln_runtime::StoreLimits {
         memory_size: MAX_MEMORY_BYTES,
         table_elements: MAX_TABLE_ELEMENTS as u64,
+        // Small, so that GC modules collect often.
+        gc_heap_size: GC_HEAP_BYTES,
         ..Default::default()
     })
 }

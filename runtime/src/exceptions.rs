@@ -184,6 +184,18 @@ impl ExceptionHeap {
         Some(head)
     }
 
+    /// Calls `visit` with every payload slot of every object that may hold a GC reference.
+    pub fn visit_references(&mut self, mut visit: impl FnMut(*mut u64)) {
+        for (&head, object) in &self.objects {
+            for (i, &param) in object.ty.params.iter().enumerate() {
+                if crate::gc::traced(param) {
+                    // SAFETY: a live object of this heap has a slot per parameter of its type.
+                    visit(unsafe { payload_slot(head as *const VMException, i) }.cast());
+                }
+            }
+        }
+    }
+
     /// Releases `exn` unless it escaped (see `kiln_abi::VMException`).
     pub fn drop_unescaped(&mut self, exn: *const VMException) {
         // Only objects of this heap are looked at, so a stray address changes nothing.

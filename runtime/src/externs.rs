@@ -570,9 +570,14 @@ impl Table {
         }
         let raw = init.to_wasm(ValType::Ref(ty.element), inner)? as usize;
         let maximum = ty.maximum.unwrap_or(u64::MAX).min(limit);
-        let storage = TableStorage::new(&ty, maximum, raw)?;
+        let storage = Arc::new(TableStorage::new(&ty, maximum, raw)?);
         let definition = storage.definition_ptr();
-        Ok(Table { definition, ty, home: Home::host(store, Arc::new(storage)) })
+        if crate::gc::traced(ValType::Ref(ty.element)) {
+            // A collection must find (and may update) the GC references it holds.
+            let place = crate::gc::Place::Table(definition);
+            inner.host_places().push(crate::store::HostPlace { place, _owner: storage.clone() });
+        }
+        Ok(Table { definition, ty, home: Home::host(store, storage) })
     }
 
     /// The declared type.
@@ -656,7 +661,13 @@ impl Global {
         let raw = value.to_wasm(ty.content, &store.root.inner)?;
         let storage = Box::new(VMGlobalDefinition { storage: raw.to_le_bytes() });
         let definition = Box::into_raw(storage);
-        Ok(Global { definition, ty, home: Home::host(store, Arc::new(HostGlobal(definition))) })
+        let owner = Arc::new(HostGlobal(definition));
+        if crate::gc::traced(ty.content) {
+            // A collection must find (and may update) the GC reference it holds.
+            let place = crate::gc::Place::Global(definition);
+            store.root.inner.host_places().push(crate::store::HostPlace { place, _owner: owner.clone() });
+        }
+        Ok(Global { definition, ty, home: Home::host(store, owner) })
     }
 
     /// The global's type.

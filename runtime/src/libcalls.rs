@@ -450,12 +450,33 @@ unsafe extern "C" fn throw_ref(vmctx: *mut u8, exn: usize) {
 
 // ---- GC objects ------------------------------------------------------------------------------
 
-/// Bump allocation ran out of room in compiled code: the store's heap is full (objects never
-/// move or die before the store, so there is nothing to collect).
+/// Collects the store's heap (see `crate::gc::collect`) for an allocation of guest code.
+///
+/// # Safety
+/// Only from a libcall that guest code called to allocate, with its `vmctx`, holding no
+/// reference to a GC object and no borrow of the calling instance's element segments.
+unsafe fn collect(vmctx: *mut u8, instance: &InstanceInner) {
+    // SAFETY: the caller's VM context points at its store's runtime limits, where the entry
+    // shim noted the calling frame.
+    let frames = unsafe {
+        let limits = (*(vmctx as *const VMContextHeader)).runtime_limits;
+        ((*limits).last_libcall_fp, (*limits).last_libcall_sp)
+    };
+    // SAFETY: per this function's contract.
+    unsafe { crate::gc::collect(&instance.store, frames) }
+}
+
+/// Bump allocation ran out of room in compiled code: collect, then take the room, or trap
+/// when what is live leaves too little.
 unsafe extern "C" fn gc_alloc(vmctx: *mut u8, size: u64) -> u64 {
     // SAFETY: compiled code passes its own VM context.
     let instance = unsafe { instance(vmctx) };
-    match instance.store.gc_bump(size) {
+    let offset = instance.store.gc_bump(size).or_else(|| {
+        // SAFETY: called by guest code to allocate; nothing is held here.
+        unsafe { collect(vmctx, instance) };
+        instance.store.gc_bump(size)
+    });
+    match offset {
         Some(offset) => offset,
         // SAFETY: called by guest code; nothing owned on this frame.
         None => unsafe { trap(vmctx, TrapCode::GcHeapExhausted) },
@@ -474,13 +495,27 @@ fn array_element(instance: &InstanceInner, index: u32) -> kiln_abi::gc::FieldTyp
     }
 }
 
-/// A new array of type `index` of `instance` with `len` elements (zero), or the trap code
-/// when the heap has no room. Returns its offset and the address of its elements.
-fn new_array(instance: &InstanceInner, index: u32, len: u32) -> Result<(u64, *mut u8), TrapCode> {
+/// A new array of type `index` of `instance` with `len` elements (zero), collecting first if
+/// the heap has no room, or the trap code when it still has none. Returns its offset and the
+/// address of its elements.
+///
+/// # Safety
+/// As for [`collect`].
+unsafe fn new_array(
+    vmctx: *mut u8,
+    instance: &InstanceInner,
+    index: u32,
+    len: u32,
+) -> Result<(u64, *mut u8), TrapCode> {
     let element_size = kiln_abi::gc::storage_size(array_element(instance, index).storage);
     let size = kiln_abi::gc::array_size(element_size, len).ok_or(TrapCode::GcHeapExhausted)?;
     let type_id = instance.module.inner.type_ids[index as usize];
-    let offset = instance.store.gc_alloc(size, type_id, true).ok_or(TrapCode::GcHeapExhausted)?;
+    let offset = instance.store.gc_alloc(size, type_id, true).or_else(|| {
+        // SAFETY: per this function's contract.
+        unsafe { collect(vmctx, instance) };
+        instance.store.gc_alloc(size, type_id, true)
+    });
+    let offset = offset.ok_or(TrapCode::GcHeapExhausted)?;
     let heap = instance.store.gc_heap().expect("allocation made the heap");
     let object = heap.bytes(offset as u64, size).expect("a new object lies in the heap");
     // SAFETY: the array's header, inside the object.
@@ -520,7 +555,8 @@ unsafe extern "C" fn array_new_data(vmctx: *mut u8, index: u32, segment: u32, of
     let result = if !in_bounds(offset as u64, byte_len, bytes.len() as u64) {
         Err(TrapCode::HeapOutOfBounds)
     } else {
-        new_array(instance, index, len).map(|(array, elements)| {
+        // SAFETY: called by guest code to allocate; nothing is held here.
+        unsafe { new_array(vmctx, instance, index, len) }.map(|(array, elements)| {
             // SAFETY: the segment range was checked and the array holds `byte_len` bytes.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().add(offset as usize), elements, byte_len as usize) };
             array
@@ -536,24 +572,24 @@ unsafe extern "C" fn array_new_data(vmctx: *mut u8, index: u32, segment: u32, of
 unsafe extern "C" fn array_new_elem(vmctx: *mut u8, index: u32, segment: u32, offset: u32, len: u32) -> u64 {
     // SAFETY: compiled code passes its own VM context.
     let instance = unsafe { instance(vmctx) };
-    let result = {
-        let elements = instance.elements.borrow();
-        let items: &[usize] = elements[segment as usize].as_deref().unwrap_or(&[]);
-        if !in_bounds(offset as u64, len as u64, items.len() as u64) {
-            Err(TrapCode::TableAccessOutOfBounds)
-        } else {
-            new_array(instance, index, len).map(|(array, slots)| {
-                // SAFETY: the segment range was checked; the array holds `len` 8-byte elements.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(items.as_ptr().add(offset as usize), slots.cast(), len as usize)
-                };
-                array
-            })
-        }
+    let segment_len = instance.elements.borrow()[segment as usize].as_ref().map_or(0, Vec::len);
+    let result = if !in_bounds(offset as u64, len as u64, segment_len as u64) {
+        Err(TrapCode::TableAccessOutOfBounds)
+    } else {
+        // The array first (a collection may update the segment's elements), then its contents.
+        // SAFETY: called by guest code to allocate; nothing is held or borrowed here.
+        unsafe { new_array(vmctx, instance, index, len) }.map(|(array, slots)| {
+            let elements = instance.elements.borrow();
+            let items: &[usize] = elements[segment as usize].as_deref().unwrap_or(&[]);
+            // SAFETY: the segment range was checked (segments only shrink by being dropped,
+            // which needs the guest); the array holds `len` 8-byte elements.
+            unsafe { std::ptr::copy_nonoverlapping(items.as_ptr().add(offset as usize), slots.cast(), len as usize) };
+            array
+        })
     };
     match result {
         Ok(array) => array,
-        // SAFETY: called by guest code; the borrow has ended.
+        // SAFETY: called by guest code; the borrows have ended.
         Err(code) => unsafe { trap(vmctx, code) },
     }
 }

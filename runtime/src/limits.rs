@@ -30,8 +30,10 @@ pub struct StoreLimits {
     /// 64 MiB.
     pub exception_memory: u64,
     /// Bytes of the store's GC heap, which holds its structs and arrays
-    /// (`-W max-gc-heap-size`): an allocation beyond it traps with "GC heap exhausted". At most
-    /// 4 GiB. Pages are only taken from the system as objects fill them. Default 64 MiB.
+    /// (`-W max-gc-heap-size`). Objects live in one half at a time (a collection copies what
+    /// is live into the other), so what is live is bounded by half of it: an allocation that
+    /// does not fit after a collection traps with "GC heap exhausted". At most 4 GiB. Pages are
+    /// only taken from the system as objects fill them. Default 64 MiB.
     pub gc_heap_size: u64,
 }
 

@@ -72,6 +72,9 @@ pub(crate) struct ModuleInner {
     pub type_ids: Vec<u32>,
     /// Whether the module declares struct or array types (its instances make GC objects).
     pub uses_gc: bool,
+    /// Whether its instances can hold a GC reference in a global, table or element segment of
+    /// their own (a collection's roots: such instances are pinned to their store).
+    pub holds_references: bool,
     /// Per data segment: whether it starts dropped (active segments baked into the heap image).
     pub initially_dropped: Vec<bool>,
     /// Indices of the active data segments instantiation must copy (not in the heap image).
@@ -380,6 +383,7 @@ impl Module {
         let mut sites: Vec<(usize, kiln_abi::TrapCode, u32)> = Vec::new();
         let mut calls: Vec<(usize, u32)> = Vec::new();
         let mut handlers: Vec<registry::HandlerEntry> = Vec::new();
+        let mut stack_maps: Vec<registry::StackMapEntry> = Vec::new();
         let (mut code_start, mut code_end) = (usize::MAX, 0usize);
         for (info, &code) in meta.functions.iter().zip(&functions) {
             let start = code as usize;
@@ -392,10 +396,15 @@ impl Module {
                 handler: start + h.handler_offset as usize,
                 frame_offset: h.frame_offset as usize,
             }));
+            stack_maps.extend(info.stack_maps.iter().map(|m| registry::StackMapEntry {
+                return_address: start + m.return_offset as usize,
+                slots: m.slots.clone().into_boxed_slice(),
+            }));
         }
         sites.sort_by_key(|s| s.0);
         calls.sort_by_key(|c| c.0);
         handlers.sort_by_key(|h| h.return_address);
+        stack_maps.sort_by_key(|m| m.return_address);
         let mut ranges: Vec<FunctionRange> = meta
             .functions
             .iter()
@@ -422,6 +431,7 @@ impl Module {
             calls,
             functions: ranges,
             handlers,
+            stack_maps,
         });
         if code_start == usize::MAX {
             code_start = 0;
@@ -458,6 +468,9 @@ impl Module {
                 type_index_of_id: type_ids.iter().enumerate().rev().map(|(t, &id)| (id, t as u32)).collect(),
                 type_ids,
                 uses_gc: meta.subtypes.iter().any(|s| s.composite != kiln_abi::gc::CompositeType::Func),
+                holds_references: meta.defined_globals.iter().any(|g| crate::gc::traced(g.ty.content))
+                    || meta.defined_tables.iter().any(|t| crate::gc::traced(kiln_abi::ValType::Ref(t.ty.element)))
+                    || meta.elements.iter().any(|e| crate::gc::traced(kiln_abi::ValType::Ref(e.ty))),
                 id,
                 images,
                 image_file,
@@ -611,6 +624,15 @@ fn check_metadata(meta: &ModuleMetadata) -> Result<(), String> {
         f.handlers.iter().all(|h| h.return_offset <= f.code_len && h.handler_offset < f.code_len)
             && f.handlers.windows(2).all(|w| w[0].return_offset < w[1].return_offset)
     });
+    // A collector looks stack maps up by return address (the slots it then writes are checked
+    // against the guest stack's bounds).
+    let stack_maps_in_range = meta.functions.iter().all(|f| {
+        f.stack_maps.iter().all(|m| m.return_offset <= f.code_len)
+            && f.stack_maps.windows(2).all(|w| w[0].return_offset < w[1].return_offset)
+    });
+    if !stack_maps_in_range {
+        return fail("stack map outside its frame");
+    }
     if !handlers_in_range {
         return fail("exception handler outside its function");
     }

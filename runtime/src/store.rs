@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use kiln_abi::VMRuntimeLimits;
 
 use crate::exceptions::ExceptionHeap;
-use crate::gc::GcHeap;
+use crate::gc::{GcHeap, HostRoots};
 use crate::instance::InstanceInner;
 use crate::limits::StoreLimits;
 
@@ -78,6 +78,17 @@ pub(crate) struct StoreInner {
     /// The structs and arrays of the store's guests (see [`crate::gc`]), made when the first
     /// instance of a module with such types is.
     gc: OnceLock<GcHeap>,
+    /// The objects host handles refer to (roots of a collection).
+    host_roots: Mutex<HostRoots>,
+    /// Host-made globals and tables that may hold GC references (roots of a collection), kept
+    /// as long as the store.
+    host_places: Mutex<Vec<HostPlace>>,
+}
+
+/// A host-made global or table that may hold GC references, and what keeps it alive.
+pub(crate) struct HostPlace {
+    pub place: crate::gc::Place,
+    pub _owner: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 // SAFETY: `limits` and `in_call` are only accessed by the thread that owns the store (an
@@ -121,6 +132,8 @@ impl Store {
                 waker: OnceLock::new(),
                 exceptions: Mutex::default(),
                 gc: OnceLock::new(),
+                host_roots: Mutex::default(),
+                host_places: Mutex::default(),
             }),
             pinned: Mutex::new(Vec::new()),
         });
@@ -185,6 +198,11 @@ impl Store {
 }
 
 impl StoreRoot {
+    /// The instances kept alive as long as the store.
+    pub fn pinned(&self) -> std::sync::MutexGuard<'_, Vec<Arc<InstanceInner>>> {
+        self.pinned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Keeps `instance` alive as long as the store (idempotent).
     pub fn pin(&self, instance: &Arc<InstanceInner>) {
         if !instance.pinned.swap(true, Ordering::AcqRel) {
@@ -240,6 +258,16 @@ impl StoreInner {
         self.limits.get()
     }
 
+    /// The objects host handles refer to.
+    pub fn host_roots(&self) -> std::sync::MutexGuard<'_, HostRoots> {
+        self.host_roots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Host-made globals and tables that may hold GC references.
+    pub fn host_places(&self) -> std::sync::MutexGuard<'_, Vec<HostPlace>> {
+        self.host_places.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The store's GC heap, if an instance made it.
     pub fn gc_heap(&self) -> Option<&GcHeap> {
         self.gc.get()
@@ -258,7 +286,7 @@ impl StoreInner {
         unsafe {
             (*limits).gc_heap_base = heap.base() as usize;
             (*limits).gc_next = GcHeap::start();
-            (*limits).gc_end = heap.capacity();
+            (*limits).gc_end = heap.half();
         }
         Ok(self.gc.get_or_init(|| heap))
     }

@@ -20,14 +20,68 @@ struct CanonicalType {
 type Key = (Vec<CanonicalType>, u32);
 
 /// What the registry knows about an id.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct TypeInfo {
     /// The declared supertype's id.
     supertype: Option<u32>,
+    /// How a collector traces objects of the type.
+    layout: ObjectLayout,
+}
+
+/// How a collector sizes and traces an object of a type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectLayout {
+    /// A function type (no objects).
+    Func,
+    /// A struct: its size, and the offsets of its fields that may refer to GC objects.
+    Struct { size: u32, references: Box<[u32]> },
+    /// An array: its element size, and whether elements may refer to GC objects.
+    Array { element_size: u32, references: bool },
+}
+
+/// Whether a field of `storage` may hold a reference to a GC object (one of the `any` or
+/// `extern` hierarchies, which share an encoding).
+fn traced(storage: StorageType) -> bool {
+    matches!(storage, StorageType::Val(ValType::Ref(r))
+        if matches!(r.heap.hierarchy(), kiln_abi::RefHierarchy::Any | kiln_abi::RefHierarchy::Extern))
+}
+
+impl ObjectLayout {
+    fn of(composite: &CompositeType) -> ObjectLayout {
+        match composite {
+            CompositeType::Func => ObjectLayout::Func,
+            CompositeType::Struct(fields) => {
+                let layout = kiln_abi::gc::struct_layout(fields);
+                let references =
+                    fields.iter().zip(&layout.fields).filter(|(f, _)| traced(f.storage)).map(|(_, &o)| o).collect();
+                ObjectLayout::Struct { size: layout.size, references }
+            }
+            CompositeType::Array(element) => ObjectLayout::Array {
+                element_size: kiln_abi::gc::storage_size(element.storage),
+                references: traced(element.storage),
+            },
+        }
+    }
+}
+
+/// The layouts of every type, by canonical id, while the registry is locked (a collection
+/// looks up every object it copies).
+pub struct Layouts<'a>(std::sync::MutexGuard<'a, Registry>);
+
+impl Layouts<'_> {
+    /// The layout of canonical type `id`.
+    pub fn get(&self, id: u32) -> Option<&ObjectLayout> {
+        self.0.infos.get(id.wrapping_sub(1) as usize).map(|i| &i.layout)
+    }
+}
+
+/// Locks the registry for a collection's lookups.
+pub fn layouts() -> Layouts<'static> {
+    Layouts(registry())
 }
 
 #[derive(Default)]
-struct Registry {
+pub struct Registry {
     ids: HashMap<Key, u32>,
     /// By id - 1.
     infos: Vec<TypeInfo>,
@@ -54,7 +108,7 @@ fn intern_group(group: Vec<CanonicalType>) -> Vec<u32> {
     assert!(first + size < REC_RELATIVE, "too many distinct types");
     for (k, ty) in group.iter().enumerate() {
         let supertype = ty.sub.supertype.map(|s| if s & REC_RELATIVE != 0 { first + (s & !REC_RELATIVE) } else { s });
-        registry.infos.push(TypeInfo { supertype });
+        registry.infos.push(TypeInfo { supertype, layout: ObjectLayout::of(&ty.sub.composite) });
         registry.ids.insert((group.clone(), k as u32), first + k as u32);
     }
     (0..size).map(|k| first + k).collect()

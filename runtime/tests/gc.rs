@@ -96,24 +96,104 @@ fn host_values_cannot_forge_object_references() {
     ));
 }
 
-/// An allocation storm stops at the store's GC heap limit with "GC heap exhausted", the store
-/// stays usable for what fits, and a new store starts with an empty heap.
+/// What is live is bounded by the store's GC heap limit (half of it: a collection copies
+/// into the other half): a list that outgrows it traps with "GC heap exhausted", as does a
+/// single array beyond it, and the store stays usable for what fits; garbage is not bounded.
 #[test]
-fn allocation_is_bounded_by_the_store_limit() {
+fn live_objects_are_bounded_by_the_store_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let module = load(dir.path(), "boxes", BOXES);
+    let module = load(dir.path(), "lists", LISTS);
     let region = region(2);
     let limits = StoreLimits { gc_heap_size: 64 << 10, ..StoreLimits::default() };
-    let store = Store::with_limits(limits);
-    let instance = Instance::new_in_store(&region, &store, &module, &[]).unwrap();
-    // 1,016-byte arrays: 64 fit in 64 KiB, 1,000 do not.
-    assert_eq!(trap_code(instance.call("churn", &[Val::I32(1000)])), TrapCode::GcHeapExhausted);
+    let instance = Instance::new_in_store(&region, &Store::with_limits(limits), &module, &[]).unwrap();
+    // 16 KiB of garbage a call, 100 MiB in all.
+    for _ in 0..400 {
+        instance.call("garbage", &[Val::I32(256)]).unwrap();
+    }
+    // 24-byte nodes: 2,000 of them are more than the 32 KiB half.
+    assert_eq!(trap_code(instance.call("build_global", &[Val::I32(2000)])), TrapCode::GcHeapExhausted);
     assert_eq!(trap_code(instance.call("bytes", &[Val::I32(100 << 10)])), TrapCode::GcHeapExhausted);
     assert_eq!(trap_code(instance.call("bytes", &[Val::I32(-1)])), TrapCode::GcHeapExhausted);
-    assert!(instance.call("box", &[Val::I64(1)]).is_ok(), "a small object still fits");
+    instance.call("clear", &[]).unwrap();
+    instance.call("build_global", &[Val::I32(100)]).unwrap();
+    assert_eq!(instance.call("sum_global", &[]).unwrap(), [Val::I64(5050)]);
+}
 
-    let fresh = Instance::new_in_store(&region, &Store::with_limits(limits), &module, &[]).unwrap();
-    assert!(fresh.call("churn", &[Val::I32(50)]).is_ok(), "a new store's heap is empty");
+const LISTS: &str = r#"(module
+  (type $node (struct (field i64) (field (ref null $node))))
+  (type $pair (struct (field (ref null $node)) (field (ref null $node))))
+  (type $bytes (array (mut i8)))
+  (global $list (mut (ref null $node)) (ref.null $node))
+  (table $t 4 (ref null $node))
+  (func $garbage (export "garbage") (param $n i32)
+    (block $done (loop $more
+      (br_if $done (i32.eqz (local.get $n)))
+      (drop (array.new_default $bytes (i32.const 1000)))
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br $more))))
+  (func $sum (param $l (ref null $node)) (result i64) (local $s i64)
+    (block $done (loop $next
+      (br_if $done (ref.is_null (local.get $l)))
+      (local.set $s (i64.add (local.get $s) (struct.get $node 0 (local.get $l))))
+      (local.set $l (struct.get $node 1 (local.get $l)))
+      (br $next)))
+    (local.get $s))
+  (func (export "bytes") (param i32) (result (ref $bytes)) (array.new_default $bytes (local.get 0)))
+  (func (export "clear") (global.set $list (ref.null $node)))
+  ;; A list of n nodes in a global, with garbage made between nodes.
+  (func (export "build_global") (param $n i32)
+    (loop $more
+      (global.set $list (struct.new $node (i64.extend_i32_u (local.get $n)) (global.get $list)))
+      (call $garbage (i32.const 10))
+      (br_if $more (local.tee $n (i32.sub (local.get $n) (i32.const 1))))))
+  (func (export "sum_global") (result i64) (call $sum (global.get $list)))
+  ;; Each level keeps its node in a local across calls that collect: 1 + 2 + ... + n.
+  (func $deep (export "deep") (param $n i32) (result i64) (local $mine (ref null $node))
+    (if (result i64) (i32.eqz (local.get $n))
+      (then (i64.const 0))
+      (else
+        (local.set $mine (struct.new $node (i64.extend_i32_u (local.get $n)) (ref.null $node)))
+        (call $garbage (i32.const 20))
+        (i64.add (call $deep (i32.sub (local.get $n) (i32.const 1)))
+                 (struct.get $node 0 (ref.as_non_null (local.get $mine)))))))
+  ;; A node on the operand stack across a call that collects: 40 + 2.
+  (func (export "stack") (param $n i32) (result i64) (local $p (ref null $pair))
+    (local.set $p (struct.new $pair
+      (struct.new $node (i64.const 40) (ref.null $node))
+      (block (result (ref null $node))
+        (call $garbage (local.get $n))
+        (struct.new $node (i64.const 2) (ref.null $node)))))
+    (i64.add (struct.get $node 0 (ref.as_non_null (struct.get $pair 0 (local.get $p))))
+             (struct.get $node 0 (ref.as_non_null (struct.get $pair 1 (local.get $p))))))
+  (func (export "make") (param i64) (result (ref $node)) (struct.new $node (local.get 0) (ref.null $node)))
+  (func (export "val") (param (ref $node)) (result i64) (struct.get $node 0 (local.get 0)))
+  (func (export "table_set") (param i32 i64)
+    (table.set $t (local.get 0) (struct.new $node (local.get 1) (ref.null $node))))
+  (func (export "table_sum") (result i64)
+    (i64.add (call $sum (table.get $t (i32.const 0))) (call $sum (table.get $t (i32.const 1))))))"#;
+
+/// Collections move objects and update every reference to them: in globals, tables, locals
+/// and operand-stack values of frames stopped at calls, and host handles; what is live keeps
+/// its contents through thousands of collections in a heap of 64 KiB.
+#[test]
+fn collections_keep_everything_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = load(dir.path(), "lists", LISTS);
+    let region = region(1);
+    let limits = StoreLimits { gc_heap_size: 64 << 10, ..StoreLimits::default() };
+    let instance = Instance::new_in_store(&region, &Store::with_limits(limits), &module, &[]).unwrap();
+    let kept = instance.call("make", &[Val::I64(7)]).unwrap().remove(0);
+    instance.call("table_set", &[Val::I32(0), Val::I64(5)]).unwrap();
+    instance.call("table_set", &[Val::I32(1), Val::I64(6)]).unwrap();
+    instance.call("build_global", &[Val::I32(100)]).unwrap();
+    assert_eq!(instance.call("deep", &[Val::I32(100)]).unwrap(), [Val::I64(5050)]);
+    for n in [0, 1, 10, 100] {
+        assert_eq!(instance.call("stack", &[Val::I32(n)]).unwrap(), [Val::I64(42)]);
+    }
+    instance.call("garbage", &[Val::I32(1000)]).unwrap();
+    assert_eq!(instance.call("sum_global", &[]).unwrap(), [Val::I64(5050)]);
+    assert_eq!(instance.call("table_sum", &[]).unwrap(), [Val::I64(11)]);
+    assert_eq!(instance.call("val", &[kept]).unwrap(), [Val::I64(7)]);
 }
 
 /// The next tenant's objects start as zeros, never as what an earlier tenant wrote, though

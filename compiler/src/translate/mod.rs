@@ -149,6 +149,8 @@ struct State {
     reachable: bool,
     /// Constructs opened inside unreachable code, which are validated but not translated.
     dead_depth: usize,
+    /// Operand-stack values already looked at for [`State::declare_references`].
+    examined: cranelift_entity::EntitySet<Value>,
 }
 
 impl FuncTranslator {
@@ -169,25 +171,37 @@ impl FuncTranslator {
         builder.switch_to_block(entry);
         builder.seal_block(entry);
 
-        let mut state =
-            State { stack: Vec::new(), control: Vec::new(), locals: Vec::new(), reachable: true, dead_depth: 0 };
+        let mut state = State {
+            stack: Vec::new(),
+            control: Vec::new(),
+            locals: Vec::new(),
+            reachable: true,
+            dead_depth: 0,
+            examined: Default::default(),
+        };
         // Parameters 0 and 1 are the callee's and the caller's VM contexts.
         let params = builder.block_params(entry)[2..].to_vec();
-        for param in params {
+        for (i, param) in params.into_iter().enumerate() {
             let ty = builder.func.dfg.value_type(param);
             let var = builder.declare_var(ty);
+            if validator.get_local_type(i as u32).is_some_and(|t| holds_gc_reference(validator, t)) {
+                builder.declare_var_needs_stack_map(var);
+            }
             builder.def_var(var, param);
             state.locals.push(var);
         }
         let mut locals = body.get_locals_reader().map_err(invalid)?;
         for _ in 0..locals.get_count() {
             let offset = locals.original_position();
-            let (count, ty) = locals.read().map_err(invalid)?;
-            validator.define_locals(offset, count, ty).map_err(invalid)?;
-            let ty = ir_type_of(ty);
+            let (count, wasm_ty) = locals.read().map_err(invalid)?;
+            validator.define_locals(offset, count, wasm_ty).map_err(invalid)?;
+            let ty = ir_type_of(wasm_ty);
             for _ in 0..count {
                 let zero = zero_value(&mut builder, ty);
                 let var = builder.declare_var(ty);
+                if holds_gc_reference(validator, wasm_ty) {
+                    builder.declare_var_needs_stack_map(var);
+                }
                 builder.def_var(var, zero);
                 state.locals.push(var);
             }
@@ -221,10 +235,36 @@ impl FuncTranslator {
                 env.before_operator(&op, &mut builder);
             }
             state.translate(&op, &mut builder, env)?;
+            // (After the body's final `end`, the results are returned, not on the stack.)
+            if state.reachable && !state.control.is_empty() {
+                state.declare_references(validator, &mut builder);
+            }
         }
         reader.finish().map_err(invalid)?;
         builder.finalize(frontend);
         Ok(())
+    }
+}
+
+/// Whether a value of `ty` may refer to a GC object (any reference of the `any` or `extern`
+/// hierarchies: the two share one encoding), so a collector must find it on the stack. The
+/// validator reports concrete types by module index or by its own type id.
+fn holds_gc_reference(validator: &FuncValidator<ValidatorResources>, ty: wasmparser::ValType) -> bool {
+    use wasmparser::{AbstractHeapType as A, CompositeInnerType, HeapType as H, UnpackedIndex, WasmModuleResources};
+    let wasmparser::ValType::Ref(r) = ty else { return false };
+    match r.heap_type() {
+        H::Abstract { ty, .. } => matches!(ty, A::Any | A::Eq | A::Struct | A::Array | A::Extern),
+        H::Concrete(index) | H::Exact(index) => {
+            let resources = validator.resources();
+            let sub = match index {
+                UnpackedIndex::Module(i) => resources.sub_type_at(i),
+                UnpackedIndex::Id(id) => Some(resources.sub_type_at_id(id)),
+                UnpackedIndex::RecGroup(_) => None,
+            };
+            sub.is_some_and(|s| {
+                matches!(s.composite_type.inner, CompositeInnerType::Struct(_) | CompositeInnerType::Array(_))
+            })
+        }
     }
 }
 
@@ -256,6 +296,24 @@ fn block_args(values: &[Value]) -> Vec<BlockArg> {
 }
 
 impl State {
+    /// Declares the operand-stack values an operator just pushed that may refer to GC objects
+    /// as needing stack maps, so that Cranelift spills them around every call and reloads them
+    /// after it (a collection may move what they refer to). New values are on top of the stack:
+    /// the walk stops at the first value already looked at.
+    fn declare_references(&mut self, validator: &FuncValidator<ValidatorResources>, builder: &mut FunctionBuilder<'_>) {
+        debug_assert_eq!(validator.operand_stack_height() as usize, self.stack.len(), "stacks in step");
+        for (depth, &value) in self.stack.iter().rev().enumerate() {
+            if !self.examined.insert(value) {
+                break;
+            }
+            if let Some(Some(ty)) = validator.get_operand_type(depth) {
+                if holds_gc_reference(validator, ty) {
+                    builder.declare_value_needs_stack_map(value);
+                }
+            }
+        }
+    }
+
     /// The parameter and result types of a block type.
     fn block_signature(env: &FuncEnv<'_, '_>, ty: BlockType) -> (Vec<ir::Type>, Vec<ir::Type>) {
         match ty {

@@ -322,6 +322,18 @@ pub struct HandlerSite {
     pub frame_offset: u32,
 }
 
+/// The stack slots that hold GC references at one call of a compiled function (Cranelift's
+/// user stack map), so a collector can find and update them while the call is in progress.
+/// Compiled code reloads them after the call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackMap {
+    /// Offset of the call's return address from the start of the function (sorted key).
+    pub return_offset: u32,
+    /// Offsets of the 8-byte slots holding references from the calling frame's stack pointer
+    /// at the call (just above the return address the call pushes).
+    pub slots: Vec<u32>,
+}
+
 /// A defined function's code facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionInfo {
@@ -336,6 +348,8 @@ pub struct FunctionInfo {
     pub handlers: Vec<HandlerSite>,
     /// Its calls, sorted by return offset.
     pub calls: Vec<CallSite>,
+    /// Its calls at which GC references are live, sorted by return offset.
+    pub stack_maps: Vec<StackMap>,
 }
 
 /// A defined global.

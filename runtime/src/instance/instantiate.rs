@@ -255,8 +255,9 @@ pub(super) fn instantiate(
     // instance it calls): it must then live as long as the store. Pinned before anything runs,
     // because a failed instantiation keeps what its segments already wrote.
     // So must an instance whose funcrefs may be stored in GC objects, which live as long as
-    // the store.
-    if m.uses_gc || imports.iter().any(may_carry_its_references_away) {
+    // the store, and one that can hold GC references of its own: a collection finds those
+    // among the pinned instances.
+    if m.uses_gc || m.holds_references || imports.iter().any(may_carry_its_references_away) {
         store.root.pin(&instance.inner);
     }
     // Segments write into imported tables and memories: the store must be idle and ours.

@@ -67,6 +67,44 @@ unsafe impl Send for InstanceInner {}
 unsafe impl Sync for InstanceInner {}
 
 impl InstanceInner {
+    /// Calls `visit` with every place of the instance's own that may hold a GC reference: its
+    /// defined globals and tables of reference types of the `any` and `extern` hierarchies, and
+    /// the elements of its passive element segments of such types.
+    ///
+    /// # Safety
+    /// The instance's store must be idle but for the caller (a collection), on its owning
+    /// thread.
+    pub(crate) unsafe fn visit_references(&self, mut visit: impl FnMut(*mut u64)) {
+        let meta = &self.module.inner.meta;
+        let offsets = &self.module.inner.offsets;
+        for (d, def) in meta.defined_globals.iter().enumerate() {
+            if crate::gc::traced(def.ty.content) {
+                visit(self.vm_field::<kiln_abi::VMGlobalDefinition>(offsets.defined_global(d as u32)).cast());
+            }
+        }
+        for (d, def) in meta.defined_tables.iter().enumerate() {
+            if crate::gc::traced(kiln_abi::ValType::Ref(def.ty.element)) {
+                let index = meta.num_imported_tables + d as u32;
+                // SAFETY: written at instantiation; the table lives as long as the instance.
+                unsafe {
+                    let table = *self.vm_field::<*mut kiln_abi::VMTableDefinition>(offsets.table(index));
+                    let len = crate::externs::load_size_of_table(table) as usize;
+                    for i in 0..len {
+                        visit((*table).base.add(i).cast());
+                    }
+                }
+            }
+        }
+        let mut elements = self.elements.borrow_mut();
+        for (segment, items) in meta.elements.iter().zip(elements.iter_mut()) {
+            if let (true, Some(items)) = (crate::gc::traced(kiln_abi::ValType::Ref(segment.ty)), items) {
+                for item in items.iter_mut() {
+                    visit((item as *mut usize).cast());
+                }
+            }
+        }
+    }
+
     /// The instance whose VM context is `vmctx`.
     ///
     /// # Safety

@@ -65,6 +65,8 @@ struct Slots {
     trimming: usize,
     /// Whether the trimmer has been asked to look at this shard and has not yet.
     trim_requested: bool,
+    /// Slots returned to this shard so far (see [`FreeList::take`]).
+    returns: u64,
 }
 
 impl Shard {
@@ -162,7 +164,17 @@ impl FreeList {
 
     /// Number of slots not in use (free, pending or being trimmed).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock()).map(|s| s.free.len() + s.pending.len() + s.trimming).sum()
+        self.census().0
+    }
+
+    /// The slots not in use, and how many slots have been returned so far. Each shard is
+    /// counted under its lock, but not all at once: a slot taken from a shard not yet counted
+    /// and returned to one already counted escapes the count, but not the returns.
+    fn census(&self) -> (usize, u64) {
+        self.shards
+            .iter()
+            .map(|s| s.lock())
+            .fold((0, 0), |(len, returns), s| (len + s.free.len() + s.pending.len() + s.trimming, returns + s.returns))
     }
 
     /// Bytes the slots not in use keep resident for their next tenants.
@@ -190,6 +202,7 @@ impl FreeList {
         }
         let shards = || std::iter::once(&self.shards[home]).chain(others());
         loop {
+            let (_, returns) = self.census();
             if let Some(slot) = shards().find_map(|shard| shard.lock().pop()) {
                 return Some(slot);
             }
@@ -201,9 +214,10 @@ impl FreeList {
                 slots.flush_pending();
                 slots.pop()
             });
-            // Slots only move between shards by being taken and returned, so a slot that was in
-            // the list all along (free, pending or with the trimmer) is counted here.
-            if slot.is_some() || self.len() == 0 {
+            // None are free only if none are counted and none came back meanwhile: slots move
+            // between shards only by being taken and returned, which a scan can miss (see
+            // `census`) but not without a return.
+            if slot.is_some() || self.census() == (0, returns) {
                 return slot;
             }
             std::thread::yield_now();
@@ -220,6 +234,7 @@ impl FreeList {
         if self.closed.load(Ordering::Relaxed) {
             return Some(slot);
         }
+        slots.returns += 1;
         slots.kept += slot.kept();
         slots.pending_bytes += slot.discards.iter().map(|&(_, len)| len).sum::<usize>();
         let trim = (slots.kept > self.shard_ceiling || slots.pending_is_large()) && !slots.trim_requested;

@@ -256,6 +256,44 @@ impl Activation {
         None
     }
 
+    /// Calls `visit` with every stack slot of this call's guest frames that holds a GC
+    /// reference at the call in progress, innermost first: the guest frame whose frame pointer
+    /// is `fp` called the runtime, with `sp` pointing at the return address its call pushed.
+    /// A frame's slots are offsets from its stack pointer at the call, which is just above the
+    /// return address: `sp + 8` for the innermost, the callee's frame pointer + 16 (saved frame
+    /// pointer, return address) for the others. Compiled code reloads these slots after each
+    /// call, so the collector may update them.
+    ///
+    /// # Safety
+    /// `fp` and `sp` must be what the runtime's entry shim noted for the libcall in progress on
+    /// this thread, for a call of this activation.
+    pub(crate) unsafe fn visit_stack_references(&self, fp: usize, sp: usize, mut visit: impl FnMut(*mut u64)) {
+        let stack_top = self.stack_top;
+        let mut frame = |call_sp: usize, return_address: usize, table: *mut registry::TrapTable| {
+            // SAFETY: the return address is in guest code of a call that has not returned, so
+            // its module, which owns the table, is loaded.
+            let Some(map) = (unsafe { &*table }).stack_map(return_address) else { return };
+            for &slot in map.slots.iter() {
+                let address = call_sp + slot as usize;
+                // Only ever this call's guest stack.
+                if address.checked_add(8).is_some_and(|end| end <= stack_top) {
+                    visit(address as *mut u64);
+                }
+            }
+        };
+        if sp < fp && fp < self.stack_top {
+            // SAFETY: `sp` points at the return address into the innermost guest frame, on this
+            // call's guest stack (the caller's contract).
+            let return_address = unsafe { *(sp as *const usize) };
+            if let Some(table) = registry::table_of(return_address) {
+                frame(sp + 8, return_address, table);
+            }
+        }
+        for (callee_fp, return_address, _, table) in self.guest_frames(fp, sp) {
+            frame(callee_fp + 16, return_address, table);
+        }
+    }
+
     /// The recorded frames as guest functions.
     fn backtrace(&self) -> WasmBacktrace {
         let frames = self.frames.get();

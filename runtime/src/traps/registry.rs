@@ -26,6 +26,16 @@ pub(crate) struct TrapTable {
     pub functions: Vec<FunctionRange>,
     /// The module's calls that have an exception handler, sorted by return address.
     pub handlers: Vec<HandlerEntry>,
+    /// The module's calls at which GC references are live, sorted by return address.
+    pub stack_maps: Vec<StackMapEntry>,
+}
+
+/// The stack slots holding GC references at one call (absolute return address).
+pub(crate) struct StackMapEntry {
+    /// The call's return address.
+    pub return_address: usize,
+    /// Offsets of the slots from the calling frame's stack pointer at the call.
+    pub slots: Box<[u32]>,
 }
 
 /// A call whose exceptions go to a handler of the calling function (absolute addresses).
@@ -59,6 +69,12 @@ impl TrapTable {
     pub fn handler(&self, return_address: usize) -> Option<HandlerEntry> {
         let i = self.handlers.binary_search_by_key(&return_address, |h| h.return_address).ok()?;
         Some(self.handlers[i])
+    }
+
+    /// The stack map of the call returning to `return_address`, if references are live there.
+    pub fn stack_map(&self, return_address: usize) -> Option<&StackMapEntry> {
+        let i = self.stack_maps.binary_search_by_key(&return_address, |m| m.return_address).ok()?;
+        Some(&self.stack_maps[i])
     }
 
     /// The offset in the WebAssembly module of the instruction a backtrace frame is at: `pc` is
@@ -218,6 +234,7 @@ mod tests {
             calls: vec![(0x1030, 0x52)],
             functions: vec![FunctionRange { start: 0x1000, end: 0x1080, index: 3, name: Some("f".into()) }],
             handlers: vec![HandlerEntry { return_address: 0x1030, handler: 0x1060, frame_offset: 32 }],
+            stack_maps: Vec::new(),
         };
         // SAFETY: `table` outlives the registration, dropped below.
         let registration = unsafe { register(0x1000, 0x1100, &table) }.unwrap();
@@ -250,6 +267,7 @@ mod tests {
             calls: Vec::new(),
             functions: Vec::new(),
             handlers: Vec::new(),
+            stack_maps: Vec::new(),
         };
         let b = TrapTable {
             pcs: vec![0x7000_0010],
@@ -258,6 +276,7 @@ mod tests {
             calls: Vec::new(),
             functions: Vec::new(),
             handlers: Vec::new(),
+            stack_maps: Vec::new(),
         };
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {

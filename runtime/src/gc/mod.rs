@@ -9,8 +9,9 @@
 //! reference's low 32 bits (and a field offset below the guard's size) to the base, so no
 //! reference, however it was made, reaches outside the store's own reservation. Objects are
 //! bump-allocated (inline in compiled code, from the `gc_next`/`gc_end` pair in the store's
-//! runtime limits) and never move or die before the store: when the heap is full, allocation
-//! traps with "GC heap exhausted". Memory past `gc_next` is always zero, so a new object's
+//! runtime limits) in one half of the usable bytes; when it is full, the collector
+//! ([`collect`]) copies what is live into the other half, and an allocation that still does
+//! not fit traps with "GC heap exhausted". Memory past `gc_next` is always zero, so a new object's
 //! fields start as zeros and nulls without being written. When the store goes, its heap is
 //! zeroed up to its bump pointer (the first 4 MiB with plain stores, which stay resident, the
 //! rest returned to the kernel) and kept for a later store, so the next tenant never sees an
@@ -20,10 +21,14 @@
 //! **Lifetimes.** An object may hold funcrefs, which point into the VM context of the
 //! instance they came from. Every instance of a module that declares a struct or array type
 //! is pinned to its store (lives as long as it), so no object field outlives what it points
-//! at; handles ([`AnyRef`]) keep the store, and so the heap, alive.
+//! at; handles ([`AnyRef`]) keep the store, and so the heap, alive, and are roots of a
+//! collection through the store's [`HostRoots`].
 
 use std::io;
 use std::sync::{Arc, Mutex};
+
+mod collect;
+pub(crate) use collect::{collect, traced, Place};
 
 use kiln_abi::gc::{
     host_ref, RefKind, GC_HEAP_START, I31_TAG, KIND_ARRAY, KIND_STRUCT, OBJECT_KIND_OFFSET, OBJECT_TYPE_ID_OFFSET,
@@ -106,9 +111,10 @@ impl GcHeap {
         self.mmap.as_ptr()
     }
 
-    /// The usable bytes.
-    pub fn capacity(&self) -> u64 {
-        self.capacity
+    /// Where the second half starts (objects are allocated in one half at a time; a collection
+    /// copies what is live into the other, see [`collect`]).
+    pub fn half(&self) -> u64 {
+        (self.capacity / 2) & !(kiln_abi::gc::OBJECT_ALIGN - 1)
     }
 
     /// Where bump allocation starts in a new heap.
@@ -167,11 +173,56 @@ pub enum AnyRef {
     Object(GcObject),
 }
 
-/// A struct or array of a store (see [`AnyRef::Object`]).
+/// A struct or array of a store (see [`AnyRef::Object`]). Clones share one entry in the
+/// store's table of host roots, which a collection updates when it moves the object.
 #[derive(Clone)]
 pub struct GcObject {
-    pub(crate) offset: u32,
-    pub(crate) root: Arc<StoreRoot>,
+    rooted: Arc<Rooted>,
+}
+
+/// An entry in the store's table of host roots, released when the last handle goes.
+struct Rooted {
+    root: Arc<StoreRoot>,
+    index: usize,
+}
+
+impl Drop for Rooted {
+    fn drop(&mut self) {
+        self.root.inner.host_roots().release(self.index);
+    }
+}
+
+/// The heap offsets of the objects host handles refer to (see [`GcObject`]); free entries
+/// are 0.
+#[derive(Default)]
+pub(crate) struct HostRoots {
+    offsets: Vec<u32>,
+    free: Vec<usize>,
+}
+
+impl HostRoots {
+    fn add(&mut self, offset: u32) -> usize {
+        match self.free.pop() {
+            Some(index) => {
+                self.offsets[index] = offset;
+                index
+            }
+            None => {
+                self.offsets.push(offset);
+                self.offsets.len() - 1
+            }
+        }
+    }
+
+    fn release(&mut self, index: usize) {
+        self.offsets[index] = 0;
+        self.free.push(index);
+    }
+
+    /// Every live entry, for a collection to update.
+    pub fn offsets_mut(&mut self) -> impl Iterator<Item = &mut u32> {
+        self.offsets.iter_mut().filter(|o| **o != 0)
+    }
 }
 
 impl GcObject {
@@ -180,10 +231,19 @@ impl GcObject {
         self.header().1 == KIND_ARRAY
     }
 
+    /// The object's current offset in its store's heap.
+    fn offset(&self) -> u32 {
+        self.rooted.root.inner.host_roots().offsets[self.rooted.index]
+    }
+
+    fn store(&self) -> &StoreInner {
+        &self.rooted.root.inner
+    }
+
     /// The object's canonical type id and kind byte.
     fn header(&self) -> (u32, u8) {
-        let heap = self.root.inner.gc_heap().expect("a store with objects has a GC heap");
-        let object = heap.bytes(self.offset as u64, 8).expect("a live object");
+        let heap = self.store().gc_heap().expect("a store with objects has a GC heap");
+        let object = heap.bytes(self.offset() as u64, 8).expect("a live object");
         // SAFETY: the object's header, written at allocation and never after.
         unsafe {
             (
@@ -208,7 +268,9 @@ impl PartialEq for AnyRef {
         match (self, other) {
             (AnyRef::I31(a), AnyRef::I31(b)) => a == b,
             (AnyRef::Host(a), AnyRef::Host(b)) => a == b,
-            (AnyRef::Object(a), AnyRef::Object(b)) => a.offset == b.offset && Arc::ptr_eq(&a.root, &b.root),
+            (AnyRef::Object(a), AnyRef::Object(b)) => {
+                Arc::ptr_eq(&a.rooted.root, &b.rooted.root) && a.offset() == b.offset()
+            }
             _ => false,
         }
     }
@@ -240,7 +302,7 @@ impl AnyRef {
         match self {
             AnyRef::I31(v) => Ok(((*v as u64) << 1 | I31_TAG) & 0xffff_ffff),
             AnyRef::Host(n) => host_ref(*n).ok_or(ValueError::ExternRefOutOfRange),
-            AnyRef::Object(o) if std::ptr::eq(&*o.root.inner, store) => Ok(o.offset as u64),
+            AnyRef::Object(o) if std::ptr::eq(o.store(), store) => Ok(o.offset() as u64),
             AnyRef::Object(_) => Err(ValueError::WrongStore),
         }
     }
@@ -250,10 +312,11 @@ impl AnyRef {
         match kind {
             RefKind::I31(v) => AnyRef::I31(v),
             RefKind::Host(n) => AnyRef::Host(n),
-            RefKind::Object(offset) => AnyRef::Object(GcObject {
-                offset,
-                root: store.root().expect("a store's values are read while one of its handles is alive"),
-            }),
+            RefKind::Object(offset) => {
+                let root = store.root().expect("a store's values are read while one of its handles is alive");
+                let index = store.host_roots().add(offset);
+                AnyRef::Object(GcObject { rooted: Arc::new(Rooted { root, index }) })
+            }
         }
     }
 }
