@@ -487,14 +487,6 @@ unsafe extern "C" fn is_subtype(_vmctx: *mut u8, sub: u32, sup: u32) -> u32 {
     crate::types::is_subtype_id(sub, sup) as u32
 }
 
-/// The element type of array type `index` of `instance`'s module.
-fn array_element(instance: &InstanceInner, index: u32) -> kiln_abi::gc::FieldType {
-    match instance.module.inner.meta.subtypes.get(index as usize).map(|s| &s.composite) {
-        Some(kiln_abi::gc::CompositeType::Array(element)) => *element,
-        _ => unreachable!("validated code only names array types here"),
-    }
-}
-
 /// A new array of type `index` of `instance` with `len` elements (zero), collecting first if
 /// the heap has no room, or the trap code when it still has none. Returns its offset and the
 /// address of its elements.
@@ -507,22 +499,18 @@ unsafe fn new_array(
     index: u32,
     len: u32,
 ) -> Result<(u64, *mut u8), TrapCode> {
-    let element_size = kiln_abi::gc::storage_size(array_element(instance, index).storage);
-    let size = kiln_abi::gc::array_size(element_size, len).ok_or(TrapCode::GcHeapExhausted)?;
-    let type_id = instance.module.inner.type_ids[index as usize];
-    let offset = instance.store.gc_alloc(size, type_id, true).or_else(|| {
+    let module = &instance.module.inner;
+    let element_size = kiln_abi::gc::storage_size(module.array_element(index).storage);
+    let type_id = module.type_ids[index as usize];
+    let offset = instance.store.gc_alloc_array(type_id, element_size, len).or_else(|| {
         // SAFETY: per this function's contract.
         unsafe { collect(vmctx, instance) };
-        instance.store.gc_alloc(size, type_id, true)
+        instance.store.gc_alloc_array(type_id, element_size, len)
     });
     let offset = offset.ok_or(TrapCode::GcHeapExhausted)?;
     let heap = instance.store.gc_heap().expect("allocation made the heap");
-    let object = heap.bytes(offset as u64, size).expect("a new object lies in the heap");
-    // SAFETY: the array's header, inside the object.
-    unsafe {
-        object.add(kiln_abi::gc::ARRAY_LEN_OFFSET as usize).cast::<u32>().write_unaligned(len);
-        Ok((offset as u64, object.add(kiln_abi::gc::ARRAY_DATA_OFFSET as usize)))
-    }
+    let elements = heap.bytes(u64::from(offset) + kiln_abi::gc::ARRAY_DATA_OFFSET as u64, 0);
+    Ok((u64::from(offset), elements.expect("a new array lies in the heap")))
 }
 
 /// The length of array `array` (a non-null reference compiled code checked) and the address of
@@ -549,7 +537,7 @@ fn data_segment(instance: &InstanceInner, segment: u32) -> &[u8] {
 unsafe extern "C" fn array_new_data(vmctx: *mut u8, index: u32, segment: u32, offset: u32, len: u32) -> u64 {
     // SAFETY: compiled code passes its own VM context.
     let instance = unsafe { instance(vmctx) };
-    let element_size = kiln_abi::gc::storage_size(array_element(instance, index).storage) as u64;
+    let element_size = kiln_abi::gc::storage_size(instance.module.inner.array_element(index).storage) as u64;
     let bytes = data_segment(instance, segment);
     let byte_len = len as u64 * element_size;
     let result = if !in_bounds(offset as u64, byte_len, bytes.len() as u64) {
@@ -605,7 +593,7 @@ unsafe extern "C" fn array_init_data(
 ) {
     // SAFETY: compiled code passes its own VM context.
     let instance = unsafe { instance(vmctx) };
-    let element_size = kiln_abi::gc::storage_size(array_element(instance, index).storage) as u64;
+    let element_size = kiln_abi::gc::storage_size(instance.module.inner.array_element(index).storage) as u64;
     let (array_len, elements) = array_parts(instance, array);
     let bytes = data_segment(instance, segment);
     let byte_len = len as u64 * element_size;

@@ -43,6 +43,20 @@ pub(crate) fn traced(ty: ValType) -> bool {
     matches!(ty, ValType::Ref(r) if matches!(r.heap.hierarchy(), RefHierarchy::Any | RefHierarchy::Extern))
 }
 
+/// Calls `visit` with every element of `table`.
+///
+/// # Safety
+/// `table` must be a live table definition that nothing else accesses meanwhile.
+pub(crate) unsafe fn visit_table(table: *mut VMTableDefinition, mut visit: impl FnMut(*mut u64)) {
+    // SAFETY: a live definition (caller's contract); its first `len` elements are accessible.
+    unsafe {
+        let len = crate::externs::load_size_of_table(table) as usize;
+        for i in 0..len {
+            visit((*table).base.add(i).cast());
+        }
+    }
+}
+
 /// Copies what is live out of one half of the heap into the other.
 struct Copier<'a> {
     layouts: &'a Layouts<'a>,
@@ -183,12 +197,7 @@ pub(crate) unsafe fn collect(store: &StoreInner, frames: (usize, usize)) {
         unsafe {
             match place.place {
                 Place::Global(global) => copier.forward_slot((*global).storage.as_mut_ptr().cast()),
-                Place::Table(table) => {
-                    let len = crate::externs::load_size_of_table(table) as usize;
-                    for i in 0..len {
-                        copier.forward_slot((*table).base.add(i).cast());
-                    }
-                }
+                Place::Table(table) => visit_table(table, |slot| copier.forward_slot(slot)),
             }
         }
     }

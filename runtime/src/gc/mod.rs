@@ -28,7 +28,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 mod collect;
-pub(crate) use collect::{collect, traced, Place};
+pub(crate) use collect::{collect, traced, visit_table, Place};
 
 use kiln_abi::gc::{
     host_ref, RefKind, GC_HEAP_START, I31_TAG, KIND_ARRAY, KIND_STRUCT, OBJECT_KIND_OFFSET, OBJECT_TYPE_ID_OFFSET,
@@ -144,6 +144,18 @@ impl StoreInner {
         Some(next)
     }
 
+    /// Allocates an array of canonical type `type_id` with `len` zeroed elements of
+    /// `element_size` bytes and writes its header and length; `None` when the heap has no
+    /// room (or the array could never fit a heap).
+    pub(crate) fn gc_alloc_array(&self, type_id: u32, element_size: u32, len: u32) -> Option<u32> {
+        let size = kiln_abi::gc::array_size(element_size, len)?;
+        let offset = self.gc_alloc(size, type_id, true)?;
+        let header = self.gc_heap()?.bytes(u64::from(offset), kiln_abi::gc::ARRAY_DATA_OFFSET as u64)?;
+        // SAFETY: the new array's header, inside the heap (checked).
+        unsafe { header.add(kiln_abi::gc::ARRAY_LEN_OFFSET as usize).cast::<u32>().write_unaligned(len) };
+        Some(offset)
+    }
+
     /// Allocates `size` bytes (a multiple of 8) in the store's GC heap and writes the header of
     /// an object of canonical type `type_id` (`array`: an array's kind); `None` when the heap
     /// is full or does not exist. Only the owning thread allocates.
@@ -156,6 +168,24 @@ impl StoreInner {
             object.add(OBJECT_KIND_OFFSET as usize).write(if array { KIND_ARRAY } else { KIND_STRUCT });
         }
         Some(next as u32)
+    }
+}
+
+impl crate::load::ModuleInner {
+    /// The fields of struct type `index` (which validation made sure it is).
+    pub(crate) fn struct_fields(&self, index: u32) -> &[kiln_abi::gc::FieldType] {
+        match self.meta.subtypes.get(index as usize).map(|s| &s.composite) {
+            Some(kiln_abi::gc::CompositeType::Struct(fields)) => fields,
+            _ => unreachable!("validated code only names struct types here"),
+        }
+    }
+
+    /// The element of array type `index` (which validation made sure it is).
+    pub(crate) fn array_element(&self, index: u32) -> kiln_abi::gc::FieldType {
+        match self.meta.subtypes.get(index as usize).map(|s| &s.composite) {
+            Some(kiln_abi::gc::CompositeType::Array(element)) => *element,
+            _ => unreachable!("validated code only names array types here"),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Constant expressions: global initialisers, table initialisers, element items and segment
 //! offsets, evaluated at instantiation, including the GC operators that allocate.
 
-use kiln_abi::gc::{storage_size, struct_layout, CompositeType, StorageType, ARRAY_DATA_OFFSET, ARRAY_LEN_OFFSET};
+use kiln_abi::gc::{storage_size, struct_layout, StorageType, ARRAY_DATA_OFFSET};
 use kiln_abi::{ConstOp, TrapCode, VMFuncRef, VMGlobalDefinition, ValType};
 
 use super::InstanceInner;
@@ -47,10 +47,7 @@ pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) 
             ConstOp::RefI31 => ((stack.pop().unwrap_or(0) as u32) << 1 | 1) as u128,
             ConstOp::AnyConvertExtern | ConstOp::ExternConvertAny => stack.pop().unwrap_or(0),
             ConstOp::StructNew(t) | ConstOp::StructNewDefault(t) => {
-                let fields = match inner.module.inner.meta.subtypes.get(t as usize).map(|s| &s.composite) {
-                    Some(CompositeType::Struct(fields)) => fields,
-                    _ => unreachable!("validated: a struct type"),
-                };
+                let fields = inner.module.inner.struct_fields(t);
                 let layout = struct_layout(fields);
                 let values = match *op {
                     ConstOp::StructNew(_) => stack.pop_n(fields.len()),
@@ -75,16 +72,11 @@ pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) 
                     }
                     _ => (stack.pop().unwrap_or(0) as u32, 0, Vec::new()),
                 };
-                let element = match inner.module.inner.meta.subtypes.get(t as usize).map(|s| &s.composite) {
-                    Some(CompositeType::Array(element)) => *element,
-                    _ => unreachable!("validated: an array type"),
-                };
+                let element = inner.module.inner.array_element(t);
                 let element_size = storage_size(element.storage);
-                let size = kiln_abi::gc::array_size(element_size, len).ok_or(TrapCode::GcHeapExhausted)?;
                 let type_id = inner.module.inner.type_ids[t as usize];
-                let object = inner.store.gc_alloc(size, type_id, true).ok_or(TrapCode::GcHeapExhausted)? as u64;
-                write_field(inner, object + ARRAY_LEN_OFFSET as u64, StorageType::Val(ValType::I32), len as u128);
-                let data = object + ARRAY_DATA_OFFSET as u64;
+                let object = inner.store.gc_alloc_array(type_id, element_size, len).ok_or(TrapCode::GcHeapExhausted)?;
+                let data = u64::from(object) + ARRAY_DATA_OFFSET as u64;
                 // A new object's bytes are zero: only non-zero elements need writing.
                 for i in 0..len as u64 {
                     let value = fixed.get(i as usize).copied().unwrap_or(fill);

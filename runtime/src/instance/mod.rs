@@ -85,13 +85,11 @@ impl InstanceInner {
         for (d, def) in meta.defined_tables.iter().enumerate() {
             if crate::gc::traced(kiln_abi::ValType::Ref(def.ty.element)) {
                 let index = meta.num_imported_tables + d as u32;
-                // SAFETY: written at instantiation; the table lives as long as the instance.
+                // SAFETY: written at instantiation; the table lives as long as the instance, and
+                // the store is idle but for the caller.
                 unsafe {
                     let table = *self.vm_field::<*mut kiln_abi::VMTableDefinition>(offsets.table(index));
-                    let len = crate::externs::load_size_of_table(table) as usize;
-                    for i in 0..len {
-                        visit((*table).base.add(i).cast());
-                    }
+                    crate::gc::visit_table(table, &mut visit);
                 }
             }
         }
