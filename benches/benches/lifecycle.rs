@@ -88,21 +88,22 @@ fn teardown_dirty<I>(
 /// The GC workloads of [`gc_wasm`]: the call alone, each in a fresh instance (a new store, so
 /// allocation-only runs never collect): `gc_alloc/100K_structs`, `gc_binary_trees/depth_14`,
 /// and `gc_binary_trees_collect/100x_depth_14`, which allocates more than a heap holds.
+/// `instantiate(collects)` makes the instance, told whether the workload needs a collector.
 fn gc_benches<I>(
     group: &mut BenchmarkGroup<WallTime>,
-    instantiate: impl Fn() -> I,
+    instantiate: impl Fn(bool) -> I,
     call: impl Fn(&mut I, &str, i32) -> i64,
 ) {
-    for (name, id, export, arg, expected) in [
-        ("gc_alloc", "100K_structs", "alloc", 100_000, 5_000_050_000),
-        ("gc_binary_trees", "depth_14", "trees", 14, (1 << 15) - 1),
-        ("gc_binary_trees_collect", "100x_depth_14", "many_trees", 100, 100 * ((1 << 15) - 1)),
+    for (name, id, export, arg, expected, collects) in [
+        ("gc_alloc", "100K_structs", "alloc", 100_000, 5_000_050_000, false),
+        ("gc_binary_trees", "depth_14", "trees", 14, (1 << 15) - 1, false),
+        ("gc_binary_trees_collect", "100x_depth_14", "many_trees", 100, 100 * ((1 << 15) - 1), true),
     ] {
         group.bench_function(BenchmarkId::new(name, id), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let mut instance = instantiate();
+                    let mut instance = instantiate(collects);
                     let start = Instant::now();
                     let result = call(&mut instance, export, arg);
                     total += start.elapsed();
@@ -125,7 +126,7 @@ fn report(lines: &str) {
 }
 
 /// Compile time of each of [`compile_modules`] from wasm to the file a deployment keeps (Kiln's
-/// shared object, Wasmtime's `.cwasm`), as `compile/NAME` (wall-clock, all cores); the CPU time
+/// shared object, Wasmtime's `.cwasm`), as `compile_wall/NAME` (wall-clock, all cores); the CPU time
 /// per compile goes to `$KILN_BENCH_SYSTIME` as `compile_cpu/NAME`, and each module's code
 /// section size as a `code_bytes` line, for the throughput `cargo xtask bench` prints.
 fn compile_benches(c: &mut Criterion, engine: &str, compile: impl Fn(&[u8], &std::path::Path)) {
@@ -136,7 +137,7 @@ fn compile_benches(c: &mut Criterion, engine: &str, compile: impl Fn(&[u8], &std
     for (name, wasm) in &modules {
         let out = dir.path().join(name);
         let (mut cpu, mut count) = (Duration::ZERO, 0u32);
-        group.bench_function(BenchmarkId::new("compile", name), |b| {
+        group.bench_function(BenchmarkId::new("compile_wall", name), |b| {
             b.iter_custom(|iters| {
                 let (wall, before) = (Instant::now(), cpu_time());
                 for _ in 0..iters {
@@ -149,7 +150,7 @@ fn compile_benches(c: &mut Criterion, engine: &str, compile: impl Fn(&[u8], &std
         });
         if count > 0 {
             report(&format!(
-                "{engine}\tcompile_cpu/{name}\t{:.1}\ncode_bytes\tcompile/{name}\t{}\n",
+                "{engine}\tcompile_cpu/{name}\t{:.1}\ncode_bytes\tcompile_wall/{name}\t{}\n",
                 cpu.as_nanos() as f64 / f64::from(count),
                 code_section_size(wasm)
             ));
@@ -285,7 +286,7 @@ fn kiln_benches(c: &mut Criterion) {
         let setup = kiln::setup_gc(&gc_wasm()).expect("compile GC module");
         gc_benches(
             &mut group,
-            || setup.instantiate(),
+            |_| setup.instantiate(),
             |instance, export, arg| match instance.call(export, &[kiln_runtime::Val::I32(arg)]).unwrap()[..] {
                 [kiln_runtime::Val::I64(v)] => v,
                 [kiln_runtime::Val::I32(v)] => i64::from(v),
@@ -435,10 +436,12 @@ fn peer_benches(c: &mut Criterion) {
     }
 
     {
-        let setup = peer::setup_gc(&gc_wasm()).expect("compile GC module");
+        let null = peer::setup_gc(&gc_wasm(), wasmtime::Collector::Null).expect("compile GC module");
+        let drc =
+            peer::setup_gc(&gc_wasm(), wasmtime::Collector::DeferredReferenceCounting).expect("compile GC module");
         gc_benches(
             &mut group,
-            || setup.instantiate(),
+            |collects| if collects { drc.instantiate() } else { null.instantiate() },
             |(store, instance), export, arg| {
                 let f = instance.get_func(&mut *store, export).unwrap();
                 let mut results = [wasmtime::Val::I32(0)];

@@ -545,11 +545,20 @@ pub mod peer {
         Ok(linker.instantiate_pre(&module)?)
     }
 
-    /// [`setup`] for a GC module, with Wasmtime's default GC configuration (its default
-    /// collector) and instance allocation.
-    pub fn setup_gc(wasm: &[u8]) -> Result<Setup> {
+    /// [`setup`] for a GC module in the peer's best configuration for `collector`: the pooling
+    /// allocator (GC heaps reused across stores, their first 64 KiB kept resident like Kiln's
+    /// warm path) and a GC heap that starts at Kiln's default size (64 MiB), so allocation never
+    /// waits for the heap to grow. The benchmarks pick the null collector where nothing needs
+    /// collecting (the fastest allocator Wasmtime has) and its default, deferred reference
+    /// counting, where something does (its copying collector is not functional in 48).
+    pub fn setup_gc(wasm: &[u8], collector: wasmtime::Collector) -> Result<Setup> {
         let mut config = Config::new();
-        config.wasm_gc(true).wasm_function_references(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_memories(16).total_tables(16).total_core_instances(16).total_gc_heaps(16);
+        pool.linear_memory_keep_resident(64 << 10).table_keep_resident(64 << 10);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.wasm_gc(true).wasm_function_references(true).collector(collector);
+        config.gc_heap_initial_size(64 << 20);
         let engine = Engine::new(&config)?;
         let dir = tempfile::tempdir()?;
         let cwasm = dir.path().join("bench.cwasm");

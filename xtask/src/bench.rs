@@ -64,40 +64,30 @@ fn build_hello(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Median estimates (ns) criterion wrote under `target/criterion/<engine>/...`.
+/// Median estimates (ns) criterion wrote under `target/criterion/<engine>/...`, by benchmark
+/// name (the directory path below the engine's).
 fn read_estimates(engine: &str) -> BTreeMap<String, f64> {
     let base = root().join("target/criterion").join(engine);
-    let mut results = BTreeMap::new();
-    let mut stack = vec![base.clone()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.file_name().is_some_and(|n| n == "new") {
-                if let Some(median) =
-                    std::fs::read_to_string(path.join("estimates.json")).ok().and_then(|t| median_of(&t))
-                {
-                    let name = dir.strip_prefix(&base).unwrap().to_string_lossy().replace('\\', "/");
-                    results.insert(name, median);
-                }
-            } else if path.is_dir() && path.file_name().is_some_and(|n| n != "base" && n != "report") {
-                stack.push(path);
+    walkdir::WalkDir::new(&base)
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.file_name() == "estimates.json")
+        .filter_map(|entry| {
+            // `<name>/new/estimates.json`; `base` holds a previous run's.
+            let run = entry.path().parent()?;
+            if run.file_name()? != "new" {
+                return None;
             }
-        }
-    }
-    results
+            let name = run.parent()?.strip_prefix(&base).ok()?.to_string_lossy().replace('\\', "/");
+            Some((name, median_of(&std::fs::read_to_string(entry.path()).ok()?)?))
+        })
+        .collect()
 }
 
-/// `"median":{..."point_estimate":X...}` from criterion's estimates.json.
+/// The median's point estimate from criterion's `estimates.json`.
 fn median_of(json: &str) -> Option<f64> {
-    let after = &json[json.find("\"median\"")?..];
-    let after = &after[after.find("\"point_estimate\"")? + "\"point_estimate\"".len()..];
-    let value: String = after
-        .trim_start_matches([':', ' '])
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
-        .collect();
-    value.parse().ok()
+    let estimates: serde_json::Value = serde_json::from_str(json).ok()?;
+    estimates["median"]["point_estimate"].as_f64()
 }
 
 fn format_ns(ns: f64) -> String {
@@ -173,8 +163,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         "{:<34} {:>12} {:>12} {:>10} {:>12} {:>10}",
         "benchmark", "kiln", "wasmtime", "kiln/wt", "lucet", "kiln/lucet"
     );
-    let mut json = String::from("{\"results\":[");
-    let mut first = true;
+    let mut results = Vec::new();
     for name in names {
         let k = kiln.get(name).copied();
         let w = peer.get(name).copied();
@@ -193,17 +182,15 @@ pub fn run(args: Vec<String>) -> Result<()> {
         );
         for (engine, value) in [("kiln", k), ("wasmtime", w)] {
             if let Some(ns) = value {
-                if !first {
-                    json.push(',');
-                }
-                first = false;
-                json.push_str(&format!("{{\"name\":\"{name}\",\"engine\":\"{engine}\",\"ns\":{ns:.3}}}"));
+                // Three decimals, as criterion's own precision warrants.
+                let ns = (ns * 1000.0).round() / 1000.0;
+                results.push(serde_json::json!({ "name": name, "engine": engine, "ns": ns }));
             }
         }
     }
-    json.push_str("]}\n");
     if let Some(path) = &options.json {
-        std::fs::write(path, &json).with_context(|| format!("cannot write {}", path.display()))?;
+        let json = serde_json::json!({ "results": results }).to_string() + "\n";
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
     print_compile_throughput(&code_bytes, &kiln, &peer);
     let plot = out_dir.join("instantiate-vs-heap.svg");
@@ -228,7 +215,7 @@ fn largest_rust_program() -> Result<Option<std::path::PathBuf>> {
 }
 
 /// Compile throughput: MB of wasm code (the code section) per second of wall-clock and of CPU
-/// time, per engine, from the `compile/*` and `compile_cpu/*` figures.
+/// time, per engine, from the `compile_wall/*` and `compile_cpu/*` figures.
 fn print_compile_throughput(
     code_bytes: &BTreeMap<String, f64>,
     kiln: &BTreeMap<String, f64>,
@@ -243,7 +230,7 @@ fn print_compile_throughput(
         "compile throughput (MB/s)", "kiln wall", "kiln cpu", "wt wall", "wt cpu"
     );
     for (name, &bytes) in code_bytes {
-        let cpu_name = name.replacen("compile/", "compile_cpu/", 1);
+        let cpu_name = name.replacen("compile_wall/", "compile_cpu/", 1);
         let rate = |figures: &BTreeMap<String, f64>, key: &str| {
             figures.get(key).map_or("-".to_string(), |ns| format!("{:.2}", bytes / 1e6 / (ns / 1e9)))
         };

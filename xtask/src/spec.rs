@@ -100,17 +100,6 @@ fn group_of(relative: &str) -> String {
     }
 }
 
-fn json_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| match c {
-            '"' => "\\\"".chars().collect::<Vec<_>>(),
-            '\\' => "\\\\".chars().collect(),
-            c if (c as u32) < 0x20 => format!("\\u{:04x}", c as u32).chars().collect(),
-            c => vec![c],
-        })
-        .collect()
-}
-
 pub fn run(args: Vec<String>) -> Result<()> {
     let options = parse(args)?;
     let edition = options.edition;
@@ -214,20 +203,13 @@ pub fn run(args: Vec<String>) -> Result<()> {
         }
     }
     if let Some(json) = &options.json {
-        let mut out = String::from("{\"files\":[");
-        for (i, (rel, c, _)) in results.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&format!(
-                "{{\"path\":\"{}\",\"passed\":{},\"failed\":{},\"skipped\":{}}}",
-                json_escape(rel),
-                c.passed,
-                c.failed,
-                c.skipped
-            ));
-        }
-        out.push_str("]}\n");
+        let files: Vec<_> = results
+            .iter()
+            .map(|(rel, c, _)| {
+                serde_json::json!({ "path": rel, "passed": c.passed, "failed": c.failed, "skipped": c.skipped })
+            })
+            .collect();
+        let out = serde_json::json!({ "files": files }).to_string() + "\n";
         std::fs::write(json, out).with_context(|| format!("cannot write {}", json.display()))?;
     }
     eprintln!(

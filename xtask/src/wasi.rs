@@ -80,29 +80,26 @@ pub(crate) fn find_local_testsuite(flag: Option<PathBuf>) -> Result<Option<PathB
     Ok([root.join("wasi-tests/testsuite"), root.join("target/wasi-testsuite")].into_iter().find(|dir| is_suite(dir)))
 }
 
+/// Copies the tree at `from` to `to` (symbolic links as links), every copy writable.
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        let ty = entry.file_type()?;
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.with_context(|| format!("cannot read {}", from.display()))?;
+        let target = to.join(entry.path().strip_prefix(from)?);
+        let ty = entry.file_type();
         if ty.is_dir() {
-            copy_dir(&entry.path(), &target)?;
+            std::fs::create_dir_all(&target).with_context(|| format!("cannot create {}", target.display()))?;
         } else if ty.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+            continue;
         } else {
             std::fs::copy(entry.path(), &target)?;
-            // The corpus may have no write bits; the tests write beside their files.
-            let mut perms = std::fs::metadata(&target)?.permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perms.set_readonly(false);
-            std::fs::set_permissions(&target, perms)?;
         }
+        // The corpus may have no write bits; the tests write beside their files.
+        let mut perms = std::fs::metadata(&target)?.permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&target, perms)?;
     }
-    let mut perms = std::fs::metadata(to)?.permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(to, perms)?;
     Ok(())
 }
 
