@@ -242,3 +242,34 @@ fn fuzzer_finding_a_billion_element_table_grow_is_bounded_in_both_engines() {
     ];
     assert!(targets::linked(&input), "the pair runs and both engines agree");
 }
+
+#[test]
+fn metadata_with_malformed_constant_expressions_is_refused() {
+    use kiln_abi::ConstOp::*;
+    let dir = tempfile::tempdir().unwrap();
+    let so = dir.path().join("m.so");
+    let wat = r#"(module (import "m" "g" (global i32)) (global (export "g") i32 (global.get 0)))"#;
+    kiln_compiler::Compiler::new().unwrap().compile_to_file(wat.as_bytes(), &so).unwrap();
+    // SAFETY: compiled by this test into its temporary directory.
+    let module = unsafe { kiln_runtime::Module::load(&so) }.unwrap();
+    let with_init = |init: Vec<kiln_abi::ConstOp>| {
+        let mut meta = module.metadata().clone();
+        meta.defined_globals[0].init = init;
+        kiln_runtime::decode_metadata(&postcard::to_allocvec(&meta).unwrap())
+    };
+    assert!(with_init(vec![GlobalGet(0)]).is_ok(), "the module as compiled");
+    assert!(with_init(vec![I32Const(2), I32Const(3), I32Add]).is_ok());
+    for (why, init) in [
+        ("no value", vec![]),
+        ("pops an empty stack", vec![I32Const(2), I32Add]),
+        ("leaves two values", vec![I32Const(2), I32Const(3)]),
+        ("reads its own global, not yet set", vec![GlobalGet(1)]),
+        ("reads a global that does not exist", vec![GlobalGet(7)]),
+        ("names a function that does not exist", vec![RefFunc(0)]),
+        ("makes a struct of a type that does not exist", vec![StructNewDefault(0)]),
+        ("makes an array of a type that does not exist", vec![I32Const(1), ArrayNewDefault(3)]),
+    ] {
+        let error = with_init(init).expect_err(why);
+        assert!(error.contains("malformed constant expression"), "{why}: {error}");
+    }
+}

@@ -636,6 +636,9 @@ fn check_metadata(meta: &ModuleMetadata) -> Result<(), String> {
     if !handlers_in_range {
         return fail("exception handler outside its function");
     }
+    if !const_exprs(meta).all(|(expr, globals)| const_expr_well_formed(meta, expr, globals)) {
+        return fail("malformed constant expression");
+    }
     let own_memories = meta.memories.len() - meta.num_imported_memories as usize;
     if !meta.heap_images.is_empty() && meta.heap_images.len() != own_memories {
         return fail("heap image count disagrees with the memories");
@@ -652,4 +655,64 @@ fn check_metadata(meta: &ModuleMetadata) -> Result<(), String> {
         return fail("export or start index out of range");
     }
     Ok(())
+}
+
+/// Every constant expression of a module (global and table initialisers, element items and
+/// segment offsets), each with how many globals it may read: a global's initialiser only those
+/// before it, which are set when it runs.
+fn const_exprs(meta: &ModuleMetadata) -> impl Iterator<Item = (&kiln_abi::ConstExpr, usize)> {
+    use kiln_abi::{DataMode, ElementMode};
+    let all = meta.globals.len();
+    let imported = meta.num_imported_globals as usize;
+    let globals = meta.defined_globals.iter().enumerate().map(move |(i, g)| (&g.init, imported + i));
+    let tables = meta.defined_tables.iter().filter_map(|t| t.init.as_ref());
+    let elements = meta.elements.iter().flat_map(|e| {
+        let offset = match &e.mode {
+            ElementMode::Active { offset, .. } => Some(offset),
+            _ => None,
+        };
+        offset.into_iter().chain(&e.items)
+    });
+    let data = meta.data.iter().filter_map(|d| match &d.mode {
+        DataMode::Active { offset, .. } => Some(offset),
+        DataMode::Passive => None,
+    });
+    globals.chain(tables.chain(elements).chain(data).map(move |expr| (expr, all)))
+}
+
+/// Whether `expr` leaves exactly one value, never takes more than its stack holds, and names
+/// only functions, types of the right kind and the first `globals` globals: what the
+/// instantiation's evaluator relies on.
+fn const_expr_well_formed(meta: &ModuleMetadata, expr: &[kiln_abi::ConstOp], globals: usize) -> bool {
+    use kiln_abi::gc::CompositeType;
+    use kiln_abi::ConstOp as Op;
+    let is_struct =
+        |t: u32| matches!(meta.subtypes.get(t as usize).map(|s| &s.composite), Some(CompositeType::Struct(_)));
+    let is_array =
+        |t: u32| matches!(meta.subtypes.get(t as usize).map(|s| &s.composite), Some(CompositeType::Array(_)));
+    let mut depth: usize = 0;
+    for op in expr {
+        let (pops, known) = match *op {
+            Op::I32Const(_) | Op::I64Const(_) | Op::F32Const(_) | Op::F64Const(_) | Op::V128Const(_) | Op::RefNull => {
+                (0, true)
+            }
+            Op::GlobalGet(g) => (0, (g as usize) < globals),
+            Op::RefFunc(f) => (0, (f as usize) < meta.func_types.len()),
+            Op::RefI31 | Op::AnyConvertExtern | Op::ExternConvertAny => (1, true),
+            Op::I32Add | Op::I32Sub | Op::I32Mul | Op::I64Add | Op::I64Sub | Op::I64Mul => (2, true),
+            Op::StructNew(t) => match meta.subtypes.get(t as usize).map(|s| &s.composite) {
+                Some(CompositeType::Struct(fields)) => (fields.len(), true),
+                _ => (0, false),
+            },
+            Op::StructNewDefault(t) => (0, is_struct(t)),
+            Op::ArrayNew(t) => (2, is_array(t)),
+            Op::ArrayNewDefault(t) => (1, is_array(t)),
+            Op::ArrayNewFixed(t, n) => (n as usize, is_array(t)),
+        };
+        if !known || depth < pops {
+            return false;
+        }
+        depth = depth - pops + 1;
+    }
+    depth == 1
 }

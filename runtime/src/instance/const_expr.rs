@@ -7,7 +7,8 @@ use kiln_abi::{ConstOp, TrapCode, VMFuncRef, VMGlobalDefinition, ValType};
 use super::InstanceInner;
 
 /// Evaluates a constant expression to its raw value; the trap code if it allocates more than
-/// the store's GC heap holds.
+/// the store's GC heap holds. The loader checked the expression (`load::check_metadata`): it
+/// never pops an empty stack, leaves one value, and names only what exists.
 pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) -> Result<u128, TrapCode> {
     let o = &inner.module.inner.offsets;
     // Almost every expression is one operation; extended constant expressions use a stack.
@@ -27,8 +28,8 @@ pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) 
                 unsafe { u128::from_le_bytes((**inner.vm_field::<*mut VMGlobalDefinition>(o.global(g))).storage) }
             }
             ConstOp::I32Add | ConstOp::I32Sub | ConstOp::I32Mul => {
-                let b = stack.pop().unwrap_or(0) as u32;
-                let a = stack.pop().unwrap_or(0) as u32;
+                let b = stack.pop() as u32;
+                let a = stack.pop() as u32;
                 (match *op {
                     ConstOp::I32Add => a.wrapping_add(b),
                     ConstOp::I32Sub => a.wrapping_sub(b),
@@ -36,16 +37,16 @@ pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) 
                 }) as u128
             }
             ConstOp::I64Add | ConstOp::I64Sub | ConstOp::I64Mul => {
-                let b = stack.pop().unwrap_or(0) as u64;
-                let a = stack.pop().unwrap_or(0) as u64;
+                let b = stack.pop() as u64;
+                let a = stack.pop() as u64;
                 (match *op {
                     ConstOp::I64Add => a.wrapping_add(b),
                     ConstOp::I64Sub => a.wrapping_sub(b),
                     _ => a.wrapping_mul(b),
                 }) as u128
             }
-            ConstOp::RefI31 => ((stack.pop().unwrap_or(0) as u32) << 1 | 1) as u128,
-            ConstOp::AnyConvertExtern | ConstOp::ExternConvertAny => stack.pop().unwrap_or(0),
+            ConstOp::RefI31 => ((stack.pop() as u32) << 1 | 1) as u128,
+            ConstOp::AnyConvertExtern | ConstOp::ExternConvertAny => stack.pop(),
             ConstOp::StructNew(t) | ConstOp::StructNewDefault(t) => {
                 let fields = inner.module.inner.struct_fields(t);
                 let layout = struct_layout(fields);
@@ -67,10 +68,10 @@ pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) 
                 let (len, fill, fixed) = match *op {
                     ConstOp::ArrayNewFixed(_, n) => (n, 0, stack.pop_n(n as usize)),
                     ConstOp::ArrayNew(_) => {
-                        let len = stack.pop().unwrap_or(0) as u32;
-                        (len, stack.pop().unwrap_or(0), Vec::new())
+                        let len = stack.pop() as u32;
+                        (len, stack.pop(), Vec::new())
                     }
-                    _ => (stack.pop().unwrap_or(0) as u32, 0, Vec::new()),
+                    _ => (stack.pop() as u32, 0, Vec::new()),
                 };
                 let element = inner.module.inner.array_element(t);
                 let element_size = storage_size(element.storage);
@@ -89,7 +90,7 @@ pub(crate) fn eval_const(inner: &InstanceInner, expr: &[ConstOp], _ty: ValType) 
         };
         stack.push(value);
     }
-    Ok(stack.pop().unwrap_or(0))
+    Ok(stack.pop())
 }
 
 /// Writes raw value `value` as a field or element of `storage` at heap offset `offset` of an
@@ -122,19 +123,20 @@ mod smallstack {
             }
         }
 
-        /// The top `n` values, the deepest first (zeros for missing ones).
+        /// The top `n` values, the deepest first.
         pub fn pop_n(&mut self, n: usize) -> Vec<u128> {
-            let mut values: Vec<u128> = (0..n).map(|_| self.pop().unwrap_or(0)).collect();
+            let mut values: Vec<u128> = (0..n).map(|_| self.pop()).collect();
             values.reverse();
             values
         }
 
-        pub fn pop(&mut self) -> Option<u128> {
+        /// The top value. Panics on an empty stack, which a checked expression never pops.
+        pub fn pop(&mut self) -> u128 {
             if let Some(value) = self.spill.pop() {
-                return Some(value);
+                return value;
             }
-            self.len = self.len.checked_sub(1)?;
-            Some(self.values[self.len])
+            self.len = self.len.checked_sub(1).expect("constant expressions are checked at load");
+            self.values[self.len]
         }
     }
 
@@ -147,9 +149,9 @@ mod smallstack {
                 stack.push(v);
             }
             for v in (0..40u128).rev() {
-                assert_eq!(stack.pop(), Some(v));
+                assert_eq!(stack.pop(), v);
             }
-            assert_eq!(stack.pop(), None);
+            assert_eq!(stack.pop_n(0), Vec::<u128>::new());
         }
     }
 }
