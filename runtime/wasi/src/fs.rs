@@ -14,7 +14,7 @@ use cap_fs_ext::{
 };
 use cap_std::fs::{Dir, MetadataExt, OpenOptions};
 
-use crate::funcs::{Args, Fail};
+use crate::funcs::{Fail, Waiting};
 use crate::memory::GuestMemory;
 use crate::table::{Descriptor, Handle};
 use crate::types::{
@@ -144,8 +144,16 @@ fn rustix_timestamps(atim: u64, mtim: u64, fst: u16) -> WasiResult<rustix::fs::T
     })
 }
 
-pub(crate) fn fd_advise(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let advice = match a.u32(3) {
+pub(crate) fn fd_advise(
+    ctx: &mut WasiCtx,
+    _: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    offset: u64,
+    len: u64,
+    advice: u32,
+) -> Ret {
+    let advice = match advice {
         0 => rustix::fs::Advice::Normal,
         1 => rustix::fs::Advice::Sequential,
         2 => rustix::fs::Advice::Random,
@@ -154,19 +162,25 @@ pub(crate) fn fd_advise(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>
         5 => rustix::fs::Advice::NoReuse,
         _ => return Err(Errno::Inval.into()),
     };
-    let fd = ctx.table.get(a.u32(0))?.stream(rights::FD_ADVISE)?;
-    let len = std::num::NonZeroU64::new(a.u64(2));
-    rustix::fs::fadvise(fd, a.u64(1), len, advice).map_err(Errno::from)?;
+    let fd = ctx.table.get(fd)?.stream(rights::FD_ADVISE)?;
+    let len = std::num::NonZeroU64::new(len);
+    rustix::fs::fadvise(fd, offset, len, advice).map_err(Errno::from)?;
     Ok(())
 }
 
-pub(crate) fn fd_allocate(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let desc = ctx.table.get(a.u32(0))?;
+pub(crate) fn fd_allocate(
+    ctx: &mut WasiCtx,
+    _: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    offset: u64,
+    len: u64,
+) -> Ret {
+    let desc = ctx.table.get(fd)?;
     let fd = desc.stream(rights::FD_ALLOCATE)?;
     if desc.filetype != filetype::REGULAR_FILE {
         return Err(Errno::Badf.into());
     }
-    let (offset, len) = (a.u64(1), a.u64(2));
     let end = offset.checked_add(len).filter(|&e| e <= i64::MAX as u64).ok_or(Errno::Fbig)?;
     match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), offset, len) {
         Ok(()) => Ok(()),
@@ -182,45 +196,55 @@ pub(crate) fn fd_allocate(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'
     }
 }
 
-pub(crate) fn fd_close(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    ctx.table.remove(a.u32(0))?;
+pub(crate) fn fd_close(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, _: Waiting<'_>, fd: u32) -> Ret {
+    ctx.table.remove(fd)?;
     Ok(())
 }
 
-pub(crate) fn fd_datasync(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let desc = ctx.table.get(a.u32(0))?;
+pub(crate) fn fd_datasync(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, _: Waiting<'_>, fd: u32) -> Ret {
+    let desc = ctx.table.get(fd)?;
     desc.require(rights::FD_DATASYNC)?;
     rustix::fs::fdatasync(desc.handle.fd()).map_err(Errno::from)?;
     Ok(())
 }
 
-pub(crate) fn fd_sync(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let desc = ctx.table.get(a.u32(0))?;
+pub(crate) fn fd_sync(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, _: Waiting<'_>, fd: u32) -> Ret {
+    let desc = ctx.table.get(fd)?;
     desc.require(rights::FD_SYNC)?;
     rustix::fs::fsync(desc.handle.fd()).map_err(Errno::from)?;
     Ok(())
 }
 
-pub(crate) fn fd_fdstat_get(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let desc = ctx.table.get(a.u32(0))?;
-    let ptr = a.u32(1);
-    mem.slice(ptr, 24)?;
-    mem.write_u8(ptr, desc.filetype)?;
-    mem.write_u8(ptr + 1, 0)?;
-    mem.write_u16(ptr + 2, desc.flags)?;
-    mem.write_u32(ptr + 4, 0)?;
-    mem.write_u64(ptr + 8, desc.base)?;
-    mem.write_u64(ptr + 16, desc.inheriting)?;
+pub(crate) fn fd_fdstat_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    stat_out: u32,
+) -> Ret {
+    let desc = ctx.table.get(fd)?;
+    mem.slice(stat_out, 24)?;
+    mem.write_u8(stat_out, desc.filetype)?;
+    mem.write_u8(stat_out + 1, 0)?;
+    mem.write_u16(stat_out + 2, desc.flags)?;
+    mem.write_u32(stat_out + 4, 0)?;
+    mem.write_u64(stat_out + 8, desc.base)?;
+    mem.write_u64(stat_out + 16, desc.inheriting)?;
     Ok(())
 }
 
-pub(crate) fn fd_fdstat_set_flags(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let flags = a.u32(1);
+pub(crate) fn fd_fdstat_set_flags(
+    ctx: &mut WasiCtx,
+    _: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    flags: u32,
+) -> Ret {
     if flags > fdflags::ALL as u32 {
         return Err(Errno::Inval.into());
     }
     let flags = flags as u16;
-    let desc = ctx.table.get_mut(a.u32(0))?;
+    let desc = ctx.table.get_mut(fd)?;
     desc.require(rights::FD_FDSTAT_SET_FLAGS)?;
     // Linux cannot change the synchronisation flags of an open file.
     let sync = fdflags::DSYNC | fdflags::RSYNC | fdflags::SYNC;
@@ -233,9 +257,15 @@ pub(crate) fn fd_fdstat_set_flags(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a:
     Ok(())
 }
 
-pub(crate) fn fd_fdstat_set_rights(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let (base, inheriting) = (a.u64(1), a.u64(2));
-    let desc = ctx.table.get_mut(a.u32(0))?;
+pub(crate) fn fd_fdstat_set_rights(
+    ctx: &mut WasiCtx,
+    _: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    base: u64,
+    inheriting: u64,
+) -> Ret {
+    let desc = ctx.table.get_mut(fd)?;
     if base & !desc.base != 0 || inheriting & !desc.inheriting != 0 {
         return Err(Errno::NotCapable.into());
     }
@@ -244,18 +274,29 @@ pub(crate) fn fd_fdstat_set_rights(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a
     Ok(())
 }
 
-pub(crate) fn fd_filestat_get(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let desc = ctx.table.get(a.u32(0))?;
+pub(crate) fn fd_filestat_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    stat_out: u32,
+) -> Ret {
+    let desc = ctx.table.get(fd)?;
     desc.require(rights::FD_FILESTAT_GET)?;
     let mut st = fstat(desc.handle.fd())?;
     // Keep the descriptor's own view of what it is (a pipe reads as `unknown`, as fdstat says).
     st.filetype = if st.filetype == filetype::UNKNOWN { desc.filetype } else { st.filetype };
-    Ok(write_filestat(mem, a.u32(1), &st)?)
+    Ok(write_filestat(mem, stat_out, &st)?)
 }
 
-pub(crate) fn fd_filestat_set_size(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let fd = ctx.table.get(a.u32(0))?.stream(rights::FD_FILESTAT_SET_SIZE)?;
-    let size = a.u64(1);
+pub(crate) fn fd_filestat_set_size(
+    ctx: &mut WasiCtx,
+    _: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    size: u64,
+) -> Ret {
+    let fd = ctx.table.get(fd)?.stream(rights::FD_FILESTAT_SET_SIZE)?;
     if size > i64::MAX as u64 {
         return Err(Errno::Fbig.into());
     }
@@ -263,91 +304,151 @@ pub(crate) fn fd_filestat_set_size(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a
     Ok(())
 }
 
-pub(crate) fn fd_filestat_set_times(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let times = rustix_timestamps(a.u64(1), a.u64(2), a.u32(3) as u16)?;
-    let desc = ctx.table.get(a.u32(0))?;
+pub(crate) fn fd_filestat_set_times(
+    ctx: &mut WasiCtx,
+    _: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    atim: u64,
+    mtim: u64,
+    fst_flags: u32,
+) -> Ret {
+    let times = rustix_timestamps(atim, mtim, fst_flags as u16)?;
+    let desc = ctx.table.get(fd)?;
     desc.require(rights::FD_FILESTAT_SET_TIMES)?;
     rustix::fs::futimens(desc.handle.fd(), &times).map_err(Errno::from)?;
     Ok(())
 }
 
-pub(crate) fn fd_read(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let desc = ctx.table.get(a.u32(0))?;
+pub(crate) fn fd_read(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    waiter: Waiting<'_>,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    nread_out: u32,
+) -> Ret {
+    let desc = ctx.table.get(fd)?;
     let fd = desc.stream(rights::FD_READ)?;
-    let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
+    let iovs = mem.iovecs(iovs, iovs_len)?;
     let mut buf = vec![0u8; GuestMemory::capacity(&iovs)];
-    let n = crate::io::read(desc, fd, &mut buf, a.waiter)?;
+    let n = crate::io::read(desc, fd, &mut buf, waiter)?;
     mem.scatter(&iovs, &buf[..n])?;
-    Ok(mem.write_u32(a.u32(3), n as u32)?)
+    Ok(mem.write_u32(nread_out, n as u32)?)
 }
 
-pub(crate) fn fd_pread(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let fd = ctx.table.get(a.u32(0))?.stream(rights::FD_READ | rights::FD_SEEK)?;
-    let offset = a.u64(3);
+pub(crate) fn fd_pread(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    offset: u64,
+    nread_out: u32,
+) -> Ret {
+    let fd = ctx.table.get(fd)?.stream(rights::FD_READ | rights::FD_SEEK)?;
     if offset > i64::MAX as u64 {
         return Err(Errno::Inval.into());
     }
-    let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
+    let iovs = mem.iovecs(iovs, iovs_len)?;
     let mut buf = vec![0u8; GuestMemory::capacity(&iovs)];
     // Positioned: only seekable files, which never wait for anyone.
     let n = rustix::io::pread(fd, &mut buf[..], offset).map_err(Errno::from)?;
     mem.scatter(&iovs, &buf[..n])?;
-    Ok(mem.write_u32(a.u32(4), n as u32)?)
+    Ok(mem.write_u32(nread_out, n as u32)?)
 }
 
-pub(crate) fn fd_write(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let desc = ctx.table.get(a.u32(0))?;
+pub(crate) fn fd_write(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    waiter: Waiting<'_>,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    nwritten_out: u32,
+) -> Ret {
+    let desc = ctx.table.get(fd)?;
     let fd = desc.stream(rights::FD_WRITE)?;
-    let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
+    let iovs = mem.iovecs(iovs, iovs_len)?;
     let data = mem.gather(&iovs)?;
     if desc.flags & fdflags::APPEND != 0 && desc.filetype == filetype::REGULAR_FILE {
         rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0)).map_err(Errno::from)?;
     }
-    let n = crate::io::write(desc, fd, &data, a.waiter)?;
-    Ok(mem.write_u32(a.u32(3), n as u32)?)
+    let n = crate::io::write(desc, fd, &data, waiter)?;
+    Ok(mem.write_u32(nwritten_out, n as u32)?)
 }
 
-pub(crate) fn fd_pwrite(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let fd = ctx.table.get(a.u32(0))?.stream(rights::FD_WRITE | rights::FD_SEEK)?;
-    let offset = a.u64(3);
+pub(crate) fn fd_pwrite(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    offset: u64,
+    nwritten_out: u32,
+) -> Ret {
+    let fd = ctx.table.get(fd)?.stream(rights::FD_WRITE | rights::FD_SEEK)?;
     if offset > i64::MAX as u64 {
         return Err(Errno::Inval.into());
     }
-    let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
+    let iovs = mem.iovecs(iovs, iovs_len)?;
     let data = mem.gather(&iovs)?;
     // The host descriptor never has O_APPEND (append is emulated in fd_write), so the write
     // lands at `offset` as preview1 says, even on an append-mode descriptor.
     let n = rustix::io::pwrite(fd, &data, offset).map_err(Errno::from)?;
-    Ok(mem.write_u32(a.u32(4), n as u32)?)
+    Ok(mem.write_u32(nwritten_out, n as u32)?)
 }
 
-pub(crate) fn fd_prestat_get(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let desc = ctx.table.get(a.u32(0))?;
+pub(crate) fn fd_prestat_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    prestat_out: u32,
+) -> Ret {
+    let desc = ctx.table.get(fd)?;
     let name = desc.preopen.as_ref().ok_or(Errno::Badf)?;
-    let ptr = a.u32(1);
-    mem.slice(ptr, 8)?;
-    mem.write_u32(ptr, PREOPENTYPE_DIR as u32)?;
-    mem.write_u32(ptr + 4, name.len() as u32)?;
+    mem.slice(prestat_out, 8)?;
+    mem.write_u32(prestat_out, PREOPENTYPE_DIR as u32)?;
+    mem.write_u32(prestat_out + 4, name.len() as u32)?;
     Ok(())
 }
 
-pub(crate) fn fd_prestat_dir_name(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let desc = ctx.table.get(a.u32(0))?;
+pub(crate) fn fd_prestat_dir_name(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    path: u32,
+    path_len: u32,
+) -> Ret {
+    let desc = ctx.table.get(fd)?;
     let name = desc.preopen.as_ref().ok_or(Errno::Badf)?;
-    if (a.u32(2) as usize) < name.len() {
+    if (path_len as usize) < name.len() {
         return Err(Errno::NameTooLong.into());
     }
-    Ok(mem.write_bytes(a.u32(1), name)?)
+    Ok(mem.write_bytes(path, name)?)
 }
 
-pub(crate) fn fd_readdir(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let desc = ctx.table.get(a.u32(0))?;
+pub(crate) fn fd_readdir(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    buf: u32,
+    buf_len: u32,
+    cookie: u64,
+    bufused_out: u32,
+) -> Ret {
+    let desc = ctx.table.get(fd)?;
     let dir = match &desc.handle {
         Handle::Dir(d) => d,
         _ => return Err(Errno::NotDir.into()),
     };
     desc.require(rights::FD_READDIR)?;
-    let (buf, buf_len, cookie) = (a.u32(1), a.u32(2), a.u64(3));
     mem.slice(buf, buf_len)?;
 
     // `.` and `..` first (both report this directory's inode: the parent may lie outside the
@@ -395,24 +496,31 @@ pub(crate) fn fd_readdir(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<
     // A full buffer (the last entry may be cut) tells the guest to call again.
     out.truncate(buf_len as usize);
     mem.write_bytes(buf, &out)?;
-    Ok(mem.write_u32(a.u32(4), out.len() as u32)?)
+    Ok(mem.write_u32(bufused_out, out.len() as u32)?)
 }
 
-pub(crate) fn fd_renumber(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let (from, to) = (a.u32(0), a.u32(1));
-    ctx.table.get(from)?;
+pub(crate) fn fd_renumber(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, _: Waiting<'_>, fd: u32, to: u32) -> Ret {
+    ctx.table.get(fd)?;
     ctx.table.get(to)?;
-    if from != to {
-        let desc = ctx.table.remove(from)?;
+    if fd != to {
+        let desc = ctx.table.remove(fd)?;
         ctx.table.insert(to, desc);
     }
     Ok(())
 }
 
-pub(crate) fn fd_seek(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let (offset, how) = (a.u64(1) as i64, a.u32(2));
+pub(crate) fn fd_seek(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    fd: u32,
+    offset: u64,
+    how: u32,
+    newoffset_out: u32,
+) -> Ret {
+    let offset = offset as i64;
     let needed = if offset == 0 && how == whence::CUR as u32 { rights::FD_TELL } else { rights::FD_SEEK };
-    let desc = ctx.table.get(a.u32(0))?;
+    let desc = ctx.table.get(fd)?;
     let fd = match desc.stream(needed) {
         // Either right lets the guest learn the position.
         Err(Errno::NotCapable) if needed == rights::FD_TELL => desc.stream(rights::FD_SEEK)?,
@@ -426,36 +534,63 @@ pub(crate) fn fd_seek(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>
         _ => return Err(Errno::Inval.into()),
     };
     let pos = rustix::fs::seek(fd, from).map_err(Errno::from)?;
-    Ok(mem.write_u64(a.u32(3), pos)?)
+    Ok(mem.write_u64(newoffset_out, pos)?)
 }
 
-pub(crate) fn fd_tell(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let fd = ctx.table.get(a.u32(0))?.stream(rights::FD_TELL)?;
+pub(crate) fn fd_tell(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, _: Waiting<'_>, fd: u32, offset_out: u32) -> Ret {
+    let fd = ctx.table.get(fd)?.stream(rights::FD_TELL)?;
     let pos = rustix::fs::seek(fd, rustix::fs::SeekFrom::Current(0)).map_err(Errno::from)?;
-    Ok(mem.write_u64(a.u32(1), pos)?)
+    Ok(mem.write_u64(offset_out, pos)?)
 }
 
-pub(crate) fn path_create_directory(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let dir = ctx.table.get(a.u32(0))?.dir_with(rights::PATH_CREATE_DIRECTORY)?;
-    let path = path_arg(mem, a.u32(1), a.u32(2))?;
+pub(crate) fn path_create_directory(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    dir_fd: u32,
+    path: u32,
+    path_len: u32,
+) -> Ret {
+    let dir = ctx.table.get(dir_fd)?.dir_with(rights::PATH_CREATE_DIRECTORY)?;
+    let path = path_arg(mem, path, path_len)?;
     dir.create_dir(as_path(&path)).map_err(Errno::from)?;
     Ok(())
 }
 
-pub(crate) fn path_filestat_get(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let dir = ctx.table.get(a.u32(0))?.dir_with(rights::PATH_FILESTAT_GET)?;
-    let follow = a.u32(1) & lookupflags::SYMLINK_FOLLOW != 0;
-    let path = path_arg(mem, a.u32(2), a.u32(3))?;
+pub(crate) fn path_filestat_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    dir_fd: u32,
+    lookup: u32,
+    path: u32,
+    path_len: u32,
+    stat_out: u32,
+) -> Ret {
+    let dir = ctx.table.get(dir_fd)?.dir_with(rights::PATH_FILESTAT_GET)?;
+    let follow = lookup & lookupflags::SYMLINK_FOLLOW != 0;
+    let path = path_arg(mem, path, path_len)?;
     let md = if follow { dir.metadata(as_path(&path)) } else { dir.symlink_metadata(as_path(&path)) };
     let st = metadata_filestat(&md.map_err(Errno::from)?);
-    Ok(write_filestat(mem, a.u32(4), &st)?)
+    Ok(write_filestat(mem, stat_out, &st)?)
 }
 
-pub(crate) fn path_filestat_set_times(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let dir = ctx.table.get(a.u32(0))?.dir_with(rights::PATH_FILESTAT_SET_TIMES)?;
-    let follow = a.u32(1) & lookupflags::SYMLINK_FOLLOW != 0;
-    let path = path_arg(mem, a.u32(2), a.u32(3))?;
-    let (atime, mtime) = time_specs(a.u64(4), a.u64(5), a.u32(6) as u16)?;
+pub(crate) fn path_filestat_set_times(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    dir_fd: u32,
+    lookup: u32,
+    path: u32,
+    path_len: u32,
+    atim: u64,
+    mtim: u64,
+    fst_flags: u32,
+) -> Ret {
+    let dir = ctx.table.get(dir_fd)?.dir_with(rights::PATH_FILESTAT_SET_TIMES)?;
+    let follow = lookup & lookupflags::SYMLINK_FOLLOW != 0;
+    let path = path_arg(mem, path, path_len)?;
+    let (atime, mtime) = time_specs(atim, mtim, fst_flags as u16)?;
     let result = if follow {
         dir.set_times(as_path(&path), atime, mtime)
     } else {
@@ -465,15 +600,26 @@ pub(crate) fn path_filestat_set_times(ctx: &mut WasiCtx, mem: &mut GuestMemory<'
     Ok(())
 }
 
-pub(crate) fn path_link(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let old_dir = ctx.table.get(a.u32(0))?.dir_with(rights::PATH_LINK_SOURCE)?;
-    if a.u32(1) & lookupflags::SYMLINK_FOLLOW != 0 {
+pub(crate) fn path_link(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    old_fd: u32,
+    old_lookup: u32,
+    old_path: u32,
+    old_path_len: u32,
+    new_fd: u32,
+    new_path: u32,
+    new_path_len: u32,
+) -> Ret {
+    let old_dir = ctx.table.get(old_fd)?.dir_with(rights::PATH_LINK_SOURCE)?;
+    if old_lookup & lookupflags::SYMLINK_FOLLOW != 0 {
         // cap-std links the path itself; following a symlink first is not offered.
         return Err(Errno::Inval.into());
     }
-    let old_path = path_arg(mem, a.u32(2), a.u32(3))?;
-    let new_dir = ctx.table.get(a.u32(4))?.dir_with(rights::PATH_LINK_TARGET)?;
-    let new_path = path_arg(mem, a.u32(5), a.u32(6))?;
+    let old_path = path_arg(mem, old_path, old_path_len)?;
+    let new_dir = ctx.table.get(new_fd)?.dir_with(rights::PATH_LINK_TARGET)?;
+    let new_path = path_arg(mem, new_path, new_path_len)?;
     if new_path.ends_with(b"/") {
         // A trailing slash names a directory, which a hard link never is.
         return Err(Errno::NoEnt.into());
@@ -482,13 +628,25 @@ pub(crate) fn path_link(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'
     Ok(())
 }
 
-pub(crate) fn path_open(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let (dirflags, oflags_raw, base, inheriting, fdflags_raw) = (a.u32(1), a.u32(4), a.u64(5), a.u64(6), a.u32(7));
+pub(crate) fn path_open(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    dir_fd: u32,
+    dirflags: u32,
+    path: u32,
+    path_len: u32,
+    oflags_raw: u32,
+    base: u64,
+    inheriting: u64,
+    fdflags_raw: u32,
+    fd_out: u32,
+) -> Ret {
     if oflags_raw > oflags::ALL as u32 || fdflags_raw > fdflags::ALL as u32 {
         return Err(Errno::Inval.into());
     }
     let (of, ff) = (oflags_raw as u16, fdflags_raw as u16);
-    let parent = ctx.table.get(a.u32(0))?;
+    let parent = ctx.table.get(dir_fd)?;
     let mut needed = rights::PATH_OPEN;
     if of & oflags::CREAT != 0 {
         needed |= rights::PATH_CREATE_FILE;
@@ -509,7 +667,7 @@ pub(crate) fn path_open(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'
         );
     }
     let parent_inheriting = parent.inheriting;
-    let path = path_arg(mem, a.u32(2), a.u32(3))?;
+    let path = path_arg(mem, path, path_len)?;
     let follow = dirflags & lookupflags::SYMLINK_FOLLOW != 0;
     let wants_write = base & (rights::FD_WRITE | rights::FD_ALLOCATE | rights::FD_FILESTAT_SET_SIZE) != 0;
     let wants_read = base & (rights::FD_READ | rights::FD_READDIR) != 0 || !wants_write;
@@ -573,7 +731,7 @@ pub(crate) fn path_open(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'
     };
     let desc = Descriptor { handle, filetype, base, inheriting, flags: ff, preopen: None };
     let fd = ctx.table.push(desc)?;
-    Ok(mem.write_u32(a.u32(8), fd)?)
+    Ok(mem.write_u32(fd_out, fd)?)
 }
 
 /// Refuses what a wide preopen (`/`, say) would otherwise reach of the host itself: procfs and
@@ -602,19 +760,36 @@ fn refuse_host_internals(fd: BorrowedFd<'_>) -> WasiResult<()> {
     }
 }
 
-pub(crate) fn path_readlink(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let dir = ctx.table.get(a.u32(0))?.dir_with(rights::PATH_READLINK)?;
-    let path = path_arg(mem, a.u32(1), a.u32(2))?;
+pub(crate) fn path_readlink(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    dir_fd: u32,
+    path: u32,
+    path_len: u32,
+    buf: u32,
+    buf_len: u32,
+    bufused_out: u32,
+) -> Ret {
+    let dir = ctx.table.get(dir_fd)?.dir_with(rights::PATH_READLINK)?;
+    let path = path_arg(mem, path, path_len)?;
     let target = dir.read_link_contents(as_path(&path)).map_err(Errno::from)?;
     let bytes = target.as_os_str().as_bytes();
-    let n = bytes.len().min(a.u32(4) as usize);
-    mem.write_bytes(a.u32(3), &bytes[..n])?;
-    Ok(mem.write_u32(a.u32(5), n as u32)?)
+    let n = bytes.len().min(buf_len as usize);
+    mem.write_bytes(buf, &bytes[..n])?;
+    Ok(mem.write_u32(bufused_out, n as u32)?)
 }
 
-pub(crate) fn path_remove_directory(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let dir = ctx.table.get(a.u32(0))?.dir_with(rights::PATH_REMOVE_DIRECTORY)?;
-    let mut path: &[u8] = &path_arg(mem, a.u32(1), a.u32(2))?;
+pub(crate) fn path_remove_directory(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    dir_fd: u32,
+    path: u32,
+    path_len: u32,
+) -> Ret {
+    let dir = ctx.table.get(dir_fd)?.dir_with(rights::PATH_REMOVE_DIRECTORY)?;
+    let mut path: &[u8] = &path_arg(mem, path, path_len)?;
     // `dir/` names the same directory as `dir` (cap-std would read it as `dir/.`, which
     // rmdir refuses); on a file, rmdir still answers notdir.
     while path.len() > 1 && path.ends_with(b"/") {
@@ -624,19 +799,38 @@ pub(crate) fn path_remove_directory(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>
     Ok(())
 }
 
-pub(crate) fn path_rename(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let old_dir = ctx.table.get(a.u32(0))?.dir_with(rights::PATH_RENAME_SOURCE)?;
-    let old_path = path_arg(mem, a.u32(1), a.u32(2))?;
-    let new_dir = ctx.table.get(a.u32(3))?.dir_with(rights::PATH_RENAME_TARGET)?;
-    let new_path = path_arg(mem, a.u32(4), a.u32(5))?;
+pub(crate) fn path_rename(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    old_fd: u32,
+    old_path: u32,
+    old_path_len: u32,
+    new_fd: u32,
+    new_path: u32,
+    new_path_len: u32,
+) -> Ret {
+    let old_dir = ctx.table.get(old_fd)?.dir_with(rights::PATH_RENAME_SOURCE)?;
+    let old_path = path_arg(mem, old_path, old_path_len)?;
+    let new_dir = ctx.table.get(new_fd)?.dir_with(rights::PATH_RENAME_TARGET)?;
+    let new_path = path_arg(mem, new_path, new_path_len)?;
     old_dir.rename(as_path(&old_path), new_dir, as_path(&new_path)).map_err(Errno::from)?;
     Ok(())
 }
 
-pub(crate) fn path_symlink(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let old_path = path_arg(mem, a.u32(0), a.u32(1))?;
-    let dir = ctx.table.get(a.u32(2))?.dir_with(rights::PATH_SYMLINK)?;
-    let new_path = path_arg(mem, a.u32(3), a.u32(4))?;
+pub(crate) fn path_symlink(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    old_path: u32,
+    old_path_len: u32,
+    dir_fd: u32,
+    new_path: u32,
+    new_path_len: u32,
+) -> Ret {
+    let old_path = path_arg(mem, old_path, old_path_len)?;
+    let dir = ctx.table.get(dir_fd)?.dir_with(rights::PATH_SYMLINK)?;
+    let new_path = path_arg(mem, new_path, new_path_len)?;
     // Through cap-std, no symlink ever leads a guest out; but the host (or another program)
     // follows links without it. So a link may only point into the subtree of the directory
     // that holds it: not absolute, and no `..` climbing above its own directory. Wherever the
@@ -670,9 +864,16 @@ fn stays_below(target: &[u8]) -> bool {
     true
 }
 
-pub(crate) fn path_unlink_file(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Ret {
-    let dir = ctx.table.get(a.u32(0))?.dir_with(rights::PATH_UNLINK_FILE)?;
-    let path = path_arg(mem, a.u32(1), a.u32(2))?;
+pub(crate) fn path_unlink_file(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    dir_fd: u32,
+    path: u32,
+    path_len: u32,
+) -> Ret {
+    let dir = ctx.table.get(dir_fd)?.dir_with(rights::PATH_UNLINK_FILE)?;
+    let path = path_arg(mem, path, path_len)?;
     dir.remove_file_or_symlink(as_path(&path)).map_err(Errno::from)?;
     Ok(())
 }

@@ -23,108 +23,152 @@ impl From<Errno> for Fail {
     }
 }
 
-/// The arguments of one call, as the unsigned values preview1 means, and how to wait in it.
-pub(crate) struct Args<'a> {
-    pub values: &'a [Val],
-    /// Wakes a wait when the store is interrupted (`None` in host-side tests: no store).
-    pub waiter: Option<&'a Waiter>,
+/// How a body waits: woken when the store is interrupted (`None` in host-side tests: no store).
+pub(crate) type Waiting<'a> = Option<&'a Waiter>;
+
+/// A parameter type of preview1's core signatures, read from a call's values by its own type:
+/// a value of another type is an error, never a misread.
+trait Param: Sized {
+    const TYPE: ValType;
+    fn from_val(value: &Val) -> Option<Self>;
 }
 
-impl Args<'_> {
-    pub fn u32(&self, i: usize) -> u32 {
-        match self.values[i] {
-            Val::I32(v) => v as u32,
-            Val::I64(v) => v as u32,
-            _ => 0,
-        }
-    }
-
-    pub fn u64(&self, i: usize) -> u64 {
-        match self.values[i] {
-            Val::I64(v) => v as u64,
-            Val::I32(v) => v as u32 as u64,
-            _ => 0,
+impl Param for u32 {
+    const TYPE: ValType = ValType::I32;
+    fn from_val(value: &Val) -> Option<u32> {
+        match *value {
+            Val::I32(v) => Some(v as u32),
+            _ => None,
         }
     }
 }
 
-/// A body: runs with the context locked and the caller's memory.
-pub(crate) type Body = fn(&mut WasiCtx, &mut GuestMemory<'_>, &Args<'_>) -> Result<(), Fail>;
+impl Param for u64 {
+    const TYPE: ValType = ValType::I64;
+    fn from_val(value: &Val) -> Option<u64> {
+        match *value {
+            Val::I64(v) => Some(v as u64),
+            _ => None,
+        }
+    }
+}
 
-/// Name, parameters (`i` = i32, `I` = i64), body. Every function returns an `errno` (i32)
-/// except `proc_exit`, which returns nothing.
-pub(crate) const FUNCS: &[(&str, &str, Body)] = &[
-    ("args_get", "ii", args_get),
-    ("args_sizes_get", "ii", args_sizes_get),
-    ("environ_get", "ii", environ_get),
-    ("environ_sizes_get", "ii", environ_sizes_get),
-    ("clock_res_get", "ii", clock_res_get),
-    ("clock_time_get", "iIi", clock_time_get),
-    ("fd_advise", "iIIi", fs::fd_advise),
-    ("fd_allocate", "iII", fs::fd_allocate),
-    ("fd_close", "i", fs::fd_close),
-    ("fd_datasync", "i", fs::fd_datasync),
-    ("fd_fdstat_get", "ii", fs::fd_fdstat_get),
-    ("fd_fdstat_set_flags", "ii", fs::fd_fdstat_set_flags),
-    ("fd_fdstat_set_rights", "iII", fs::fd_fdstat_set_rights),
-    ("fd_filestat_get", "ii", fs::fd_filestat_get),
-    ("fd_filestat_set_size", "iI", fs::fd_filestat_set_size),
-    ("fd_filestat_set_times", "iIIi", fs::fd_filestat_set_times),
-    ("fd_pread", "iiiIi", fs::fd_pread),
-    ("fd_prestat_get", "ii", fs::fd_prestat_get),
-    ("fd_prestat_dir_name", "iii", fs::fd_prestat_dir_name),
-    ("fd_pwrite", "iiiIi", fs::fd_pwrite),
-    ("fd_read", "iiii", fs::fd_read),
-    ("fd_readdir", "iiiIi", fs::fd_readdir),
-    ("fd_renumber", "ii", fs::fd_renumber),
-    ("fd_seek", "iIii", fs::fd_seek),
-    ("fd_sync", "i", fs::fd_sync),
-    ("fd_tell", "ii", fs::fd_tell),
-    ("fd_write", "iiii", fs::fd_write),
-    ("path_create_directory", "iii", fs::path_create_directory),
-    ("path_filestat_get", "iiiii", fs::path_filestat_get),
-    ("path_filestat_set_times", "iiiiIIi", fs::path_filestat_set_times),
-    ("path_link", "iiiiiii", fs::path_link),
-    ("path_open", "iiiiiIIii", fs::path_open),
-    ("path_readlink", "iiiiii", fs::path_readlink),
-    ("path_remove_directory", "iii", fs::path_remove_directory),
-    ("path_rename", "iiiiii", fs::path_rename),
-    ("path_symlink", "iiiii", fs::path_symlink),
-    ("path_unlink_file", "iii", fs::path_unlink_file),
-    ("poll_oneoff", "iiii", poll::poll_oneoff),
-    ("proc_exit", "i", proc_exit),
-    ("proc_raise", "i", proc_raise),
-    ("sched_yield", "", sched_yield),
-    ("random_get", "ii", random_get),
-    ("sock_accept", "iii", sock_accept),
-    ("sock_recv", "iiiiii", sock_recv),
-    ("sock_send", "iiiii", sock_send),
-    ("sock_shutdown", "ii", sock_shutdown),
-];
+/// Takes the next argument as `T`.
+fn next_arg<T: Param>(values: &mut std::slice::Iter<'_, Val>) -> Result<T, Fail> {
+    values.next().and_then(T::from_val).ok_or_else(mismatch)
+}
+
+fn mismatch() -> Fail {
+    Fail::Trap(HostError("wasi: arguments do not match the signature".into()))
+}
+
+/// Runs a body on a call's raw values.
+pub(crate) type Call = fn(&mut WasiCtx, &mut GuestMemory<'_>, Waiting<'_>, &[Val]) -> Result<(), Fail>;
+
+/// One preview1 function: its name, its core parameter types and its body.
+pub(crate) struct Entry {
+    pub name: &'static str,
+    pub params: &'static [ValType],
+    pub call: Call,
+}
+
+/// The function table, from one typed description per function: the parameter types make both
+/// the core signature and the decoding, and a body takes its arguments by name, so the two
+/// cannot disagree.
+macro_rules! preview1 {
+    ($( $name:ident ( $( $arg:ident : $ty:ty ),* ) => $body:path; )*) => {
+        pub(crate) const FUNCS: &[Entry] = &[$(
+            Entry {
+                name: stringify!($name),
+                params: &[$( <$ty as Param>::TYPE ),*],
+                call: |ctx, mem, waiter, values| {
+                    let mut values = values.iter();
+                    $( let $arg: $ty = next_arg(&mut values)?; )*
+                    if values.next().is_some() {
+                        return Err(mismatch());
+                    }
+                    $body(ctx, mem, waiter $(, $arg)*)
+                },
+            },
+        )*];
+    };
+}
+
+// Every function returns an `errno` (i32) except `proc_exit`, which returns nothing. Pointers
+// and sizes are u32, 64-bit values (offsets, rights, timestamps) u64, as preview1 declares them.
+preview1! {
+    args_get(argv: u32, argv_buf: u32) => args_get;
+    args_sizes_get(argc_out: u32, argv_buf_size_out: u32) => args_sizes_get;
+    environ_get(environ: u32, environ_buf: u32) => environ_get;
+    environ_sizes_get(count_out: u32, size_out: u32) => environ_sizes_get;
+    clock_res_get(clock_id: u32, resolution_out: u32) => clock_res_get;
+    clock_time_get(clock_id: u32, _precision: u64, time_out: u32) => clock_time_get;
+    fd_advise(fd: u32, offset: u64, len: u64, advice: u32) => fs::fd_advise;
+    fd_allocate(fd: u32, offset: u64, len: u64) => fs::fd_allocate;
+    fd_close(fd: u32) => fs::fd_close;
+    fd_datasync(fd: u32) => fs::fd_datasync;
+    fd_fdstat_get(fd: u32, stat_out: u32) => fs::fd_fdstat_get;
+    fd_fdstat_set_flags(fd: u32, flags: u32) => fs::fd_fdstat_set_flags;
+    fd_fdstat_set_rights(fd: u32, base: u64, inheriting: u64) => fs::fd_fdstat_set_rights;
+    fd_filestat_get(fd: u32, stat_out: u32) => fs::fd_filestat_get;
+    fd_filestat_set_size(fd: u32, size: u64) => fs::fd_filestat_set_size;
+    fd_filestat_set_times(fd: u32, atim: u64, mtim: u64, fst_flags: u32) => fs::fd_filestat_set_times;
+    fd_pread(fd: u32, iovs: u32, iovs_len: u32, offset: u64, nread_out: u32) => fs::fd_pread;
+    fd_prestat_get(fd: u32, prestat_out: u32) => fs::fd_prestat_get;
+    fd_prestat_dir_name(fd: u32, path: u32, path_len: u32) => fs::fd_prestat_dir_name;
+    fd_pwrite(fd: u32, iovs: u32, iovs_len: u32, offset: u64, nwritten_out: u32) => fs::fd_pwrite;
+    fd_read(fd: u32, iovs: u32, iovs_len: u32, nread_out: u32) => fs::fd_read;
+    fd_readdir(fd: u32, buf: u32, buf_len: u32, cookie: u64, bufused_out: u32) => fs::fd_readdir;
+    fd_renumber(fd: u32, to: u32) => fs::fd_renumber;
+    fd_seek(fd: u32, offset: u64, how: u32, newoffset_out: u32) => fs::fd_seek;
+    fd_sync(fd: u32) => fs::fd_sync;
+    fd_tell(fd: u32, offset_out: u32) => fs::fd_tell;
+    fd_write(fd: u32, iovs: u32, iovs_len: u32, nwritten_out: u32) => fs::fd_write;
+    path_create_directory(dir_fd: u32, path: u32, path_len: u32) => fs::path_create_directory;
+    path_filestat_get(dir_fd: u32, lookup: u32, path: u32, path_len: u32, stat_out: u32) => fs::path_filestat_get;
+    path_filestat_set_times(dir_fd: u32, lookup: u32, path: u32, path_len: u32, atim: u64, mtim: u64, fst_flags: u32) => fs::path_filestat_set_times;
+    path_link(old_fd: u32, old_lookup: u32, old_path: u32, old_path_len: u32, new_fd: u32, new_path: u32, new_path_len: u32) => fs::path_link;
+    path_open(dir_fd: u32, dirflags: u32, path: u32, path_len: u32, oflags_raw: u32, base: u64, inheriting: u64, fdflags_raw: u32, fd_out: u32) => fs::path_open;
+    path_readlink(dir_fd: u32, path: u32, path_len: u32, buf: u32, buf_len: u32, bufused_out: u32) => fs::path_readlink;
+    path_remove_directory(dir_fd: u32, path: u32, path_len: u32) => fs::path_remove_directory;
+    path_rename(old_fd: u32, old_path: u32, old_path_len: u32, new_fd: u32, new_path: u32, new_path_len: u32) => fs::path_rename;
+    path_symlink(old_path: u32, old_path_len: u32, dir_fd: u32, new_path: u32, new_path_len: u32) => fs::path_symlink;
+    path_unlink_file(dir_fd: u32, path: u32, path_len: u32) => fs::path_unlink_file;
+    poll_oneoff(subs_ptr: u32, events_ptr: u32, n: u32, nevents_ptr: u32) => poll::poll_oneoff;
+    proc_exit(code: u32) => proc_exit;
+    proc_raise(signal: u32) => proc_raise;
+    sched_yield() => sched_yield;
+    random_get(buf: u32, buf_len: u32) => random_get;
+    sock_accept(fd: u32, flags: u32, fd_out: u32) => sock_accept;
+    sock_recv(fd: u32, ri_data: u32, ri_data_len: u32, ri_flags: u32, ro_datalen_out: u32, ro_flags_out: u32) => sock_recv;
+    sock_send(fd: u32, si_data: u32, si_data_len: u32, si_flags: u32, so_datalen_out: u32) => sock_send;
+    sock_shutdown(fd: u32, how: u32) => sock_shutdown;
+}
 
 /// Every function name this host provides, in preview1's order.
 pub const NAMES: [&str; 46] = {
     let mut names = [""; 46];
     let mut i = 0;
     while i < FUNCS.len() {
-        names[i] = FUNCS[i].0;
+        names[i] = FUNCS[i].name;
         i += 1;
     }
     names
 };
 
-fn signature(name: &str, params: &str) -> FuncType {
+fn signature(entry: &Entry) -> FuncType {
     FuncType {
-        params: params.chars().map(|c| if c == 'I' { ValType::I64 } else { ValType::I32 }).collect(),
-        results: if name == "proc_exit" { vec![] } else { vec![ValType::I32] },
+        params: entry.params.to_vec(),
+        results: if entry.name == "proc_exit" { vec![] } else { vec![ValType::I32] },
     }
 }
 
 /// The host function `name` of type `ty` over `ctx`. `Err(None)`: no such function;
 /// `Err(Some(t))`: the function exists with type `t`.
 pub(crate) fn host_func(name: &str, ty: &FuncType, ctx: Arc<Mutex<WasiCtx>>) -> Result<Func, Option<FuncType>> {
-    let &(_, params, body) = FUNCS.iter().find(|(n, _, _)| *n == name).ok_or(None)?;
-    let expected = signature(name, params);
+    let entry = FUNCS.iter().find(|e| e.name == name).ok_or(None)?;
+    let expected = signature(entry);
+    let call = entry.call;
     if *ty != expected {
         return Err(Some(expected));
     }
@@ -134,7 +178,7 @@ pub(crate) fn host_func(name: &str, ty: &FuncType, ctx: Arc<Mutex<WasiCtx>>) -> 
         let mut empty = [];
         let bytes = caller.memory_bytes(0).unwrap_or_else(|| GuestBytes::detached(&mut empty));
         let mut memory = GuestMemory::new(bytes);
-        let errno = match body(&mut ctx, &mut memory, &Args { values: args, waiter: Some(&waiter) }) {
+        let errno = match call(&mut ctx, &mut memory, Some(&waiter), args) {
             Ok(()) => Errno::Success,
             Err(Fail::Errno(e)) => e,
             Err(Fail::Trap(err)) => return Err(err),
@@ -166,20 +210,44 @@ fn write_sizes(list: &[Vec<u8>], mem: &mut GuestMemory<'_>, count: u32, size: u3
     Ok(())
 }
 
-fn args_get(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    Ok(write_strings(&ctx.args, mem, a.u32(0), a.u32(1))?)
+fn args_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    argv: u32,
+    argv_buf: u32,
+) -> Result<(), Fail> {
+    Ok(write_strings(&ctx.args, mem, argv, argv_buf)?)
 }
 
-fn args_sizes_get(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    Ok(write_sizes(&ctx.args, mem, a.u32(0), a.u32(1))?)
+fn args_sizes_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    argc_out: u32,
+    argv_buf_size_out: u32,
+) -> Result<(), Fail> {
+    Ok(write_sizes(&ctx.args, mem, argc_out, argv_buf_size_out)?)
 }
 
-fn environ_get(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    Ok(write_strings(&ctx.env, mem, a.u32(0), a.u32(1))?)
+fn environ_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    environ: u32,
+    environ_buf: u32,
+) -> Result<(), Fail> {
+    Ok(write_strings(&ctx.env, mem, environ, environ_buf)?)
 }
 
-fn environ_sizes_get(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    Ok(write_sizes(&ctx.env, mem, a.u32(0), a.u32(1))?)
+fn environ_sizes_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    count_out: u32,
+    size_out: u32,
+) -> Result<(), Fail> {
+    Ok(write_sizes(&ctx.env, mem, count_out, size_out)?)
 }
 
 /// The host clock for a preview1 clock id.
@@ -200,19 +268,32 @@ pub(crate) fn now(id: u32) -> WasiResult<u64> {
     Ok((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
 }
 
-fn clock_res_get(_: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    let ts = rustix::time::clock_getres(host_clock(a.u32(0))?);
+fn clock_res_get(
+    _: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    clock_id: u32,
+    resolution_out: u32,
+) -> Result<(), Fail> {
+    let ts = rustix::time::clock_getres(host_clock(clock_id)?);
     let ns = (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64);
-    Ok(mem.write_u64(a.u32(1), ns.max(1))?)
+    Ok(mem.write_u64(resolution_out, ns.max(1))?)
 }
 
-fn clock_time_get(_: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    let ns = now(a.u32(0))?;
-    Ok(mem.write_u64(a.u32(2), ns)?)
+fn clock_time_get(
+    _: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    _: Waiting<'_>,
+    clock_id: u32,
+    _precision: u64,
+    time_out: u32,
+) -> Result<(), Fail> {
+    let ns = now(clock_id)?;
+    Ok(mem.write_u64(time_out, ns)?)
 }
 
-fn random_get(_: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    let mut buf = mem.slice_mut(a.u32(0), a.u32(1))?;
+fn random_get(_: &mut WasiCtx, mem: &mut GuestMemory<'_>, _: Waiting<'_>, buf: u32, buf_len: u32) -> Result<(), Fail> {
+    let mut buf = mem.slice_mut(buf, buf_len)?;
     while !buf.is_empty() {
         let n = rustix::rand::getrandom(&mut *buf, rustix::rand::GetRandomFlags::empty()).map_err(Errno::from)?;
         buf = &mut buf[n..];
@@ -220,8 +301,8 @@ fn random_get(_: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Resul
     Ok(())
 }
 
-fn proc_exit(_: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    let status = a.u32(0);
+fn proc_exit(_: &mut WasiCtx, _: &mut GuestMemory<'_>, _: Waiting<'_>, code: u32) -> Result<(), Fail> {
+    let status = code;
     // As Wasmtime: a status outside [0, 126) is an error rather than a status, which a process
     // could not report faithfully (exit statuses are 8 bits, and shells give 126 and up their
     // own meanings: 256 would read as success).
@@ -235,8 +316,8 @@ fn proc_exit(_: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(
 /// 8 fpe, 9 kill, 10 usr1, 11 segv, 12 usr2, 13 pipe, 14 alrm, 15 term, 16 chld, 17 cont,
 /// 18 stop, 19 tstp, 20 ttin, 21 ttou, 22 urg, 23 xcpu, 24 xfsz, 25 vtalrm, 26 prof, 27 winch,
 /// 28 poll, 29 pwr, 30 sys.
-fn proc_raise(_: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    let sig = a.u32(0);
+fn proc_raise(_: &mut WasiCtx, _: &mut GuestMemory<'_>, _: Waiting<'_>, signal: u32) -> Result<(), Fail> {
+    let sig = signal;
     match sig {
         // No signal, or one whose default action is to ignore it (chld, cont, urg, winch)
         // or to stop the process (stop, tstp, ttin, ttou), which a sandboxed program cannot.
@@ -246,7 +327,7 @@ fn proc_raise(_: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<
     }
 }
 
-fn sched_yield(_: &mut WasiCtx, _: &mut GuestMemory<'_>, _: &Args<'_>) -> Result<(), Fail> {
+fn sched_yield(_: &mut WasiCtx, _: &mut GuestMemory<'_>, _: Waiting<'_>) -> Result<(), Fail> {
     rustix::thread::sched_yield();
     Ok(())
 }
@@ -262,14 +343,21 @@ fn socket(ctx: &WasiCtx, fd: u32, needed: u64) -> WasiResult<std::os::fd::Borrow
     Ok(desc.handle.fd())
 }
 
-fn sock_accept(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    let flags = a.u32(1) as u16;
+fn sock_accept(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    waiter: Waiting<'_>,
+    fd: u32,
+    flags: u32,
+    fd_out: u32,
+) -> Result<(), Fail> {
+    let flags = flags as u16;
     if flags & !crate::types::fdflags::NONBLOCK != 0 {
         return Err(Errno::Inval.into());
     }
-    let nonblocking = ctx.table.get(a.u32(0))?.flags & crate::types::fdflags::NONBLOCK != 0;
-    let listener = socket(ctx, a.u32(0), rights::SOCK_ACCEPT)?;
-    crate::io::wait_ready(listener, rustix::event::PollFlags::IN, nonblocking, a.waiter)?;
+    let nonblocking = ctx.table.get(fd)?.flags & crate::types::fdflags::NONBLOCK != 0;
+    let listener = socket(ctx, fd, rights::SOCK_ACCEPT)?;
+    crate::io::wait_ready(listener, rustix::event::PollFlags::IN, nonblocking, waiter)?;
     let mut sock_flags = rustix::net::SocketFlags::CLOEXEC;
     if flags & crate::types::fdflags::NONBLOCK != 0 {
         sock_flags |= rustix::net::SocketFlags::NONBLOCK;
@@ -284,25 +372,35 @@ fn sock_accept(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Re
         preopen: None,
     };
     let fd = ctx.table.push(desc)?;
-    Ok(mem.write_u32(a.u32(2), fd)?)
+    Ok(mem.write_u32(fd_out, fd)?)
 }
 
-fn sock_recv(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
+fn sock_recv(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    waiter: Waiting<'_>,
+    fd: u32,
+    ri_data: u32,
+    ri_data_len: u32,
+    ri_flags: u32,
+    ro_datalen_out: u32,
+    ro_flags_out: u32,
+) -> Result<(), Fail> {
     // riflags: 1 recv_peek, 2 recv_waitall.
-    let riflags = a.u32(3) as u16;
+    let riflags = ri_flags as u16;
     if riflags & !3 != 0 {
         return Err(Errno::Inval.into());
     }
-    let desc = ctx.table.get(a.u32(0))?;
-    let sock = socket(ctx, a.u32(0), rights::FD_READ)?;
-    let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
+    let desc = ctx.table.get(fd)?;
+    let sock = socket(ctx, fd, rights::FD_READ)?;
+    let iovs = mem.iovecs(ri_data, ri_data_len)?;
     let total = GuestMemory::capacity(&iovs);
     if total > 0 {
         crate::io::wait_ready(
             sock,
             rustix::event::PollFlags::IN,
             desc.flags & crate::types::fdflags::NONBLOCK != 0,
-            a.waiter,
+            waiter,
         )?;
     }
     let mut flags = rustix::net::RecvFlags::DONTWAIT;
@@ -315,34 +413,42 @@ fn sock_recv(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Resu
     let mut buf = vec![0u8; total];
     let (n, _) = rustix::net::recv(sock, &mut buf[..], flags).map_err(Errno::from)?;
     mem.scatter(&iovs, &buf[..n])?;
-    mem.write_u32(a.u32(4), n as u32)?;
-    Ok(mem.write_u16(a.u32(5), 0)?)
+    mem.write_u32(ro_datalen_out, n as u32)?;
+    Ok(mem.write_u16(ro_flags_out, 0)?)
 }
 
-fn sock_send(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    if a.u32(3) != 0 {
+fn sock_send(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    waiter: Waiting<'_>,
+    fd: u32,
+    si_data: u32,
+    si_data_len: u32,
+    si_flags: u32,
+    so_datalen_out: u32,
+) -> Result<(), Fail> {
+    if si_flags != 0 {
         return Err(Errno::Inval.into());
     }
-    let desc = ctx.table.get(a.u32(0))?;
-    let sock = socket(ctx, a.u32(0), rights::FD_WRITE)?;
-    let iovs = mem.iovecs(a.u32(1), a.u32(2))?;
+    let desc = ctx.table.get(fd)?;
+    let sock = socket(ctx, fd, rights::FD_WRITE)?;
+    let iovs = mem.iovecs(si_data, si_data_len)?;
     let data = mem.gather(&iovs)?;
     if !data.is_empty() {
         crate::io::wait_ready(
             sock,
             rustix::event::PollFlags::OUT,
             desc.flags & crate::types::fdflags::NONBLOCK != 0,
-            a.waiter,
+            waiter,
         )?;
     }
     let n = rustix::net::send(sock, &data, rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT)
         .map_err(Errno::from)?;
-    Ok(mem.write_u32(a.u32(4), n as u32)?)
+    Ok(mem.write_u32(so_datalen_out, n as u32)?)
 }
 
-fn sock_shutdown(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    let how = a.u32(1);
-    let sock = socket(ctx, a.u32(0), rights::SOCK_SHUTDOWN)?;
+fn sock_shutdown(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, _: Waiting<'_>, fd: u32, how: u32) -> Result<(), Fail> {
+    let sock = socket(ctx, fd, rights::SOCK_SHUTDOWN)?;
     let how = match how {
         1 => rustix::net::Shutdown::Read,
         2 => rustix::net::Shutdown::Write,
@@ -371,10 +477,29 @@ mod tests {
 
     #[test]
     fn signatures_match_preview1() {
-        let path_open = signature("path_open", "iiiiiIIii");
-        assert_eq!(path_open.params.len(), 9);
-        assert_eq!(path_open.params[5], ValType::I64);
-        assert_eq!(path_open.results, vec![ValType::I32]);
-        assert!(signature("proc_exit", "i").results.is_empty());
+        use ValType::{I32, I64};
+        let params = |name: &str| signature(FUNCS.iter().find(|e| e.name == name).unwrap());
+        let path_open = params("path_open");
+        assert_eq!(path_open.params, [I32, I32, I32, I32, I32, I64, I64, I32, I32]);
+        assert_eq!(path_open.results, vec![I32]);
+        assert_eq!(params("fd_seek").params, [I32, I64, I32, I32]);
+        assert_eq!(params("clock_time_get").params, [I32, I64, I32]);
+        assert_eq!(params("path_filestat_set_times").params, [I32, I32, I32, I32, I64, I64, I32]);
+        assert!(params("sched_yield").params.is_empty());
+        assert!(params("proc_exit").results.is_empty());
+    }
+
+    #[test]
+    fn arguments_of_another_type_or_count_are_refused_not_misread() {
+        let mut ctx = crate::WasiCtxBuilder::new().build().unwrap();
+        let mut empty = [];
+        let mut mem = GuestMemory::new(GuestBytes::detached(&mut empty));
+        let fd_close = FUNCS.iter().find(|e| e.name == "fd_close").unwrap().call;
+        // An i64 where fd_close takes an i32 descriptor: no descriptor 0 is read instead.
+        for values in [&[Val::I64(3)][..], &[], &[Val::I32(3), Val::I32(4)]] {
+            assert!(matches!(fd_close(&mut ctx, &mut mem, None, values), Err(Fail::Trap(_))), "{values:?}");
+        }
+        // The right type reaches the body, which reports the unknown descriptor.
+        assert!(matches!(fd_close(&mut ctx, &mut mem, None, &[Val::I32(3)]), Err(Fail::Errno(Errno::Badf))));
     }
 }

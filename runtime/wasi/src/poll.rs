@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::funcs::{now, Args, Fail};
+use crate::funcs::{now, Fail, Waiting};
 use crate::memory::GuestMemory;
 use crate::types::{clockid, eventtype, filetype, rights, Errno, EVENTRWFLAGS_HANGUP, SUBCLOCKFLAGS_ABSTIME};
 use crate::WasiCtx;
@@ -33,8 +33,15 @@ enum Sub {
     Fd { userdata: u64, kind: u8, slot: usize },
 }
 
-pub(crate) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args<'_>) -> Result<(), Fail> {
-    let (subs_ptr, events_ptr, n, nevents_ptr) = (a.u32(0), a.u32(1), a.u32(2), a.u32(3));
+pub(crate) fn poll_oneoff(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    waiter: Waiting<'_>,
+    subs_ptr: u32,
+    events_ptr: u32,
+    n: u32,
+    nevents_ptr: u32,
+) -> Result<(), Fail> {
     if n == 0 || n > MAX_SUBSCRIPTIONS {
         return Err(Errno::Inval.into());
     }
@@ -115,7 +122,7 @@ pub(crate) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, a: &Args
         // Only invalid subscriptions would leave nothing to wait for; they are reported above.
         return Err(Errno::Inval.into());
     }
-    let revents = wait_interruptibly(&poll_fds, wait, start, a.waiter)?;
+    let revents = wait_interruptibly(&poll_fds, wait, start, waiter)?;
     let elapsed = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
 
     for sub in &subs {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use kiln_runtime::{GuestBytes, Val};
 
-use crate::funcs::{Args, Fail, FUNCS};
+use crate::funcs::{Fail, FUNCS};
 use crate::memory::GuestMemory;
 use crate::types::{lookupflags, oflags, rights, Errno};
 use crate::{WasiCtx, WasiCtxBuilder};
@@ -33,9 +33,9 @@ impl Guest {
 
     /// Calls the preview1 function `name`; returns its errno.
     fn call(&mut self, name: &str, args: &[Val]) -> Errno {
-        let (_, _, body) = FUNCS.iter().find(|(n, _, _)| *n == name).expect("known function");
+        let call = FUNCS.iter().find(|e| e.name == name).expect("known function").call;
         let mut mem = GuestMemory::new(GuestBytes::detached(&mut self.mem));
-        match body(&mut self.ctx, &mut mem, &Args { values: args, waiter: None }) {
+        match call(&mut self.ctx, &mut mem, None, args) {
             Ok(()) => Errno::Success,
             Err(Fail::Errno(e)) => e,
             Err(Fail::Trap(t)) => panic!("{name} trapped: {t}"),
@@ -336,8 +336,8 @@ fn poll_oneoff_waits_for_a_relative_clock() {
 fn proc_exit_and_proc_raise_end_the_program_with_a_status() {
     let root = layout();
     let mut g = Guest::new(&root.path().join("sandbox"));
-    let (_, _, exit) = FUNCS.iter().find(|(n, _, _)| *n == "proc_exit").unwrap();
-    let (_, _, raise) = FUNCS.iter().find(|(n, _, _)| *n == "proc_raise").unwrap();
+    let exit = FUNCS.iter().find(|e| e.name == "proc_exit").unwrap().call;
+    let raise = FUNCS.iter().find(|e| e.name == "proc_raise").unwrap().call;
     let mut mem = GuestMemory::new(GuestBytes::detached(&mut g.mem));
     let status = |outcome: Result<(), Fail>| match outcome {
         Err(Fail::Trap(err)) => crate::exit_status(Err(kiln_runtime::CallError::Trap(kiln_runtime::Trap::Host(err))))
@@ -345,25 +345,15 @@ fn proc_exit_and_proc_raise_end_the_program_with_a_status() {
         Ok(()) => Err("returned".into()),
         Err(Fail::Errno(e)) => Err(format!("{e:?}")),
     };
-    assert_eq!(status(exit(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(42)], waiter: None })), Ok(42));
+    assert_eq!(status(exit(&mut g.ctx, &mut mem, None, &[Val::I32(42)])), Ok(42));
     // A status no process can report faithfully is an error, not a status (as in Wasmtime).
     for bad in [126, 256, -1] {
-        let outcome = status(exit(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(bad)], waiter: None }));
+        let outcome = status(exit(&mut g.ctx, &mut mem, None, &[Val::I32(bad)]));
         assert!(outcome.as_ref().is_err_and(|e| e.contains("outside [0, 126)")), "proc_exit({bad}): {outcome:?}");
     }
-    assert_eq!(
-        status(raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(15)], waiter: None })),
-        Ok(128 + 15),
-        "sigterm terminates"
-    );
-    assert!(
-        raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(0)], waiter: None }).is_ok(),
-        "signal 0 does nothing"
-    );
-    assert!(matches!(
-        raise(&mut g.ctx, &mut mem, &Args { values: &[Val::I32(99)], waiter: None }),
-        Err(Fail::Errno(Errno::Inval))
-    ));
+    assert_eq!(status(raise(&mut g.ctx, &mut mem, None, &[Val::I32(15)])), Ok(128 + 15), "sigterm terminates");
+    assert!(raise(&mut g.ctx, &mut mem, None, &[Val::I32(0)]).is_ok(), "signal 0 does nothing");
+    assert!(matches!(raise(&mut g.ctx, &mut mem, None, &[Val::I32(99)]), Err(Fail::Errno(Errno::Inval))));
     assert_eq!(crate::exit_status(Ok(vec![])).ok(), Some(0));
 }
 
