@@ -28,6 +28,7 @@ mod fs;
 #[allow(clippy::too_many_arguments)]
 mod funcs;
 mod io;
+mod layout;
 pub mod memory;
 mod poll;
 pub mod table;

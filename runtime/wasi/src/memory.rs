@@ -5,6 +5,9 @@
 //! `errno::fault` and never reaches host memory. Reads and writes are little-endian and need
 //! no alignment.
 
+use zerocopy::FromBytes;
+
+use crate::layout::Iovec;
 use kiln_runtime::GuestBytes;
 
 use crate::types::{Errno, WasiResult};
@@ -68,6 +71,21 @@ impl<'a> GuestMemory<'a> {
         Ok(out)
     }
 
+    /// Reads a preview1 record (see `layout.rs`).
+    pub(crate) fn read_record<T: zerocopy::FromBytes>(&self, ptr: u32) -> WasiResult<T> {
+        let len = u32::try_from(std::mem::size_of::<T>()).map_err(|_| Errno::Fault)?;
+        Ok(T::read_from_bytes(self.slice(ptr, len)?).expect("a slice of the record's size"))
+    }
+
+    /// Writes a preview1 record (see `layout.rs`).
+    pub(crate) fn write_record<T: zerocopy::IntoBytes + zerocopy::Immutable>(
+        &mut self,
+        ptr: u32,
+        record: &T,
+    ) -> WasiResult<()> {
+        self.write_bytes(ptr, record.as_bytes())
+    }
+
     /// Reads a `u8`.
     pub fn read_u8(&self, ptr: u32) -> WasiResult<u8> {
         Ok(self.read::<1>(ptr)?[0])
@@ -121,14 +139,12 @@ impl<'a> GuestMemory<'a> {
         if len > IOV_MAX {
             return Err(Errno::Inval);
         }
-        let bytes = self.slice(ptr, len * 8)?;
+        let bytes = self.slice(ptr, len * std::mem::size_of::<Iovec>() as u32)?;
+        let records = <[Iovec]>::ref_from_bytes(bytes).expect("whole records (Iovec has alignment 1)");
         let mut out = Vec::with_capacity(len as usize);
         let mut total: u64 = 0;
-        for chunk in bytes.chunks_exact(8) {
-            let iov = IoVec {
-                ptr: u32::from_le_bytes(chunk[0..4].try_into().expect("4 bytes")),
-                len: u32::from_le_bytes(chunk[4..8].try_into().expect("4 bytes")),
-            };
+        for record in records {
+            let iov = IoVec { ptr: record.buf.get(), len: record.buf_len.get() };
             self.range(iov.ptr, iov.len)?;
             total += iov.len as u64;
             out.push(iov);

@@ -6,13 +6,16 @@
 
 use std::time::Duration;
 
+use zerocopy::FromBytes;
+
 use crate::funcs::{now, Fail, Waiting};
+use crate::layout::{Event as EventRecord, Subscription, SubscriptionClock, SubscriptionFd};
 use crate::memory::GuestMemory;
 use crate::types::{clockid, eventtype, filetype, rights, Errno, EVENTRWFLAGS_HANGUP, SUBCLOCKFLAGS_ABSTIME};
 use crate::WasiCtx;
 
-const SUBSCRIPTION_SIZE: u32 = 48;
-const EVENT_SIZE: u32 = 32;
+const SUBSCRIPTION_SIZE: u32 = std::mem::size_of::<Subscription>() as u32;
+const EVENT_SIZE: u32 = std::mem::size_of::<EventRecord>() as u32;
 
 /// The most subscriptions one call may pass (`inval` beyond, as `poll(2)` answers for more
 /// descriptors than a process may have): what the host allocates per call stays bounded.
@@ -52,14 +55,12 @@ pub(crate) fn poll_oneoff(
     let mut subs = Vec::new();
     let mut poll_fds: Vec<(std::os::fd::BorrowedFd<'_>, rustix::event::PollFlags)> = Vec::new();
     for i in 0..n {
-        let at = subs_ptr + i * SUBSCRIPTION_SIZE;
-        let userdata = mem.read_u64(at)?;
-        let tag = mem.read_u8(at + 8)?;
+        let sub: Subscription = mem.read_record(subs_ptr + i * SUBSCRIPTION_SIZE)?;
+        let (userdata, tag) = (sub.userdata.get(), sub.tag);
         match tag {
             eventtype::CLOCK => {
-                let id = mem.read_u32(at + 16)?;
-                let timeout = mem.read_u64(at + 24)?;
-                let flags = mem.read_u16(at + 40)?;
+                let clock = SubscriptionClock::read_from_bytes(&sub.contents).expect("32 bytes");
+                let (id, timeout, flags) = (clock.id.get(), clock.timeout.get(), clock.flags.get());
                 let after = match (id, flags & SUBCLOCKFLAGS_ABSTIME != 0) {
                     (_, false) => crate::funcs::host_clock(id).map(|_| timeout),
                     (clockid::REALTIME | clockid::MONOTONIC, true) => now(id).map(|t| timeout.saturating_sub(t)),
@@ -71,7 +72,7 @@ pub(crate) fn poll_oneoff(
                 }
             }
             eventtype::FD_READ | eventtype::FD_WRITE => {
-                let fd = mem.read_u32(at + 16)?;
+                let fd = SubscriptionFd::read_from_bytes(&sub.contents).expect("32 bytes").fd.get();
                 let desc = match ctx.table.get(fd) {
                     Ok(d) => d,
                     Err(error) => {
@@ -173,13 +174,15 @@ pub(crate) fn poll_oneoff(
     }
 
     for (i, ev) in ready.iter().enumerate() {
-        let at = events_ptr + i as u32 * EVENT_SIZE;
-        mem.write_bytes(at, &[0; EVENT_SIZE as usize])?;
-        mem.write_u64(at, ev.userdata)?;
-        mem.write_u16(at + 8, ev.error as u16)?;
-        mem.write_u8(at + 10, ev.kind)?;
-        mem.write_u64(at + 16, ev.nbytes)?;
-        mem.write_u16(at + 24, ev.flags)?;
+        let record = EventRecord {
+            userdata: ev.userdata.into(),
+            error: (ev.error as u16).into(),
+            kind: ev.kind,
+            nbytes: ev.nbytes.into(),
+            flags: ev.flags.into(),
+            ..EventRecord::default()
+        };
+        mem.write_record(events_ptr + i as u32 * EVENT_SIZE, &record)?;
     }
     Ok(mem.write_u32(nevents_ptr, ready.len() as u32)?)
 }

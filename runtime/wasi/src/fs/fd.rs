@@ -2,8 +2,11 @@
 
 use std::os::unix::ffi::OsStrExt;
 
+use zerocopy::IntoBytes;
+
 use super::{fstat, rustix_timestamps, write_filestat, Ret};
 use crate::funcs::Waiting;
+use crate::layout::{Dirent, Fdstat, Prestat};
 use crate::memory::GuestMemory;
 use crate::table::Handle;
 use crate::types::{fdflags, filetype, rights, whence, Errno, PREOPENTYPE_DIR};
@@ -88,14 +91,14 @@ pub(crate) fn fd_fdstat_get(
     stat_out: u32,
 ) -> Ret {
     let desc = ctx.table.get(fd)?;
-    mem.slice(stat_out, 24)?;
-    mem.write_u8(stat_out, desc.filetype)?;
-    mem.write_u8(stat_out + 1, 0)?;
-    mem.write_u16(stat_out + 2, desc.flags)?;
-    mem.write_u32(stat_out + 4, 0)?;
-    mem.write_u64(stat_out + 8, desc.base)?;
-    mem.write_u64(stat_out + 16, desc.inheriting)?;
-    Ok(())
+    let stat = Fdstat {
+        filetype: desc.filetype,
+        flags: desc.flags.into(),
+        rights_base: desc.base.into(),
+        rights_inheriting: desc.inheriting.into(),
+        ..Fdstat::default()
+    };
+    Ok(mem.write_record(stat_out, &stat)?)
 }
 
 pub(crate) fn fd_fdstat_set_flags(
@@ -276,10 +279,8 @@ pub(crate) fn fd_prestat_get(
 ) -> Ret {
     let desc = ctx.table.get(fd)?;
     let name = desc.preopen.as_ref().ok_or(Errno::Badf)?;
-    mem.slice(prestat_out, 8)?;
-    mem.write_u32(prestat_out, PREOPENTYPE_DIR as u32)?;
-    mem.write_u32(prestat_out + 4, name.len() as u32)?;
-    Ok(())
+    let prestat = Prestat { tag: PREOPENTYPE_DIR, name_len: (name.len() as u32).into(), ..Prestat::default() };
+    Ok(mem.write_record(prestat_out, &prestat)?)
 }
 
 pub(crate) fn fd_prestat_dir_name(
@@ -351,11 +352,14 @@ pub(crate) fn fd_readdir(
         if out.len() >= buf_len as usize {
             break;
         }
-        out.extend_from_slice(&(index as u64 + 1).to_le_bytes());
-        out.extend_from_slice(&ino.to_le_bytes());
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.push(*ty);
-        out.extend_from_slice(&[0; 3]);
+        let dirent = Dirent {
+            next: (index as u64 + 1).into(),
+            ino: (*ino).into(),
+            namlen: (name.len() as u32).into(),
+            filetype: *ty,
+            ..Dirent::default()
+        };
+        out.extend_from_slice(dirent.as_bytes());
         out.extend_from_slice(name);
     }
     // A full buffer (the last entry may be cut) tells the guest to call again.

@@ -20,13 +20,11 @@ use cap_fs_ext::SystemTimeSpec;
 use cap_std::fs::MetadataExt;
 
 use crate::funcs::Fail;
+use crate::layout::Filestat;
 use crate::memory::GuestMemory;
 use crate::types::{filetype, fstflags, Errno, WasiResult};
 
 type Ret = Result<(), Fail>;
-
-/// Bytes of a `filestat`.
-const FILESTAT_SIZE: u32 = 64;
 
 fn path_arg(mem: &GuestMemory<'_>, ptr: u32, len: u32) -> WasiResult<Vec<u8>> {
     let path = mem.path(ptr, len)?;
@@ -40,32 +38,12 @@ fn as_path(bytes: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(bytes))
 }
 
-struct Filestat {
-    dev: u64,
-    ino: u64,
-    filetype: u8,
-    nlink: u64,
-    size: u64,
-    atim: u64,
-    mtim: u64,
-    ctim: u64,
-}
-
 fn timestamp(sec: i64, nsec: i64) -> u64 {
     (sec as u64).wrapping_mul(1_000_000_000).wrapping_add(nsec as u64)
 }
 
 fn write_filestat(mem: &mut GuestMemory<'_>, ptr: u32, st: &Filestat) -> WasiResult<()> {
-    mem.slice(ptr, FILESTAT_SIZE)?;
-    mem.write_u64(ptr, st.dev)?;
-    mem.write_u64(ptr + 8, st.ino)?;
-    mem.write_u8(ptr + 16, st.filetype)?;
-    mem.write_bytes(ptr + 17, &[0; 7])?;
-    mem.write_u64(ptr + 24, st.nlink)?;
-    mem.write_u64(ptr + 32, st.size)?;
-    mem.write_u64(ptr + 40, st.atim)?;
-    mem.write_u64(ptr + 48, st.mtim)?;
-    mem.write_u64(ptr + 56, st.ctim)
+    mem.write_record(ptr, st)
 }
 
 fn filetype_of_mode(mode: u32) -> u8 {
@@ -83,27 +61,29 @@ fn filetype_of_mode(mode: u32) -> u8 {
 fn fstat(fd: BorrowedFd<'_>) -> WasiResult<Filestat> {
     let st = rustix::fs::fstat(fd)?;
     Ok(Filestat {
-        dev: st.st_dev,
-        ino: st.st_ino,
+        dev: st.st_dev.into(),
+        ino: st.st_ino.into(),
         filetype: filetype_of_mode(st.st_mode),
-        nlink: st.st_nlink,
-        size: st.st_size as u64,
-        atim: timestamp(st.st_atime, st.st_atime_nsec as i64),
-        mtim: timestamp(st.st_mtime, st.st_mtime_nsec as i64),
-        ctim: timestamp(st.st_ctime, st.st_ctime_nsec as i64),
+        nlink: st.st_nlink.into(),
+        size: (st.st_size as u64).into(),
+        atim: timestamp(st.st_atime, st.st_atime_nsec as i64).into(),
+        mtim: timestamp(st.st_mtime, st.st_mtime_nsec as i64).into(),
+        ctim: timestamp(st.st_ctime, st.st_ctime_nsec as i64).into(),
+        ..Filestat::default()
     })
 }
 
 fn metadata_filestat(md: &cap_std::fs::Metadata) -> Filestat {
     Filestat {
-        dev: md.dev(),
-        ino: md.ino(),
+        dev: md.dev().into(),
+        ino: md.ino().into(),
         filetype: filetype_of_mode(md.mode()),
-        nlink: md.nlink(),
-        size: md.size(),
-        atim: timestamp(md.atime(), md.atime_nsec()),
-        mtim: timestamp(md.mtime(), md.mtime_nsec()),
-        ctim: timestamp(md.ctime(), md.ctime_nsec()),
+        nlink: md.nlink().into(),
+        size: md.size().into(),
+        atim: timestamp(md.atime(), md.atime_nsec()).into(),
+        mtim: timestamp(md.mtime(), md.mtime_nsec()).into(),
+        ctim: timestamp(md.ctime(), md.ctime_nsec()).into(),
+        ..Filestat::default()
     }
 }
 
