@@ -67,11 +67,11 @@ fn metadata_decoding_refuses_damaged_bytes() {
     // SAFETY: compiled by this test into its temporary directory.
     let module = unsafe { kiln_runtime::Module::load(&so) }.unwrap();
     let encoded = postcard::to_allocvec(module.metadata()).unwrap();
-    let decoded = kiln_runtime::decode_metadata(&encoded).unwrap();
+    let decoded = kiln_runtime::__fuzzing::decode_metadata(&encoded).unwrap();
     assert_eq!(postcard::to_allocvec(&decoded).unwrap(), encoded, "metadata round-trips");
 
     for len in 0..encoded.len() {
-        assert!(kiln_runtime::decode_metadata(&encoded[..len]).is_err(), "truncated to {len}");
+        assert!(kiln_runtime::__fuzzing::decode_metadata(&encoded[..len]).is_err(), "truncated to {len}");
     }
     for (i, mask) in (0..encoded.len()).flat_map(|i| [(i, 0x01u8), (i, 0x80), (i, 0xff)]) {
         let mut damaged = encoded.clone();
@@ -255,7 +255,7 @@ fn metadata_with_malformed_constant_expressions_is_refused() {
     let with_init = |init: Vec<kiln_abi::ConstOp>| {
         let mut meta = module.metadata().clone();
         meta.defined_globals[0].init = init;
-        kiln_runtime::decode_metadata(&postcard::to_allocvec(&meta).unwrap())
+        kiln_runtime::__fuzzing::decode_metadata(&postcard::to_allocvec(&meta).unwrap())
     };
     assert!(with_init(vec![GlobalGet(0)]).is_ok(), "the module as compiled");
     assert!(with_init(vec![I32Const(2), I32Const(3), I32Add]).is_ok());

@@ -49,10 +49,16 @@ pub use kiln_abi::{
     ValType,
 };
 pub use limits::{LimitError, StoreLimits};
-pub use load::{decode_metadata, LoadError, Module, ObjectFile};
+pub use load::{LoadError, Module, ObjectFile};
 pub use profiling::enable_jitdump;
 pub use region::{Region, RegionConfig, RegionError, SlotLayout};
 pub use signature::{signature_path, PublicKey, SignatureError};
 pub use store::{InterruptHandle, Store, StoreBinding, StoreBusy};
 pub use traps::{Frame, HostError, Trap, WasmBacktrace};
 pub use values::{Val, ValueError};
+
+/// What the fuzzers and their tests reach that is not part of the embedding API.
+#[doc(hidden)]
+pub mod __fuzzing {
+    pub use crate::load::decode_metadata;
+}
