@@ -1,5 +1,6 @@
-//! The preview1 ABI's values: errno codes, rights, flags and the byte layouts of the structs the
-//! host writes into guest memory (from the `wasi_snapshot_preview1` witx definitions).
+//! The preview1 ABI's values: errno codes, rights and flags, each taken from the `wasi` crate's
+//! constants (generated from the `wasi_snapshot_preview1` witx), not copied by hand; the
+//! record layouts are in `layout.rs`.
 
 use std::io;
 
@@ -8,83 +9,83 @@ use std::io;
 #[repr(u16)]
 #[allow(missing_docs)]
 pub enum Errno {
-    Success = 0,
-    TooBig = 1,
-    Acces = 2,
-    AddrInUse = 3,
-    AddrNotAvail = 4,
-    AfNoSupport = 5,
-    Again = 6,
-    Already = 7,
-    Badf = 8,
-    BadMsg = 9,
-    Busy = 10,
-    Canceled = 11,
-    Child = 12,
-    ConnAborted = 13,
-    ConnRefused = 14,
-    ConnReset = 15,
-    Deadlk = 16,
-    DestAddrReq = 17,
-    Dom = 18,
-    Dquot = 19,
-    Exist = 20,
-    Fault = 21,
-    Fbig = 22,
-    HostUnreach = 23,
-    Idrm = 24,
-    Ilseq = 25,
-    InProgress = 26,
-    Intr = 27,
-    Inval = 28,
-    Io = 29,
-    IsConn = 30,
-    IsDir = 31,
-    Loop = 32,
-    Mfile = 33,
-    Mlink = 34,
-    MsgSize = 35,
-    Multihop = 36,
-    NameTooLong = 37,
-    NetDown = 38,
-    NetReset = 39,
-    NetUnreach = 40,
-    Nfile = 41,
-    NoBufs = 42,
-    NoDev = 43,
-    NoEnt = 44,
-    NoExec = 45,
-    NoLck = 46,
-    NoLink = 47,
-    NoMem = 48,
-    NoMsg = 49,
-    NoProtoOpt = 50,
-    NoSpc = 51,
-    NoSys = 52,
-    NotConn = 53,
-    NotDir = 54,
-    NotEmpty = 55,
-    NotRecoverable = 56,
-    NotSock = 57,
-    NotSup = 58,
-    NoTty = 59,
-    Nxio = 60,
-    Overflow = 61,
-    OwnerDead = 62,
-    Perm = 63,
-    Pipe = 64,
-    Proto = 65,
-    ProtoNoSupport = 66,
-    ProtoType = 67,
-    Range = 68,
-    Rofs = 69,
-    Spipe = 70,
-    Srch = 71,
-    Stale = 72,
-    TimedOut = 73,
-    TxtBsy = 74,
-    Xdev = 75,
-    NotCapable = 76,
+    Success = wasi::ERRNO_SUCCESS.raw(),
+    TooBig = wasi::ERRNO_2BIG.raw(),
+    Acces = wasi::ERRNO_ACCES.raw(),
+    AddrInUse = wasi::ERRNO_ADDRINUSE.raw(),
+    AddrNotAvail = wasi::ERRNO_ADDRNOTAVAIL.raw(),
+    AfNoSupport = wasi::ERRNO_AFNOSUPPORT.raw(),
+    Again = wasi::ERRNO_AGAIN.raw(),
+    Already = wasi::ERRNO_ALREADY.raw(),
+    Badf = wasi::ERRNO_BADF.raw(),
+    BadMsg = wasi::ERRNO_BADMSG.raw(),
+    Busy = wasi::ERRNO_BUSY.raw(),
+    Canceled = wasi::ERRNO_CANCELED.raw(),
+    Child = wasi::ERRNO_CHILD.raw(),
+    ConnAborted = wasi::ERRNO_CONNABORTED.raw(),
+    ConnRefused = wasi::ERRNO_CONNREFUSED.raw(),
+    ConnReset = wasi::ERRNO_CONNRESET.raw(),
+    Deadlk = wasi::ERRNO_DEADLK.raw(),
+    DestAddrReq = wasi::ERRNO_DESTADDRREQ.raw(),
+    Dom = wasi::ERRNO_DOM.raw(),
+    Dquot = wasi::ERRNO_DQUOT.raw(),
+    Exist = wasi::ERRNO_EXIST.raw(),
+    Fault = wasi::ERRNO_FAULT.raw(),
+    Fbig = wasi::ERRNO_FBIG.raw(),
+    HostUnreach = wasi::ERRNO_HOSTUNREACH.raw(),
+    Idrm = wasi::ERRNO_IDRM.raw(),
+    Ilseq = wasi::ERRNO_ILSEQ.raw(),
+    InProgress = wasi::ERRNO_INPROGRESS.raw(),
+    Intr = wasi::ERRNO_INTR.raw(),
+    Inval = wasi::ERRNO_INVAL.raw(),
+    Io = wasi::ERRNO_IO.raw(),
+    IsConn = wasi::ERRNO_ISCONN.raw(),
+    IsDir = wasi::ERRNO_ISDIR.raw(),
+    Loop = wasi::ERRNO_LOOP.raw(),
+    Mfile = wasi::ERRNO_MFILE.raw(),
+    Mlink = wasi::ERRNO_MLINK.raw(),
+    MsgSize = wasi::ERRNO_MSGSIZE.raw(),
+    Multihop = wasi::ERRNO_MULTIHOP.raw(),
+    NameTooLong = wasi::ERRNO_NAMETOOLONG.raw(),
+    NetDown = wasi::ERRNO_NETDOWN.raw(),
+    NetReset = wasi::ERRNO_NETRESET.raw(),
+    NetUnreach = wasi::ERRNO_NETUNREACH.raw(),
+    Nfile = wasi::ERRNO_NFILE.raw(),
+    NoBufs = wasi::ERRNO_NOBUFS.raw(),
+    NoDev = wasi::ERRNO_NODEV.raw(),
+    NoEnt = wasi::ERRNO_NOENT.raw(),
+    NoExec = wasi::ERRNO_NOEXEC.raw(),
+    NoLck = wasi::ERRNO_NOLCK.raw(),
+    NoLink = wasi::ERRNO_NOLINK.raw(),
+    NoMem = wasi::ERRNO_NOMEM.raw(),
+    NoMsg = wasi::ERRNO_NOMSG.raw(),
+    NoProtoOpt = wasi::ERRNO_NOPROTOOPT.raw(),
+    NoSpc = wasi::ERRNO_NOSPC.raw(),
+    NoSys = wasi::ERRNO_NOSYS.raw(),
+    NotConn = wasi::ERRNO_NOTCONN.raw(),
+    NotDir = wasi::ERRNO_NOTDIR.raw(),
+    NotEmpty = wasi::ERRNO_NOTEMPTY.raw(),
+    NotRecoverable = wasi::ERRNO_NOTRECOVERABLE.raw(),
+    NotSock = wasi::ERRNO_NOTSOCK.raw(),
+    NotSup = wasi::ERRNO_NOTSUP.raw(),
+    NoTty = wasi::ERRNO_NOTTY.raw(),
+    Nxio = wasi::ERRNO_NXIO.raw(),
+    Overflow = wasi::ERRNO_OVERFLOW.raw(),
+    OwnerDead = wasi::ERRNO_OWNERDEAD.raw(),
+    Perm = wasi::ERRNO_PERM.raw(),
+    Pipe = wasi::ERRNO_PIPE.raw(),
+    Proto = wasi::ERRNO_PROTO.raw(),
+    ProtoNoSupport = wasi::ERRNO_PROTONOSUPPORT.raw(),
+    ProtoType = wasi::ERRNO_PROTOTYPE.raw(),
+    Range = wasi::ERRNO_RANGE.raw(),
+    Rofs = wasi::ERRNO_ROFS.raw(),
+    Spipe = wasi::ERRNO_SPIPE.raw(),
+    Srch = wasi::ERRNO_SRCH.raw(),
+    Stale = wasi::ERRNO_STALE.raw(),
+    TimedOut = wasi::ERRNO_TIMEDOUT.raw(),
+    TxtBsy = wasi::ERRNO_TXTBSY.raw(),
+    Xdev = wasi::ERRNO_XDEV.raw(),
+    NotCapable = wasi::ERRNO_NOTCAPABLE.raw(),
 }
 
 impl Errno {
@@ -211,39 +212,39 @@ pub type WasiResult<T> = Result<T, Errno>;
 
 /// `rights` bits.
 pub mod rights {
-    pub const FD_DATASYNC: u64 = 1 << 0;
-    pub const FD_READ: u64 = 1 << 1;
-    pub const FD_SEEK: u64 = 1 << 2;
-    pub const FD_FDSTAT_SET_FLAGS: u64 = 1 << 3;
-    pub const FD_SYNC: u64 = 1 << 4;
-    pub const FD_TELL: u64 = 1 << 5;
-    pub const FD_WRITE: u64 = 1 << 6;
-    pub const FD_ADVISE: u64 = 1 << 7;
-    pub const FD_ALLOCATE: u64 = 1 << 8;
-    pub const PATH_CREATE_DIRECTORY: u64 = 1 << 9;
-    pub const PATH_CREATE_FILE: u64 = 1 << 10;
-    pub const PATH_LINK_SOURCE: u64 = 1 << 11;
-    pub const PATH_LINK_TARGET: u64 = 1 << 12;
-    pub const PATH_OPEN: u64 = 1 << 13;
-    pub const FD_READDIR: u64 = 1 << 14;
-    pub const PATH_READLINK: u64 = 1 << 15;
-    pub const PATH_RENAME_SOURCE: u64 = 1 << 16;
-    pub const PATH_RENAME_TARGET: u64 = 1 << 17;
-    pub const PATH_FILESTAT_GET: u64 = 1 << 18;
-    pub const PATH_FILESTAT_SET_SIZE: u64 = 1 << 19;
-    pub const PATH_FILESTAT_SET_TIMES: u64 = 1 << 20;
-    pub const FD_FILESTAT_GET: u64 = 1 << 21;
-    pub const FD_FILESTAT_SET_SIZE: u64 = 1 << 22;
-    pub const FD_FILESTAT_SET_TIMES: u64 = 1 << 23;
-    pub const PATH_SYMLINK: u64 = 1 << 24;
-    pub const PATH_REMOVE_DIRECTORY: u64 = 1 << 25;
-    pub const PATH_UNLINK_FILE: u64 = 1 << 26;
-    pub const POLL_FD_READWRITE: u64 = 1 << 27;
-    pub const SOCK_SHUTDOWN: u64 = 1 << 28;
-    pub const SOCK_ACCEPT: u64 = 1 << 29;
+    pub const FD_DATASYNC: u64 = wasi::RIGHTS_FD_DATASYNC;
+    pub const FD_READ: u64 = wasi::RIGHTS_FD_READ;
+    pub const FD_SEEK: u64 = wasi::RIGHTS_FD_SEEK;
+    pub const FD_FDSTAT_SET_FLAGS: u64 = wasi::RIGHTS_FD_FDSTAT_SET_FLAGS;
+    pub const FD_SYNC: u64 = wasi::RIGHTS_FD_SYNC;
+    pub const FD_TELL: u64 = wasi::RIGHTS_FD_TELL;
+    pub const FD_WRITE: u64 = wasi::RIGHTS_FD_WRITE;
+    pub const FD_ADVISE: u64 = wasi::RIGHTS_FD_ADVISE;
+    pub const FD_ALLOCATE: u64 = wasi::RIGHTS_FD_ALLOCATE;
+    pub const PATH_CREATE_DIRECTORY: u64 = wasi::RIGHTS_PATH_CREATE_DIRECTORY;
+    pub const PATH_CREATE_FILE: u64 = wasi::RIGHTS_PATH_CREATE_FILE;
+    pub const PATH_LINK_SOURCE: u64 = wasi::RIGHTS_PATH_LINK_SOURCE;
+    pub const PATH_LINK_TARGET: u64 = wasi::RIGHTS_PATH_LINK_TARGET;
+    pub const PATH_OPEN: u64 = wasi::RIGHTS_PATH_OPEN;
+    pub const FD_READDIR: u64 = wasi::RIGHTS_FD_READDIR;
+    pub const PATH_READLINK: u64 = wasi::RIGHTS_PATH_READLINK;
+    pub const PATH_RENAME_SOURCE: u64 = wasi::RIGHTS_PATH_RENAME_SOURCE;
+    pub const PATH_RENAME_TARGET: u64 = wasi::RIGHTS_PATH_RENAME_TARGET;
+    pub const PATH_FILESTAT_GET: u64 = wasi::RIGHTS_PATH_FILESTAT_GET;
+    pub const PATH_FILESTAT_SET_SIZE: u64 = wasi::RIGHTS_PATH_FILESTAT_SET_SIZE;
+    pub const PATH_FILESTAT_SET_TIMES: u64 = wasi::RIGHTS_PATH_FILESTAT_SET_TIMES;
+    pub const FD_FILESTAT_GET: u64 = wasi::RIGHTS_FD_FILESTAT_GET;
+    pub const FD_FILESTAT_SET_SIZE: u64 = wasi::RIGHTS_FD_FILESTAT_SET_SIZE;
+    pub const FD_FILESTAT_SET_TIMES: u64 = wasi::RIGHTS_FD_FILESTAT_SET_TIMES;
+    pub const PATH_SYMLINK: u64 = wasi::RIGHTS_PATH_SYMLINK;
+    pub const PATH_REMOVE_DIRECTORY: u64 = wasi::RIGHTS_PATH_REMOVE_DIRECTORY;
+    pub const PATH_UNLINK_FILE: u64 = wasi::RIGHTS_PATH_UNLINK_FILE;
+    pub const POLL_FD_READWRITE: u64 = wasi::RIGHTS_POLL_FD_READWRITE;
+    pub const SOCK_SHUTDOWN: u64 = wasi::RIGHTS_SOCK_SHUTDOWN;
+    pub const SOCK_ACCEPT: u64 = wasi::RIGHTS_SOCK_ACCEPT;
 
-    /// Every right preview1 defines.
-    pub const ALL: u64 = (1 << 30) - 1;
+    /// Every right preview1 defines (the highest is `sock_accept`).
+    pub const ALL: u64 = (SOCK_ACCEPT << 1) - 1;
 
     /// The rights that mean something on a regular file.
     pub const FILE: u64 = FD_DATASYNC
@@ -298,76 +299,76 @@ pub mod rights {
 
 /// `filetype` values.
 pub mod filetype {
-    pub const UNKNOWN: u8 = 0;
-    pub const BLOCK_DEVICE: u8 = 1;
-    pub const CHARACTER_DEVICE: u8 = 2;
-    pub const DIRECTORY: u8 = 3;
-    pub const REGULAR_FILE: u8 = 4;
-    pub const SOCKET_DGRAM: u8 = 5;
-    pub const SOCKET_STREAM: u8 = 6;
-    pub const SYMBOLIC_LINK: u8 = 7;
+    pub const UNKNOWN: u8 = wasi::FILETYPE_UNKNOWN.raw();
+    pub const BLOCK_DEVICE: u8 = wasi::FILETYPE_BLOCK_DEVICE.raw();
+    pub const CHARACTER_DEVICE: u8 = wasi::FILETYPE_CHARACTER_DEVICE.raw();
+    pub const DIRECTORY: u8 = wasi::FILETYPE_DIRECTORY.raw();
+    pub const REGULAR_FILE: u8 = wasi::FILETYPE_REGULAR_FILE.raw();
+    pub const SOCKET_DGRAM: u8 = wasi::FILETYPE_SOCKET_DGRAM.raw();
+    pub const SOCKET_STREAM: u8 = wasi::FILETYPE_SOCKET_STREAM.raw();
+    pub const SYMBOLIC_LINK: u8 = wasi::FILETYPE_SYMBOLIC_LINK.raw();
 }
 
 /// `fdflags` bits.
 pub mod fdflags {
-    pub const APPEND: u16 = 1 << 0;
-    pub const DSYNC: u16 = 1 << 1;
-    pub const NONBLOCK: u16 = 1 << 2;
-    pub const RSYNC: u16 = 1 << 3;
-    pub const SYNC: u16 = 1 << 4;
+    pub const APPEND: u16 = wasi::FDFLAGS_APPEND;
+    pub const DSYNC: u16 = wasi::FDFLAGS_DSYNC;
+    pub const NONBLOCK: u16 = wasi::FDFLAGS_NONBLOCK;
+    pub const RSYNC: u16 = wasi::FDFLAGS_RSYNC;
+    pub const SYNC: u16 = wasi::FDFLAGS_SYNC;
     pub const ALL: u16 = APPEND | DSYNC | NONBLOCK | RSYNC | SYNC;
 }
 
 /// `oflags` bits.
 pub mod oflags {
-    pub const CREAT: u16 = 1 << 0;
-    pub const DIRECTORY: u16 = 1 << 1;
-    pub const EXCL: u16 = 1 << 2;
-    pub const TRUNC: u16 = 1 << 3;
+    pub const CREAT: u16 = wasi::OFLAGS_CREAT;
+    pub const DIRECTORY: u16 = wasi::OFLAGS_DIRECTORY;
+    pub const EXCL: u16 = wasi::OFLAGS_EXCL;
+    pub const TRUNC: u16 = wasi::OFLAGS_TRUNC;
     pub const ALL: u16 = CREAT | DIRECTORY | EXCL | TRUNC;
 }
 
 /// `lookupflags` bits.
 pub mod lookupflags {
-    pub const SYMLINK_FOLLOW: u32 = 1 << 0;
+    pub const SYMLINK_FOLLOW: u32 = wasi::LOOKUPFLAGS_SYMLINK_FOLLOW;
 }
 
 /// `fstflags` bits.
 pub mod fstflags {
-    pub const ATIM: u16 = 1 << 0;
-    pub const ATIM_NOW: u16 = 1 << 1;
-    pub const MTIM: u16 = 1 << 2;
-    pub const MTIM_NOW: u16 = 1 << 3;
+    pub const ATIM: u16 = wasi::FSTFLAGS_ATIM;
+    pub const ATIM_NOW: u16 = wasi::FSTFLAGS_ATIM_NOW;
+    pub const MTIM: u16 = wasi::FSTFLAGS_MTIM;
+    pub const MTIM_NOW: u16 = wasi::FSTFLAGS_MTIM_NOW;
     pub const ALL: u16 = ATIM | ATIM_NOW | MTIM | MTIM_NOW;
 }
 
 /// `whence` values.
 pub mod whence {
-    pub const SET: u8 = 0;
-    pub const CUR: u8 = 1;
-    pub const END: u8 = 2;
+    pub const SET: u8 = wasi::WHENCE_SET.raw();
+    pub const CUR: u8 = wasi::WHENCE_CUR.raw();
+    pub const END: u8 = wasi::WHENCE_END.raw();
 }
 
 /// `clockid` values.
 pub mod clockid {
-    pub const REALTIME: u32 = 0;
-    pub const MONOTONIC: u32 = 1;
-    pub const PROCESS_CPUTIME_ID: u32 = 2;
-    pub const THREAD_CPUTIME_ID: u32 = 3;
+    pub const REALTIME: u32 = wasi::CLOCKID_REALTIME.raw();
+    pub const MONOTONIC: u32 = wasi::CLOCKID_MONOTONIC.raw();
+    pub const PROCESS_CPUTIME_ID: u32 = wasi::CLOCKID_PROCESS_CPUTIME_ID.raw();
+    pub const THREAD_CPUTIME_ID: u32 = wasi::CLOCKID_THREAD_CPUTIME_ID.raw();
 }
 
 /// `eventtype` values.
 pub mod eventtype {
-    pub const CLOCK: u8 = 0;
-    pub const FD_READ: u8 = 1;
-    pub const FD_WRITE: u8 = 2;
+    pub const CLOCK: u8 = wasi::EVENTTYPE_CLOCK.raw();
+    pub const FD_READ: u8 = wasi::EVENTTYPE_FD_READ.raw();
+    pub const FD_WRITE: u8 = wasi::EVENTTYPE_FD_WRITE.raw();
 }
 
 /// `eventrwflags::fd_readwrite_hangup`.
-pub const EVENTRWFLAGS_HANGUP: u16 = 1;
+pub const EVENTRWFLAGS_HANGUP: u16 = wasi::EVENTRWFLAGS_FD_READWRITE_HANGUP;
 /// `subclockflags::subscription_clock_abstime`.
-pub const SUBCLOCKFLAGS_ABSTIME: u16 = 1;
+pub const SUBCLOCKFLAGS_ABSTIME: u16 = wasi::SUBCLOCKFLAGS_SUBSCRIPTION_CLOCK_ABSTIME;
 /// `preopentype::dir`.
-pub const PREOPENTYPE_DIR: u8 = 0;
+pub const PREOPENTYPE_DIR: u8 = wasi::PREOPENTYPE_DIR.raw();
 /// `sdflags` bits (`rd`, `wr`).
-pub const SDFLAGS_ALL: u32 = 3;
+pub const SDFLAGS_ALL: u32 = (wasi::SDFLAGS_RD | wasi::SDFLAGS_WR) as u32;
