@@ -151,7 +151,14 @@ mod smallstack {
             for v in (0..40u128).rev() {
                 assert_eq!(stack.pop(), v);
             }
-            assert_eq!(stack.pop_n(0), Vec::<u128>::new());
+        }
+
+        #[test]
+        #[should_panic(expected = "checked at load")]
+        fn an_empty_stack_is_never_read_as_zero() {
+            let mut stack = super::Stack::default();
+            stack.push(1);
+            stack.pop_n(2);
         }
     }
 }

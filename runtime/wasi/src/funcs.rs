@@ -62,7 +62,7 @@ fn mismatch() -> Fail {
     Fail::Trap(HostError("wasi: arguments do not match the signature".into()))
 }
 
-/// Runs a body on a call's raw values.
+/// Runs a body on a call's values (checked against the entry's parameter types).
 pub(crate) type Call = fn(&mut WasiCtx, &mut GuestMemory<'_>, Waiting<'_>, &[Val]) -> Result<(), Fail>;
 
 /// One preview1 function: its name, its core parameter types and its body.
