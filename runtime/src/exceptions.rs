@@ -30,7 +30,8 @@ use kiln_abi::{FuncType, VMException, VMTagDefinition};
 
 use crate::externs::{Owner, Tag};
 use crate::store::{StoreInner, StoreRoot};
-use crate::traps::{current_activation, raise, HostError, Trap};
+use crate::trap::{raise, Trap};
+use crate::traps::{current_activation, HostError};
 use crate::values::Val;
 
 /// Throws exception `exn` of `store` from the guest frame (or host trampoline frame) that
@@ -188,7 +189,7 @@ impl ExceptionHeap {
     pub fn visit_references(&mut self, mut visit: impl FnMut(*mut u64)) {
         for (&head, object) in &self.objects {
             for (i, &param) in object.ty.params.iter().enumerate() {
-                if crate::gc::traced(param) {
+                if crate::types::traced(param) {
                     // SAFETY: a live object of this heap has a slot per parameter of its type.
                     visit(unsafe { payload_slot(head as *const VMException, i) }.cast());
                 }

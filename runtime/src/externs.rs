@@ -572,7 +572,7 @@ impl Table {
         let maximum = ty.maximum.unwrap_or(u64::MAX).min(limit);
         let storage = Arc::new(TableStorage::new(&ty, maximum, raw)?);
         let definition = storage.definition_ptr();
-        if crate::gc::traced(ValType::Ref(ty.element)) {
+        if crate::types::traced(ValType::Ref(ty.element)) {
             // A collection must find (and may update) the GC references it holds.
             let place = crate::gc::Place::Table(definition);
             inner.host_places().push(crate::store::HostPlace { place, _owner: storage.clone() });
@@ -662,7 +662,7 @@ impl Global {
         let storage = Box::new(VMGlobalDefinition { storage: raw.to_le_bytes() });
         let definition = Box::into_raw(storage);
         let owner = Arc::new(HostGlobal(definition));
-        if crate::gc::traced(ty.content) {
+        if crate::types::traced(ty.content) {
             // A collection must find (and may update) the GC reference it holds.
             let place = crate::gc::Place::Global(definition);
             store.root.inner.host_places().push(crate::store::HostPlace { place, _owner: owner.clone() });

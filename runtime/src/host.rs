@@ -17,7 +17,8 @@ use kiln_abi::{FuncType, TrapCode, VMHostFuncContext, VMMemoryDefinition, VMMemo
 use crate::exceptions::Thrown;
 use crate::externs::{Func, FuncKind};
 use crate::instance::InstanceInner;
-use crate::traps::{self, HostError, Trap};
+use crate::trap::{self, Trap};
+use crate::traps::HostError;
 use crate::values::Val;
 
 /// What a host function sees of its caller.
@@ -270,7 +271,7 @@ unsafe extern "C" fn host_call_shim(ctx: *mut VMHostFuncContext, caller_vmctx: *
     };
     // SAFETY: we were called by guest code, and this frame owns nothing but `trap`, which
     // `raise` moves into the activation.
-    unsafe { traps::raise(trap) }
+    unsafe { trap::raise(trap) }
 }
 
 /// # Safety

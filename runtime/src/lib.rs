@@ -34,6 +34,7 @@ mod region;
 mod signature;
 mod store;
 mod sys;
+mod trap;
 mod traps;
 mod types;
 mod values;
@@ -54,7 +55,8 @@ pub use profiling::enable_jitdump;
 pub use region::{Region, RegionConfig, RegionError, SlotLayout};
 pub use signature::{signature_path, PublicKey, SignatureError};
 pub use store::{InterruptHandle, Store, StoreBinding, StoreBusy};
-pub use traps::{Frame, HostError, Trap, WasmBacktrace};
+pub use trap::Trap;
+pub use traps::{Frame, HostError, WasmBacktrace};
 pub use values::{Val, ValueError};
 
 /// What the fuzzers and their tests reach that is not part of the embedding API.

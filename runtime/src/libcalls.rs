@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::externs::{grow_table, load_size_of_memory};
 use crate::instance::InstanceInner;
-use crate::traps::{raise, Trap};
+use crate::trap::{raise, Trap};
 
 macro_rules! abi_rust_type {
     (vmctx) => { *mut u8 };

@@ -110,14 +110,20 @@ pub(crate) struct ModuleImage {
 }
 
 impl ModuleInner {
-    /// Defined memory `d`'s heap image as instantiation maps it into a slot, for teardown to
-    /// copy back (`None` if the memory has none or it is copied rather than mapped).
-    pub(crate) fn reset_image(&self, d: u32) -> Option<crate::region::ResetImage<'_>> {
-        let image = self.images.get(d as usize)?.as_ref().filter(|_| self.image_file.is_some())?;
-        // SAFETY: `in_memory` points to `len` bytes of the loaded object, never written, which
-        // stay mapped as long as `self` (see `ModuleImage`).
-        let bytes = unsafe { std::slice::from_raw_parts(image.in_memory, image.len) };
-        Some(crate::region::ResetImage { id: (self.id, d), bytes })
+    /// The fields of struct type `index` (which validation made sure it is).
+    pub(crate) fn struct_fields(&self, index: u32) -> &[kiln_abi::gc::FieldType] {
+        match self.meta.subtypes.get(index as usize).map(|s| &s.composite) {
+            Some(kiln_abi::gc::CompositeType::Struct(fields)) => fields,
+            _ => unreachable!("validated code only names struct types here"),
+        }
+    }
+
+    /// The element of array type `index` (which validation made sure it is).
+    pub(crate) fn array_element(&self, index: u32) -> kiln_abi::gc::FieldType {
+        match self.meta.subtypes.get(index as usize).map(|s| &s.composite) {
+            Some(kiln_abi::gc::CompositeType::Array(element)) => *element,
+            _ => unreachable!("validated code only names array types here"),
+        }
     }
 }
 
@@ -468,9 +474,9 @@ impl Module {
                 type_index_of_id: type_ids.iter().enumerate().rev().map(|(t, &id)| (id, t as u32)).collect(),
                 type_ids,
                 uses_gc: meta.subtypes.iter().any(|s| s.composite != kiln_abi::gc::CompositeType::Func),
-                holds_references: meta.defined_globals.iter().any(|g| crate::gc::traced(g.ty.content))
-                    || meta.defined_tables.iter().any(|t| crate::gc::traced(kiln_abi::ValType::Ref(t.ty.element)))
-                    || meta.elements.iter().any(|e| crate::gc::traced(kiln_abi::ValType::Ref(e.ty))),
+                holds_references: meta.defined_globals.iter().any(|g| crate::types::traced(g.ty.content))
+                    || meta.defined_tables.iter().any(|t| crate::types::traced(kiln_abi::ValType::Ref(t.ty.element)))
+                    || meta.elements.iter().any(|e| crate::types::traced(kiln_abi::ValType::Ref(e.ty))),
                 id,
                 images,
                 image_file,

@@ -39,11 +39,15 @@ pub enum ObjectLayout {
     Array { element_size: u32, references: bool },
 }
 
-/// Whether a field of `storage` may hold a reference to a GC object (one of the `any` or
-/// `extern` hierarchies, which share an encoding).
-fn traced(storage: StorageType) -> bool {
-    matches!(storage, StorageType::Val(ValType::Ref(r))
-        if matches!(r.heap.hierarchy(), kiln_abi::RefHierarchy::Any | kiln_abi::RefHierarchy::Extern))
+/// Whether a value of `ty` may refer to a GC object (one of the `any` or `extern` hierarchies,
+/// which share an encoding): what the collector traces.
+pub(crate) fn traced(ty: ValType) -> bool {
+    matches!(ty, ValType::Ref(r) if matches!(r.heap.hierarchy(), kiln_abi::RefHierarchy::Any | kiln_abi::RefHierarchy::Extern))
+}
+
+/// Whether a field of `storage` may hold a reference to a GC object.
+fn traced_field(storage: StorageType) -> bool {
+    matches!(storage, StorageType::Val(ty) if traced(ty))
 }
 
 impl ObjectLayout {
@@ -52,13 +56,17 @@ impl ObjectLayout {
             CompositeType::Func => ObjectLayout::Func,
             CompositeType::Struct(fields) => {
                 let layout = kiln_abi::gc::struct_layout(fields);
-                let references =
-                    fields.iter().zip(&layout.fields).filter(|(f, _)| traced(f.storage)).map(|(_, &o)| o).collect();
+                let references = fields
+                    .iter()
+                    .zip(&layout.fields)
+                    .filter(|(f, _)| traced_field(f.storage))
+                    .map(|(_, &o)| o)
+                    .collect();
                 ObjectLayout::Struct { size: layout.size, references }
             }
             CompositeType::Array(element) => ObjectLayout::Array {
                 element_size: kiln_abi::gc::storage_size(element.storage),
-                references: traced(element.storage),
+                references: traced_field(element.storage),
             },
         }
     }

@@ -8,6 +8,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::workspace_root;
+
 /// The seed article's Lucet figures (mean, ns), where it gave one.
 const LUCET: &[(&str, f64)] = &[
     ("load_region_instantiate_hello", 52_000.0),
@@ -45,13 +47,9 @@ fn parse(args: Vec<String>) -> Result<Options> {
     Ok(options)
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
 /// Builds `benches/programs/hello.c` for wasm32-wasi with Debian's clang-14.
 fn build_hello(out: &Path) -> Result<()> {
-    let source = root().join("benches/programs/hello.c");
+    let source = workspace_root().join("benches/programs/hello.c");
     let status = Command::new("clang-14")
         .args(["--target=wasm32-wasi", "-O2", "-fuse-ld=lld", "-o"])
         .arg(out)
@@ -67,7 +65,7 @@ fn build_hello(out: &Path) -> Result<()> {
 /// Median estimates (ns) criterion wrote under `target/criterion/<engine>/...`, by benchmark
 /// name (the directory path below the engine's).
 fn read_estimates(engine: &str) -> BTreeMap<String, f64> {
-    let base = root().join("target/criterion").join(engine);
+    let base = workspace_root().join("target/criterion").join(engine);
     walkdir::WalkDir::new(&base)
         .into_iter()
         .flatten()
@@ -102,17 +100,17 @@ fn format_ns(ns: f64) -> String {
 
 pub fn run(args: Vec<String>) -> Result<()> {
     let options = parse(args)?;
-    let out_dir = root().join("target/bench");
+    let out_dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     let hello = out_dir.join("hello.wasm");
     build_hello(&hello)?;
     // Stale results must not leak into this run's report.
     for engine in ["kiln", "wasmtime"] {
-        let _ = std::fs::remove_dir_all(root().join("target/criterion").join(engine));
+        let _ = std::fs::remove_dir_all(workspace_root().join("target/criterion").join(engine));
     }
 
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.current_dir(root()).args(["bench", "-p", "kiln-benches", "--bench", "lifecycle"]);
+    cargo.current_dir(workspace_root()).args(["bench", "-p", "kiln-benches", "--bench", "lifecycle"]);
     if options.peer {
         cargo.args(["--features", "wasmtime"]);
     }

@@ -1,10 +1,13 @@
 //! Project automation: `cargo xtask spec` (more subcommands arrive with their issues).
 
 mod bench;
+mod deps;
 mod fetch;
 mod fuzz;
 mod spec;
 mod wasi;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
@@ -30,6 +33,9 @@ commands:
       Generate N modules with wasm-smith (fixed seeds), run each in Kiln and in the wasmi
       interpreter, compare results, traps, exported globals and memories; end with
       `fuzz: N passed, M failed`.
+  deps
+      Print the runtime's module graph (which top-level module of runtime/src names which
+      through `crate::` paths) and its import cycles.
   bench [--quick] [--json FILE] [--no-peer] [FILTER]
       Build hello.c (clang-14), run the lifecycle, compute and compile benchmarks (criterion)
       for Kiln and for Wasmtime in the same run, and print each figure with the Kiln/Wasmtime
@@ -41,6 +47,11 @@ commands:
 
 Each command takes --help, which prints this text.
 ";
+
+/// The workspace's root directory (xtask's parent).
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -56,6 +67,7 @@ fn main() -> Result<()> {
         Some("wasi") => wasi::run(args.collect()),
         Some("bench") => bench::run(args.collect()),
         Some("fuzz") => fuzz::run(args.collect()),
+        Some("deps") => deps::run(args.collect()),
         Some("help") | Some("--help") | Some("-h") | None => {
             print!("{USAGE}");
             Ok(())

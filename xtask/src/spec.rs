@@ -1,13 +1,15 @@
 //! `cargo xtask spec`: the official spec testsuite through Kiln, with a per-group table.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use kiln_spec_tests::{Counts, Edition};
+
+use crate::workspace_root;
 
 const TESTSUITE_REPO: &str = "https://github.com/WebAssembly/testsuite.git";
 
@@ -45,10 +47,6 @@ fn parse(args: Vec<String>) -> Result<Options> {
         }
     }
     Ok(options)
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// Finds `edition`'s testsuite: the flag, its env var, `spec-tests/testsuite` (2.0) or

@@ -10,6 +10,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::workspace_root;
+
 /// The wasi-testsuite commit Kiln is pinned to (prebuilt binaries, `prod/testsuite-base`).
 const PINNED_COMMIT: &str = "2fec29ea6de1244c124f7fe3bfe9f2946113f66e";
 const TESTSUITE_REPO: &str = "https://github.com/WebAssembly/wasi-testsuite.git";
@@ -32,10 +34,6 @@ fn parse(args: Vec<String>) -> Result<Options> {
         }
     }
     Ok(options)
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 fn is_suite(dir: &Path) -> bool {

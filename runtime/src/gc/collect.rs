@@ -18,7 +18,7 @@
 use kiln_abi::gc::{
     array_size, ref_kind, RefKind, ARRAY_LEN_OFFSET, KIND_ARRAY, OBJECT_KIND_OFFSET, OBJECT_TYPE_ID_OFFSET,
 };
-use kiln_abi::{RefHierarchy, VMGlobalDefinition, VMTableDefinition, ValType};
+use kiln_abi::{VMGlobalDefinition, VMTableDefinition};
 
 use super::GcHeap;
 use crate::store::StoreInner;
@@ -37,11 +37,6 @@ pub(crate) enum Place {
 // SAFETY: the pointers are owned by the `HostPlace` that holds them and only dereferenced by
 // a collection, on the thread that owns the store.
 unsafe impl Send for Place {}
-
-/// Whether a value of `ty` may refer to a GC object.
-pub(crate) fn traced(ty: ValType) -> bool {
-    matches!(ty, ValType::Ref(r) if matches!(r.heap.hierarchy(), RefHierarchy::Any | RefHierarchy::Extern))
-}
 
 /// Calls `visit` with every element of `table`.
 ///

@@ -28,7 +28,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 mod collect;
-pub(crate) use collect::{collect, traced, visit_table, Place};
+pub(crate) use collect::{collect, visit_table, Place};
 
 use kiln_abi::gc::{
     host_ref, RefKind, GC_HEAP_START, I31_TAG, KIND_ARRAY, KIND_STRUCT, OBJECT_KIND_OFFSET, OBJECT_TYPE_ID_OFFSET,
@@ -168,24 +168,6 @@ impl StoreInner {
             object.add(OBJECT_KIND_OFFSET as usize).write(if array { KIND_ARRAY } else { KIND_STRUCT });
         }
         Some(next as u32)
-    }
-}
-
-impl crate::load::ModuleInner {
-    /// The fields of struct type `index` (which validation made sure it is).
-    pub(crate) fn struct_fields(&self, index: u32) -> &[kiln_abi::gc::FieldType] {
-        match self.meta.subtypes.get(index as usize).map(|s| &s.composite) {
-            Some(kiln_abi::gc::CompositeType::Struct(fields)) => fields,
-            _ => unreachable!("validated code only names struct types here"),
-        }
-    }
-
-    /// The element of array type `index` (which validation made sure it is).
-    pub(crate) fn array_element(&self, index: u32) -> kiln_abi::gc::FieldType {
-        match self.meta.subtypes.get(index as usize).map(|s| &s.composite) {
-            Some(kiln_abi::gc::CompositeType::Array(element)) => *element,
-            _ => unreachable!("validated code only names array types here"),
-        }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::limits::{LimitError, StoreLimits};
 use crate::load::Module;
 use crate::region::{ImageSource, RegionInner};
 use crate::store::{Store, StoreBusy, StoreInner};
-use crate::traps::Trap;
+use crate::trap::Trap;
 
 /// Why instantiation failed.
 #[derive(Debug, thiserror::Error)]

@@ -78,12 +78,12 @@ impl InstanceInner {
         let meta = &self.module.inner.meta;
         let offsets = &self.module.inner.offsets;
         for (d, def) in meta.defined_globals.iter().enumerate() {
-            if crate::gc::traced(def.ty.content) {
+            if crate::types::traced(def.ty.content) {
                 visit(self.vm_field::<kiln_abi::VMGlobalDefinition>(offsets.defined_global(d as u32)).cast());
             }
         }
         for (d, def) in meta.defined_tables.iter().enumerate() {
-            if crate::gc::traced(kiln_abi::ValType::Ref(def.ty.element)) {
+            if crate::types::traced(kiln_abi::ValType::Ref(def.ty.element)) {
                 let index = meta.num_imported_tables + d as u32;
                 // SAFETY: written at instantiation; the table lives as long as the instance, and
                 // the store is idle but for the caller.
@@ -95,7 +95,7 @@ impl InstanceInner {
         }
         let mut elements = self.elements.borrow_mut();
         for (segment, items) in meta.elements.iter().zip(elements.iter_mut()) {
-            if let (true, Some(items)) = (crate::gc::traced(kiln_abi::ValType::Ref(segment.ty)), items) {
+            if let (true, Some(items)) = (crate::types::traced(kiln_abi::ValType::Ref(segment.ty)), items) {
                 for item in items.iter_mut() {
                     visit((item as *mut usize).cast());
                 }

@@ -5,7 +5,8 @@ use kiln_abi::VMFuncRef;
 use super::InstanceInner;
 use crate::context;
 use crate::externs::{Func, FuncKind};
-use crate::traps::{signals, Activation, Trap};
+use crate::trap::{take_trap, Trap};
+use crate::traps::{signals, Activation};
 use crate::values::Val;
 
 /// Why a call failed.
@@ -90,6 +91,6 @@ pub(crate) unsafe fn enter_through_trampoline(
     if returned {
         Ok(())
     } else {
-        Err(activation.take_trap())
+        Err(take_trap(&activation))
     }
 }

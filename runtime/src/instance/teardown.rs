@@ -9,6 +9,7 @@ use kiln_abi::VMTableDefinition;
 
 use super::instantiate::TablePlacement;
 use super::InstanceInner;
+use crate::region::ResetImage;
 
 impl Drop for InstanceInner {
     fn drop(&mut self) {
@@ -26,10 +27,10 @@ impl Drop for InstanceInner {
             }
         }
         let module = &self.module.inner;
-        self.slot.reset_heap(heap_len, module.reset_image(0));
+        self.slot.reset_heap(heap_len, ResetImage::of(module, 0));
         for d in 1..self.own_memory_count() {
             let len = self.own_memory_len(d);
-            self.slot.reset_extra_heap(d as usize - 1, len, module.reset_image(d));
+            self.slot.reset_extra_heap(d as usize - 1, len, ResetImage::of(module, d));
         }
         if let Err(err) = result {
             // A slot we cannot wipe must never be handed out again.

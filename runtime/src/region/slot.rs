@@ -236,6 +236,18 @@ pub(crate) struct ResetImage<'a> {
     pub bytes: &'a [u8],
 }
 
+impl<'a> ResetImage<'a> {
+    /// Defined memory `d`'s heap image as instantiation maps it into a slot, for teardown to
+    /// copy back (`None` if the memory has none or it is copied rather than mapped).
+    pub fn of(module: &'a crate::load::ModuleInner, d: u32) -> Option<ResetImage<'a>> {
+        let image = module.images.get(d as usize)?.as_ref().filter(|_| module.image_file.is_some())?;
+        // SAFETY: `in_memory` points to `len` bytes of the loaded object, never written, which
+        // stay mapped as long as `module` (see `ModuleImage`).
+        let bytes = unsafe { std::slice::from_raw_parts(image.in_memory, image.len) };
+        Some(ResetImage { id: (module.id, d), bytes })
+    }
+}
+
 /// The reservation of a defined memory after the first (multi-memory modules). Kept with its
 /// slot between tenants, like the slot's own heap, so instantiating such a module again maps
 /// nothing; teardown resets it the same way.

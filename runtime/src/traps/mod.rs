@@ -9,56 +9,12 @@
 pub(crate) mod registry;
 pub(crate) mod signals;
 
+use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::mem::MaybeUninit;
 
 use kiln_abi::TrapCode;
-
-use crate::exceptions::Exception;
-
-/// Why a call into the guest did not return normally.
-#[derive(Debug, thiserror::Error)]
-pub enum Trap {
-    /// The guest executed a trapping instruction.
-    #[error("{code}")]
-    Wasm {
-        /// Which trap.
-        code: TrapCode,
-        /// The guest's frames when it trapped.
-        trace: WasmBacktrace,
-    },
-    /// A host function called by the guest failed.
-    #[error("{0}")]
-    Host(HostError),
-    /// The guest threw an exception that no guest frame of the call caught.
-    #[error("{0}")]
-    Exception(Exception),
-}
-
-impl Trap {
-    /// A wasm trap with no frames (one the host raises on the guest's behalf).
-    pub fn wasm(code: TrapCode) -> Trap {
-        Trap::Wasm { code, trace: WasmBacktrace::default() }
-    }
-
-    /// The trap code, if this is a wasm trap.
-    pub fn code(&self) -> Option<TrapCode> {
-        match self {
-            Trap::Wasm { code, .. } => Some(*code),
-            Trap::Host(_) | Trap::Exception(_) => None,
-        }
-    }
-
-    /// The guest's frames when it trapped, innermost first (empty for host errors).
-    pub fn backtrace(&self) -> &WasmBacktrace {
-        static EMPTY: WasmBacktrace = WasmBacktrace { frames: Vec::new(), more: 0 };
-        match self {
-            Trap::Wasm { trace, .. } => trace,
-            Trap::Host(_) | Trap::Exception(_) => &EMPTY,
-        }
-    }
-}
 
 /// The guest functions on the stack when a trap happened, innermost first. Its `Display`
 /// lists them one per line, as `wasmtime` does: the frame's number, its offset in the module,
@@ -85,6 +41,9 @@ pub struct Frame {
 }
 
 impl WasmBacktrace {
+    /// No frames (a trap the host raised, or a host error).
+    pub(crate) const EMPTY: WasmBacktrace = WasmBacktrace { frames: Vec::new(), more: 0 };
+
     /// The frames kept, innermost first.
     pub fn frames(&self) -> &[Frame] {
         &self.frames
@@ -139,9 +98,10 @@ pub(crate) struct Activation {
     pub saved_sp: Cell<usize>,
     /// Trap code recorded by the signal handler (0: none).
     pub trap_code: Cell<u8>,
-    /// What host code raised on the guest's behalf before unwinding: a host function's error
-    /// or an exception that left the guest (boxed: one word to initialise per call).
-    raised: Cell<Option<Box<Trap>>>,
+    /// What host code raised on the guest's behalf before unwinding: the layer above's error
+    /// (a host function's error or an exception that left the guest, as a `crate::trap::Trap`),
+    /// boxed opaquely so this layer does not name it (and one word to initialise per call).
+    raised: Cell<Option<Box<dyn Any>>>,
     /// The activation this one interrupted, if the guest called the host which called back in.
     pub previous: *const Activation,
     /// The top of the guest stack the call runs on: the frame walk stays below it.
@@ -295,7 +255,7 @@ impl Activation {
     }
 
     /// The recorded frames as guest functions.
-    fn backtrace(&self) -> WasmBacktrace {
+    pub(crate) fn backtrace(&self) -> WasmBacktrace {
         let frames = self.frames.get();
         let frames = (0..self.frame_count.get())
             .filter_map(|i| {
@@ -323,16 +283,21 @@ impl Activation {
         f()
     }
 
-    /// The trap recorded while the guest ran.
-    pub(crate) fn take_trap(&self) -> Trap {
-        if let Some(trap) = self.raised.take() {
-            return *trap;
-        }
-        match TrapCode::from_u8(self.trap_code.get()) {
-            Some(code) => Trap::Wasm { code, trace: self.backtrace() },
-            None => Trap::Host(HostError("guest stopped without a recorded trap".into())),
-        }
+    /// What host code raised while the guest ran, if it raised more than a code.
+    pub(crate) fn take_raised(&self) -> Option<Box<dyn Any>> {
+        self.raised.take()
     }
+
+    /// The trap code the signal handler or host code recorded, if any.
+    pub(crate) fn trapped_code(&self) -> Option<TrapCode> {
+        TrapCode::from_u8(self.trap_code.get())
+    }
+}
+
+/// What host code raises on the guest's behalf: a trap code, or the layer above's error value.
+pub(crate) enum Raised {
+    Code(TrapCode),
+    Other(Box<dyn Any>),
 }
 
 /// Raises a trap from host code running on behalf of the guest (a libcall or host function):
@@ -341,14 +306,14 @@ impl Activation {
 /// # Safety
 /// Must be called from code that the guest called (so an activation is live on this thread),
 /// with no owned resources in any frame between here and the guest.
-pub(crate) unsafe fn raise(trap: Trap) -> ! {
+pub(crate) unsafe fn raise(raised: Raised) -> ! {
     let activation = current_activation();
     assert!(!activation.is_null(), "trap raised outside of guest code");
     // SAFETY: a live activation outlives the guest call it belongs to, which is running.
     let activation = unsafe { &*activation };
-    match trap {
-        Trap::Wasm { code, .. } => activation.trap_code.set(code as u8),
-        other => activation.raised.set(Some(Box::new(other))),
+    match raised {
+        Raised::Code(code) => activation.trap_code.set(code as u8),
+        Raised::Other(other) => activation.raised.set(Some(other)),
     }
     let saved_sp = activation.saved_sp.get();
     // SAFETY: we are on the guest stack of this activation (caller's contract).
