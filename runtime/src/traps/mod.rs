@@ -1,4 +1,4 @@
-//! Traps: how a fault in guest code becomes a [`Trap`] for the caller.
+//! Traps: how a fault in guest code becomes a trap for the caller (`crate::trap::Trap`).
 //!
 //! Each call into the guest pushes an [`Activation`] on a per-thread list. A fault (SIGSEGV,
 //! SIGBUS, SIGILL, SIGFPE) at a program counter listed in a loaded module's trap table is a guest
@@ -100,7 +100,7 @@ pub(crate) struct Activation {
     pub trap_code: Cell<u8>,
     /// What host code raised on the guest's behalf before unwinding: the layer above's error
     /// (a host function's error or an exception that left the guest, as a `crate::trap::Trap`),
-    /// boxed opaquely so this layer does not name it (and one word to initialise per call).
+    /// boxed opaquely so this layer does not name it (and one pointer to initialise per call).
     raised: Cell<Option<Box<dyn Any>>>,
     /// The activation this one interrupted, if the guest called the host which called back in.
     pub previous: *const Activation,
