@@ -16,8 +16,8 @@ struct CanonicalType {
     func: FuncType,
 }
 
-/// A recursion group in canonical form, and a member's index in it.
-type Key = (Vec<CanonicalType>, u32);
+/// A recursion group in canonical form.
+type Key = Vec<CanonicalType>;
 
 /// What the registry knows about an id.
 #[derive(Clone)]
@@ -90,6 +90,7 @@ pub fn layouts() -> Layouts<'static> {
 
 #[derive(Default)]
 pub struct Registry {
+    /// Each group's first id (its members' ids follow), the group stored once.
     ids: HashMap<Key, u32>,
     /// By id - 1.
     infos: Vec<TypeInfo>,
@@ -109,16 +110,16 @@ const REC_RELATIVE: u32 = 1 << 31;
 fn intern_group(group: Vec<CanonicalType>) -> Vec<u32> {
     let mut registry = registry();
     let size = group.len() as u32;
-    let first = match registry.ids.get(&(group.clone(), 0)) {
+    let first = match registry.ids.get(&group) {
         Some(&id) => return (0..size).map(|k| id + k).collect(),
         None => registry.infos.len() as u32 + 1,
     };
     assert!(first + size < REC_RELATIVE, "too many distinct types");
-    for (k, ty) in group.iter().enumerate() {
+    for ty in &group {
         let supertype = ty.sub.supertype.map(|s| if s & REC_RELATIVE != 0 { first + (s & !REC_RELATIVE) } else { s });
         registry.infos.push(TypeInfo { supertype, layout: ObjectLayout::of(&ty.sub.composite) });
-        registry.ids.insert((group.clone(), k as u32), first + k as u32);
     }
+    registry.ids.insert(group, first);
     (0..size).map(|k| first + k).collect()
 }
 
@@ -305,5 +306,21 @@ mod tests {
         assert_eq!(canonical_id(&a), canonical_id(&a.clone()));
         assert_ne!(canonical_id(&a), canonical_id(&b));
         assert_ne!(canonical_id(&a), 0);
+    }
+
+    #[test]
+    fn a_recursion_group_is_stored_once_not_once_per_member() {
+        // A module's rec group of n types must cost the registry O(n), not n copies of the
+        // group (a tenant's large group would otherwise take quadratic host memory, for ever).
+        let types: Vec<FuncType> = (0..500)
+            .map(|k| FuncType { params: vec![ValType::I64; k % 7], results: vec![ValType::F32; k / 7] })
+            .collect();
+        let ids = canonical_ids(&types, &[], &[500]);
+        let range = ids[0]..ids[0] + 500;
+        assert_eq!(ids, range.clone().collect::<Vec<_>>());
+        let registry = registry();
+        let keys = registry.ids.iter().filter(|(_, first)| range.contains(first)).collect::<Vec<_>>();
+        assert_eq!(keys.len(), 1, "one key for the group");
+        assert_eq!(keys[0].0.len(), 500);
     }
 }
