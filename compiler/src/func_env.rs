@@ -336,8 +336,13 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
     fn global_addr(&mut self, builder: &mut FunctionBuilder, index: u32) -> (ir::Value, i32, MemFlagsData) {
         let meta = self.module.meta;
         let imported = meta.num_imported_globals;
-        // A constant global never changes once instantiation has set it.
-        let flags = if meta.globals[index as usize].mutable { vm_flags() } else { vm_readonly() };
+        // A constant global never changes once instantiation has set it, except one that holds
+        // a GC reference: a collection moves the object and rewrites the global, so its loads
+        // must not be merged with ones from before a call (as read-only loads may be).
+        let global = meta.globals[index as usize];
+        let moved_by_collections = matches!(global.content,
+            kiln_abi::ValType::Ref(r) if matches!(r.heap.hierarchy(), kiln_abi::RefHierarchy::Any | kiln_abi::RefHierarchy::Extern));
+        let flags = if global.mutable || moved_by_collections { vm_flags() } else { vm_readonly() };
         let flags = Self::region_flags(builder, flags, Region::Globals);
         if index >= imported {
             // Own globals live inside the VM context itself.
