@@ -340,9 +340,8 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         // a GC reference: a collection moves the object and rewrites the global, so its loads
         // must not be merged with ones from before a call (as read-only loads may be).
         let global = meta.globals[index as usize];
-        let moved_by_collections = matches!(global.content,
-            kiln_abi::ValType::Ref(r) if matches!(r.heap.hierarchy(), kiln_abi::RefHierarchy::Any | kiln_abi::RefHierarchy::Extern));
-        let flags = if global.mutable || moved_by_collections { vm_flags() } else { vm_readonly() };
+        let rewritten = global.mutable || global.content.may_refer_to_gc_object();
+        let flags = if rewritten { vm_flags() } else { vm_readonly() };
         let flags = Self::region_flags(builder, flags, Region::Globals);
         if index >= imported {
             // Own globals live inside the VM context itself.

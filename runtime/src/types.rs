@@ -42,7 +42,7 @@ pub enum ObjectLayout {
 /// Whether a value of `ty` may refer to a GC object (one of the `any` or `extern` hierarchies,
 /// which share an encoding): what the collector traces.
 pub(crate) fn traced(ty: ValType) -> bool {
-    matches!(ty, ValType::Ref(r) if matches!(r.heap.hierarchy(), kiln_abi::RefHierarchy::Any | kiln_abi::RefHierarchy::Extern))
+    ty.may_refer_to_gc_object()
 }
 
 /// Whether a field of `storage` may hold a reference to a GC object.

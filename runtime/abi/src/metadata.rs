@@ -24,6 +24,15 @@ pub enum ValType {
     Ref(RefType),
 }
 
+impl ValType {
+    /// Whether a value of this type may refer to a GC object (the `any` and `extern`
+    /// hierarchies, which share an encoding; see [`crate::gc`]): a collection may move what it
+    /// refers to and rewrite it.
+    pub fn may_refer_to_gc_object(self) -> bool {
+        matches!(self, ValType::Ref(r) if matches!(r.heap.hierarchy(), RefHierarchy::Any | RefHierarchy::Extern))
+    }
+}
+
 /// A reference type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RefType {
