@@ -12,7 +12,7 @@
 //! byte with atomic operations, as other threads' guests may be using them.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use kiln_abi::{
@@ -21,10 +21,13 @@ use kiln_abi::{
 };
 
 use crate::host::HostFuncInner;
-use crate::instance::InstanceInner;
-use crate::store::{Store, StoreBusy, StoreInner, StoreRoot};
+use crate::store::Store;
 use crate::sys::unix::mmap::{page_align, Mmap};
 use crate::values::{Val, ValueError};
+use crate::vm::gc::Place;
+use crate::vm::instance::InstanceInner;
+use crate::vm::storage::{grow_table, load_size_of_memory, load_size_of_table, memory_cap, TableStorage};
+use crate::vm::store::{HostPlace, StoreBusy, StoreInner, StoreRoot};
 
 /// Why host code could not create, read or change a memory, table or global.
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +285,24 @@ impl Func {
         self.wasm().map(|w| (w.funcref, &w.owner))
     }
 
+    /// A handle to function `index` (exported or not) of `instance`.
+    pub(crate) fn of_instance(instance: &Arc<InstanceInner>, index: u32, root: Option<Arc<StoreRoot>>) -> Func {
+        let module = &instance.module.inner;
+        let type_index = module.meta.func_types[index as usize] as usize;
+        let funcref = instance.vm_field::<VMFuncRef>(module.offsets.func_ref(index));
+        Func {
+            // SAFETY: written at instantiation (imported ones carry the exporter's id).
+            type_id: unsafe { (*funcref).type_id },
+            kind: FuncKind::Wasm(WasmFunc {
+                funcref,
+                array_trampoline: module.array_trampolines[type_index],
+                type_index: type_index as u32,
+                owner: instance.clone(),
+                root,
+            }),
+        }
+    }
+
     /// A handle to the function a raw funcref from wasm code of `store` points to.
     ///
     /// # Safety
@@ -304,42 +325,6 @@ impl Func {
             }),
         }
     }
-}
-
-/// Reads a size field the runtime only writes atomically.
-///
-/// # Safety
-/// `field` must be a live, aligned `u64` that Rust code writes only atomically.
-unsafe fn load_size(field: *mut u64) -> u64 {
-    // SAFETY: forwarded from the caller.
-    unsafe { AtomicU64::from_ptr(field) }.load(Ordering::Acquire)
-}
-
-/// The current length of a memory definition, read atomically.
-///
-/// # Safety
-/// `definition` must point to a live memory definition.
-pub(crate) unsafe fn load_size_of_memory(definition: *mut VMMemoryDefinition) -> u64 {
-    // SAFETY: forwarded; the runtime writes lengths only with `store_size`.
-    unsafe { load_size(std::ptr::addr_of_mut!((*definition).current_length)) }
-}
-
-/// The current size of a table definition, read atomically.
-///
-/// # Safety
-/// `definition` must point to a live table definition.
-pub(crate) unsafe fn load_size_of_table(definition: *mut VMTableDefinition) -> u64 {
-    // SAFETY: forwarded; the runtime writes sizes only with `store_size`.
-    unsafe { load_size(std::ptr::addr_of_mut!((*definition).current_elements)) }
-}
-
-/// Writes a size field atomically (see [`load_size`]).
-///
-/// # Safety
-/// As for [`load_size`].
-unsafe fn store_size(field: *mut u64, value: u64) {
-    // SAFETY: forwarded from the caller.
-    unsafe { AtomicU64::from_ptr(field) }.store(value, Ordering::Release)
 }
 
 /// A linear memory.
@@ -484,15 +469,6 @@ unsafe impl Send for HostMemory {}
 // SAFETY: as above.
 unsafe impl Sync for HostMemory {}
 
-/// The largest length in bytes a memory of type `ty` may have under the store's `limit`: the
-/// limit, the 4 GiB reservation, and for a 32-bit memory the largest page count `memory.size`
-/// can return (2^32 - 1 one-byte pages: 2^32 would read as 0).
-pub(crate) fn memory_cap(ty: &MemoryType, limit: u64) -> u64 {
-    let pages = if ty.memory64 { u64::MAX } else { u64::from(u32::MAX) };
-    let index_limit = pages.checked_shl(ty.page_size_log2.into()).unwrap_or(u64::MAX);
-    limit.min(kiln_abi::HEAP_RESERVATION).min(index_limit)
-}
-
 impl HostMemory {
     fn new(ty: MemoryType, limit: u64) -> Result<HostMemory, AccessError> {
         let page = 1u64.checked_shl(ty.page_size_log2.into()).unwrap_or(0);
@@ -519,46 +495,6 @@ impl HostMemory {
     }
 }
 
-/// Most elements any table may have, whatever the limits; address space for this many is
-/// reserved per table that does not fit in its slot.
-pub(crate) const MAX_TABLE_ELEMENTS: u64 = 1 << 24;
-
-/// Backing store of a table: address space for its maximum size, reserved up front so the
-/// elements never move.
-pub(crate) struct TableStorage {
-    _mmap: Mmap,
-    pub definition: Box<VMTableDefinition>,
-}
-
-// SAFETY: plain memory; see `Table`.
-unsafe impl Send for TableStorage {}
-// SAFETY: as above.
-unsafe impl Sync for TableStorage {}
-
-impl TableStorage {
-    /// A table of `ty.minimum` elements, each `init`, that may grow to `maximum` elements.
-    pub fn new(ty: &TableType, maximum: u64, init: usize) -> std::io::Result<TableStorage> {
-        let maximum = maximum.min(MAX_TABLE_ELEMENTS);
-        if ty.minimum > maximum {
-            return Err(std::io::Error::other("table larger than its limit"));
-        }
-        let bytes = page_align((maximum as usize).max(1) * 8);
-        let mmap = Mmap::reserve(bytes)?;
-        mmap.make_accessible(0, bytes)?;
-        let base = mmap.as_ptr().cast::<usize>();
-        if init != 0 {
-            // SAFETY: the first `minimum` elements are inside the accessible reservation.
-            unsafe { std::slice::from_raw_parts_mut(base, ty.minimum as usize) }.fill(init);
-        }
-        let definition = Box::new(VMTableDefinition { base, current_elements: ty.minimum, maximum_elements: maximum });
-        Ok(TableStorage { _mmap: mmap, definition })
-    }
-
-    pub fn definition_ptr(&self) -> *mut VMTableDefinition {
-        &*self.definition as *const VMTableDefinition as *mut VMTableDefinition
-    }
-}
-
 impl Table {
     /// A table owned by the host, in `store` (for example `spectest.table`), every element
     /// `init`. Only instances of `store` can import it.
@@ -574,8 +510,8 @@ impl Table {
         let definition = storage.definition_ptr();
         if crate::types::traced(ValType::Ref(ty.element)) {
             // A collection must find (and may update) the GC references it holds.
-            let place = crate::gc::Place::Table(definition);
-            inner.host_places().push(crate::store::HostPlace { place, _owner: storage.clone() });
+            let place = Place::Table(definition);
+            inner.host_places().push(HostPlace { place, _owner: storage.clone() });
         }
         Ok(Table { definition, ty, home: Home::host(store, storage) })
     }
@@ -635,25 +571,6 @@ impl Table {
     }
 }
 
-/// Grows a table by `delta` elements set to `init`, within its maximum; the old size, or
-/// `None`. Shared by `table.grow` and [`Table::grow`].
-///
-/// # Safety
-/// `definition` must be a live table definition whose store this thread owns and is not
-/// running wasm code on another thread.
-pub(crate) unsafe fn grow_table(definition: *mut VMTableDefinition, delta: u64, init: usize) -> Option<u64> {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        let size_field = std::ptr::addr_of_mut!((*definition).current_elements);
-        let old = load_size(size_field);
-        let new = old.checked_add(delta).filter(|&new| new <= (*definition).maximum_elements)?;
-        // The storage reserves `maximum_elements` accessible elements.
-        std::slice::from_raw_parts_mut((*definition).base.add(old as usize), delta as usize).fill(init);
-        store_size(size_field, new);
-        Some(old)
-    }
-}
-
 impl Global {
     /// A global owned by the host, in `store` (for example `spectest.global_i32`), holding
     /// `value`, which must be of `ty.content`.
@@ -664,8 +581,8 @@ impl Global {
         let owner = Arc::new(HostGlobal(definition));
         if crate::types::traced(ty.content) {
             // A collection must find (and may update) the GC reference it holds.
-            let place = crate::gc::Place::Global(definition);
-            store.root.inner.host_places().push(crate::store::HostPlace { place, _owner: owner.clone() });
+            let place = Place::Global(definition);
+            store.root.inner.host_places().push(HostPlace { place, _owner: owner.clone() });
         }
         Ok(Global { definition, ty, home: Home::host(store, owner) })
     }

@@ -12,14 +12,15 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 
-use kiln_abi::{FuncType, TrapCode, VMHostFuncContext, VMMemoryDefinition, VMMemoryImport};
+use kiln_abi::{FuncType, TrapCode, VMException, VMHostFuncContext, VMMemoryDefinition, VMMemoryImport};
 
-use crate::exceptions::Thrown;
-use crate::externs::{Func, FuncKind};
-use crate::instance::InstanceInner;
+use crate::externs::{Func, FuncKind, Owner, Tag};
 use crate::trap::{self, Trap};
 use crate::traps::HostError;
 use crate::values::Val;
+use crate::vm::exceptions::payload_slot;
+use crate::vm::instance::InstanceInner;
+use crate::vm::store::StoreInner;
 
 /// What a host function sees of its caller.
 pub struct Caller<'a> {
@@ -151,7 +152,7 @@ impl Caller<'_> {
 /// [`Waiter::interrupted`] after getting it and whenever it is readable (it may also be
 /// readable spuriously, after an interrupt that was cleared).
 pub struct Waiter {
-    store: Arc<crate::store::StoreInner>,
+    store: Arc<crate::vm::store::StoreInner>,
 }
 
 impl Waiter {
@@ -257,7 +258,7 @@ unsafe extern "C" fn host_call_shim(ctx: *mut VMHostFuncContext, caller_vmctx: *
                 // SAFETY: called by guest code through `host_call_entry`, which noted the
                 // trampoline's frame; a new object of the caller's store; this frame owns
                 // nothing else (`thrown` was consumed).
-                Ok(exn) => unsafe { crate::exceptions::throw(store, exn) },
+                Ok(exn) => unsafe { crate::vm::exceptions::throw(store, exn) },
                 Err(trap) => trap,
             }
         }
@@ -307,4 +308,69 @@ unsafe fn call_host(ctx: *mut VMHostFuncContext, caller_vmctx: *mut u8, values: 
         *slot = value;
     }
     Ok(())
+}
+
+/// What a host function returns to throw a guest-visible exception (see [`HostError::throw`]).
+#[derive(Debug)]
+pub(crate) struct Thrown {
+    pub tag: Tag,
+    pub payload: Vec<Val>,
+}
+
+impl std::fmt::Display for Thrown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exception thrown by a host function")
+    }
+}
+
+impl std::error::Error for Thrown {}
+
+impl HostError {
+    /// The error a host function returns to throw an exception of `tag` carrying `payload`
+    /// into the guest that called it: the calling guest frames may catch it like one they
+    /// threw. The tag must belong to the caller's store and the payload match its parameters;
+    /// otherwise the guest traps with a host error saying why.
+    pub fn throw(tag: &Tag, payload: Vec<Val>) -> HostError {
+        HostError(Box::new(Thrown { tag: tag.clone(), payload }))
+    }
+}
+
+impl Thrown {
+    /// A new exception object of `store` for this throw, or the trap that replaces it.
+    pub fn into_exception(self, store: &StoreInner) -> Result<*const VMException, Trap> {
+        let host_error = |message: String| Trap::Host(HostError(message.into()));
+        if !std::ptr::eq(&*self.tag.home.store, store) {
+            return Err(host_error("a host function threw an exception of another store's tag".into()));
+        }
+        let ty = self.tag.ty.clone();
+        if self.payload.len() != ty.params.len() {
+            let (given, expected) = (self.payload.len(), ty.params.len());
+            return Err(host_error(format!("a host function threw {given} values with a tag of {expected}")));
+        }
+        let values = self
+            .payload
+            .iter()
+            .zip(&ty.params)
+            .map(|(value, &param)| value.to_wasm(param, store))
+            .collect::<Result<Vec<u128>, _>>()
+            .map_err(|e| host_error(format!("a host function's exception payload: {e}")))?;
+        // Keep the tag alive as long as the object can be caught: a host tag's definition in
+        // the object, an instance's tag by pinning the instance.
+        let tag_owner = match &self.tag.home.owner {
+            Owner::Host(owner) => Some(owner.clone()),
+            Owner::Instance(instance) => {
+                store.pin(instance);
+                None
+            }
+        };
+        let exn = store
+            .exceptions()
+            .alloc(self.tag.definition, ty, tag_owner, store.resource_limits.exception_memory)
+            .ok_or(Trap::wasm(kiln_abi::TrapCode::TooManyExceptions))?;
+        for (i, value) in values.into_iter().enumerate() {
+            // SAFETY: the new object has a slot per parameter after its head.
+            unsafe { payload_slot(exn, i).write(value) };
+        }
+        Ok(exn)
+    }
 }

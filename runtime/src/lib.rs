@@ -25,7 +25,6 @@ mod externs;
 mod gc;
 mod host;
 mod instance;
-mod libcalls;
 mod limits;
 mod load;
 mod parking;
@@ -38,6 +37,7 @@ mod trap;
 mod traps;
 mod types;
 mod values;
+mod vm;
 
 pub use exceptions::{Exception, ExnRef};
 pub use externs::{AccessError, Extern, Func, Global, Memory, Table, Tag};
@@ -54,10 +54,11 @@ pub use load::{LoadError, Module, ObjectFile};
 pub use profiling::enable_jitdump;
 pub use region::{Region, RegionConfig, RegionError, SlotLayout};
 pub use signature::{signature_path, PublicKey, SignatureError};
-pub use store::{InterruptHandle, Store, StoreBinding, StoreBusy};
+pub use store::{InterruptHandle, Store, StoreBinding};
 pub use trap::Trap;
 pub use traps::{Frame, HostError, WasmBacktrace};
 pub use values::{Val, ValueError};
+pub use vm::store::StoreBusy;
 
 /// What the fuzzers and their tests reach that is not part of the embedding API.
 #[doc(hidden)]

@@ -6,6 +6,8 @@ use kiln_abi::TrapCode;
 
 use crate::exceptions::Exception;
 use crate::traps::{self, Activation, HostError, Raised, WasmBacktrace};
+use crate::vm::exceptions::Uncaught;
+use crate::vm::store::StoreInner;
 
 /// Why a call into the guest did not return normally.
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +66,23 @@ pub(crate) unsafe fn raise(trap: Trap) -> ! {
     unsafe { traps::raise(raised) }
 }
 
-/// The trap recorded while the guest of `activation` ran.
-pub(crate) fn take_trap(activation: &Activation) -> Trap {
+/// The trap recorded while the guest of `activation`, of `store`, ran. Called as soon as the
+/// call ends, before anything else runs in the store.
+pub(crate) fn take_trap(activation: &Activation, store: &StoreInner) -> Trap {
     if let Some(raised) = activation.take_raised() {
-        return *raised.downcast::<Trap>().expect("host code raises only traps");
+        let raised = match raised.downcast::<Trap>() {
+            Ok(trap) => return *trap,
+            Err(raised) => raised,
+        };
+        let Uncaught(exn) = *raised.downcast::<Uncaught>().expect("host code raises traps and uncaught exceptions");
+        // SAFETY: the object of a throw of this call, still in the store's heap (see
+        // `Uncaught`); what its payload refers to is as alive as when it was thrown, as nothing
+        // ran in the store since.
+        let exception = unsafe { Exception::read(exn, store) };
+        // The host has its own copy now; unless the guest holds the exnref as a value, nothing
+        // refers to the object any more.
+        store.exceptions().drop_unescaped(exn);
+        return Trap::Exception(exception);
     }
     match activation.trapped_code() {
         Some(code) => Trap::Wasm { code, trace: activation.backtrace() },

@@ -12,7 +12,7 @@ use kiln_abi::{HeapType, RefHierarchy, VMFuncRef, ValType};
 use crate::exceptions::ExnRef;
 use crate::externs::Func;
 use crate::gc::AnyRef;
-use crate::store::StoreInner;
+use crate::vm::store::StoreInner;
 
 /// A wasm value.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,7 +166,7 @@ impl Val {
             // An anyref may go where an externref is expected (as `extern.convert_any` would
             // make it) or where its own type is.
             (Val::AnyRef(Some(a)), ValType::Ref(r)) if r.heap == HeapType::Extern || a.is_of(r.heap) => {
-                a.to_raw(store)? as u128
+                any_ref_to_raw(a, store)? as u128
             }
             (Val::ExnRef(e), ValType::Ref(r)) if r.heap.hierarchy() == RefHierarchy::Exn => match e {
                 None if r.nullable => 0,
@@ -235,6 +235,16 @@ impl Val {
                 },
             },
         }
+    }
+}
+
+/// The raw reference for wasm of `store` of a non-null `anyref`.
+fn any_ref_to_raw(a: &AnyRef, store: &StoreInner) -> Result<u64, ValueError> {
+    match a {
+        AnyRef::I31(v) => Ok(((*v as u64) << 1 | kiln_abi::gc::I31_TAG) & 0xffff_ffff),
+        AnyRef::Host(n) => kiln_abi::gc::host_ref(*n).ok_or(ValueError::ExternRefOutOfRange),
+        AnyRef::Object(o) if std::ptr::eq(o.store(), store) => Ok(o.offset() as u64),
+        AnyRef::Object(_) => Err(ValueError::WrongStore),
     }
 }
 

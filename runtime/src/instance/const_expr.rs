@@ -4,7 +4,7 @@
 use kiln_abi::gc::{storage_size, struct_layout, StorageType, ARRAY_DATA_OFFSET};
 use kiln_abi::{ConstOp, TrapCode, VMFuncRef, VMGlobalDefinition, ValType};
 
-use super::InstanceInner;
+use crate::vm::instance::InstanceInner;
 
 /// Evaluates a constant expression to its raw value; the trap code if it allocates more than
 /// the store's GC heap holds. The loader checked the expression (`load::check_metadata`): it

@@ -12,13 +12,16 @@ use kiln_abi::{
 };
 
 use super::const_expr::eval_const;
-use super::{Instance, InstanceInner};
-use crate::externs::{holds_references, Extern, FuncKind, TableStorage, MAX_TABLE_ELEMENTS};
+use super::Instance;
+use crate::externs::{holds_references, Extern, Func, FuncKind};
 use crate::limits::{LimitError, StoreLimits};
 use crate::load::Module;
 use crate::region::{ImageSource, RegionInner};
-use crate::store::{Store, StoreBusy, StoreInner};
+use crate::store::Store;
 use crate::trap::Trap;
+use crate::vm::instance::{InstanceInner, TablePlacement};
+use crate::vm::storage::{TableStorage, MAX_TABLE_ELEMENTS};
+use crate::vm::store::{StoreBusy, StoreInner};
 
 /// Why instantiation failed.
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +248,7 @@ pub(super) fn instantiate(
         table_placements,
         dropped_data: RefCell::new(m.initially_dropped.clone()),
         elements: RefCell::new(vec![None; meta.elements.len()]),
-        imports: imports.iter().map(Extern::detached).collect(),
+        imports: Arc::new(imports.iter().map(Extern::detached).collect::<Vec<Extern>>()),
         pinned: AtomicBool::new(false),
     });
     // From here on, dropping `inner` tears the slot down and uncounts it (see teardown.rs).
@@ -261,7 +264,7 @@ pub(super) fn instantiate(
         store.root.pin(&instance.inner);
     }
     // Segments write into imported tables and memories: the store must be idle and ours.
-    store.root.inner.access(|_| initialise(&instance, &own_memory_lengths))??;
+    store.root.inner.access(|_| initialise(&instance, imports, &own_memory_lengths))??;
     start(&instance)?;
     Ok(instance)
 }
@@ -314,9 +317,10 @@ unsafe fn write<T>(inner: &InstanceInner, offset: u32, value: T) {
     unsafe { inner.vm_field::<T>(offset).write(value) }
 }
 
-/// Fills in the VM context and applies segments. `own_memory_lengths`: the initial byte length
-/// of each defined memory, as prepared in the slot.
-fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), InstantiationError> {
+/// Fills in the VM context, links `imports` (matched against the module's) and applies
+/// segments. `own_memory_lengths`: the initial byte length of each defined memory, as prepared
+/// in the slot.
+fn initialise(instance: &Instance, imports: &[Extern], own_memory_lengths: &[usize]) -> Result<(), InstantiationError> {
     let inner = &*instance.inner;
     let m = &inner.module.inner;
     let meta = &m.meta;
@@ -336,7 +340,7 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
             0,
             VMContextHeader {
                 runtime_limits: inner.store.limits_ptr(),
-                builtins: crate::libcalls::builtins(),
+                builtins: crate::vm::libcalls::builtins(),
                 instance: Arc::as_ptr(&instance.inner) as *mut u8,
                 _reserved: 0,
             },
@@ -348,7 +352,7 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
 
     // Imports, in import order within each index space.
     let (mut func, mut memory, mut table, mut global, mut tag) = (0u32, 0u32, 0u32, 0u32, 0u32);
-    for (import, provided) in meta.imports.iter().zip(&inner.imports) {
+    for (import, provided) in meta.imports.iter().zip(imports) {
         // SAFETY: see above.
         unsafe {
             match (&import.kind, provided) {
@@ -429,7 +433,7 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
     {
         let page = 1u64 << ty.page_size_log2;
         let length = length as u64;
-        let cap = crate::externs::memory_cap(ty, inner.store.resource_limits.memory_size);
+        let cap = crate::vm::storage::memory_cap(ty, inner.store.resource_limits.memory_size);
         let maximum = ty.maximum.map_or(cap, |mx| mx.saturating_mul(page).min(cap));
         let (heap, dirty_bias) = if d == 0 {
             (inner.slot.heap(), inner.slot.heap_dirty_bias())
@@ -573,21 +577,12 @@ fn initialise(instance: &Instance, own_memory_lengths: &[usize]) -> Result<(), I
 /// Runs the start function, if the module has one.
 fn start(instance: &Instance) -> Result<(), InstantiationError> {
     let Some(start) = instance.inner.module.inner.meta.start else { return Ok(()) };
-    let func = instance.inner.func(start, Some(instance.root.clone()));
+    let func = Func::of_instance(&instance.inner, start, Some(instance.root.clone()));
     func.call(&[]).map_err(|e| match e {
         crate::CallError::Trap(trap) => InstantiationError::Trap(trap),
         other => InstantiationError::Unsupported(other.to_string()),
     })?;
     Ok(())
-}
-
-/// Where a defined table's elements live.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum TablePlacement {
-    /// In the slot's table area, from element `start`, with room for `capacity` elements.
-    Slot { start: usize, capacity: usize },
-    /// In `InstanceInner::tables[i]`.
-    Own(usize),
 }
 
 /// Memory `index`'s initial size in bytes, if Kiln can hold it and the limits allow it.

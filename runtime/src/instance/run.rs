@@ -2,12 +2,12 @@
 
 use kiln_abi::VMFuncRef;
 
-use super::InstanceInner;
 use crate::context;
 use crate::externs::{Func, FuncKind};
 use crate::trap::{take_trap, Trap};
 use crate::traps::{signals, Activation};
 use crate::values::Val;
+use crate::vm::instance::InstanceInner;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,6 @@ pub(crate) unsafe fn enter_through_trampoline(
     if returned {
         Ok(())
     } else {
-        Err(take_trap(&activation))
+        Err(take_trap(&activation, &owner.store))
     }
 }

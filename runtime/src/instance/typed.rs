@@ -247,7 +247,7 @@ impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
                     slots[0] = value as u128;
                     Ok(R::load(&slots))
                 }
-                None => Err(CallError::Trap(crate::trap::take_trap(&activation))),
+                None => Err(CallError::Trap(crate::trap::take_trap(&activation, &owner.store))),
             };
         }
         // SAFETY: the call guard is held, the trampoline matches the checked type, and the

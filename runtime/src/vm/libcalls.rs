@@ -8,9 +8,9 @@ use kiln_abi::{
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::externs::{grow_table, load_size_of_memory};
-use crate::instance::InstanceInner;
-use crate::trap::{raise, Trap};
+use crate::traps::{raise, Raised};
+use crate::vm::instance::InstanceInner;
+use crate::vm::storage::{grow_table, load_size_of_memory};
 
 macro_rules! abi_rust_type {
     (vmctx) => { *mut u8 };
@@ -100,7 +100,7 @@ fn table(instance: &InstanceInner, index: u32) -> *mut VMTableDefinition {
 fn table_bounds(instance: &InstanceInner, index: u32) -> (*mut usize, u64) {
     let def = table(instance, index);
     // SAFETY: a live definition whose base never changes; its size is read atomically.
-    unsafe { ((*def).base, crate::externs::load_size_of_table(def)) }
+    unsafe { ((*def).base, crate::vm::storage::load_size_of_table(def)) }
 }
 
 fn in_bounds(start: u64, len: u64, size: u64) -> bool {
@@ -123,7 +123,7 @@ unsafe fn trap(vmctx: *mut u8, code: TrapCode) -> ! {
             let return_address = *(sp as *const usize);
             (*activation).record_frames(return_address - 1, fp, sp);
         }
-        raise(Trap::wasm(code))
+        raise(Raised::Code(code))
     }
 }
 
@@ -445,12 +445,12 @@ unsafe extern "C" fn exn_drop(vmctx: *mut u8, exn: usize) {
 unsafe extern "C" fn throw_ref(vmctx: *mut u8, exn: usize) {
     // SAFETY: compiled code passes its own VM context and a live exnref of its store, whose
     // payload it has written; the entry shim noted the throwing frame; this frame owns nothing.
-    unsafe { crate::exceptions::throw(&instance(vmctx).store, exn as *const VMException) }
+    unsafe { crate::vm::exceptions::throw(&instance(vmctx).store, exn as *const VMException) }
 }
 
 // ---- GC objects ------------------------------------------------------------------------------
 
-/// Collects the store's heap (see `crate::gc::collect`) for an allocation of guest code.
+/// Collects the store's heap (see `crate::vm::gc::collect`) for an allocation of guest code.
 ///
 /// # Safety
 /// Only from a libcall that guest code called to allocate, with its `vmctx`, holding no
@@ -463,7 +463,7 @@ unsafe fn collect(vmctx: *mut u8, instance: &InstanceInner) {
         ((*limits).last_libcall_fp, (*limits).last_libcall_sp)
     };
     // SAFETY: per this function's contract.
-    unsafe { crate::gc::collect(&instance.store, frames) }
+    unsafe { crate::vm::gc::collect(&instance.store, frames) }
 }
 
 /// Bump allocation ran out of room in compiled code: collect, then take the room, or trap

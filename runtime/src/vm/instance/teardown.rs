@@ -7,8 +7,7 @@ use std::mem::ManuallyDrop;
 
 use kiln_abi::VMTableDefinition;
 
-use super::instantiate::TablePlacement;
-use super::InstanceInner;
+use super::{InstanceInner, TablePlacement};
 use crate::region::ResetImage;
 
 impl Drop for InstanceInner {
@@ -22,7 +21,7 @@ impl Drop for InstanceInner {
                 // SAFETY: the definition lies in this instance's VM context. If instantiation
                 // failed before writing it, it is a previous tenant's: clamped to the capacity,
                 // that only wipes more than needed.
-                let used = (unsafe { crate::externs::load_size_of_table(def) } as usize).min(capacity);
+                let used = (unsafe { crate::vm::storage::load_size_of_table(def) } as usize).min(capacity);
                 result = result.and(self.slot.reset_tables(start, used));
             }
         }

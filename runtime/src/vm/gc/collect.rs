@@ -21,8 +21,8 @@ use kiln_abi::gc::{
 use kiln_abi::{VMGlobalDefinition, VMTableDefinition};
 
 use super::GcHeap;
-use crate::store::StoreInner;
 use crate::types::{layouts, Layouts, ObjectLayout};
+use crate::vm::store::StoreInner;
 
 /// Kind byte of an object that was copied: its type-id word holds the new offset.
 const FORWARDED: u8 = 0xff;
@@ -45,7 +45,7 @@ unsafe impl Send for Place {}
 pub(crate) unsafe fn visit_table(table: *mut VMTableDefinition, mut visit: impl FnMut(*mut u64)) {
     // SAFETY: a live definition (caller's contract); its first `len` elements are accessible.
     unsafe {
-        let len = crate::externs::load_size_of_table(table) as usize;
+        let len = crate::vm::storage::load_size_of_table(table) as usize;
         for i in 0..len {
             visit((*table).base.add(i).cast());
         }

@@ -1,5 +1,5 @@
-//! GC objects: the store's GC heap, allocation from the host side, and [`AnyRef`], the
-//! handle through which the host sees a struct, an array or an i31.
+//! GC objects: the store's GC heap and allocation from the host side. The handle through which
+//! the host sees a struct, an array or an i31 is [`crate::AnyRef`].
 //!
 //! **The heap.** A store's structs and arrays live in one heap that the store owns; its base
 //! is in the store's runtime limits, which every instance's VM context points at, and a
@@ -21,23 +21,19 @@
 //! **Lifetimes.** An object may hold funcrefs, which point into the VM context of the
 //! instance they came from. Every instance of a module that declares a struct or array type
 //! is pinned to its store (lives as long as it), so no object field outlives what it points
-//! at; handles ([`AnyRef`]) keep the store, and so the heap, alive, and are roots of a
+//! at; handles ([`crate::AnyRef`]) keep the store, and so the heap, alive, and are roots of a
 //! collection through the store's [`HostRoots`].
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 mod collect;
 pub(crate) use collect::{collect, visit_table, Place};
 
-use kiln_abi::gc::{
-    host_ref, RefKind, GC_HEAP_START, I31_TAG, KIND_ARRAY, KIND_STRUCT, OBJECT_KIND_OFFSET, OBJECT_TYPE_ID_OFFSET,
-};
-use kiln_abi::HeapType;
+use kiln_abi::gc::{GC_HEAP_START, KIND_ARRAY, KIND_STRUCT, OBJECT_KIND_OFFSET, OBJECT_TYPE_ID_OFFSET};
 
-use crate::store::{StoreInner, StoreRoot};
 use crate::sys::unix::mmap::{page_align, Mmap};
-use crate::values::ValueError;
+use crate::vm::store::StoreInner;
 
 /// Address space reserved for a GC heap: every 32-bit offset, plus a guard beyond the largest
 /// struct (10,000 fields of at most 16 bytes).
@@ -171,39 +167,6 @@ impl StoreInner {
     }
 }
 
-/// A non-null reference of the `any` hierarchy as the host sees it: an i31, a host value
-/// (`any.convert_extern` of an `externref`), or a struct or array of a store. An object
-/// handle keeps its store (and so the object) alive and only goes back into that store's
-/// wasm.
-#[derive(Clone)]
-pub enum AnyRef {
-    /// An i31 (its 31-bit payload).
-    I31(u32),
-    /// A host value that wasm converted from an `externref`.
-    Host(u64),
-    /// A struct or array.
-    Object(GcObject),
-}
-
-/// A struct or array of a store (see [`AnyRef::Object`]). Clones share one entry in the
-/// store's table of host roots, which a collection updates when it moves the object.
-#[derive(Clone)]
-pub struct GcObject {
-    rooted: Arc<Rooted>,
-}
-
-/// An entry in the store's table of host roots, released when the last handle goes.
-struct Rooted {
-    root: Arc<StoreRoot>,
-    index: usize,
-}
-
-impl Drop for Rooted {
-    fn drop(&mut self) {
-        self.root.inner.host_roots().release(self.index);
-    }
-}
-
 /// The heap offsets of the objects host handles refer to (see [`GcObject`]); free entries
 /// are 0.
 #[derive(Default)]
@@ -213,7 +176,7 @@ pub(crate) struct HostRoots {
 }
 
 impl HostRoots {
-    fn add(&mut self, offset: u32) -> usize {
+    pub fn add(&mut self, offset: u32) -> usize {
         match self.free.pop() {
             Some(index) => {
                 self.offsets[index] = offset;
@@ -226,109 +189,18 @@ impl HostRoots {
         }
     }
 
-    fn release(&mut self, index: usize) {
+    pub fn release(&mut self, index: usize) {
         self.offsets[index] = 0;
         self.free.push(index);
+    }
+
+    /// The current offset of entry `index`.
+    pub fn offset(&self, index: usize) -> u32 {
+        self.offsets[index]
     }
 
     /// Every live entry, for a collection to update.
     pub fn offsets_mut(&mut self) -> impl Iterator<Item = &mut u32> {
         self.offsets.iter_mut().filter(|o| **o != 0)
-    }
-}
-
-impl GcObject {
-    /// Whether it is an array (else a struct).
-    pub fn is_array(&self) -> bool {
-        self.header().1 == KIND_ARRAY
-    }
-
-    /// The object's current offset in its store's heap.
-    fn offset(&self) -> u32 {
-        self.rooted.root.inner.host_roots().offsets[self.rooted.index]
-    }
-
-    fn store(&self) -> &StoreInner {
-        &self.rooted.root.inner
-    }
-
-    /// The object's canonical type id and kind byte.
-    fn header(&self) -> (u32, u8) {
-        let heap = self.store().gc_heap().expect("a store with objects has a GC heap");
-        let object = heap.bytes(self.offset() as u64, 8).expect("a live object");
-        // SAFETY: the object's header, written at allocation and never after.
-        unsafe {
-            (
-                object.add(OBJECT_TYPE_ID_OFFSET as usize).cast::<u32>().read_unaligned(),
-                *object.add(OBJECT_KIND_OFFSET as usize),
-            )
-        }
-    }
-
-    /// The object's exact type, as a canonical heap type.
-    fn heap_type(&self) -> HeapType {
-        match self.header() {
-            (id, KIND_ARRAY) => HeapType::ConcreteArray(id),
-            (id, _) => HeapType::ConcreteStruct(id),
-        }
-    }
-}
-
-impl PartialEq for AnyRef {
-    /// `ref.eq`: i31s by value, objects by identity.
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (AnyRef::I31(a), AnyRef::I31(b)) => a == b,
-            (AnyRef::Host(a), AnyRef::Host(b)) => a == b,
-            (AnyRef::Object(a), AnyRef::Object(b)) => {
-                Arc::ptr_eq(&a.rooted.root, &b.rooted.root) && a.offset() == b.offset()
-            }
-            _ => false,
-        }
-    }
-}
-
-impl std::fmt::Debug for AnyRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AnyRef::I31(v) => write!(f, "i31({v})"),
-            AnyRef::Host(n) => write!(f, "host({n})"),
-            AnyRef::Object(o) if o.is_array() => write!(f, "array"),
-            AnyRef::Object(_) => write!(f, "struct"),
-        }
-    }
-}
-
-impl AnyRef {
-    /// Whether the reference is a value of canonical heap type `heap`.
-    pub(crate) fn is_of(&self, heap: HeapType) -> bool {
-        match self {
-            AnyRef::I31(_) => matches!(heap, HeapType::Any | HeapType::Eq | HeapType::I31),
-            AnyRef::Host(_) => heap == HeapType::Any,
-            AnyRef::Object(o) => crate::types::is_heap_subtype(o.heap_type(), heap),
-        }
-    }
-
-    /// The raw reference for wasm of `store`.
-    pub(crate) fn to_raw(&self, store: &StoreInner) -> Result<u64, ValueError> {
-        match self {
-            AnyRef::I31(v) => Ok(((*v as u64) << 1 | I31_TAG) & 0xffff_ffff),
-            AnyRef::Host(n) => host_ref(*n).ok_or(ValueError::ExternRefOutOfRange),
-            AnyRef::Object(o) if std::ptr::eq(o.store(), store) => Ok(o.offset() as u64),
-            AnyRef::Object(_) => Err(ValueError::WrongStore),
-        }
-    }
-
-    /// The handle for raw reference `raw` (non-null) of `store`.
-    pub(crate) fn from_raw(kind: RefKind, store: &StoreInner) -> AnyRef {
-        match kind {
-            RefKind::I31(v) => AnyRef::I31(v),
-            RefKind::Host(n) => AnyRef::Host(n),
-            RefKind::Object(offset) => {
-                let root = store.root().expect("a store's values are read while one of its handles is alive");
-                let index = store.host_roots().add(offset);
-                AnyRef::Object(GcObject { rooted: Arc::new(Rooted { root, index }) })
-            }
-        }
     }
 }
