@@ -1,7 +1,7 @@
 //! What can be imported and exported: functions, memories, tables, globals, exception tags.
 //!
 //! Each handle keeps its owner (an instance or a host object) alive, and belongs to one store:
-//! handles the embedder holds also keep that store's root alive (see [`crate::store`]), while
+//! handles the embedder holds also keep that store's root alive (see [`crate::vm::store`]), while
 //! the copies an instance keeps of its imports are *detached* (no root), so an instance never
 //! keeps its own store alive.
 //!
@@ -11,21 +11,19 @@
 //! the calling thread ([`StoreBusy`] otherwise). Shared memories are read and written byte by
 //! byte with atomic operations, as other threads' guests may be using them.
 
-use std::any::Any;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use kiln_abi::{
-    FuncType, GlobalType, HeapType, MemoryType, TableType, VMFuncRef, VMGlobalDefinition, VMMemoryDefinition,
-    VMTableDefinition, VMTagDefinition, ValType,
+    GlobalType, HeapType, MemoryType, TableType, VMGlobalDefinition, VMMemoryDefinition, VMTableDefinition, ValType,
 };
 
-use crate::host::HostFuncInner;
-use crate::store::Store;
+use crate::func::{Func, FuncKind};
+use crate::store::{Home, Store};
 use crate::sys::unix::mmap::{page_align, Mmap};
+use crate::tag::Tag;
 use crate::values::{Val, ValueError};
 use crate::vm::gc::Place;
-use crate::vm::instance::InstanceInner;
 use crate::vm::storage::{grow_table, load_size_of_memory, load_size_of_table, memory_cap, TableStorage};
 use crate::vm::store::{HostPlace, StoreBusy, StoreInner, StoreRoot};
 
@@ -50,33 +48,6 @@ pub enum AccessError {
     /// The memory for it could not be reserved.
     #[error("cannot reserve memory: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Keeps the owner of an exported entity alive (held, never read).
-#[derive(Clone)]
-pub(crate) enum Owner {
-    Instance(Arc<InstanceInner>),
-    Host(Arc<dyn Any + Send + Sync>),
-}
-
-/// The store an entity belongs to, and its root for handles the embedder holds.
-#[derive(Clone)]
-pub(crate) struct Home {
-    #[allow(dead_code, reason = "held only to keep the owner alive")]
-    pub owner: Owner,
-    pub store: Arc<StoreInner>,
-    /// `None` in an instance's own copy of its imports.
-    pub root: Option<Arc<StoreRoot>>,
-}
-
-impl Home {
-    fn host(store: &Store, object: Arc<dyn Any + Send + Sync>) -> Home {
-        Home { owner: Owner::Host(object), store: store.root.inner.clone(), root: Some(store.root.clone()) }
-    }
-
-    pub(crate) fn instance(instance: &Arc<InstanceInner>, root: &Arc<StoreRoot>) -> Home {
-        Home { owner: Owner::Instance(instance.clone()), store: instance.store.clone(), root: Some(root.clone()) }
-    }
 }
 
 /// An importable or exported entity.
@@ -154,176 +125,6 @@ impl Extern {
             }
         }
         copy
-    }
-}
-
-/// An exception tag: exported by an instance or made by the host ([`Tag::new`]). Tags are
-/// compared by identity: an exception matches a `catch` only for the very tag it was thrown
-/// with, whichever instance imports it under whatever name.
-#[derive(Clone)]
-pub struct Tag {
-    /// The definition; its address is the tag's identity.
-    pub(crate) definition: *const VMTagDefinition,
-    /// The canonical id of its function type (parameters = payload, no results).
-    pub(crate) type_id: u32,
-    /// Its function type.
-    pub(crate) ty: Arc<FuncType>,
-    pub(crate) home: Home,
-}
-
-// SAFETY: the definition is never written after creation and lives as long as `home.owner`.
-unsafe impl Send for Tag {}
-// SAFETY: as above.
-unsafe impl Sync for Tag {}
-
-impl Tag {
-    /// A new tag of the host's whose exceptions carry values of `params`' types. Guests that
-    /// import it can throw and catch its exceptions, and [`Exception::is`] recognises them.
-    pub fn new(store: &Store, params: Vec<ValType>) -> Tag {
-        let ty = FuncType { params, results: Vec::new() };
-        let type_id = crate::types::canonical_id(&ty);
-        let definition: Arc<VMTagDefinition> = Arc::new(VMTagDefinition { type_id, _pad: 0 });
-        Tag { definition: Arc::as_ptr(&definition), type_id, ty: Arc::new(ty), home: Home::host(store, definition) }
-    }
-
-    /// The types of the values its exceptions carry.
-    pub fn params(&self) -> &[ValType] {
-        &self.ty.params
-    }
-
-    /// Whether `self` and `other` are the same tag.
-    pub fn same(&self, other: &Tag) -> bool {
-        std::ptr::eq(self.definition, other.definition)
-    }
-}
-
-impl std::fmt::Debug for Tag {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tag").field("params", &self.ty.params).finish_non_exhaustive()
-    }
-}
-
-/// A function: exported by an instance, taken from a table or global, or defined by the host.
-#[derive(Clone)]
-pub struct Func {
-    /// The canonical type id (see `types::canonical_ids`).
-    pub(crate) type_id: u32,
-    pub(crate) kind: FuncKind,
-}
-
-#[derive(Clone)]
-pub(crate) enum FuncKind {
-    /// A function reachable through a `VMFuncRef` inside an instance's VM context.
-    Wasm(WasmFunc),
-    /// A host function.
-    Host(Arc<HostFuncInner>),
-}
-
-/// A wasm function: its `VMFuncRef`, kept valid by the instance whose VM context holds it.
-#[derive(Clone)]
-pub(crate) struct WasmFunc {
-    pub funcref: *const VMFuncRef,
-    /// The holding module's array trampoline for this type.
-    pub array_trampoline: *const u8,
-    /// Index of the function's type in the owner's module (its type, read from there, costs
-    /// no reference count shared with other threads).
-    pub type_index: u32,
-    /// The instance whose VM context holds `funcref` (its `home`); calls run on its stack.
-    pub owner: Arc<InstanceInner>,
-    /// `None` in an instance's own copy of its imports.
-    pub root: Option<Arc<StoreRoot>>,
-}
-
-// SAFETY: the raw pointers point into the owner's VM context or loaded code, which the `owner`
-// handle keeps alive; calls go through the store's ownership and running flag.
-unsafe impl Send for WasmFunc {}
-// SAFETY: as above.
-unsafe impl Sync for WasmFunc {}
-
-impl std::fmt::Debug for Func {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.wasm().is_some() { "wasm" } else { "host" };
-        f.debug_struct("Func").field("kind", &kind).field("ty", self.ty()).finish()
-    }
-}
-
-impl PartialEq for Func {
-    /// The same function reference (the same `VMFuncRef`, or the same host function).
-    fn eq(&self, other: &Func) -> bool {
-        match (&self.kind, &other.kind) {
-            (FuncKind::Wasm(a), FuncKind::Wasm(b)) => std::ptr::eq(a.funcref, b.funcref),
-            (FuncKind::Host(a), FuncKind::Host(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
-    }
-}
-
-impl Func {
-    /// The function's type. Concrete references in it are canonical type ids, equal for
-    /// equal types whichever module declared them.
-    pub fn ty(&self) -> &FuncType {
-        match &self.kind {
-            FuncKind::Wasm(w) => &w.owner.module.inner.canonical_types[w.type_index as usize],
-            FuncKind::Host(h) => &h.ty,
-        }
-    }
-
-    /// The store a wasm function belongs to (`None` for a host function: it belongs to none).
-    pub fn store(&self) -> Option<Store> {
-        self.wasm().and_then(|w| w.root.clone()).map(|root| Store { root })
-    }
-
-    pub(crate) fn wasm(&self) -> Option<&WasmFunc> {
-        match &self.kind {
-            FuncKind::Wasm(w) => Some(w),
-            FuncKind::Host(_) => None,
-        }
-    }
-
-    /// The `VMFuncRef` and its holder, for a wasm function.
-    pub(crate) fn wasm_parts(&self) -> Option<(*const VMFuncRef, &Arc<InstanceInner>)> {
-        self.wasm().map(|w| (w.funcref, &w.owner))
-    }
-
-    /// A handle to function `index` (exported or not) of `instance`.
-    pub(crate) fn of_instance(instance: &Arc<InstanceInner>, index: u32, root: Option<Arc<StoreRoot>>) -> Func {
-        let module = &instance.module.inner;
-        let type_index = module.meta.func_types[index as usize] as usize;
-        let funcref = instance.vm_field::<VMFuncRef>(module.offsets.func_ref(index));
-        Func {
-            // SAFETY: written at instantiation (imported ones carry the exporter's id).
-            type_id: unsafe { (*funcref).type_id },
-            kind: FuncKind::Wasm(WasmFunc {
-                funcref,
-                array_trampoline: module.array_trampolines[type_index],
-                type_index: type_index as u32,
-                owner: instance.clone(),
-                root,
-            }),
-        }
-    }
-
-    /// A handle to the function a raw funcref from wasm code of `store` points to.
-    ///
-    /// # Safety
-    /// `funcref` must point to a live `VMFuncRef` in the VM context of an instance of `store`.
-    pub(crate) unsafe fn from_vm_funcref(funcref: *const VMFuncRef, store: &StoreInner) -> Func {
-        // SAFETY: forwarded from the caller; every VMFuncRef records the VM context holding it,
-        // whose header points at its live instance (an `Arc<InstanceInner>`'s contents).
-        let (owner, type_id) = unsafe { (InstanceInner::arc_from_vmctx((*funcref).home), (*funcref).type_id) };
-        let module = &owner.module.inner;
-        let t = *module.type_index_of_id.get(&type_id).expect("a funcref's type is a type of the module holding it");
-        let root = store.root().expect("a store's values are read while one of its handles is alive");
-        Func {
-            type_id,
-            kind: FuncKind::Wasm(WasmFunc {
-                funcref,
-                array_trampoline: module.array_trampolines[t as usize],
-                type_index: t,
-                owner,
-                root: Some(root),
-            }),
-        }
     }
 }
 

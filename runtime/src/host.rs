@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use kiln_abi::{FuncType, TrapCode, VMException, VMHostFuncContext, VMMemoryDefinition, VMMemoryImport};
 
-use crate::externs::{Func, FuncKind, Owner, Tag};
+use crate::func::{Func, FuncKind, HostFunction};
+use crate::store::Owner;
+use crate::tag::Tag;
 use crate::trap::{self, Trap};
 use crate::traps::HostError;
 use crate::values::Val;
@@ -198,8 +200,12 @@ unsafe impl Send for HostFuncInner {}
 // SAFETY: as above; the callback is Send + Sync.
 unsafe impl Sync for HostFuncInner {}
 
-impl HostFuncInner {
-    pub fn vmctx(&self) -> *mut u8 {
+impl HostFunction for HostFuncInner {
+    fn ty(&self) -> &FuncType {
+        &self.ty
+    }
+
+    fn vmctx(&self) -> *mut u8 {
         &self.vm as *const VMHostFuncContext as *mut u8
     }
 }
@@ -258,7 +264,7 @@ unsafe extern "C" fn host_call_shim(ctx: *mut VMHostFuncContext, caller_vmctx: *
                 // SAFETY: called by guest code through `host_call_entry`, which noted the
                 // trampoline's frame; a new object of the caller's store; this frame owns
                 // nothing else (`thrown` was consumed).
-                Ok(exn) => unsafe { crate::vm::exceptions::throw(store, exn) },
+                Ok(exn) => unsafe { crate::vm::exceptions::throw(store.limits_ptr(), exn) },
                 Err(trap) => trap,
             }
         }

@@ -7,11 +7,21 @@
 //!
 //! Everything public here is safe to call with any arguments, except the items marked
 //! `unsafe`, whose contracts are listed in `SECURITY.md` (loading native code is the main one).
-//! Internals with preconditions (the context switch, the trap registry, slots) are not public:
+//! Internals with preconditions (the context switch, the trap registry, slots, the `vm`
+//! layer's instance and store internals) are not public:
 //!
 //! ```compile_fail
 //! let _ = kiln_runtime::traps::registry::register;
 //! ```
+//!
+//! ```compile_fail
+//! let _ = kiln_runtime::vm::libcalls::builtins;
+//! ```
+//!
+//! Inside, imports point one way (`cargo xtask deps` checks it): the mechanisms (`sys`,
+//! `context`, `traps`), then loading and slots (`load`, `region`), then `vm` (what compiled
+//! code and the runtime share about live instances and stores), then the handles re-exported
+//! here.
 //!
 //! This crate never depends on Cranelift.
 
@@ -22,6 +32,7 @@ mod dirty;
 mod elf_check;
 mod exceptions;
 mod externs;
+mod func;
 mod gc;
 mod host;
 mod instance;
@@ -33,14 +44,16 @@ mod region;
 mod signature;
 mod store;
 mod sys;
+mod tag;
 mod trap;
 mod traps;
 mod types;
 mod values;
 mod vm;
 
-pub use exceptions::{Exception, ExnRef};
-pub use externs::{AccessError, Extern, Func, Global, Memory, Table, Tag};
+pub use exceptions::ExnRef;
+pub use externs::{AccessError, Extern, Global, Memory, Table};
+pub use func::Func;
 pub use gc::{AnyRef, GcObject};
 pub use host::{Caller, GuestBytes, Interrupted, Waiter};
 pub use instance::{CallError, Instance, InstantiationError, TypedFunc, WasmParams, WasmResults, WasmTy};
@@ -55,7 +68,8 @@ pub use profiling::enable_jitdump;
 pub use region::{Region, RegionConfig, RegionError, SlotLayout};
 pub use signature::{signature_path, PublicKey, SignatureError};
 pub use store::{InterruptHandle, Store, StoreBinding};
-pub use trap::Trap;
+pub use tag::Tag;
+pub use trap::{Exception, Trap};
 pub use traps::{Frame, HostError, WasmBacktrace};
 pub use values::{Val, ValueError};
 pub use vm::store::StoreBusy;

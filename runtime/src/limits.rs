@@ -2,7 +2,7 @@
 //!
 //! Every value a module declares (initial and maximum sizes, numbers of memories and tables)
 //! is a request from the tenant, not a fact the host must honour. Instantiation refuses a
-//! module that asks for more than these limits with [`InstantiationError::Limit`]
+//! module that asks for more than these limits with [`InstantiationError::Limit`](crate::InstantiationError::Limit)
 //! (crate::InstantiationError::Limit), naming the limit; `memory.grow` and `table.grow` past
 //! them fail the way the spec lets growth fail, by returning -1.
 

@@ -1,11 +1,13 @@
 //! [`Store`], the public handle of a group of instances that may call each other, with its
-//! thread binding and interrupt handle. What a store is and how it keeps every function
+//! thread binding and interrupt handle, and the `Home` every other handle keeps of its store. What a store is and how it keeps every function
 //! reference valid and its calls exclusive is `vm::store`.
 
+use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::limits::StoreLimits;
+use crate::vm::instance::InstanceInner;
 use crate::vm::store::{StoreInner, StoreRoot};
 
 /// A group of instances that can be linked together. Cheap to clone.
@@ -120,5 +122,32 @@ impl InterruptHandle {
     /// function waiting with a [`Waiter`](crate::Waiter).
     pub fn interrupt(&self) {
         self.store.interrupt();
+    }
+}
+
+/// Keeps the owner of an exported entity alive (held, never read).
+#[derive(Clone)]
+pub(crate) enum Owner {
+    Instance(Arc<InstanceInner>),
+    Host(Arc<dyn Any + Send + Sync>),
+}
+
+/// The store an entity belongs to, and its root for handles the embedder holds.
+#[derive(Clone)]
+pub(crate) struct Home {
+    #[allow(dead_code, reason = "held only to keep the owner alive")]
+    pub owner: Owner,
+    pub store: Arc<StoreInner>,
+    /// `None` in an instance's own copy of its imports.
+    pub root: Option<Arc<StoreRoot>>,
+}
+
+impl Home {
+    pub(crate) fn host(store: &Store, object: Arc<dyn Any + Send + Sync>) -> Home {
+        Home { owner: Owner::Host(object), store: store.root.inner.clone(), root: Some(store.root.clone()) }
+    }
+
+    pub(crate) fn instance(instance: &Arc<InstanceInner>, root: &Arc<StoreRoot>) -> Home {
+        Home { owner: Owner::Instance(instance.clone()), store: instance.store.clone(), root: Some(root.clone()) }
     }
 }

@@ -4,13 +4,13 @@
 //! A function reference is a [`Func`] handle, never an address: leaving wasm, a raw funcref
 //! becomes a handle that keeps its instance alive; entering wasm, a handle is checked against
 //! the exact declared type (concrete function types included), the store it must belong to,
-//! and is pinned to that store (see [`crate::store`]) so nothing it can be stored in outlives it.
+//! and is pinned to that store (see [`crate::vm::store`]) so nothing it can be stored in outlives it.
 
 use kiln_abi::gc::RefKind;
 use kiln_abi::{HeapType, RefHierarchy, VMFuncRef, ValType};
 
 use crate::exceptions::ExnRef;
-use crate::externs::Func;
+use crate::func::Func;
 use crate::gc::AnyRef;
 use crate::vm::store::StoreInner;
 

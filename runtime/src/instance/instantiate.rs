@@ -13,7 +13,8 @@ use kiln_abi::{
 
 use super::const_expr::eval_const;
 use super::Instance;
-use crate::externs::{holds_references, Extern, Func, FuncKind};
+use crate::externs::{holds_references, Extern};
+use crate::func::{Func, FuncKind};
 use crate::limits::{LimitError, StoreLimits};
 use crate::load::Module;
 use crate::region::{ImageSource, RegionInner};
@@ -364,7 +365,7 @@ fn initialise(instance: &Instance, imports: &[Extern], own_memory_lengths: &[usi
                         FuncKind::Host(host) => VMFuncRef {
                             code: m.host_trampolines[*t as usize],
                             vmctx: host.vmctx(),
-                            type_id: host.type_id,
+                            type_id: f.type_id,
                             _pad: 0,
                             home,
                         },

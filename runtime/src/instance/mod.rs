@@ -17,10 +17,13 @@ pub use instantiate::InstantiationError;
 pub use run::CallError;
 pub use typed::{TypedFunc, WasmParams, WasmResults, WasmTy};
 
-use crate::externs::{Extern, Func, Global, Home, Memory, Table, Tag};
+use crate::externs::{Extern, Global, Memory, Table};
+use crate::func::Func;
 use crate::load::Module;
 use crate::region::Region;
+use crate::store::Home;
 use crate::store::{InterruptHandle, Store};
+use crate::tag::Tag;
 use crate::values::Val;
 use crate::vm::instance::InstanceInner;
 use crate::vm::store::StoreRoot;

@@ -3,7 +3,7 @@
 use kiln_abi::VMFuncRef;
 
 use crate::context;
-use crate::externs::{Func, FuncKind};
+use crate::func::{Func, FuncKind};
 use crate::trap::{take_trap, Trap};
 use crate::traps::{signals, Activation};
 use crate::values::Val;

@@ -12,7 +12,7 @@ use kiln_abi::{FuncType, VMFuncRef, ValType};
 
 use super::run::{enter_through_trampoline, CallError};
 use crate::context;
-use crate::externs::{Func, FuncKind};
+use crate::func::{Func, FuncKind};
 use crate::traps::{signals, Activation};
 
 mod sealed {

@@ -8,7 +8,7 @@ use super::{kiln_abi_heap, RegionInner};
 use crate::dirty::{self, PageSet};
 use crate::sys::unix::mmap::{page_align, Mmap};
 
-/// Byte offsets within one slot (see the diagram in [`super`]).
+/// Byte offsets within one slot (see the diagram in the `region` module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotLayout {
     /// Start of the VM context area.

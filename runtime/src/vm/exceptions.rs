@@ -1,5 +1,5 @@
 //! Exceptions: the objects guests throw, and the unwinder that takes a throw to its handler.
-//! The host's view of them ([`crate::Exception`], [`crate::ExnRef`]) is `crate::exceptions`.
+//! The host's view of them is [`crate::Exception`] (in `trap`) and [`crate::ExnRef`].
 //!
 //! **Objects.** `throw` asks the runtime for an exception object (the `exn_new` libcall), fills
 //! in the payload and hands its address around as the `exnref`. Objects live in the store's
@@ -27,22 +27,20 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use kiln_abi::{FuncType, VMException, VMTagDefinition};
+use kiln_abi::{FuncType, VMException, VMRuntimeLimits, VMTagDefinition};
 
 use crate::traps::{current_activation, raise, Raised};
-use crate::vm::store::StoreInner;
 
-/// Throws exception `exn` of `store` from the guest frame (or host trampoline frame) that
-/// called into the runtime last, as noted in the store's runtime limits: resumes at the nearest
+/// Throws exception `exn` of a store from the guest frame (or host trampoline frame) that
+/// called into the runtime last, as noted in the store's runtime limits `limits`: resumes at the nearest
 /// handler on the current call's guest stack, or ends the call with the exception ([`Uncaught`]).
 ///
 /// # Safety
-/// Must be called on the guest stack from a libcall or host function that guest code of
-/// `store` called through an entry shim (which noted its frame), with no owned resources on
-/// any frame in between; `exn` must be a live exception object of `store` with its payload
+/// Must be called on the guest stack from a libcall or host function that guest code of the
+/// store called through an entry shim (which noted its frame), with no owned resources on
+/// any frame in between; `exn` must be a live exception object of the store with its payload
 /// written.
-pub(crate) unsafe fn throw(store: &StoreInner, exn: *const VMException) -> ! {
-    let limits = store.limits_ptr();
+pub(crate) unsafe fn throw(limits: *mut VMRuntimeLimits, exn: *const VMException) -> ! {
     // The noted frame is the store's one call's: a store never runs two calls at once, nor
     // re-enters (see `StoreInner::begin_call`), so no later entry overwrote it.
     // SAFETY: the store's limits, written by the entry shim on the way in (caller's contract);

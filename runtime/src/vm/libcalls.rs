@@ -441,16 +441,16 @@ unsafe extern "C" fn exn_drop(vmctx: *mut u8, exn: usize) {
 }
 
 /// `throw_ref` of the non-null exception `exn`: resumes at the nearest handler on this call's
-/// guest stack (see `crate::exceptions`), or ends the call with the exception.
+/// guest stack (see `crate::vm::exceptions`), or ends the call with the exception.
 unsafe extern "C" fn throw_ref(vmctx: *mut u8, exn: usize) {
     // SAFETY: compiled code passes its own VM context and a live exnref of its store, whose
     // payload it has written; the entry shim noted the throwing frame; this frame owns nothing.
-    unsafe { crate::vm::exceptions::throw(&instance(vmctx).store, exn as *const VMException) }
+    unsafe { crate::vm::exceptions::throw(instance(vmctx).store.limits_ptr(), exn as *const VMException) }
 }
 
 // ---- GC objects ------------------------------------------------------------------------------
 
-/// Collects the store's heap (see `crate::vm::gc::collect`) for an allocation of guest code.
+/// Collects the store's heap (see `crate::vm::collect::collect`) for an allocation of guest code.
 ///
 /// # Safety
 /// Only from a libcall that guest code called to allocate, with its `vmctx`, holding no
@@ -463,7 +463,7 @@ unsafe fn collect(vmctx: *mut u8, instance: &InstanceInner) {
         ((*limits).last_libcall_fp, (*limits).last_libcall_sp)
     };
     // SAFETY: per this function's contract.
-    unsafe { crate::vm::gc::collect(&instance.store, frames) }
+    unsafe { crate::vm::collect::collect(&instance.store, frames) }
 }
 
 /// Bump allocation ran out of room in compiled code: collect, then take the room, or trap

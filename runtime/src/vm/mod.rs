@@ -3,6 +3,7 @@
 //! nothing from the public API above it (checked by `cargo xtask deps`); the handle types
 //! (`Instance`, `Func`, `Store`, ...) are built on it.
 
+pub(crate) mod collect;
 pub(crate) mod exceptions;
 pub(crate) mod gc;
 pub(crate) mod instance;

@@ -91,7 +91,7 @@ impl TableStorage {
     }
 }
 /// Grows a table by `delta` elements set to `init`, within its maximum; the old size, or
-/// `None`. Shared by `table.grow` and [`Table::grow`].
+/// `None`. Shared by `table.grow` and [`crate::Table::grow`].
 ///
 /// # Safety
 /// `definition` must be a live table definition whose store this thread owns and is not
@@ -106,5 +106,19 @@ pub(crate) unsafe fn grow_table(definition: *mut VMTableDefinition, delta: u64, 
         std::slice::from_raw_parts_mut((*definition).base.add(old as usize), delta as usize).fill(init);
         store_size(size_field, new);
         Some(old)
+    }
+}
+
+/// Calls `visit` with every element of `table`.
+///
+/// # Safety
+/// `table` must be a live table definition that nothing else accesses meanwhile.
+pub(crate) unsafe fn visit_table(table: *mut VMTableDefinition, mut visit: impl FnMut(*mut u64)) {
+    // SAFETY: a live definition (caller's contract); its first `len` elements are accessible.
+    unsafe {
+        let len = load_size_of_table(table) as usize;
+        for i in 0..len {
+            visit((*table).base.add(i).cast());
+        }
     }
 }

@@ -23,7 +23,7 @@
 //!
 //! **Exclusion** without a locked instruction per call: a call first makes the store *owned* by
 //! its thread (one compare-and-swap), and releases ownership when it ends, unless a
-//! [`StoreBinding`] made on that thread is alive: then calls cost two plain loads and stores.
+//! [`StoreBinding`](crate::StoreBinding) made on that thread is alive: then calls cost two plain loads and stores.
 //! The `in_call` flag is only touched by the owning thread. Host-side access to tables, globals
 //! and memories takes ownership the same way and needs the store idle.
 
@@ -32,6 +32,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use kiln_abi::gc::{KIND_ARRAY, KIND_STRUCT, OBJECT_KIND_OFFSET, OBJECT_TYPE_ID_OFFSET};
 use kiln_abi::VMRuntimeLimits;
 
 use crate::limits::StoreLimits;
@@ -52,7 +53,7 @@ pub(crate) struct StoreInner {
     limits: UnsafeCell<VMRuntimeLimits>,
     /// Key of the thread that owns the store (see [`thread_key`]), 0 when free.
     owner: AtomicUsize,
-    /// Live [`StoreBinding`]s keeping their thread's ownership.
+    /// Live [`StoreBinding`](crate::StoreBinding)s keeping their thread's ownership.
     bindings: AtomicUsize,
     /// Whether the owner is inside a call (detects re-entrant calls). Owner-only.
     in_call: Cell<bool>,
@@ -68,7 +69,7 @@ pub(crate) struct StoreInner {
     waker: OnceLock<OwnedFd>,
     /// The exception objects the store's guests have thrown (only its owner thread allocates).
     exceptions: Mutex<ExceptionHeap>,
-    /// The structs and arrays of the store's guests (see [`crate::gc`]), made when the first
+    /// The structs and arrays of the store's guests (see [`crate::vm::gc`]), made when the first
     /// instance of a module with such types is.
     gc: OnceLock<GcHeap>,
     /// The objects host handles refer to (roots of a collection).
@@ -328,6 +329,47 @@ impl StoreInner {
         if self.bindings.fetch_sub(1, Ordering::Relaxed) == 1 && !self.in_call.get() {
             self.owner.store(0, Ordering::Release);
         }
+    }
+}
+
+impl StoreInner {
+    /// Takes `size` bytes (a multiple of 8) from the store's GC heap by bump allocation;
+    /// `None` when the heap is full or does not exist. Only the owning thread allocates.
+    pub(crate) fn gc_bump(&self, size: u64) -> Option<u64> {
+        self.gc_heap()?;
+        let limits = self.limits_ptr();
+        // SAFETY: the store's runtime limits, accessed by its owning thread only.
+        let (next, end) = unsafe { ((*limits).gc_next, (*limits).gc_end) };
+        let new_next = next.checked_add(size).filter(|&n| n <= end)?;
+        // SAFETY: as above.
+        unsafe { (*limits).gc_next = new_next };
+        Some(next)
+    }
+
+    /// Allocates an array of canonical type `type_id` with `len` zeroed elements of
+    /// `element_size` bytes and writes its header and length; `None` when the heap has no
+    /// room (or the array could never fit a heap).
+    pub(crate) fn gc_alloc_array(&self, type_id: u32, element_size: u32, len: u32) -> Option<u32> {
+        let size = kiln_abi::gc::array_size(element_size, len)?;
+        let offset = self.gc_alloc(size, type_id, true)?;
+        let header = self.gc_heap()?.bytes(u64::from(offset), kiln_abi::gc::ARRAY_DATA_OFFSET as u64)?;
+        // SAFETY: the new array's header, inside the heap (checked).
+        unsafe { header.add(kiln_abi::gc::ARRAY_LEN_OFFSET as usize).cast::<u32>().write_unaligned(len) };
+        Some(offset)
+    }
+
+    /// Allocates `size` bytes (a multiple of 8) in the store's GC heap and writes the header of
+    /// an object of canonical type `type_id` (`array`: an array's kind); `None` when the heap
+    /// is full or does not exist. Only the owning thread allocates.
+    pub(crate) fn gc_alloc(&self, size: u64, type_id: u32, array: bool) -> Option<u32> {
+        let next = self.gc_bump(size)?;
+        let object = self.gc_heap()?.bytes(next, size)?;
+        // SAFETY: the object's first 8 bytes, inside the heap (checked).
+        unsafe {
+            object.add(OBJECT_TYPE_ID_OFFSET as usize).cast::<u32>().write_unaligned(type_id);
+            object.add(OBJECT_KIND_OFFSET as usize).write(if array { KIND_ARRAY } else { KIND_STRUCT });
+        }
+        Some(next as u32)
     }
 }
 

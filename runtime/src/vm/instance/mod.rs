@@ -35,7 +35,7 @@ pub(crate) struct InstanceInner {
     /// What it was instantiated with (the embedder's handles, detached from the store's
     /// root), kept alive as long as it is: its VM context points into them.
     pub imports: Arc<dyn Any + Send + Sync>,
-    /// Whether the store's root keeps it alive (see [`crate::store`]).
+    /// Whether the store's root keeps it alive (see [`crate::vm::store`]).
     pub pinned: AtomicBool,
 }
 
@@ -68,7 +68,7 @@ impl InstanceInner {
                 // the store is idle but for the caller.
                 unsafe {
                     let table = *self.vm_field::<*mut kiln_abi::VMTableDefinition>(offsets.table(index));
-                    crate::vm::gc::visit_table(table, &mut visit);
+                    crate::vm::storage::visit_table(table, &mut visit);
                 }
             }
         }

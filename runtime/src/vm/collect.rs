@@ -9,7 +9,7 @@
 //! - the globals, tables and passive element segments of the store's pinned instances (every
 //!   instance whose module can hold a GC reference in one of them is pinned, see
 //!   `instantiate`), and host-made globals and tables that can ([`Place`]);
-//! - the objects host handles refer to ([`super::HostRoots`]);
+//! - the objects host handles refer to ([`crate::vm::gc::HostRoots`]);
 //! - the payloads of the store's exception objects.
 //!
 //! A collection runs only where compiled code called the runtime to allocate (so every guest
@@ -18,39 +18,14 @@
 use kiln_abi::gc::{
     array_size, ref_kind, RefKind, ARRAY_LEN_OFFSET, KIND_ARRAY, OBJECT_KIND_OFFSET, OBJECT_TYPE_ID_OFFSET,
 };
-use kiln_abi::{VMGlobalDefinition, VMTableDefinition};
 
-use super::GcHeap;
 use crate::types::{layouts, Layouts, ObjectLayout};
+use crate::vm::gc::{GcHeap, Place};
+use crate::vm::storage::visit_table;
 use crate::vm::store::StoreInner;
 
 /// Kind byte of an object that was copied: its type-id word holds the new offset.
 const FORWARDED: u8 = 0xff;
-
-/// A host-made global or table that may hold GC references.
-#[derive(Clone, Copy)]
-pub(crate) enum Place {
-    Global(*mut VMGlobalDefinition),
-    Table(*mut VMTableDefinition),
-}
-
-// SAFETY: the pointers are owned by the `HostPlace` that holds them and only dereferenced by
-// a collection, on the thread that owns the store.
-unsafe impl Send for Place {}
-
-/// Calls `visit` with every element of `table`.
-///
-/// # Safety
-/// `table` must be a live table definition that nothing else accesses meanwhile.
-pub(crate) unsafe fn visit_table(table: *mut VMTableDefinition, mut visit: impl FnMut(*mut u64)) {
-    // SAFETY: a live definition (caller's contract); its first `len` elements are accessible.
-    unsafe {
-        let len = crate::vm::storage::load_size_of_table(table) as usize;
-        for i in 0..len {
-            visit((*table).base.add(i).cast());
-        }
-    }
-}
 
 /// Copies what is live out of one half of the heap into the other.
 struct Copier<'a> {

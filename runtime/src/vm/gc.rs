@@ -10,7 +10,7 @@
 //! reference, however it was made, reaches outside the store's own reservation. Objects are
 //! bump-allocated (inline in compiled code, from the `gc_next`/`gc_end` pair in the store's
 //! runtime limits) in one half of the usable bytes; when it is full, the collector
-//! ([`collect`]) copies what is live into the other half, and an allocation that still does
+//! (`vm::collect`) copies what is live into the other half, and an allocation that still does
 //! not fit traps with "GC heap exhausted". Memory past `gc_next` is always zero, so a new object's
 //! fields start as zeros and nulls without being written. When the store goes, its heap is
 //! zeroed up to its bump pointer (the first 4 MiB with plain stores, which stay resident, the
@@ -27,13 +27,10 @@
 use std::io;
 use std::sync::Mutex;
 
-mod collect;
-pub(crate) use collect::{collect, visit_table, Place};
-
-use kiln_abi::gc::{GC_HEAP_START, KIND_ARRAY, KIND_STRUCT, OBJECT_KIND_OFFSET, OBJECT_TYPE_ID_OFFSET};
+use kiln_abi::gc::GC_HEAP_START;
+use kiln_abi::{VMGlobalDefinition, VMTableDefinition};
 
 use crate::sys::unix::mmap::{page_align, Mmap};
-use crate::vm::store::StoreInner;
 
 /// Address space reserved for a GC heap: every 32-bit offset, plus a guard beyond the largest
 /// struct (10,000 fields of at most 16 bytes).
@@ -108,7 +105,7 @@ impl GcHeap {
     }
 
     /// Where the second half starts (objects are allocated in one half at a time; a collection
-    /// copies what is live into the other, see [`collect`]).
+    /// copies what is live into the other, see `vm::collect`).
     pub fn half(&self) -> u64 {
         (self.capacity / 2) & !(kiln_abi::gc::OBJECT_ALIGN - 1)
     }
@@ -126,48 +123,7 @@ impl GcHeap {
     }
 }
 
-impl StoreInner {
-    /// Takes `size` bytes (a multiple of 8) from the store's GC heap by bump allocation;
-    /// `None` when the heap is full or does not exist. Only the owning thread allocates.
-    pub(crate) fn gc_bump(&self, size: u64) -> Option<u64> {
-        self.gc_heap()?;
-        let limits = self.limits_ptr();
-        // SAFETY: the store's runtime limits, accessed by its owning thread only.
-        let (next, end) = unsafe { ((*limits).gc_next, (*limits).gc_end) };
-        let new_next = next.checked_add(size).filter(|&n| n <= end)?;
-        // SAFETY: as above.
-        unsafe { (*limits).gc_next = new_next };
-        Some(next)
-    }
-
-    /// Allocates an array of canonical type `type_id` with `len` zeroed elements of
-    /// `element_size` bytes and writes its header and length; `None` when the heap has no
-    /// room (or the array could never fit a heap).
-    pub(crate) fn gc_alloc_array(&self, type_id: u32, element_size: u32, len: u32) -> Option<u32> {
-        let size = kiln_abi::gc::array_size(element_size, len)?;
-        let offset = self.gc_alloc(size, type_id, true)?;
-        let header = self.gc_heap()?.bytes(u64::from(offset), kiln_abi::gc::ARRAY_DATA_OFFSET as u64)?;
-        // SAFETY: the new array's header, inside the heap (checked).
-        unsafe { header.add(kiln_abi::gc::ARRAY_LEN_OFFSET as usize).cast::<u32>().write_unaligned(len) };
-        Some(offset)
-    }
-
-    /// Allocates `size` bytes (a multiple of 8) in the store's GC heap and writes the header of
-    /// an object of canonical type `type_id` (`array`: an array's kind); `None` when the heap
-    /// is full or does not exist. Only the owning thread allocates.
-    pub(crate) fn gc_alloc(&self, size: u64, type_id: u32, array: bool) -> Option<u32> {
-        let next = self.gc_bump(size)?;
-        let object = self.gc_heap()?.bytes(next, size)?;
-        // SAFETY: the object's first 8 bytes, inside the heap (checked).
-        unsafe {
-            object.add(OBJECT_TYPE_ID_OFFSET as usize).cast::<u32>().write_unaligned(type_id);
-            object.add(OBJECT_KIND_OFFSET as usize).write(if array { KIND_ARRAY } else { KIND_STRUCT });
-        }
-        Some(next as u32)
-    }
-}
-
-/// The heap offsets of the objects host handles refer to (see [`GcObject`]); free entries
+/// The heap offsets of the objects host handles refer to (see [`crate::GcObject`]); free entries
 /// are 0.
 #[derive(Default)]
 pub(crate) struct HostRoots {
@@ -204,3 +160,14 @@ impl HostRoots {
         self.offsets.iter_mut().filter(|o| **o != 0)
     }
 }
+
+/// A host-made global or table that may hold GC references.
+#[derive(Clone, Copy)]
+pub(crate) enum Place {
+    Global(*mut VMGlobalDefinition),
+    Table(*mut VMTableDefinition),
+}
+
+// SAFETY: the pointers are owned by the `HostPlace` that holds them and only dereferenced by
+// a collection, on the thread that owns the store.
+unsafe impl Send for Place {}
