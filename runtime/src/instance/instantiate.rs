@@ -1,6 +1,7 @@
 //! Lifecycle stage 3, instantiate: take a slot, fill in the VM context, link the imports,
 //! initialise memories, tables and globals, apply the segments, run the start function.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 use std::sync::atomic::AtomicBool;
@@ -249,7 +250,9 @@ pub(super) fn instantiate(
         table_placements,
         dropped_data: RefCell::new(m.initially_dropped.clone()),
         elements: RefCell::new(vec![None; meta.elements.len()]),
-        imports: Arc::new(imports.iter().map(Extern::detached).collect::<Vec<Extern>>()),
+        imports: (!imports.is_empty()).then(|| {
+            Box::new(imports.iter().map(Extern::detached).collect::<Vec<Extern>>()) as Box<dyn Any + Send + Sync>
+        }),
         pinned: AtomicBool::new(false),
     });
     // From here on, dropping `inner` tears the slot down and uncounts it (see teardown.rs).

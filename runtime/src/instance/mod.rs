@@ -149,8 +149,8 @@ impl Instance {
         let region = self.inner.slot.region();
         let store = self.store();
         let module = self.inner.module.clone();
-        let linked =
-            self.inner.imports.clone().downcast::<Vec<Extern>>().expect("instantiation keeps the imports as externs");
+        let linked = self.inner.imports.as_ref().map(|i| i.downcast_ref::<Vec<Extern>>());
+        let linked = linked.map_or(&[][..], |i| i.expect("instantiation keeps the imports as externs"));
         let imports: Vec<Extern> = linked.iter().map(|i| i.attached(&self.root)).collect();
         drop(self); // teardown: the slot goes back to the region
         instantiate::instantiate(&region, &store, &module, &imports)

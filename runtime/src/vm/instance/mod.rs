@@ -33,8 +33,9 @@ pub(crate) struct InstanceInner {
     /// Per element segment: its evaluated elements, `None` once dropped.
     pub elements: RefCell<Vec<Option<Vec<usize>>>>,
     /// What it was instantiated with (the embedder's handles, detached from the store's
-    /// root), kept alive as long as it is: its VM context points into them.
-    pub imports: Arc<dyn Any + Send + Sync>,
+    /// root), kept alive as long as it is: its VM context points into them. `None` without
+    /// imports (no allocation on the lifecycle of a module that imports nothing).
+    pub imports: Option<Box<dyn Any + Send + Sync>>,
     /// Whether the store's root keeps it alive (see [`crate::vm::store`]).
     pub pinned: AtomicBool,
 }
