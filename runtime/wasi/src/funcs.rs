@@ -339,8 +339,7 @@ fn socket(ctx: &WasiCtx, fd: u32, needed: u64) -> WasiResult<std::os::fd::Borrow
     if desc.filetype != filetype::SOCKET_STREAM && desc.filetype != filetype::SOCKET_DGRAM {
         return Err(Errno::NotSock);
     }
-    desc.require(needed)?;
-    Ok(desc.handle.fd())
+    desc.host_fd_with(needed)
 }
 
 fn sock_accept(

@@ -31,6 +31,7 @@ mod io;
 mod layout;
 pub mod memory;
 mod poll;
+mod stdio;
 pub mod table;
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,7 @@ use table::{classify, Descriptor, Handle, Table};
 use types::rights;
 
 pub use funcs::NAMES as FUNCTION_NAMES;
+pub use stdio::OutputCapture;
 
 /// Errors setting up a WASI context or linking a module against it.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +146,8 @@ pub struct WasiCtxBuilder {
 enum StdioSource {
     Inherit,
     File(std::fs::File),
+    Bytes(Vec<u8>),
+    Capture(OutputCapture),
 }
 
 impl WasiCtxBuilder {
@@ -185,6 +189,24 @@ impl WasiCtxBuilder {
         self
     }
 
+    /// Gives the guest `bytes` as its stdin (in host memory: no descriptor, no system call).
+    pub fn stdin_bytes(mut self, bytes: Vec<u8>) -> Self {
+        self.stdio[0] = Some(StdioSource::Bytes(bytes));
+        self
+    }
+
+    /// Collects what the guest writes to its stdout in `capture` (in host memory, bounded).
+    pub fn stdout_capture(mut self, capture: &OutputCapture) -> Self {
+        self.stdio[1] = Some(StdioSource::Capture(capture.clone()));
+        self
+    }
+
+    /// Collects what the guest writes to its stderr in `capture` (in host memory, bounded).
+    pub fn stderr_capture(mut self, capture: &OutputCapture) -> Self {
+        self.stdio[2] = Some(StdioSource::Capture(capture.clone()));
+        self
+    }
+
     /// Preopens the host directory `host` under the guest name `guest`.
     pub fn preopened_dir(mut self, host: impl AsRef<Path>, guest: impl AsRef<str>) -> Self {
         self.preopens.push((host.as_ref().to_path_buf(), guest.as_ref().to_string()));
@@ -209,8 +231,11 @@ impl WasiCtxBuilder {
                 Some(StdioSource::Inherit) if !host_stdio_is_open(i) => continue,
                 Some(StdioSource::Inherit) => Handle::Inherited(i as i32),
                 Some(StdioSource::File(f)) => Handle::File(cap_std::fs::File::from_std(f)),
+                Some(StdioSource::Bytes(bytes)) => Handle::Input(stdio::MemoryInput::new(bytes)),
+                Some(StdioSource::Capture(capture)) => Handle::Output(capture),
             };
-            let (filetype, _) = classify(handle.fd());
+            // A stream in host memory is a pipe to the guest: `unknown`, as fdstat says of one.
+            let filetype = handle.fd().map_or(types::filetype::UNKNOWN, |fd| classify(fd).0);
             // Lent by the host: a stream to read or write, nothing more. No seeking,
             // truncating, re-timing, syncing or allocating what the caller owns; flags the
             // guest sets are kept here, never applied to the host's descriptor.

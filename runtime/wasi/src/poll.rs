@@ -11,6 +11,7 @@ use zerocopy::FromBytes;
 use crate::funcs::{now, Fail, Waiting};
 use crate::layout::{Event as EventRecord, Subscription, SubscriptionClock, SubscriptionFd};
 use crate::memory::GuestMemory;
+use crate::table::Handle;
 use crate::types::{clockid, eventtype, filetype, rights, Errno, EVENTRWFLAGS_HANGUP, SUBCLOCKFLAGS_ABSTIME};
 use crate::WasiCtx;
 
@@ -84,8 +85,21 @@ pub(crate) fn poll_oneoff(
                     ready.push(Event { userdata, error, kind: tag, nbytes: 0, flags: 0 });
                     continue;
                 }
+                // A stream in host memory never waits: what is left to read, or room to write.
+                match &desc.handle {
+                    Handle::Input(input) => {
+                        let nbytes = if tag == eventtype::FD_READ { input.remaining() as u64 } else { 0 };
+                        ready.push(Event { userdata, error: Errno::Success, kind: tag, nbytes, flags: 0 });
+                        continue;
+                    }
+                    Handle::Output(_) => {
+                        ready.push(Event { userdata, error: Errno::Success, kind: tag, nbytes: 0, flags: 0 });
+                        continue;
+                    }
+                    _ => {}
+                }
+                let host = desc.handle.fd().expect("only streams in host memory have no descriptor");
                 if desc.filetype == filetype::REGULAR_FILE || desc.filetype == filetype::DIRECTORY {
-                    let host = desc.handle.fd();
                     let nbytes = if tag == eventtype::FD_READ && desc.filetype == filetype::REGULAR_FILE {
                         let size = rustix::fs::fstat(host).map(|s| s.st_size as u64).unwrap_or(0);
                         let pos = rustix::fs::seek(host, rustix::fs::SeekFrom::Current(0)).unwrap_or(0);
@@ -102,7 +116,7 @@ pub(crate) fn poll_oneoff(
                     rustix::event::PollFlags::OUT
                 };
                 subs.push(Sub::Fd { userdata, kind: tag, slot: poll_fds.len() });
-                poll_fds.push((desc.handle.fd(), interest));
+                poll_fds.push((host, interest));
             }
             _ => ready.push(Event { userdata, error: Errno::Inval, kind: tag, nbytes: 0, flags: 0 }),
         }

@@ -10,6 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use cap_std::fs::{Dir, File};
 
+use crate::stdio::{MemoryInput, OutputCapture};
 use crate::types::{filetype, rights, Errno, WasiResult};
 
 /// The host object behind a descriptor.
@@ -20,17 +21,22 @@ pub enum Handle {
     File(File),
     /// An open directory: the capability every `path_*` call resolves beneath.
     Dir(Dir),
+    /// Stdin from bytes in host memory.
+    Input(MemoryInput),
+    /// Stdout or stderr into a buffer in host memory.
+    Output(OutputCapture),
 }
 
 impl Handle {
-    /// The host descriptor.
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    /// The host descriptor (`None` for the streams in host memory).
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
             // SAFETY: inherited descriptors are the process's stdio (0, 1, 2), which stay open
             // for the life of the process; Kiln never closes them.
-            Handle::Inherited(fd) => unsafe { BorrowedFd::borrow_raw(*fd) },
-            Handle::File(f) => f.as_fd(),
-            Handle::Dir(d) => d.as_fd(),
+            Handle::Inherited(fd) => Some(unsafe { BorrowedFd::borrow_raw(*fd) }),
+            Handle::File(f) => Some(f.as_fd()),
+            Handle::Dir(d) => Some(d.as_fd()),
+            Handle::Input(_) | Handle::Output(_) => None,
         }
     }
 }
@@ -77,13 +83,25 @@ impl Descriptor {
     }
 
     /// The host descriptor of a non-directory with the `needed` rights (`isdir` for a
-    /// directory, as POSIX answers read, write and seek on one).
+    /// directory, as POSIX answers read, write and seek on one; `spipe` for a stream in host
+    /// memory, whose rights allow nothing that needs one).
     pub fn stream(&self, needed: u64) -> WasiResult<BorrowedFd<'_>> {
         if let Handle::Dir(_) = self.handle {
             return Err(Errno::IsDir);
         }
         self.require(needed)?;
-        Ok(self.handle.fd())
+        self.host_fd()
+    }
+
+    /// The host descriptor, with the `needed` rights checked first.
+    pub fn host_fd_with(&self, needed: u64) -> WasiResult<BorrowedFd<'_>> {
+        self.require(needed)?;
+        self.host_fd()
+    }
+
+    /// The host descriptor (`spipe` for a stream in host memory).
+    pub fn host_fd(&self) -> WasiResult<BorrowedFd<'_>> {
+        self.handle.fd().ok_or(Errno::Spipe)
     }
 }
 

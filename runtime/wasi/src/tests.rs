@@ -495,3 +495,43 @@ fn the_host_itself_is_out_of_reach() {
     assert_eq!(g.open(false, "proc", oflags::DIRECTORY, 0), Err(Errno::Acces));
     assert!(g.open(false, "dev/null", 0, rights::FD_READ).is_ok(), "harmless devices stay usable");
 }
+
+#[test]
+fn stdio_in_host_memory_reads_the_given_bytes_and_captures_a_bounded_output() {
+    let out = crate::OutputCapture::new(8);
+    let ctx = WasiCtxBuilder::new().stdin_bytes(b"request body".to_vec()).stdout_capture(&out).build().unwrap();
+    let mut g = Guest { ctx, mem: vec![0; MEM] };
+    // One iovec at 0: 5 bytes at 64.
+    g.put(0, &64u32.to_le_bytes());
+    g.put(4, &5u32.to_le_bytes());
+    let read = |g: &mut Guest| g.call("fd_read", &[Val::I32(0), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]);
+    assert_eq!(read(&mut g), Errno::Success);
+    assert_eq!((g.u32_at(OUT), &g.mem[64..69]), (5, &b"reque"[..]));
+    // Reading on to the end, then 0.
+    assert_eq!(read(&mut g), Errno::Success);
+    assert_eq!(read(&mut g), Errno::Success);
+    assert_eq!((g.u32_at(OUT), &g.mem[64..66]), (2, &b"dy"[..]));
+    assert_eq!(read(&mut g), Errno::Success);
+    assert_eq!(g.u32_at(OUT), 0);
+
+    let write = |g: &mut Guest| g.call("fd_write", &[Val::I32(1), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]);
+    g.put(64, b"hello");
+    assert_eq!(write(&mut g), Errno::Success);
+    assert_eq!(g.u32_at(OUT), 5);
+    // Past the limit: a short write, then `fbig`; the capture keeps exactly the limit.
+    assert_eq!(write(&mut g), Errno::Success);
+    assert_eq!(g.u32_at(OUT), 3);
+    assert_eq!(write(&mut g), Errno::Fbig);
+    assert_eq!((out.contents(), out.overflowed()), (b"hellohel".to_vec(), true));
+
+    // Reading stdout or writing stdin is refused, and neither can seek or sync.
+    assert_eq!(g.call("fd_read", &[Val::I32(1), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]), Errno::NotCapable);
+    assert_eq!(g.call("fd_write", &[Val::I32(0), Val::I32(0), Val::I32(1), Val::I32(OUT as i32)]), Errno::NotCapable);
+    assert_eq!(g.call("fd_seek", &[Val::I32(0), Val::I64(0), Val::I32(0), Val::I32(OUT as i32)]), Errno::NotCapable);
+    assert_eq!(g.call("fd_sync", &[Val::I32(1)]), Errno::NotCapable);
+    // filestat: the sizes of the streams, and no host descriptor behind them.
+    assert_eq!(g.call("fd_filestat_get", &[Val::I32(0), Val::I32(OUT as i32)]), Errno::Success);
+    assert_eq!(g.u64_at(OUT + 32), 12);
+    assert_eq!(g.call("fd_filestat_get", &[Val::I32(1), Val::I32(OUT as i32)]), Errno::Success);
+    assert_eq!(g.u64_at(OUT + 32), 8);
+}

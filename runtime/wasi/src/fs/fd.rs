@@ -6,7 +6,7 @@ use zerocopy::IntoBytes;
 
 use super::{fstat, rustix_timestamps, write_filestat, Ret};
 use crate::funcs::Waiting;
-use crate::layout::{Dirent, Fdstat, Prestat};
+use crate::layout::{Dirent, Fdstat, Filestat, Prestat};
 use crate::memory::GuestMemory;
 use crate::table::Handle;
 use crate::types::{fdflags, filetype, rights, whence, Errno, PREOPENTYPE_DIR};
@@ -70,16 +70,14 @@ pub(crate) fn fd_close(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, _: Waiting<'_
 }
 
 pub(crate) fn fd_datasync(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, _: Waiting<'_>, fd: u32) -> Ret {
-    let desc = ctx.table.get(fd)?;
-    desc.require(rights::FD_DATASYNC)?;
-    rustix::fs::fdatasync(desc.handle.fd()).map_err(Errno::from)?;
+    let fd = ctx.table.get(fd)?.host_fd_with(rights::FD_DATASYNC)?;
+    rustix::fs::fdatasync(fd).map_err(Errno::from)?;
     Ok(())
 }
 
 pub(crate) fn fd_sync(ctx: &mut WasiCtx, _: &mut GuestMemory<'_>, _: Waiting<'_>, fd: u32) -> Ret {
-    let desc = ctx.table.get(fd)?;
-    desc.require(rights::FD_SYNC)?;
-    rustix::fs::fsync(desc.handle.fd()).map_err(Errno::from)?;
+    let fd = ctx.table.get(fd)?.host_fd_with(rights::FD_SYNC)?;
+    rustix::fs::fsync(fd).map_err(Errno::from)?;
     Ok(())
 }
 
@@ -151,7 +149,11 @@ pub(crate) fn fd_filestat_get(
 ) -> Ret {
     let desc = ctx.table.get(fd)?;
     desc.require(rights::FD_FILESTAT_GET)?;
-    let mut st = fstat(desc.handle.fd())?;
+    let mut st = match &desc.handle {
+        Handle::Input(input) => Filestat { size: (input.len() as u64).into(), ..Filestat::default() },
+        Handle::Output(output) => Filestat { size: (output.len() as u64).into(), ..Filestat::default() },
+        _ => fstat(desc.host_fd()?)?,
+    };
     // Keep the descriptor's own view of what it is (a pipe reads as `unknown`, as fdstat says).
     st.filetype = if st.filetype == filetype::UNKNOWN { desc.filetype } else { st.filetype };
     Ok(write_filestat(mem, stat_out, &st)?)
@@ -182,9 +184,8 @@ pub(crate) fn fd_filestat_set_times(
     fst_flags: u32,
 ) -> Ret {
     let times = rustix_timestamps(atim, mtim, fst_flags as u16)?;
-    let desc = ctx.table.get(fd)?;
-    desc.require(rights::FD_FILESTAT_SET_TIMES)?;
-    rustix::fs::futimens(desc.handle.fd(), &times).map_err(Errno::from)?;
+    let fd = ctx.table.get(fd)?.host_fd_with(rights::FD_FILESTAT_SET_TIMES)?;
+    rustix::fs::futimens(fd, &times).map_err(Errno::from)?;
     Ok(())
 }
 
@@ -198,10 +199,15 @@ pub(crate) fn fd_read(
     nread_out: u32,
 ) -> Ret {
     let desc = ctx.table.get(fd)?;
-    let fd = desc.stream(rights::FD_READ)?;
     let iovs = mem.iovecs(iovs, iovs_len)?;
     let mut buf = vec![0u8; GuestMemory::capacity(&iovs)];
-    let n = crate::io::read(desc, fd, &mut buf, waiter)?;
+    let n = match &desc.handle {
+        Handle::Input(input) => {
+            desc.require(rights::FD_READ)?;
+            input.read(&mut buf)
+        }
+        _ => crate::io::read(desc, desc.stream(rights::FD_READ)?, &mut buf, waiter)?,
+    };
     mem.scatter(&iovs, &buf[..n])?;
     Ok(mem.write_u32(nread_out, n as u32)?)
 }
@@ -238,9 +244,14 @@ pub(crate) fn fd_write(
     nwritten_out: u32,
 ) -> Ret {
     let desc = ctx.table.get(fd)?;
-    let fd = desc.stream(rights::FD_WRITE)?;
     let iovs = mem.iovecs(iovs, iovs_len)?;
     let data = mem.gather(&iovs)?;
+    if let Handle::Output(output) = &desc.handle {
+        desc.require(rights::FD_WRITE)?;
+        let n = output.write(&data)?;
+        return Ok(mem.write_u32(nwritten_out, n as u32)?);
+    }
+    let fd = desc.stream(rights::FD_WRITE)?;
     if desc.flags & fdflags::APPEND != 0 && desc.filetype == filetype::REGULAR_FILE {
         rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0)).map_err(Errno::from)?;
     }

@@ -194,8 +194,9 @@ pub(crate) fn path_open(
             Handle::File(cap_std::fs::File::from_std(std_file))
         }
     };
-    refuse_host_internals(handle.fd())?;
-    let (filetype, mask) = crate::table::classify(handle.fd());
+    let host = handle.fd().expect("path_open opens host files and directories");
+    refuse_host_internals(host)?;
+    let (filetype, mask) = crate::table::classify(host);
     let (base, inheriting) = match handle {
         Handle::Dir(_) => (base & parent_inheriting & rights::DIRECTORY, inheriting & parent_inheriting),
         _ => (base & parent_inheriting & mask, inheriting & parent_inheriting & mask),
