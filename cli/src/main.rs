@@ -2,6 +2,7 @@
 
 mod modules;
 mod options;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -128,6 +129,18 @@ enum Command {
         #[arg(value_parser = ["clear"])]
         action: Option<String>,
     },
+    /// Serve HTTP: run MODULE, a WASI command, in a fresh instance for every request.
+    ///
+    /// The guest speaks WAGI (CGI for WASI programs): the request line and headers arrive as
+    /// environment variables (REQUEST_METHOD, PATH_INFO, QUERY_STRING, CONTENT_TYPE,
+    /// CONTENT_LENGTH, HTTP_<HEADER>, ...), the body on stdin; it writes CGI headers
+    /// (Content-Type, Status: 404, Location, ...), a blank line and the body to stdout. Each
+    /// request gets its own instance, memory and WASI context, torn down afterwards: nothing a
+    /// request does is seen by the next. A request the workers cannot take gets 503, one past
+    /// its deadline (-W timeout, default 30s) 504, a guest that traps or exits non-zero 500,
+    /// and output that is not CGI or is too large 502; each failure is logged on stderr with
+    /// its reason. SIGINT or SIGTERM stops accepting and finishes the requests in flight.
+    Serve(serve::ServeArgs),
     /// Make a minisign key pair for signing compiled objects: PREFIX.key (secret, unencrypted,
     /// mode 0600) and PREFIX.pub (public).
     Keygen {
@@ -143,6 +156,7 @@ fn main() -> ExitCode {
             compile(&input, output, sign.as_deref(), &wasm, &debug).map(|()| ExitCode::SUCCESS)
         }
         Command::Run(args) => run_command(args),
+        Command::Serve(args) => serve::serve_command(args),
         Command::Inspect { module } => inspect(&module).map(|()| ExitCode::SUCCESS),
         Command::Keygen { prefix } => keygen(&prefix).map(|()| ExitCode::SUCCESS),
         Command::Cache { action } => cache(action.is_some()).map(|()| ExitCode::SUCCESS),
@@ -375,20 +389,10 @@ impl Setup<'_> {
             .max_open_files(self.wasi.max_open_files)
             .arg(self.argv0)
             .args(args);
-        for env in self.envs {
-            builder = match env.split_once('=') {
-                Some((key, value)) => builder.env(key, value),
-                None => match std::env::var(env) {
-                    Ok(value) => builder.env(env, value),
-                    Err(_) => bail!("--env {env}: no such variable in kiln's environment (write --env {env}=VALUE)"),
-                },
-            };
+        for (key, value) in options::parse_envs(self.envs)? {
+            builder = builder.env(key, value);
         }
-        for dir in self.dirs {
-            let (host, guest) = dir.split_once("::").unwrap_or((dir.as_str(), dir.as_str()));
-            if host.is_empty() || guest.is_empty() {
-                bail!("--dir {dir}: expected HOST or HOST::GUEST");
-            }
+        for (host, guest) in options::parse_dirs(self.dirs)? {
             builder = builder.preopened_dir(host, guest);
         }
         Ok(builder.build()?)

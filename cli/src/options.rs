@@ -192,6 +192,32 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
 }
 
+/// `--env K=V` (or `--env K`, the host's value) arguments as pairs.
+pub fn parse_envs(envs: &[String]) -> Result<Vec<(String, String)>> {
+    envs.iter()
+        .map(|env| match env.split_once('=') {
+            Some((key, value)) => Ok((key.to_string(), value.to_string())),
+            None => match std::env::var(env) {
+                Ok(value) => Ok((env.clone(), value)),
+                Err(_) => bail!("--env {env}: no such variable in kiln's environment (write --env {env}=VALUE)"),
+            },
+        })
+        .collect()
+}
+
+/// `--dir HOST[::GUEST]` arguments as (host, guest) pairs.
+pub fn parse_dirs(dirs: &[String]) -> Result<Vec<(std::path::PathBuf, String)>> {
+    dirs.iter()
+        .map(|dir| {
+            let (host, guest) = dir.split_once("::").unwrap_or((dir.as_str(), dir.as_str()));
+            if host.is_empty() || guest.is_empty() {
+                bail!("--dir {dir}: expected HOST or HOST::GUEST");
+            }
+            Ok((host.into(), guest.to_string()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
