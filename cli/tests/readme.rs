@@ -3,7 +3,8 @@
 //! for what differs between runs or machines). The files those commands use are the README's
 //! own blocks whose info string names a file (```` ```wat file=fib.wat ````), written to a
 //! scratch directory that the commands run in, one after another. A `kiln` command outside a
-//! `console` block would escape the test, so that fails it too.
+//! `console` block would escape the test, so that fails it too, except in the `sh serve` blocks
+//! (`kiln serve` and `curl`), which `cli/tests/serve.rs` runs.
 //!
 //! The commands build C programs with clang-14 for wasm32-wasi; without that toolchain the
 //! trial is reported as ignored (as the WASI program trials are). The README's `cargo`
@@ -72,7 +73,8 @@ fn readme_commands(scratch: &Path) -> Result<(), Failed> {
     let blocks = blocks(README);
     let stray: Vec<&str> = blocks
         .iter()
-        .filter(|b| b.info != "console")
+        // `sh serve` blocks start servers: `cli/tests/serve.rs` runs them.
+        .filter(|b| b.info != "console" && b.info != "sh serve")
         .flat_map(|b| b.text.lines())
         .filter(|line| line.starts_with("kiln ") || line.starts_with("$ kiln "))
         .collect();

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+const README: &str = include_str!("../../README.md");
+
 /// A running `kiln serve` and the log lines it wrote so far.
 struct Server {
     child: Child,
@@ -19,7 +21,13 @@ struct Server {
 
 impl Server {
     fn start(module: &Path, options: &[&str]) -> Server {
+        Server::start_in(Path::new("."), module, options)
+    }
+
+    /// Starts `kiln serve OPTIONS MODULE` in directory `dir`, listening on a free port.
+    fn start_in(dir: &Path, module: &Path, options: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .current_dir(dir)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(options)
@@ -170,4 +178,83 @@ fn a_full_queue_and_a_large_body_are_refused_at_once() {
     assert!(matches!(queued.join().unwrap(), 200 | 504));
     assert_eq!(request(addr, "GET", "/hello", b"").0, 200);
     server.stop();
+}
+
+/// The README's `sh serve` blocks, run: each `$ kiln serve OPTIONS MODULE` starts the server
+/// (on a free port instead of its `--listen`) in a directory holding the README's files, with
+/// its C programs built; each `$ curl -s URL` after it must print the lines the README shows.
+#[test]
+fn the_readme_handlers_answer_as_the_readme_says() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-readme");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
+    let mut open: Option<(String, Vec<String>)> = None;
+    for line in README.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(info)) => open = Some((info.trim().to_string(), Vec::new())),
+            (Some(_), Some("")) => blocks.extend(open.take()),
+            (Some((_, lines)), _) => lines.push(line.to_string()),
+            (None, None) => {}
+        }
+    }
+    for (info, lines) in &blocks {
+        if let Some(name) = info.split_whitespace().find_map(|w| w.strip_prefix("file=")) {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, lines.join("\n") + "\n").unwrap();
+        }
+    }
+    let mut served = 0;
+    for (_, lines) in blocks.iter().filter(|(info, _)| info == "sh serve") {
+        let mut server: Option<(Server, String)> = None;
+        let mut commands = lines.iter().peekable();
+        while let Some(command) = commands.next() {
+            let expected: Vec<&str> =
+                std::iter::from_fn(|| commands.next_if(|l| !l.starts_with("$ ")).map(String::as_str)).collect();
+            let words: Vec<&str> = command.split_whitespace().collect();
+            match words.as_slice() {
+                ["$", "kiln", "serve", options @ .., module] => {
+                    let listen = options.iter().position(|&o| o == "--listen").expect("a --listen to replace");
+                    let readme_addr = options[listen + 1].to_string();
+                    let options: Vec<&str> = options
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != listen && *i != listen + 1)
+                        .map(|(_, o)| *o)
+                        .collect();
+                    let module = Path::new(module);
+                    if module.extension().is_some_and(|e| e == "wasm") {
+                        let source = module.with_extension("c");
+                        let status = Command::new(kiln_wasi_tests::clang())
+                            .current_dir(&dir)
+                            .args(["--target=wasm32-wasi", "-O2", "-fuse-ld=lld", "-o"])
+                            .arg(module)
+                            .arg(&source)
+                            .status()
+                            .unwrap();
+                        assert!(status.success(), "cannot build {}", source.display());
+                    }
+                    let started = Server::start_in(&dir, module, &options);
+                    let greeting = started.log();
+                    let prefix = format!("kiln serve: {} on http://", module.display());
+                    assert!(expected[0].starts_with(&prefix) && greeting.starts_with(&prefix), "{greeting:?}");
+                    server = Some((started, readme_addr));
+                }
+                ["$", "curl", "-s", url] => {
+                    let (running, readme_addr) = server.as_ref().expect("a server started before curl");
+                    let url = url.trim_matches('\'');
+                    let target = url.strip_prefix(&format!("http://{readme_addr}")).expect("the server's address");
+                    let (status, body) = request(running.addr, "GET", target, b"");
+                    assert_eq!((status, body), (200, expected.join("\n") + "\n"), "{command}");
+                    served += 1;
+                }
+                _ => panic!("not a command this test runs: {command}"),
+            }
+        }
+        if let Some((running, _)) = server {
+            running.stop();
+        }
+    }
+    assert!(served >= 2, "the README serves at least its C and its wat handler");
 }
