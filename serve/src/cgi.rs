@@ -68,6 +68,18 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+impl Response {
+    /// The HTTP response.
+    pub fn into_http(self) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+        let mut http = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(self.body)));
+        *http.status_mut() = self.status;
+        for (name, value) in self.headers {
+            http.headers_mut().append(name, value);
+        }
+        http
+    }
+}
+
 /// Why a guest's output is not a CGI response.
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum MalformedOutput {
