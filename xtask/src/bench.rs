@@ -49,11 +49,15 @@ fn parse(args: Vec<String>) -> Result<Options> {
 
 /// Builds `benches/programs/hello.c` for wasm32-wasi with Debian's clang-14.
 fn build_hello(out: &Path) -> Result<()> {
-    let source = workspace_root().join("benches/programs/hello.c");
+    build_c(&workspace_root().join("benches/programs/hello.c"), out)
+}
+
+/// Builds the C program `source` into `out` for wasm32-wasi with Debian's clang-14.
+pub fn build_c(source: &Path, out: &Path) -> Result<()> {
     let status = Command::new("clang-14")
         .args(["--target=wasm32-wasi", "-O2", "-fuse-ld=lld", "-o"])
         .arg(out)
-        .arg(&source)
+        .arg(source)
         .status()
         .context("cannot run clang-14: install `clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32`")?;
     if !status.success() {
@@ -88,7 +92,7 @@ fn median_of(json: &str) -> Option<f64> {
     estimates["median"]["point_estimate"].as_f64()
 }
 
-fn format_ns(ns: f64) -> String {
+pub fn format_ns(ns: f64) -> String {
     if ns >= 1_000_000.0 {
         format!("{:.2} ms", ns / 1_000_000.0)
     } else if ns >= 1_000.0 {
@@ -140,6 +144,9 @@ pub fn run(args: Vec<String>) -> Result<()> {
 
     let mut kiln = read_estimates("kiln");
     let mut peer = read_estimates("wasmtime");
+    if options.filter.as_deref().is_none_or(|f| f.contains("serve")) {
+        crate::serve_bench::run(&out_dir, options.quick, options.peer, &mut kiln, &mut peer)?;
+    }
     let mut code_bytes: BTreeMap<String, f64> = BTreeMap::new();
     // System CPU time per lifecycle of the throughput benchmarks, as `engine\tname\tns` lines.
     for line in std::fs::read_to_string(&system_times).unwrap_or_default().lines() {

@@ -4,6 +4,7 @@ mod bench;
 mod deps;
 mod fetch;
 mod fuzz;
+mod serve_bench;
 mod spec;
 mod wasi;
 
@@ -44,7 +45,10 @@ commands:
       --json writes the report ({\"results\":[{name, engine, ns}]}); --no-peer skips
       Wasmtime; FILTER is a regular expression over engine/benchmark names (e.g.
       `teardown_dirty`). The compile benchmarks add the largest Rust program of
-      $WASI_TESTSUITE when it is set.
+      $WASI_TESTSUITE when it is set. The serving benchmarks (when FILTER is unset or
+      contains `serve`, and `wrk` is installed) load `kiln serve` and `wasmtime-serve` (the
+      same server with Wasmtime's engine) with wrk on loopback: serve_hello, serve_touch_1M
+      (ns per request at full load) and their _p99 latencies.
 
 Each command takes --help, which prints this text.
 ";
