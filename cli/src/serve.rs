@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// `502`.
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     max_response: usize,
+    /// Also serve the counters (requests by status, guest failures, deadline hits, queue waits,
+    /// p50/p99 latency) as `GET /metrics` in Prometheus' text format on this ADDRESS:PORT,
+    /// apart from the guests' traffic.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
     /// Bytes of each guest memory that stay resident between requests: the pages a request
     /// wrote are reset in place, with no system call or page fault for the next request, as
     /// long as they fit (see `RegionConfig::keep_resident`); the rest go back to the kernel.
@@ -112,6 +117,7 @@ pub fn serve_command(args: ServeArgs) -> Result<ExitCode> {
         max_request_body: args.max_request_body,
         max_response: args.max_response,
         name: args.module.display().to_string(),
+        admin: args.admin,
     };
     kiln_serve::serve(config, engine)?;
     drop(loaded);

@@ -101,7 +101,10 @@ fn handler() -> PathBuf {
 
 #[test]
 fn a_mixed_stream_of_requests_gets_the_right_answer_every_time() {
-    let server = Server::start(&handler(), &["--workers", "2", "-W", "timeout=2s", "--max-response", "1000000"]);
+    let server = Server::start(
+        &handler(),
+        &["--workers", "2", "-W", "timeout=2s", "--max-response", "1000000", "--admin", "127.0.0.1:0"],
+    );
     let addr = server.addr;
     // Six clients send every kind of request but the endless one, over and over; a seventh
     // sends two endless ones, one after the other, so one worker is always free for the rest.
@@ -145,6 +148,26 @@ fn a_mixed_stream_of_requests_gets_the_right_answer_every_time() {
     // Still serving, and every failure was logged with its reason.
     assert_eq!(request(addr, "GET", "/hello", b""), (200, "Hello, world!\n".to_string()));
     let log = server.log();
+    // The admin listener counted every kind of answer: 6 clients x 15 rounds x 8 requests, the
+    // two endless ones and the /hello just above.
+    let metrics_addr: SocketAddr = log
+        .lines()
+        .find_map(|l| l.strip_prefix("kiln serve: metrics on http://"))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .expect("the admin listener's address in the log")
+        .parse()
+        .unwrap();
+    let (status, metrics) = request(metrics_addr, "GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    for line in [
+        "kiln_serve_requests_total 723",
+        "kiln_serve_guest_failures_total 180",
+        "kiln_serve_deadline_exceeded_total 2",
+        "kiln_serve_rejected_total 0",
+        "kiln_serve_responses_total{class=\"4xx\"} 90",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
     for reason in [
         "wasm trap: unreachable",
         "exited with status 3",

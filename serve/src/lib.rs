@@ -9,6 +9,7 @@
 //! code, so their ratio measures the engines.
 
 pub mod cgi;
+mod metrics;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use hyper_util::rt::TokioIo;
 
 pub use cgi::RequestInfo;
 pub use hyper::http::StatusCode;
+use metrics::Metrics;
 
 /// What runs the guests.
 pub trait Engine: Send + Sync + 'static {
@@ -71,6 +73,8 @@ pub struct Config {
     pub max_response: usize,
     /// Said in the first log line (what is served).
     pub name: String,
+    /// Where to serve `GET /metrics` (the counters, in Prometheus' text format), if anywhere.
+    pub admin: Option<SocketAddr>,
 }
 
 struct Job<J> {
@@ -78,6 +82,8 @@ struct Job<J> {
     request: RequestInfo,
     body: Vec<u8>,
     reply: tokio::sync::oneshot::Sender<Outcome>,
+    /// When it entered the queue.
+    queued_at: Instant,
 }
 
 /// What the connections share.
@@ -88,6 +94,7 @@ struct Server<E: Engine> {
     max_request_body: usize,
     /// Requests being answered (for a graceful stop).
     in_flight: AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and returns. Prints
@@ -95,14 +102,17 @@ struct Server<E: Engine> {
 /// request.
 pub fn serve<E: Engine>(config: Config, engine: E) -> Result<()> {
     let engine = Arc::new(engine);
+    let metrics = Arc::new(Metrics::default());
     let (jobs, queued) = crossbeam_channel::bounded::<Job<E::Job>>(config.queue.max(1));
     let mut threads = Vec::new();
     for i in 0..config.workers.max(1) {
         let (queued, engine, max_response) = (queued.clone(), engine.clone(), config.max_response);
+        let metrics = metrics.clone();
         let thread = std::thread::Builder::new()
             .name(format!("kiln-worker-{i}"))
             .spawn(move || {
                 for job in queued {
+                    metrics.queued(job.queued_at.elapsed());
                     let outcome = engine.run(job.job, job.request, job.body, max_response);
                     // The connection may be gone: nobody to answer.
                     let _ = job.reply.send(outcome);
@@ -117,6 +127,7 @@ pub fn serve<E: Engine>(config: Config, engine: E) -> Result<()> {
         deadline: config.deadline,
         max_request_body: config.max_request_body,
         in_flight: AtomicUsize::new(0),
+        metrics,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -140,6 +151,11 @@ async fn listen<E: Engine>(server: Arc<Server<E>>, config: &Config) -> Result<()
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     eprintln!("kiln serve: {} on http://{local}/ ({} workers)", config.name, config.workers.max(1));
+    if let Some(admin) = config.admin {
+        let admin = tokio::net::TcpListener::bind(admin).await.with_context(|| format!("cannot listen on {admin}"))?;
+        eprintln!("kiln serve: metrics on http://{}/metrics", admin.local_addr()?);
+        tokio::spawn(serve_metrics(admin, server.metrics.clone()));
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -179,6 +195,29 @@ async fn listen<E: Engine>(server: Arc<Server<E>>, config: &Config) -> Result<()
     Ok(())
 }
 
+/// Serves `GET /metrics` on the admin listener.
+async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let response = if request.uri().path() == "/metrics" {
+                    let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
+                    response.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    response
+                } else {
+                    error_response(StatusCode::NOT_FOUND)
+                };
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
 /// Counts a request in flight while alive.
 struct InFlight<'a>(&'a AtomicUsize);
 
@@ -199,15 +238,18 @@ async fn handle<E: Engine>(
     let _counted = InFlight(&server.in_flight);
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let line = format!("{} {}", parts.method, parts.uri);
-    let response = match answer(server, parts, body, remote, local).await {
-        Ok(response) => response,
-        Err((status, reason)) => {
-            eprintln!("kiln serve: {line} {} {:?}: {reason}", status.as_u16(), started.elapsed());
-            return error_response(status);
-        }
+    let line = format!("method={} target={:?}", parts.method, parts.uri.to_string());
+    let (response, reason) = match answer(server, parts, body, remote, local).await {
+        Ok(response) => (response, None),
+        Err((status, reason)) => (error_response(status), Some(reason)),
     };
-    eprintln!("kiln serve: {line} {} {:?}", response.status().as_u16(), started.elapsed());
+    let took = started.elapsed();
+    server.metrics.answered(response.status(), took);
+    let (status, ms) = (response.status().as_u16(), took.as_secs_f64() * 1e3);
+    match reason {
+        Some(reason) => eprintln!("kiln serve: {line} status={status} ms={ms:.3} reason={reason:?}"),
+        None => eprintln!("kiln serve: {line} status={status} ms={ms:.3}"),
+    }
     response
 }
 
@@ -249,7 +291,7 @@ async fn answer<E: Engine>(
     };
     let (job, stop) = server.engine.prepare();
     let (reply, mut replied) = tokio::sync::oneshot::channel();
-    match server.jobs.try_send(Job { job, request, body, reply }) {
+    match server.jobs.try_send(Job { job, request, body, reply, queued_at: Instant::now() }) {
         Ok(()) => {}
         Err(crossbeam_channel::TrySendError::Full(_)) => {
             return Err((StatusCode::SERVICE_UNAVAILABLE, "every worker is busy and the queue is full".into()));

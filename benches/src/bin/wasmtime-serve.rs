@@ -107,6 +107,7 @@ fn main() -> Result<()> {
         max_request_body: 1 << 20,
         max_response: 16 << 20,
         name: module_name,
+        admin: None,
     };
     kiln_serve::serve(config, Peer { engine, pre })
 }
