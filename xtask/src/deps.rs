@@ -1,9 +1,7 @@
 //! `cargo xtask deps`: the runtime's module graph (which module of `runtime/src` imports which,
 //! through `crate::` paths) and its import cycles, for the layering issue: layers must point
 //! one way. Nodes are the top-level modules, and the modules of the `vm` layer each on their
-//! own. Fails if the top-level modules (with `vm` as one) import each other in a cycle, or if
-//! any cycle other than the known ones in [`KNOWN_CYCLES`] appears (or a known one goes, so the
-//! list only shrinks).
+//! own. Fails on any import cycle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -14,12 +12,6 @@ use crate::workspace_root;
 
 /// Module -> the modules it names through `crate::`.
 type Graph = BTreeMap<String, BTreeSet<String>>;
-
-/// Cycles inside the `vm` layer that are there by nature, each with its reason.
-const KNOWN_CYCLES: &[(&[&str], &str)] = &[(
-    &["vm::instance", "vm::store"],
-    "a store pins its instances (its root keeps them alive), and an instance points at its store's shared state",
-)];
 
 pub fn run(_args: Vec<String>) -> Result<()> {
     let src = workspace_root().join("runtime/src");
@@ -47,14 +39,8 @@ pub fn run(_args: Vec<String>) -> Result<()> {
     if let Some(cycle) = layers.first() {
         bail!("top-level modules of runtime/src import each other in a cycle: {}", cycle.join(" "));
     }
-    let known: BTreeSet<Vec<String>> =
-        KNOWN_CYCLES.iter().map(|(c, _)| c.iter().map(|m| m.to_string()).collect()).collect();
-    let found: BTreeSet<Vec<String>> = cycles.into_iter().collect();
-    if let Some(cycle) = found.difference(&known).next() {
-        bail!("a new import cycle: {} (break it, or list it in KNOWN_CYCLES with why)", cycle.join(" "));
-    }
-    if let Some(cycle) = known.difference(&found).next() {
-        bail!("the known cycle {} is gone: remove it from KNOWN_CYCLES", cycle.join(" "));
+    if let Some(cycle) = cycles.first() {
+        bail!("modules of runtime/src import each other in a cycle: {}", cycle.join(" "));
     }
     Ok(())
 }

@@ -36,8 +36,8 @@ commands:
       `fuzz: N passed, M failed`.
   deps
       Print the runtime's module graph (which module of runtime/src names which through
-      `crate::` paths; the vm layer's modules each on their own) and its import cycles. Fails
-      on a cycle between top-level modules, or on a cycle not listed in xtask/src/deps.rs.
+      `crate::` paths; the vm layer's modules each on their own) and its levels. Fails on
+      any import cycle.
   bench [--quick] [--json FILE] [--no-peer] [FILTER]
       Build hello.c (clang-14), run the lifecycle, compute and compile benchmarks (criterion)
       for Kiln and for Wasmtime in the same run, and print each figure with the Kiln/Wasmtime

@@ -158,7 +158,7 @@ pub(crate) unsafe fn collect(store: &StoreInner, frames: (usize, usize)) {
     if let Some(root) = store.root() {
         for instance in root.pinned().iter() {
             // SAFETY: a live instance of this store, which is idle but for this libcall.
-            unsafe { instance.visit_references(|slot| copier.forward_slot(slot)) };
+            unsafe { instance.visit_references(&mut |slot| copier.forward_slot(slot)) };
         }
     }
     // Host-made globals and tables.

@@ -29,7 +29,7 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use kiln_abi::gc::{KIND_ARRAY, KIND_STRUCT, OBJECT_KIND_OFFSET, OBJECT_TYPE_ID_OFFSET};
@@ -38,13 +38,26 @@ use kiln_abi::VMRuntimeLimits;
 use crate::limits::StoreLimits;
 use crate::vm::exceptions::ExceptionHeap;
 use crate::vm::gc::{GcHeap, HostRoots, Place};
-use crate::vm::instance::InstanceInner;
+
+/// What a store's root keeps alive: a pinned instance. `vm::instance` implements it for its
+/// `InstanceInner`, which points at its store's `StoreInner`, so the store names only this.
+pub(crate) trait Pinned: Send + Sync {
+    /// Set once the instance is pinned.
+    fn pinned_flag(&self) -> &AtomicBool;
+
+    /// Calls `visit` with every place of the instance's own that may hold a GC reference.
+    ///
+    /// # Safety
+    /// The instance's store must be idle but for the caller (a collection), on its owning
+    /// thread.
+    unsafe fn visit_references(&self, visit: &mut dyn FnMut(*mut u64));
+}
 
 /// Keeps a store's pinned instances alive; held by every handle of the store, never by the
 /// store's own contents.
 pub(crate) struct StoreRoot {
     pub inner: Arc<StoreInner>,
-    pinned: Mutex<Vec<Arc<InstanceInner>>>,
+    pinned: Mutex<Vec<Arc<dyn Pinned>>>,
 }
 
 /// The state compiled code and the runtime share for one store.
@@ -117,13 +130,13 @@ impl StoreRoot {
     }
 
     /// The instances kept alive as long as the store.
-    pub fn pinned(&self) -> std::sync::MutexGuard<'_, Vec<Arc<InstanceInner>>> {
+    pub fn pinned(&self) -> std::sync::MutexGuard<'_, Vec<Arc<dyn Pinned>>> {
         self.pinned.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Keeps `instance` alive as long as the store (idempotent).
-    pub fn pin(&self, instance: &Arc<InstanceInner>) {
-        if !instance.pinned.swap(true, Ordering::AcqRel) {
+    pub fn pin<P: Pinned + 'static>(&self, instance: &Arc<P>) {
+        if !instance.pinned_flag().swap(true, Ordering::AcqRel) {
             self.pinned.lock().unwrap_or_else(|e| e.into_inner()).push(instance.clone());
         }
     }
@@ -203,7 +216,7 @@ impl StoreInner {
 
     /// Pins `instance` (an instance of this store) to the store's root. Values only enter
     /// wasm while a handle of the store is alive (the one being called or written through).
-    pub fn pin(&self, instance: &Arc<InstanceInner>) {
+    pub fn pin<P: Pinned + 'static>(&self, instance: &Arc<P>) {
         self.root().expect("values enter a store's wasm while one of its handles is alive").pin(instance);
     }
 

@@ -144,3 +144,14 @@ pub(crate) enum TablePlacement {
     /// In `InstanceInner::tables[i]`.
     Own(usize),
 }
+
+impl crate::vm::store::Pinned for InstanceInner {
+    fn pinned_flag(&self) -> &AtomicBool {
+        &self.pinned
+    }
+
+    unsafe fn visit_references(&self, visit: &mut dyn FnMut(*mut u64)) {
+        // SAFETY: forwarded from the caller.
+        unsafe { InstanceInner::visit_references(self, visit) }
+    }
+}
