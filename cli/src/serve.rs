@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// apart from the guests' traffic.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// How long a client may take to send a request's headers, and then its body (408), before
+    /// the connection is closed: a slow or silent client cannot hold one for ever.
+    #[arg(long, value_name = "DURATION", value_parser = options::parse_duration, default_value = "10s")]
+    read_timeout: Duration,
     /// Bytes of each guest memory that stay resident between requests: the pages a request
     /// wrote are reset in place, with no system call or page fault for the next request, as
     /// long as they fit (see `RegionConfig::keep_resident`); the rest go back to the kernel.
@@ -118,6 +122,7 @@ pub fn serve_command(args: ServeArgs) -> Result<ExitCode> {
         max_response: args.max_response,
         name: args.module.display().to_string(),
         admin: args.admin,
+        read_timeout: args.read_timeout,
     };
     kiln_serve::serve(config, engine)?;
     drop(loaded);

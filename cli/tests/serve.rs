@@ -281,3 +281,32 @@ fn the_readme_handlers_answer_as_the_readme_says() {
     }
     assert!(served >= 2, "the README serves at least its C and its wat handler");
 }
+
+#[test]
+fn slow_clients_cannot_hold_a_connection() {
+    let server = Server::start(&handler(), &["--workers", "1", "--read-timeout", "500ms"]);
+    let addr = server.addr;
+    let closed_within = |stream: &mut TcpStream, limit: Duration| {
+        stream.set_read_timeout(Some(limit)).unwrap();
+        let mut rest = Vec::new();
+        // The server closes the connection (with or without a response): the read ends.
+        stream.read_to_end(&mut rest).map(|_| String::from_utf8_lossy(&rest).into_owned())
+    };
+    // Headers that never end.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent.write_all(b"GET /hello HTTP/1.1\r\nHost: test\r\n").unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5)).is_ok(),
+        "a connection with unfinished headers stayed open"
+    );
+    // A body that never arrives.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\nConnection: close\r\n\r\nabc")
+        .unwrap();
+    let answer =
+        closed_within(&mut slow, Duration::from_secs(5)).expect("a connection with a missing body stayed open");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    // The server is not worse for it.
+    assert_eq!(request(addr, "GET", "/hello", b""), (200, "Hello, world!\n".to_string()));
+    server.stop();
+}

@@ -75,6 +75,9 @@ pub struct Config {
     pub name: String,
     /// Where to serve `GET /metrics` (the counters, in Prometheus' text format), if anywhere.
     pub admin: Option<SocketAddr>,
+    /// How long a client may take to send a request's headers, and then its body: a slow or
+    /// silent client must not hold a connection (and its memory) for ever.
+    pub read_timeout: Duration,
 }
 
 struct Job<J> {
@@ -95,6 +98,7 @@ struct Server<E: Engine> {
     /// Requests being answered (for a graceful stop).
     in_flight: AtomicUsize,
     metrics: Arc<Metrics>,
+    read_timeout: Duration,
 }
 
 /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and returns. Prints
@@ -128,6 +132,7 @@ pub fn serve<E: Engine>(config: Config, engine: E) -> Result<()> {
         max_request_body: config.max_request_body,
         in_flight: AtomicUsize::new(0),
         metrics,
+        read_timeout: config.read_timeout,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -171,6 +176,7 @@ async fn listen<E: Engine>(server: Arc<Server<E>>, config: &Config) -> Result<()
                 };
                 let _ = stream.set_nodelay(true);
                 let server = server.clone();
+                let read_timeout = server.read_timeout;
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let server = server.clone();
@@ -178,6 +184,8 @@ async fn listen<E: Engine>(server: Arc<Server<E>>, config: &Config) -> Result<()
                     });
                     // A client that goes away mid-request is not the server's problem.
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(read_timeout)
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
@@ -274,11 +282,16 @@ async fn answer<E: Engine>(
     if declared.is_some_and(|n| n > server.max_request_body as u64) {
         return Err(too_large());
     }
-    let body = match Limited::new(body, server.max_request_body).collect().await {
-        Ok(collected) => collected.to_bytes().to_vec(),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(err) => return Err((StatusCode::BAD_REQUEST, format!("cannot read the body: {err}"))),
-    };
+    let body =
+        match tokio::time::timeout(server.read_timeout, Limited::new(body, server.max_request_body).collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes().to_vec(),
+            Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Ok(Err(err)) => return Err((StatusCode::BAD_REQUEST, format!("cannot read the body: {err}"))),
+            Err(_) => {
+                let reason = format!("the body did not arrive within {:?}", server.read_timeout);
+                return Err((StatusCode::REQUEST_TIMEOUT, reason));
+            }
+        };
     let request = RequestInfo {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),

@@ -108,6 +108,7 @@ fn main() -> Result<()> {
         max_response: 16 << 20,
         name: module_name,
         admin: None,
+        read_timeout: Duration::from_secs(10),
     };
     kiln_serve::serve(config, Peer { engine, pre })
 }
