@@ -154,7 +154,7 @@ impl Caller<'_> {
 /// [`Waiter::interrupted`] after getting it and whenever it is readable (it may also be
 /// readable spuriously, after an interrupt that was cleared).
 pub struct Waiter {
-    store: Arc<crate::vm::store::StoreInner>,
+    store: Arc<StoreInner>,
 }
 
 impl Waiter {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::load::Module;
 use crate::region::Slot;
 use crate::vm::storage::TableStorage;
-use crate::vm::store::StoreInner;
+use crate::vm::store::{Pinned, StoreInner};
 
 /// Everything an instance owns. Its address is stored in the VM context header, so libcalls
 /// and host functions can find it.
@@ -33,8 +33,9 @@ pub(crate) struct InstanceInner {
     /// Per element segment: its evaluated elements, `None` once dropped.
     pub elements: RefCell<Vec<Option<Vec<usize>>>>,
     /// What it was instantiated with (the embedder's handles, detached from the store's
-    /// root), kept alive as long as it is: its VM context points into them. `None` without
-    /// imports (no allocation on the lifecycle of a module that imports nothing).
+    /// root), kept alive as long as it is: its VM context points into them; `Instance::reset`
+    /// links them again. `None` without imports (no allocation on the lifecycle of a module
+    /// that imports nothing).
     pub imports: Option<Box<dyn Any + Send + Sync>>,
     /// Whether the store's root keeps it alive (see [`crate::vm::store`]).
     pub pinned: AtomicBool,
@@ -145,7 +146,7 @@ pub(crate) enum TablePlacement {
     Own(usize),
 }
 
-impl crate::vm::store::Pinned for InstanceInner {
+impl Pinned for InstanceInner {
     fn pinned_flag(&self) -> &AtomicBool {
         &self.pinned
     }
