@@ -57,6 +57,9 @@ pub struct ServeArgs {
     /// apart from the guests' traffic.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// Log only the requests that fail (with their reason), not every request.
+    #[arg(long)]
+    quiet: bool,
     /// How long a client may take to send a request's headers, and then its body (408), before
     /// the connection is closed: a slow or silent client cannot hold one for ever.
     #[arg(long, value_name = "DURATION", value_parser = options::parse_duration, default_value = "10s")]
@@ -123,6 +126,7 @@ pub fn serve_command(args: ServeArgs) -> Result<ExitCode> {
         name: args.module.display().to_string(),
         admin: args.admin,
         read_timeout: args.read_timeout,
+        log_requests: !args.quiet,
     };
     kiln_serve::serve(config, engine)?;
     drop(loaded);

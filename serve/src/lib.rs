@@ -78,6 +78,8 @@ pub struct Config {
     /// How long a client may take to send a request's headers, and then its body: a slow or
     /// silent client must not hold a connection (and its memory) for ever.
     pub read_timeout: Duration,
+    /// Log every request (else only the failures).
+    pub log_requests: bool,
 }
 
 struct Job<J> {
@@ -99,6 +101,7 @@ struct Server<E: Engine> {
     in_flight: AtomicUsize,
     metrics: Arc<Metrics>,
     read_timeout: Duration,
+    log_requests: bool,
 }
 
 /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and returns. Prints
@@ -133,6 +136,7 @@ pub fn serve<E: Engine>(config: Config, engine: E) -> Result<()> {
         in_flight: AtomicUsize::new(0),
         metrics,
         read_timeout: config.read_timeout,
+        log_requests: config.log_requests,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -256,7 +260,8 @@ async fn handle<E: Engine>(
     let (status, ms) = (response.status().as_u16(), took.as_secs_f64() * 1e3);
     match reason {
         Some(reason) => eprintln!("kiln serve: {line} status={status} ms={ms:.3} reason={reason:?}"),
-        None => eprintln!("kiln serve: {line} status={status} ms={ms:.3}"),
+        None if server.log_requests => eprintln!("kiln serve: {line} status={status} ms={ms:.3}"),
+        None => {}
     }
     response
 }

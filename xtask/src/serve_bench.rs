@@ -81,7 +81,7 @@ fn cargo(args: &[&str]) -> Result<()> {
 fn kiln_command(release: &Path, wasm: &Path, out_dir: &Path) -> Command {
     let mut command = Command::new(release.join("kiln"));
     command
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", &WORKERS.to_string()])
+        .args(["serve", "--quiet", "--listen", "127.0.0.1:0", "--workers", &WORKERS.to_string()])
         .arg(wasm)
         .env("KILN_CACHE_DIR", out_dir.join("kiln-cache"));
     command

@@ -109,6 +109,8 @@ fn main() -> Result<()> {
         name: module_name,
         admin: None,
         read_timeout: Duration::from_secs(10),
+        // As `kiln serve --quiet`, which the benchmarks run: only failures are logged.
+        log_requests: false,
     };
     kiln_serve::serve(config, Peer { engine, pre })
 }
