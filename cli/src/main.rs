@@ -330,12 +330,7 @@ struct RunArgs {
 }
 
 fn run_command(args: RunArgs) -> Result<ExitCode> {
-    if args.wasm.iter().any(|o| o == "help") {
-        options::print_help('W', options::WASM_HELP)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if args.wasi.iter().any(|o| o == "help") {
-        options::print_help('S', options::WASI_HELP)?;
+    if options::print_help_if_asked(&args.wasm, &args.wasi)? {
         return Ok(ExitCode::SUCCESS);
     }
     let mut wasm = options::parse_wasm(&args.wasm)?;

@@ -192,6 +192,19 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
 }
 
+/// Prints the `-W` or `-S` option list if `help` is among `wasm` or `wasi`; whether it did.
+pub fn print_help_if_asked(wasm: &[String], wasi: &[String]) -> Result<bool> {
+    if wasm.iter().any(|o| o == "help") {
+        print_help('W', WASM_HELP)?;
+        return Ok(true);
+    }
+    if wasi.iter().any(|o| o == "help") {
+        print_help('S', WASI_HELP)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// `--env K=V` (or `--env K`, the host's value) arguments as pairs.
 pub fn parse_envs(envs: &[String]) -> Result<Vec<(String, String)>> {
     envs.iter()

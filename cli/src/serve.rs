@@ -71,7 +71,7 @@ pub struct ServeArgs {
     keep_resident: usize,
     /// The module (.wasm or .wat): a WASI command, run once per request.
     #[arg(value_name = "MODULE")]
-    module: PathBuf,
+    module: Option<PathBuf>,
 }
 
 /// Bytes per slot kept resident by default: a server has a slot per worker, so keeping what a
@@ -82,24 +82,19 @@ const DEFAULT_KEEP_RESIDENT: usize = 2 << 20;
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn serve_command(args: ServeArgs) -> Result<ExitCode> {
-    if args.wasm.iter().any(|o| o == "help") {
-        options::print_help('W', options::WASM_HELP)?;
+    if options::print_help_if_asked(&args.wasm, &args.wasi)? {
         return Ok(ExitCode::SUCCESS);
     }
-    if args.wasi.iter().any(|o| o == "help") {
-        options::print_help('S', options::WASI_HELP)?;
-        return Ok(ExitCode::SUCCESS);
-    }
+    let Some(module) = &args.module else {
+        bail!("kiln serve needs a MODULE to serve (see `kiln serve --help`)");
+    };
     let wasm = options::parse_wasm(&args.wasm)?;
     let wasi = options::parse_wasi(&args.wasi)?;
     let policy =
         modules::Policy { allow_precompiled: false, verify: None, fuel: wasm.fuel.is_some(), features: wasm.features };
-    let loaded = modules::load(&args.module, &policy)?;
+    let loaded = modules::load(module, &policy)?;
     if !loaded.module.metadata().exports.iter().any(|e| e.name == "_start") {
-        bail!(
-            "{} is not a WASI command: it exports no `_start`, which kiln serve runs per request",
-            args.module.display()
-        );
+        bail!("{} is not a WASI command: it exports no `_start`, which kiln serve runs per request", module.display());
     }
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     // A slot per worker: each runs one guest at a time.
@@ -110,7 +105,7 @@ pub fn serve_command(args: ServeArgs) -> Result<ExitCode> {
         module: loaded.module.clone(),
         region,
         limits: wasm.limits,
-        argv0: args.module.display().to_string(),
+        argv0: module.display().to_string(),
         envs: options::parse_envs(&args.envs)?,
         dirs: options::parse_dirs(&args.dirs)?,
         max_open_files: wasi.max_open_files,
@@ -123,7 +118,7 @@ pub fn serve_command(args: ServeArgs) -> Result<ExitCode> {
         deadline: wasm.timeout.unwrap_or(DEFAULT_DEADLINE),
         max_request_body: args.max_request_body,
         max_response: args.max_response,
-        name: args.module.display().to_string(),
+        name: module.display().to_string(),
         admin: args.admin,
         read_timeout: args.read_timeout,
         log_requests: !args.quiet,

@@ -310,3 +310,17 @@ fn slow_clients_cannot_hold_a_connection() {
     assert_eq!(request(addr, "GET", "/hello", b""), (200, "Hello, world!\n".to_string()));
     server.stop();
 }
+
+#[test]
+fn serve_explains_its_options_and_what_is_missing() {
+    let kiln = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().unwrap();
+    let help = kiln(&["serve", "-W", "help"]);
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("timeout=DURATION"));
+    let missing = kiln(&["serve"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("kiln serve needs a MODULE"));
+    let usage = kiln(&["serve", "--help"]);
+    for flag in ["--listen", "--workers", "--queue", "--admin", "--read-timeout", "--max-response"] {
+        assert!(String::from_utf8_lossy(&usage.stdout).contains(flag), "--help does not mention {flag}");
+    }
+}
