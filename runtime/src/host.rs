@@ -191,7 +191,6 @@ type Callback = dyn Fn(&mut Caller<'_>, &[Val], &mut [Val]) -> Result<(), HostEr
 pub(crate) struct HostFuncInner {
     pub vm: VMHostFuncContext,
     pub ty: FuncType,
-    pub type_id: u32,
     callback: Box<Callback>,
 }
 
@@ -223,7 +222,6 @@ impl Func {
         let mut inner = Arc::new(HostFuncInner {
             vm: VMHostFuncContext { host_fn: host_call_entry as *const u8, data: std::ptr::null_mut() },
             ty,
-            type_id,
             callback: Box::new(callback),
         });
         let self_ptr = Arc::as_ptr(&inner) as *mut u8;
