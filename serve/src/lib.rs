@@ -95,13 +95,10 @@ struct Job<J> {
 struct Server<E: Engine> {
     engine: Arc<E>,
     jobs: crossbeam_channel::Sender<Job<E::Job>>,
-    deadline: Duration,
-    max_request_body: usize,
+    config: Config,
     /// Requests being answered (for a graceful stop).
     in_flight: AtomicUsize,
     metrics: Arc<Metrics>,
-    read_timeout: Duration,
-    log_requests: bool,
 }
 
 /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and returns. Prints
@@ -128,23 +125,14 @@ pub fn serve<E: Engine>(config: Config, engine: E) -> Result<()> {
             .context("cannot start a worker thread")?;
         threads.push(thread);
     }
-    let server = Arc::new(Server {
-        engine,
-        jobs,
-        deadline: config.deadline,
-        max_request_body: config.max_request_body,
-        in_flight: AtomicUsize::new(0),
-        metrics,
-        read_timeout: config.read_timeout,
-        log_requests: config.log_requests,
-    });
+    let server = Arc::new(Server { engine, jobs, config, in_flight: AtomicUsize::new(0), metrics });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("kiln-serve-io")
         .enable_all()
         .build()
         .context("cannot start the I/O runtime")?;
-    let result = runtime.block_on(listen(server.clone(), &config));
+    let result = runtime.block_on(listen(server.clone()));
     // The workers stop when the queue's last sender goes.
     drop(server);
     drop(runtime);
@@ -155,7 +143,8 @@ pub fn serve<E: Engine>(config: Config, engine: E) -> Result<()> {
 }
 
 /// Accepts connections until SIGINT or SIGTERM, then waits for the requests in flight.
-async fn listen<E: Engine>(server: Arc<Server<E>>, config: &Config) -> Result<()> {
+async fn listen<E: Engine>(server: Arc<Server<E>>) -> Result<()> {
+    let config = &server.config;
     let addr = config.listen;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
@@ -180,7 +169,7 @@ async fn listen<E: Engine>(server: Arc<Server<E>>, config: &Config) -> Result<()
                 };
                 let _ = stream.set_nodelay(true);
                 let server = server.clone();
-                let read_timeout = server.read_timeout;
+                let read_timeout = server.config.read_timeout;
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let server = server.clone();
@@ -200,7 +189,7 @@ async fn listen<E: Engine>(server: Arc<Server<E>>, config: &Config) -> Result<()
     }
     drop(listener);
     eprintln!("kiln serve: stopping; finishing the requests in flight");
-    let give_up = Instant::now() + server.deadline + Duration::from_secs(1);
+    let give_up = Instant::now() + server.config.deadline + Duration::from_secs(1);
     while server.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < give_up {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -260,7 +249,7 @@ async fn handle<E: Engine>(
     let (status, ms) = (response.status().as_u16(), took.as_secs_f64() * 1e3);
     match reason {
         Some(reason) => eprintln!("kiln serve: {line} status={status} ms={ms:.3} reason={reason:?}"),
-        None if server.log_requests => eprintln!("kiln serve: {line} status={status} ms={ms:.3}"),
+        None if server.config.log_requests => eprintln!("kiln serve: {line} status={status} ms={ms:.3}"),
         None => {}
     }
     response
@@ -282,18 +271,19 @@ async fn answer<E: Engine>(
     remote: SocketAddr,
     local: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, (StatusCode, String)> {
-    let too_large = || (StatusCode::PAYLOAD_TOO_LARGE, format!("body over {} bytes", server.max_request_body));
+    let config = &server.config;
+    let too_large = || (StatusCode::PAYLOAD_TOO_LARGE, format!("body over {} bytes", config.max_request_body));
     let declared = parts.headers.get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > server.max_request_body as u64) {
+    if declared.is_some_and(|n| n > config.max_request_body as u64) {
         return Err(too_large());
     }
     let body =
-        match tokio::time::timeout(server.read_timeout, Limited::new(body, server.max_request_body).collect()).await {
+        match tokio::time::timeout(config.read_timeout, Limited::new(body, config.max_request_body).collect()).await {
             Ok(Ok(collected)) => collected.to_bytes().to_vec(),
             Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
             Ok(Err(err)) => return Err((StatusCode::BAD_REQUEST, format!("cannot read the body: {err}"))),
             Err(_) => {
-                let reason = format!("the body did not arrive within {:?}", server.read_timeout);
+                let reason = format!("the body did not arrive within {:?}", config.read_timeout);
                 return Err((StatusCode::REQUEST_TIMEOUT, reason));
             }
         };
@@ -318,7 +308,7 @@ async fn answer<E: Engine>(
             return Err((StatusCode::SERVICE_UNAVAILABLE, "the server is stopping".into()));
         }
     }
-    let outcome = match tokio::time::timeout(server.deadline, &mut replied).await {
+    let outcome = match tokio::time::timeout(config.deadline, &mut replied).await {
         Ok(outcome) => outcome,
         Err(_) => {
             // Too long (in the queue or running): stop the guest, and the worker answers at once.
