@@ -15,31 +15,11 @@ use std::path::{Path, PathBuf};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+#[path = "support/markdown.rs"]
+mod markdown;
+use markdown::blocks;
+
 const README: &str = include_str!("../../README.md");
-
-/// A fenced block: its info string and its text.
-struct Block<'a> {
-    info: &'a str,
-    text: String,
-}
-
-/// The fenced blocks of a Markdown text, in order.
-fn blocks(markdown: &str) -> Vec<Block<'_>> {
-    let mut blocks = Vec::new();
-    let mut open: Option<Block<'_>> = None;
-    for line in markdown.lines() {
-        match (&mut open, line.strip_prefix("```")) {
-            (None, Some(info)) => open = Some(Block { info: info.trim(), text: String::new() }),
-            (Some(_), Some("")) => blocks.extend(open.take()),
-            (Some(block), _) => {
-                block.text.push_str(line);
-                block.text.push('\n');
-            }
-            (None, None) => {}
-        }
-    }
-    blocks
-}
 
 /// The README as trycmd reads transcripts: it drops the newline at the end of each command's
 /// expected output (so that output without one can be written), and a console prints one, so
@@ -89,13 +69,7 @@ fn readme_commands(scratch: &Path) -> Result<(), Failed> {
     let _ = std::fs::remove_dir_all(scratch);
     let files = scratch.join("readme.in");
     std::fs::create_dir_all(&files)?;
-    for block in &blocks {
-        if let Some(name) = block.info.split_whitespace().find_map(|word| word.strip_prefix("file=")) {
-            let path = files.join(name);
-            std::fs::create_dir_all(path.parent().expect("a file in the scratch directory"))?;
-            std::fs::write(path, &block.text)?;
-        }
-    }
+    markdown::write_files(&blocks, &files)?;
     std::fs::write(scratch.join("readme.md"), with_final_newlines(README))?;
 
     let clang = on_path("clang-14").ok_or("clang-14 is not on PATH")?;

@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[path = "support/markdown.rs"]
+mod markdown;
+
 const README: &str = include_str!("../../README.md");
 
 /// A running `kiln serve` and the log lines it wrote so far.
@@ -211,30 +214,14 @@ fn the_readme_handlers_answer_as_the_readme_says() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-readme");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
-    let mut open: Option<(String, Vec<String>)> = None;
-    for line in README.lines() {
-        match (&mut open, line.strip_prefix("```")) {
-            (None, Some(info)) => open = Some((info.trim().to_string(), Vec::new())),
-            (Some(_), Some("")) => blocks.extend(open.take()),
-            (Some((_, lines)), _) => lines.push(line.to_string()),
-            (None, None) => {}
-        }
-    }
-    for (info, lines) in &blocks {
-        if let Some(name) = info.split_whitespace().find_map(|w| w.strip_prefix("file=")) {
-            let path = dir.join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, lines.join("\n") + "\n").unwrap();
-        }
-    }
+    let blocks = markdown::blocks(README);
+    markdown::write_files(&blocks, &dir).unwrap();
     let mut served = 0;
-    for (_, lines) in blocks.iter().filter(|(info, _)| info == "sh serve") {
+    for block in blocks.iter().filter(|b| b.info == "sh serve") {
         let mut server: Option<(Server, String)> = None;
-        let mut commands = lines.iter().peekable();
+        let mut commands = block.text.lines().peekable();
         while let Some(command) = commands.next() {
-            let expected: Vec<&str> =
-                std::iter::from_fn(|| commands.next_if(|l| !l.starts_with("$ ")).map(String::as_str)).collect();
+            let expected: Vec<&str> = std::iter::from_fn(|| commands.next_if(|l| !l.starts_with("$ "))).collect();
             let words: Vec<&str> = command.split_whitespace().collect();
             match words.as_slice() {
                 ["$", "kiln", "serve", options @ .., module] => {
