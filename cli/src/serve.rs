@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use kiln_runtime::{
-    CallError, Instance, InstantiationError, Module, Region, RegionConfig, Store, StoreLimits, Trap, TrapCode,
+    CallError, Extern, Instance, InstantiationError, Module, Region, RegionConfig, Store, StoreLimits, Trap, TrapCode,
 };
 use kiln_serve::{Outcome, RequestInfo, StatusCode, Stop};
 use kiln_wasi::{OutputCapture, WasiCtxBuilder};
@@ -102,6 +102,7 @@ pub fn serve_command(args: ServeArgs) -> Result<ExitCode> {
         Region::new(RegionConfig { slots: workers, keep_resident: args.keep_resident, ..RegionConfig::default() })
             .context("cannot reserve the slots for the workers")?;
     let engine = Kiln {
+        imports: kiln_wasi::shared_imports(&loaded.module)?,
         module: loaded.module.clone(),
         region,
         limits: wasm.limits,
@@ -131,6 +132,8 @@ pub fn serve_command(args: ServeArgs) -> Result<ExitCode> {
 /// Kiln as `kiln serve`'s engine.
 struct Kiln {
     module: Module,
+    /// The module's WASI functions, made once: each request's store carries its context.
+    imports: Vec<Extern>,
     region: Region,
     limits: StoreLimits,
     argv0: String,
@@ -165,22 +168,22 @@ impl kiln_serve::Engine for Kiln {
             .stdin_bytes(body)
             .stdout_capture(&stdout)
             .stderr_capture(&stderr);
-        for (key, value) in kiln_serve::cgi::environment(&request).iter().chain(&self.envs) {
+        for (key, value) in kiln_serve::cgi::environment(&request) {
+            builder = builder.env(key, value);
+        }
+        for (key, value) in &self.envs {
             builder = builder.env(key, value);
         }
         for (host, guest) in &self.dirs {
             builder = builder.preopened_dir(host, guest);
         }
-        let imports = match builder.build().and_then(|ctx| kiln_wasi::imports(&self.module, ctx)) {
-            Ok(imports) => imports,
-            Err(err) => {
-                return Outcome::failed(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot set up WASI: {err}"))
-            }
-        };
+        if let Err(err) = builder.build().and_then(|ctx| kiln_wasi::attach(&store, ctx)) {
+            return Outcome::failed(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot set up WASI: {err}"));
+        }
         if let Some(fuel) = self.fuel {
             store.set_fuel(fuel);
         }
-        let ended = match Instance::new_in_store(&self.region, &store, &self.module, &imports) {
+        let ended = match Instance::new_in_store(&self.region, &store, &self.module, &self.imports) {
             Ok(instance) => match instance.get_func("_start") {
                 Some(start) => kiln_wasi::exit_status(start.call(&[])),
                 None => return Outcome::failed(StatusCode::INTERNAL_SERVER_ERROR, "the module exports no `_start`"),

@@ -78,7 +78,7 @@ impl<'a> GuestBytes<'a> {
 #[error("deadline exceeded")]
 pub struct Interrupted;
 
-impl Caller<'_> {
+impl<'a> Caller<'a> {
     /// The memory definition of the caller's memory `index`, if it has one.
     fn memory_definition(&self, index: u32) -> Option<(&VMMemoryDefinition, bool)> {
         let meta = &self.instance.module.inner.meta;
@@ -140,6 +140,14 @@ impl Caller<'_> {
     /// and return `Err(HostError(Box::new(Interrupted)))`.
     pub fn interrupted(&self) -> bool {
         self.instance.store.interrupted()
+    }
+
+    /// The data attached to the caller's store with [`Store::set_data`](crate::Store::set_data),
+    /// if it is a `T`. Borrowed from the store, not from the caller, so the caller's memory can
+    /// be borrowed at the same time.
+    pub fn data<T: std::any::Any>(&self) -> Option<&'a T> {
+        let instance: &'a InstanceInner = self.instance;
+        instance.store.data.get()?.as_ref().downcast_ref()
     }
 
     /// What a host function that blocks needs to stop when the store is interrupted (see

@@ -87,6 +87,25 @@ impl Store {
         self.root.inner.bind().then(|| StoreBinding { store: self.root.clone(), _not_send: PhantomData })
     }
 
+    /// Attaches `data` to the store, for its host functions to find with
+    /// [`Caller::data`](crate::Caller::data): the state they need per store (a request's WASI
+    /// context, say), so that the functions themselves can be made once and shared by every
+    /// store. Set once, for the store's life: `Err(data)` if the store already has data. (Data
+    /// that holds one of the store's own instances or functions keeps the store alive for ever.)
+    pub fn set_data<T: Any + Send + Sync>(&self, data: T) -> Result<(), T> {
+        let mut data = Some(data);
+        let _ = self.root.inner.data.get_or_init(|| Box::new(data.take().expect("taken once")));
+        match data {
+            None => Ok(()),
+            Some(refused) => Err(refused),
+        }
+    }
+
+    /// The data attached with [`Self::set_data`], if it is a `T`.
+    pub fn data<T: Any>(&self) -> Option<&T> {
+        self.root.inner.data.get()?.as_ref().downcast_ref()
+    }
+
     /// Number of instances pinned to this store (alive until the store's last handle goes).
     pub fn pinned_instances(&self) -> usize {
         self.root.pinned().len()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kiln_runtime::{
     CallError, Extern, Func, FuncType, HostError, Instance, InstantiationError, LoadError, Module, Region,
-    RegionConfig, Trap, TrapCode, Val, ValType,
+    RegionConfig, Store, Trap, TrapCode, Val, ValType,
 };
 
 /// Compiles `wat` into a shared object inside `dir`.
@@ -504,6 +504,35 @@ fn host_functions_are_called_and_their_errors_become_traps() {
     }
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(instance.call("twice", &[Val::I32(-3)]).unwrap(), vec![Val::I32(-6)]);
+}
+
+/// A host function made once finds each calling store's own data, of the type asked for; a
+/// store's data is set once.
+#[test]
+fn host_functions_find_the_data_of_the_calling_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = r#"(module (import "host" "tenant" (func $t (result i32))) (func (export "f") (result i32) (call $t)))"#;
+    let module = load(compile(dir.path(), "data", wat)).unwrap();
+    let tenant = Func::new_host(FuncType { params: vec![], results: vec![ValType::I32] }, |caller, _, results| {
+        results[0] = Val::I32(match (caller.data::<u32>(), caller.data::<String>()) {
+            (Some(n), None) => *n as i32,
+            (None, _) => -1,
+            (Some(_), Some(_)) => unreachable!("one store, one piece of data"),
+        });
+        Ok(())
+    });
+    let imports = [Extern::Func(tenant)];
+    let region = region(1);
+    for n in [7u32, 9] {
+        let store = Store::new();
+        assert_eq!(store.set_data(n), Ok(()));
+        assert_eq!(store.set_data(0u32), Err(0), "the data is set once");
+        assert_eq!((store.data::<u32>(), store.data::<u64>()), (Some(&n), None));
+        let instance = Instance::new_in_store(&region, &store, &module, &imports).unwrap();
+        assert_eq!(instance.call("f", &[]).unwrap(), vec![Val::I32(n as i32)]);
+    }
+    let instance = Instance::new_in_store(&region, &Store::new(), &module, &imports).unwrap();
+    assert_eq!(instance.call("f", &[]).unwrap(), vec![Val::I32(-1)]);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! programs: the request line and headers arrive as environment variables, the body on stdin;
 //! the guest writes CGI response headers, a blank line and the body to stdout.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use hyper::http::{HeaderName, HeaderValue, StatusCode};
@@ -22,39 +23,42 @@ pub struct RequestInfo {
 
 /// The CGI environment of a request, as `(name, value)` pairs. Header values that are not
 /// UTF-8 are left out (WASI's environment is strings).
-pub fn environment(request: &RequestInfo) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("GATEWAY_INTERFACE".to_string(), "CGI/1.1".to_string()),
+pub fn environment(request: &RequestInfo) -> Vec<(Cow<'static, str>, Cow<'_, str>)> {
+    let remote = request.remote.ip().to_string();
+    let mut env: Vec<(Cow<'static, str>, Cow<'_, str>)> = Vec::with_capacity(16 + request.headers.len());
+    env.extend([
+        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
         ("SERVER_SOFTWARE".into(), concat!("kiln/", env!("CARGO_PKG_VERSION")).into()),
-        ("SERVER_PROTOCOL".into(), request.protocol.clone()),
-        ("SERVER_NAME".into(), request.local.ip().to_string()),
-        ("SERVER_PORT".into(), request.local.port().to_string()),
-        ("REQUEST_METHOD".into(), request.method.clone()),
-        ("SCRIPT_NAME".into(), String::new()),
-        ("PATH_INFO".into(), request.path.clone()),
-        ("X_RAW_PATH_INFO".into(), request.path.clone()),
-        ("QUERY_STRING".into(), request.query.clone()),
-        ("REMOTE_ADDR".into(), request.remote.ip().to_string()),
-        ("REMOTE_HOST".into(), request.remote.ip().to_string()),
-        ("CONTENT_LENGTH".into(), request.body_len.to_string()),
-    ];
+        ("SERVER_PROTOCOL".into(), request.protocol.as_str().into()),
+        ("SERVER_NAME".into(), request.local.ip().to_string().into()),
+        ("SERVER_PORT".into(), request.local.port().to_string().into()),
+        ("REQUEST_METHOD".into(), request.method.as_str().into()),
+        ("SCRIPT_NAME".into(), "".into()),
+        ("PATH_INFO".into(), request.path.as_str().into()),
+        ("X_RAW_PATH_INFO".into(), request.path.as_str().into()),
+        ("QUERY_STRING".into(), request.query.as_str().into()),
+        ("REMOTE_ADDR".into(), remote.clone().into()),
+        ("REMOTE_HOST".into(), remote.into()),
+        ("CONTENT_LENGTH".into(), request.body_len.to_string().into()),
+    ]);
     for (name, value) in &request.headers {
         let Ok(value) = std::str::from_utf8(value) else { continue };
-        let key = match name.as_str() {
+        let key: Cow<'static, str> = match name.as_str() {
             // RFC 3875 gives these two their own names.
-            "content-type" => "CONTENT_TYPE".to_string(),
+            "content-type" => "CONTENT_TYPE".into(),
             "content-length" => continue,
             // Credentials stay with the server (as RFC 3875 recommends).
             "authorization" | "proxy-authorization" => continue,
-            _ => format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_")),
+            _ => format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_")).into(),
         };
         match env.iter_mut().find(|(k, _)| *k == key) {
             // Repeated headers are joined, as HTTP allows for lists.
             Some((_, existing)) => {
+                let existing = existing.to_mut();
                 existing.push_str(", ");
                 existing.push_str(value);
             }
-            None => env.push((key, value.to_string())),
+            None => env.push((key, value.into())),
         }
     }
     env
@@ -161,8 +165,9 @@ mod tests {
 
     #[test]
     fn the_environment_carries_the_request_line_and_headers() {
-        let env = environment(&request());
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let request = request();
+        let env = environment(&request);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_ref());
         assert_eq!(get("REQUEST_METHOD"), Some("POST"));
         assert_eq!(get("PATH_INFO"), Some("/hello/world"));
         assert_eq!(get("QUERY_STRING"), Some("a=1&b=2"));

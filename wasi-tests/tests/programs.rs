@@ -113,6 +113,49 @@ fn source_lines_of(object_bytes: &[u8], suffix: &str) -> Result<Vec<(String, u64
     Ok(found)
 }
 
+/// WASI functions made once (`shared_imports`) serve each store from the context attached to
+/// it: two tenants interleaved on one slot each see only their own environment and write only
+/// to their own output, and a store with no context traps instead of borrowing another's.
+fn shared_imports() -> TestResult {
+    use kiln_runtime::{CallError, Instance, Module, Region, RegionConfig, Store};
+    let err = |e: &dyn std::fmt::Display| Failed::from(format!("{e}"));
+    let wasm = std::fs::read(build("args_env")?).map_err(|e| err(&e))?;
+    let so = scratch().join("args_env_shared.so");
+    kiln_compiler::Compiler::new().and_then(|c| c.compile_to_file(&wasm, &so)).map_err(|e| err(&e))?;
+    // SAFETY: compiled just above into the test's scratch directory.
+    let module = unsafe { Module::load(&so) }.map_err(|e| err(&e))?;
+    let region = Region::new(RegionConfig { slots: 1, ..RegionConfig::default() }).map_err(|e| err(&e))?;
+    let imports = kiln_wasi::shared_imports(&module).map_err(|e| err(&e))?;
+    for round in 0..3 {
+        for tenant in ["alice", "bob"] {
+            let store = Store::new();
+            let stdout = kiln_wasi::OutputCapture::new(4096);
+            let ctx = kiln_wasi::WasiCtxBuilder::new()
+                .arg("args_env")
+                .env("TENANT", tenant)
+                .stdout_capture(&stdout)
+                .build()
+                .map_err(|e| err(&e))?;
+            kiln_wasi::attach(&store, ctx).map_err(|e| err(&e))?;
+            let second = kiln_wasi::WasiCtxBuilder::new().build().map_err(|e| err(&e))?;
+            if kiln_wasi::attach(&store, second).is_ok() {
+                return Err("a store keeps its first context".into());
+            }
+            let instance = Instance::new_in_store(&region, &store, &module, &imports).map_err(|e| err(&e))?;
+            let status = kiln_wasi::exit_status(instance.call("_start", &[])).map_err(|e| err(&e))?;
+            let said = String::from_utf8_lossy(&stdout.take()).into_owned();
+            if status != 0 || said != format!("argc=1\nenv TENANT={tenant}\n") {
+                return Err(format!("round {round}, {tenant}: status {status}, output {said:?}").into());
+            }
+        }
+    }
+    let instance = Instance::new_in_store(&region, &Store::new(), &module, &imports).map_err(|e| err(&e))?;
+    match instance.call("_start", &[]) {
+        Err(CallError::Trap(trap)) if trap.to_string().contains("no WASI context") => Ok(()),
+        other => Err(format!("a store without a context traps, not {other:?}").into()),
+    }
+}
+
 fn args_env() -> TestResult {
     let options = RunOptions {
         args: &["one", "two words", "--flag"],
@@ -302,11 +345,12 @@ fn escape_symlink() -> TestResult {
 
 fn main() {
     let args = Arguments::from_args();
-    let tests: [Program; 11] = [
+    let tests: [Program; 12] = [
         ("hello", hello),
         ("trap", trap_backtrace),
         ("debug_info", debug_info),
         ("args_env", args_env),
+        ("shared_imports", shared_imports),
         ("file_io", file_io),
         ("dirs", directories),
         ("clocks", clocks),

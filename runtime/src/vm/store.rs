@@ -27,6 +27,7 @@
 //! The `in_call` flag is only touched by the owning thread. Host-side access to tables, globals
 //! and memories takes ownership the same way and needs the store idle.
 
+use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -90,6 +91,8 @@ pub(crate) struct StoreInner {
     /// Host-made globals and tables that may hold GC references (roots of a collection), kept
     /// as long as the store.
     host_places: Mutex<Vec<HostPlace>>,
+    /// The embedder's state for this store's host functions (see [`crate::Store::set_data`]).
+    pub data: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 /// A host-made global or table that may hold GC references, and what keeps it alive.
@@ -124,6 +127,7 @@ impl StoreRoot {
                 gc: OnceLock::new(),
                 host_roots: Mutex::default(),
                 host_places: Mutex::default(),
+                data: OnceLock::new(),
             }),
             pinned: Mutex::new(Vec::new()),
         })

@@ -9,7 +9,7 @@ use kiln_runtime::{Caller, Func, FuncType, GuestBytes, HostError, Val, ValType, 
 use crate::memory::GuestMemory;
 use crate::table::Handle;
 use crate::types::{clockid, filetype, rights, Errno, WasiResult, SDFLAGS_ALL};
-use crate::{fs, poll, Exit, Signal, WasiCtx};
+use crate::{fs, poll, Exit, Signal, Strings, WasiCtx};
 
 /// How a body fails: with an errno for the guest, or by trapping.
 pub(crate) enum Fail {
@@ -163,9 +163,22 @@ fn signature(entry: &Entry) -> FuncType {
     }
 }
 
-/// The host function `name` of type `ty` over `ctx`. `Err(None)`: no such function;
-/// `Err(Some(t))`: the function exists with type `t`.
-pub(crate) fn host_func(name: &str, ty: &FuncType, ctx: Arc<Mutex<WasiCtx>>) -> Result<Func, Option<FuncType>> {
+/// Where a host function finds the WASI context of the guest calling it.
+#[derive(Clone)]
+pub(crate) enum CtxSource {
+    /// Its own, shared by the functions of one instance's imports ([`crate::imports`]).
+    Captured(Arc<Mutex<WasiCtx>>),
+    /// The one attached to the calling store ([`crate::attach`]), so the function can serve
+    /// every store ([`crate::shared_imports`]).
+    Store,
+}
+
+/// The context attached to a store by [`crate::attach`].
+pub(crate) struct StoreCtx(pub Mutex<WasiCtx>);
+
+/// The host function `name` of type `ty`, over the context `ctx` gives. `Err(None)`: no such
+/// function; `Err(Some(t))`: the function exists with type `t`.
+pub(crate) fn host_func(name: &str, ty: &FuncType, ctx: CtxSource) -> Result<Func, Option<FuncType>> {
     let entry = FUNCS.iter().find(|e| e.name == name).ok_or(None)?;
     let expected = signature(entry);
     let call = entry.call;
@@ -173,6 +186,13 @@ pub(crate) fn host_func(name: &str, ty: &FuncType, ctx: Arc<Mutex<WasiCtx>>) -> 
         return Err(Some(expected));
     }
     Ok(Func::new_host(expected, move |caller: &mut Caller<'_>, args: &[Val], results: &mut [Val]| {
+        let ctx = match &ctx {
+            CtxSource::Captured(ctx) => ctx,
+            CtxSource::Store => match caller.data::<StoreCtx>() {
+                Some(StoreCtx(ctx)) => ctx,
+                None => return Err(HostError("wasi: no WASI context is attached to the calling store".into())),
+            },
+        };
         let mut ctx = ctx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let waiter = caller.waiter();
         let mut empty = [];
@@ -190,23 +210,20 @@ pub(crate) fn host_func(name: &str, ty: &FuncType, ctx: Arc<Mutex<WasiCtx>>) -> 
     }))
 }
 
-/// Writes a list of NUL-terminated strings: pointers at `ptrs`, bytes at `buf`.
-fn write_strings(list: &[Vec<u8>], mem: &mut GuestMemory<'_>, ptrs: u32, buf: u32) -> WasiResult<()> {
-    let mut at = buf;
-    for (i, s) in list.iter().enumerate() {
+/// Writes a list of NUL-terminated strings: the bytes at `buf`, a pointer to each at `ptrs`.
+fn write_strings(list: &Strings, mem: &mut GuestMemory<'_>, ptrs: u32, buf: u32) -> WasiResult<()> {
+    mem.write_bytes(buf, list.bytes())?;
+    for (i, start) in list.starts().enumerate() {
+        let start = u32::try_from(start).map_err(|_| Errno::Overflow)?;
+        let at = buf.checked_add(start).ok_or(Errno::Fault)?;
         mem.write_u32(ptrs.checked_add(4 * i as u32).ok_or(Errno::Fault)?, at)?;
-        mem.write_bytes(at, s)?;
-        at = at.checked_add(s.len() as u32).ok_or(Errno::Fault)?;
-        mem.write_u8(at, 0)?;
-        at = at.checked_add(1).ok_or(Errno::Fault)?;
     }
     Ok(())
 }
 
-fn write_sizes(list: &[Vec<u8>], mem: &mut GuestMemory<'_>, count: u32, size: u32) -> WasiResult<()> {
-    let bytes: usize = list.iter().map(|s| s.len() + 1).sum();
-    mem.write_u32(count, list.len() as u32)?;
-    mem.write_u32(size, u32::try_from(bytes).map_err(|_| Errno::Overflow)?)?;
+fn write_sizes(list: &Strings, mem: &mut GuestMemory<'_>, count: u32, size: u32) -> WasiResult<()> {
+    mem.write_u32(count, u32::try_from(list.len()).map_err(|_| Errno::Overflow)?)?;
+    mem.write_u32(size, u32::try_from(list.bytes().len()).map_err(|_| Errno::Overflow)?)?;
     Ok(())
 }
 

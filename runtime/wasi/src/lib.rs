@@ -40,7 +40,7 @@ pub mod types;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use kiln_runtime::{CallError, Extern, Module, Trap, Val};
+use kiln_runtime::{CallError, Extern, Module, Store, Trap, Val};
 
 use table::{classify, Descriptor, Handle, Table};
 use types::rights;
@@ -77,6 +77,9 @@ pub enum WasiError {
         /// Import name.
         name: String,
     },
+    /// [`attach`] to a store that already carries data.
+    #[error("the store already carries data (a WASI context is attached once, to a new store)")]
+    StoreTaken,
     /// The module imports a WASI function with the wrong type.
     #[error("import `{module}::{name}` has type {found}, but WASI defines it as {expected}")]
     Signature {
@@ -128,16 +131,56 @@ pub const DEFAULT_MAX_OPEN_FILES: usize = 256;
 
 /// What one guest program sees: arguments, environment, descriptors.
 pub struct WasiCtx {
-    pub(crate) args: Vec<Vec<u8>>,
-    pub(crate) env: Vec<Vec<u8>>,
+    pub(crate) args: Strings,
+    pub(crate) env: Strings,
     pub(crate) table: Table,
+}
+
+/// NUL-terminated strings, laid out in one block as `args_get` and `environ_get` hand them to
+/// the guest: a context with many variables costs two allocations, not one per variable.
+#[derive(Default)]
+pub(crate) struct Strings {
+    bytes: Vec<u8>,
+    /// Where each string ends (after its NUL) in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Strings {
+    /// Appends the string made of `parts`, NUL-terminated.
+    fn push(&mut self, parts: &[&[u8]]) {
+        if self.ends.is_empty() {
+            // Room for a typical environment (a CGI request's is about 400 bytes) at once.
+            self.bytes.reserve(512);
+            self.ends.reserve(16);
+        }
+        for part in parts {
+            self.bytes.extend_from_slice(part);
+        }
+        self.bytes.push(0);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// How many strings.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Every string, NUL included.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Where each string starts in [`Self::bytes`].
+    pub(crate) fn starts(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(0).chain(self.ends.iter().copied()).take(self.ends.len())
+    }
 }
 
 /// Builds a [`WasiCtx`].
 #[derive(Default)]
 pub struct WasiCtxBuilder {
-    args: Vec<Vec<u8>>,
-    env: Vec<Vec<u8>>,
+    args: Strings,
+    env: Strings,
     stdio: [Option<StdioSource>; 3],
     preopens: Vec<(PathBuf, String)>,
     max_open_files: Option<usize>,
@@ -158,7 +201,7 @@ impl WasiCtxBuilder {
 
     /// Appends one argument (the first is the program name).
     pub fn arg(mut self, arg: impl AsRef<str>) -> Self {
-        self.args.push(arg.as_ref().as_bytes().to_vec());
+        self.args.push(&[arg.as_ref().as_bytes()]);
         self
     }
 
@@ -172,7 +215,7 @@ impl WasiCtxBuilder {
 
     /// Adds the environment variable `key=value`.
     pub fn env(mut self, key: impl AsRef<str>, value: impl AsRef<str>) -> Self {
-        self.env.push(format!("{}={}", key.as_ref(), value.as_ref()).into_bytes());
+        self.env.push(&[key.as_ref().as_bytes(), b"=", value.as_ref().as_bytes()]);
         self
     }
 
@@ -294,7 +337,25 @@ fn host_stdio_is_open(fd: usize) -> bool {
 /// The host functions for every import of `module`, in import order, all sharing `ctx`.
 /// Every import must be a `wasi_snapshot_preview1` function of the right type.
 pub fn imports(module: &Module, ctx: WasiCtx) -> Result<Vec<Extern>, WasiError> {
-    let ctx = Arc::new(Mutex::new(ctx));
+    module_imports(module, funcs::CtxSource::Captured(Arc::new(Mutex::new(ctx))))
+}
+
+/// The host functions for every import of `module`, in import order, made once for any number
+/// of stores: each call uses the context [`attach`]ed to the store of the instance calling it
+/// (and traps if there is none). A server that runs a fresh instance per request makes these
+/// once instead of a set per request. Every import must be a `wasi_snapshot_preview1`
+/// function of the right type.
+pub fn shared_imports(module: &Module) -> Result<Vec<Extern>, WasiError> {
+    module_imports(module, funcs::CtxSource::Store)
+}
+
+/// Gives `store`'s instances `ctx` as their WASI context, for [`shared_imports`]. A store has
+/// one context for its life: an error if it already has data (see `Store::set_data`).
+pub fn attach(store: &Store, ctx: WasiCtx) -> Result<(), WasiError> {
+    store.set_data(funcs::StoreCtx(Mutex::new(ctx))).map_err(|_| WasiError::StoreTaken)
+}
+
+fn module_imports(module: &Module, ctx: funcs::CtxSource) -> Result<Vec<Extern>, WasiError> {
     let meta = module.metadata();
     meta.imports
         .iter()
