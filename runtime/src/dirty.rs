@@ -96,6 +96,29 @@ pub(crate) unsafe fn scan(map: *mut u8, pages: usize, clear: bool, mut f: impl F
     }
 }
 
+/// Calls `f(first, end)` for each run `[first, end)` of consecutive pages below `pages` marked
+/// in `map`, in increasing order, clearing the marks if `clear`.
+///
+/// # Safety
+/// As for [`scan`].
+pub(crate) unsafe fn scan_runs(map: *mut u8, pages: usize, clear: bool, mut f: impl FnMut(usize, usize)) {
+    let mut run: Option<(usize, usize)> = None;
+    // SAFETY: the caller's promise.
+    unsafe {
+        scan(map, pages, clear, |page| match &mut run {
+            Some((_, end)) if *end == page => *end += 1,
+            _ => {
+                if let Some((first, end)) = run.replace((page, page + 1)) {
+                    f(first, end);
+                }
+            }
+        })
+    };
+    if let Some((first, end)) = run {
+        f(first, end);
+    }
+}
+
 /// A set of pages (of one heap), as a bitmap that grows as needed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PageSet {

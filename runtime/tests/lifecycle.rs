@@ -303,6 +303,40 @@ fn a_page_that_a_store_spilled_into_counts_as_kept_resident() {
     }
 }
 
+/// Teardown restores a run of written pages at once, whatever part of it `keep_resident`
+/// keeps (the rest goes back to the kernel): with the module's image across the run's first
+/// pages and a store that spilled past its end, every budget leaves the next tenant exactly the
+/// image, and no more resident than the budget.
+#[test]
+fn a_run_of_written_pages_is_reset_to_the_image_whatever_the_budget_keeps() {
+    let wat = r#"(module (memory (export "m") 6)
+      (data (i32.const 4000) "an image that straddles the first page boundary")
+      (data (i32.const 8190) "and the second")
+      (func (export "dirty") (param $pages i32)
+        (memory.fill (i32.const 0) (i32.const 0xab) (i32.mul (local.get $pages) (i32.const 4096)))
+        (i64.store (i32.sub (i32.mul (local.get $pages) (i32.const 4096)) (i32.const 4)) (i64.const -1))))"#;
+    let dir = tempfile::tempdir().unwrap();
+    let module = load(compile(dir.path(), "run", wat)).unwrap();
+    let memory_of = |instance: &Instance| match instance.get_export("m") {
+        Some(Extern::Memory(memory)) => memory.read(0, 6 * 65536).unwrap(),
+        _ => panic!("m is not a memory"),
+    };
+    for keep_pages in [0, 1, 2, 3, 4, 5, 16] {
+        let config = RegionConfig { slots: 1, keep_resident: keep_pages * 4096, ..RegionConfig::default() };
+        let region = Region::new(config).unwrap();
+        let image = memory_of(&Instance::new(&region, &module, &[]).unwrap());
+        assert_eq!(&image[4000..4002], b"an");
+        for pages in [4, 1, 3] {
+            let tenant = Instance::new(&region, &module, &[]).unwrap();
+            tenant.call("dirty", &[Val::I32(pages)]).unwrap();
+            drop(tenant);
+            assert!(region.idle_resident() <= keep_pages * 4096, "keep {keep_pages} pages, wrote {pages}");
+            let next = Instance::new(&region, &module, &[]).unwrap();
+            assert!(memory_of(&next) == image, "keep {keep_pages} pages, wrote {pages}: not the image");
+        }
+    }
+}
+
 #[test]
 fn idle_slots_keep_no_more_than_the_ceiling_resident_and_still_isolate_tenants() {
     let dir = tempfile::tempdir().unwrap();

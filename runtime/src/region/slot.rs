@@ -145,26 +145,40 @@ impl HeapState {
         // accessible up to `pages` pages, which no tenant uses any more; `bytes` is the image
         // mapped there, so it does not overlap.
         unsafe {
-            dirty::scan(map, pages, true, |page| match image_bytes {
-                Some(bytes) if keeps(resident, page, budget) => {
-                    restore(base, bytes, page * dirty::PAGE, dirty::PAGE);
-                    resident.insert(page);
-                    // A store that began at the end of this page may have spilled over into
-                    // the next one's first bytes. Only if they changed is the page resident
-                    // (a page nobody wrote must not become so); then it is restored and
-                    // counted, or discarded.
-                    let next = (page + 1) * dirty::PAGE;
-                    if page + 1 < pages && !holds(base, bytes, next, dirty::SPILL) {
-                        if keeps(resident, page + 1, budget) {
-                            restore(base, bytes, next, dirty::SPILL);
-                            resident.insert(page + 1);
-                        } else {
-                            discard(resident, &mut runs, page + 1, page + 2);
+            dirty::scan_runs(map, pages, true, |first, end| {
+                let mut page = first;
+                while page < end {
+                    match image_bytes {
+                        Some(bytes) if keeps(resident, page, budget) => {
+                            // The stretch of pages kept from here on, restored at once.
+                            let start = page;
+                            while page < end && keeps(resident, page, budget) {
+                                resident.insert(page);
+                                page += 1;
+                            }
+                            restore(base, bytes, start * dirty::PAGE, (page - start) * dirty::PAGE);
+                            // A store that began at the end of the stretch may have spilled into
+                            // the next page's first bytes. If that page is in the run, it is
+                            // restored or discarded whole anyway; if not, only if those bytes
+                            // changed is it resident (a page nobody wrote must not become so),
+                            // restored and counted, or discarded.
+                            let next = page * dirty::PAGE;
+                            if page == end && page < pages && !holds(base, bytes, next, dirty::SPILL) {
+                                if keeps(resident, page, budget) {
+                                    restore(base, bytes, next, dirty::SPILL);
+                                    resident.insert(page);
+                                } else {
+                                    discard(resident, &mut runs, page, page + 1);
+                                }
+                            }
+                        }
+                        // With the page after it, for a store that spilled into it.
+                        _ => {
+                            discard(resident, &mut runs, page, (page + 2).min(pages));
+                            page += 1;
                         }
                     }
                 }
-                // With the page after it, for a store that spilled into it.
-                _ => discard(resident, &mut runs, page, (page + 2).min(pages)),
             })
         };
         discards.extend(runs.into_iter().map(|(first, end)| {
