@@ -239,7 +239,7 @@ async fn handle<E: Engine>(
     let _counted = InFlight(&server.in_flight);
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let line = format!("method={} target={:?}", parts.method, parts.uri.to_string());
+    let (method, target) = (parts.method.clone(), parts.uri.clone());
     let (response, reason) = match answer(server, parts, body, remote, local).await {
         Ok(response) => (response, None),
         Err((status, reason)) => (error_response(status), Some(reason)),
@@ -247,9 +247,10 @@ async fn handle<E: Engine>(
     let took = started.elapsed();
     server.metrics.answered(response.status(), took);
     let (status, ms) = (response.status().as_u16(), took.as_secs_f64() * 1e3);
+    let line = || format!("method={method} target={:?} status={status} ms={ms:.3}", target.to_string());
     match reason {
-        Some(reason) => eprintln!("kiln serve: {line} status={status} ms={ms:.3} reason={reason:?}"),
-        None if server.config.log_requests => eprintln!("kiln serve: {line} status={status} ms={ms:.3}"),
+        Some(reason) => eprintln!("kiln serve: {} reason={reason:?}", line()),
+        None if server.config.log_requests => eprintln!("kiln serve: {}", line()),
         None => {}
     }
     response
@@ -277,7 +278,10 @@ async fn answer<E: Engine>(
     if declared.is_some_and(|n| n > config.max_request_body as u64) {
         return Err(too_large());
     }
-    let body =
+    let body = if hyper::body::Body::is_end_stream(&body) {
+        // No body (a GET, say): nothing to wait for.
+        Vec::new()
+    } else {
         match tokio::time::timeout(config.read_timeout, Limited::new(body, config.max_request_body).collect()).await {
             Ok(Ok(collected)) => collected.to_bytes().to_vec(),
             Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
@@ -286,7 +290,8 @@ async fn answer<E: Engine>(
                 let reason = format!("the body did not arrive within {:?}", config.read_timeout);
                 return Err((StatusCode::REQUEST_TIMEOUT, reason));
             }
-        };
+        }
+    };
     let request = RequestInfo {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
