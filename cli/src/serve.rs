@@ -41,6 +41,12 @@ pub struct ServeArgs {
     /// Threads that run guests, one request at a time each (default: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Slots in the region of guest memories (default: one per worker; at least as many as
+    /// workers). A request that wrote more than --keep-resident leaves its slot's other pages
+    /// for the kernel to take back; with more slots than workers, those slots wait and are
+    /// discarded in batches while the workers go on in clean ones.
+    #[arg(long, value_name = "N")]
+    slots: Option<usize>,
     /// Requests that may wait for a worker; past that, requests get `503` at once (default:
     /// 64 per worker).
     #[arg(long, value_name = "N")]
@@ -97,10 +103,13 @@ pub fn serve_command(args: ServeArgs) -> Result<ExitCode> {
         bail!("{} is not a WASI command: it exports no `_start`, which kiln serve runs per request", module.display());
     }
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
-    // A slot per worker: each runs one guest at a time.
-    let region =
-        Region::new(RegionConfig { slots: workers, keep_resident: args.keep_resident, ..RegionConfig::default() })
-            .context("cannot reserve the slots for the workers")?;
+    // Each worker runs one guest at a time, so it needs one slot; more let discards batch.
+    let slots = args.slots.unwrap_or(workers);
+    if slots < workers {
+        bail!("--slots {slots} is fewer than the {workers} workers: each worker needs a slot");
+    }
+    let region = Region::new(RegionConfig { slots, keep_resident: args.keep_resident, ..RegionConfig::default() })
+        .with_context(|| format!("cannot reserve {slots} slots"))?;
     let engine = Kiln {
         imports: kiln_wasi::shared_imports(&loaded.module)?,
         module: loaded.module.clone(),

@@ -106,7 +106,7 @@ fn handler() -> PathBuf {
 fn a_mixed_stream_of_requests_gets_the_right_answer_every_time() {
     let server = Server::start(
         &handler(),
-        &["--workers", "2", "-W", "timeout=2s", "--max-response", "1000000", "--admin", "127.0.0.1:0"],
+        &["--workers", "2", "--slots", "4", "-W", "timeout=2s", "--max-response", "1000000", "--admin", "127.0.0.1:0"],
     );
     let addr = server.addr;
     // Six clients send every kind of request but the endless one, over and over; a seventh
@@ -307,7 +307,11 @@ fn serve_explains_its_options_and_what_is_missing() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("kiln serve needs a MODULE"));
     let usage = kiln(&["serve", "--help"]);
-    for flag in ["--listen", "--workers", "--queue", "--admin", "--read-timeout", "--max-response"] {
+    for flag in ["--listen", "--workers", "--slots", "--queue", "--admin", "--read-timeout", "--max-response"] {
         assert!(String::from_utf8_lossy(&usage.stdout).contains(flag), "--help does not mention {flag}");
     }
+    let handler = handler();
+    let too_few = kiln(&["serve", "--workers", "2", "--slots", "1", handler.to_str().unwrap()]);
+    assert_eq!(too_few.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&too_few.stderr).contains("--slots 1 is fewer than the 2 workers"));
 }

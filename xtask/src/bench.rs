@@ -144,9 +144,11 @@ pub fn run(args: Vec<String>) -> Result<()> {
 
     let mut kiln = read_estimates("kiln");
     let mut peer = read_estimates("wasmtime");
-    if options.filter.as_deref().is_none_or(|f| f.contains("serve")) {
-        crate::serve_bench::run(&out_dir, options.quick, options.peer, &mut kiln, &mut peer)?;
-    }
+    let ceiling = if options.filter.as_deref().is_none_or(|f| f.contains("serve")) {
+        crate::serve_bench::run(&out_dir, options.quick, options.peer, &mut kiln, &mut peer)?
+    } else {
+        None
+    };
     let mut code_bytes: BTreeMap<String, f64> = BTreeMap::new();
     // System CPU time per lifecycle of the throughput benchmarks, as `engine\tname\tns` lines.
     for line in std::fs::read_to_string(&system_times).unwrap_or_default().lines() {
@@ -198,11 +200,30 @@ pub fn run(args: Vec<String>) -> Result<()> {
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
     print_compile_throughput(&code_bytes, &kiln, &peer);
+    if let Some(ceiling) = ceiling {
+        print_serving_ceiling(&ceiling, &kiln, &peer);
+    }
     let plot = out_dir.join("instantiate-vs-heap.svg");
     std::fs::write(&plot, plot_svg(&kiln, &peer))?;
     println!();
     println!("bench: plot of instantiation time vs initial heap size: {}", plot.display());
     Ok(())
+}
+
+/// The serving ceiling beside `serve_hello`: no engine serves faster than the server with no
+/// guest, so its time over the peer's is the lowest `kiln/wt` ratio any engine could show.
+fn print_serving_ceiling(
+    ceiling: &crate::serve_bench::Ceiling,
+    kiln: &BTreeMap<String, f64>,
+    peer: &BTreeMap<String, f64>,
+) {
+    println!();
+    println!("{:<34} {:>12} {:>12} {:>12}", "serving with no guest (ceiling)", "ceiling", "kiln", "lowest k/wt");
+    for (name, ceiling) in [("serve_hello", ceiling.ns), ("serve_hello_p99", ceiling.p99)] {
+        let lowest = peer.get(name).map_or("-".to_string(), |wt| format!("{:.2}x", ceiling / wt));
+        let k = kiln.get(name).map_or("-".to_string(), |&k| format_ns(k));
+        println!("{name:<34} {:>12} {k:>12} {lowest:>12}", format_ns(ceiling));
+    }
 }
 
 /// The largest Rust program of the wasi-testsuite, if a local copy of the suite is there.

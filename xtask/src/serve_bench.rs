@@ -19,24 +19,33 @@ const WORKERS: usize = 2;
 /// Open connections `wrk` keeps (enough to keep every worker busy).
 const CONNECTIONS: usize = 16;
 
+/// The same server with no guest to run (`serve-ceiling`): the most any engine can serve.
+pub struct Ceiling {
+    /// ns per request at full load.
+    pub ns: f64,
+    /// p99 latency, ns.
+    pub p99: f64,
+}
+
 /// Runs the serving benchmarks; adds `NAME` (ns per request at full load) and `NAME_p99`
-/// (ns) for each handler to `kiln` and, with `peer`, to `wasmtime`.
+/// (ns) for each handler to `kiln` and, with `peer`, to `wasmtime`. Returns the ceiling for
+/// `serve_hello` (`None` without `wrk`).
 pub fn run(
     out_dir: &Path,
     quick: bool,
     peer: bool,
     kiln: &mut BTreeMap<String, f64>,
     wasmtime: &mut BTreeMap<String, f64>,
-) -> Result<()> {
+) -> Result<Option<Ceiling>> {
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!("bench: no `wrk` on PATH (Debian: apt-get install wrk): serving benchmarks skipped");
-        return Ok(());
+        return Ok(None);
     }
     eprintln!(
         "bench: building kiln{} (release) for the serving benchmarks",
         if peer { " and wasmtime-serve" } else { "" }
     );
-    cargo(&["build", "--release", "-p", "kiln"])?;
+    cargo(&["build", "--release", "-p", "kiln", "-p", "kiln-benches", "--bin", "kiln", "--bin", "serve-ceiling"])?;
     if peer {
         cargo(&["build", "--release", "-p", "kiln-benches", "--features", "wasmtime", "--bin", "wasmtime-serve"])?;
     }
@@ -64,7 +73,15 @@ pub fn run(
             results.insert(format!("{name}_p99"), p99);
         }
     }
-    Ok(())
+    let mut command = Command::new(release.join("serve-ceiling"));
+    command.arg("127.0.0.1:0").arg(WORKERS.to_string());
+    let server = Server::start(command, &out_dir.join("serve-ceiling.log"))?;
+    let url = format!("http://{}/", server.addr);
+    wrk(&url, 1)?;
+    let (rps, p99) = wrk(&url, seconds)?;
+    drop(server);
+    eprintln!("bench: the server with no guest: {rps:.0} requests/s, p99 {}", crate::bench::format_ns(p99));
+    Ok(Some(Ceiling { ns: 1e9 / rps, p99 }))
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

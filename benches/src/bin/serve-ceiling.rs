@@ -1,0 +1,48 @@
+//! `serve-ceiling ADDR WORKERS`: the ceiling of the serving benchmarks (`cargo xtask bench`).
+//! The same server as `kiln serve` and `wasmtime-serve` (`kiln-serve`: hyper, the worker
+//! threads, the queue, WAGI), with an engine that runs no guest and answers what the
+//! `serve_hello` handler prints. No engine can serve faster on the same machine, so the ratio
+//! of this server's rate to the Wasmtime peer's bounds what any engine's ratio can be.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kiln_serve::{Outcome, RequestInfo, Stop};
+
+/// Answers every request as `benches/programs/serve_hello.c` does, at once.
+struct NoGuest;
+
+impl kiln_serve::Engine for NoGuest {
+    type Job = ();
+
+    fn prepare(&self) -> ((), Stop) {
+        ((), Box::new(|| {}))
+    }
+
+    fn run(&self, (): (), _: RequestInfo, _: Vec<u8>, _: usize) -> Outcome {
+        Outcome::Output(b"Content-Type: text/plain\n\nHello, world!\n".to_vec())
+    }
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, listen, workers] = args.as_slice() else {
+        anyhow::bail!("usage: serve-ceiling ADDR WORKERS");
+    };
+    let listen: SocketAddr = listen.parse().context("ADDR")?;
+    let workers: usize = workers.parse().context("WORKERS")?;
+    let config = kiln_serve::Config {
+        listen,
+        workers,
+        queue: 64 * workers,
+        deadline: Duration::from_secs(30),
+        max_request_body: 1 << 20,
+        max_response: 16 << 20,
+        name: "no guest (the serving ceiling)".into(),
+        admin: None,
+        read_timeout: Duration::from_secs(10),
+        log_requests: false,
+    };
+    kiln_serve::serve(config, NoGuest)
+}
