@@ -26,6 +26,30 @@ use kiln_abi::{
 };
 use wasmparser::{MemArg, MemArgTarget, Operator};
 
+/// `index` as `(base, c)` if the translator made it as `base + c` (`i32.add`/`i64.add` of a
+/// constant), with `c < DIRTY_MARK_REACH` as an unsigned number of the index's width.
+fn constant_sum(builder: &FunctionBuilder, index: ir::Value) -> Option<(ir::Value, u64)> {
+    let dfg = &builder.func.dfg;
+    let ir::ValueDef::Result(inst, 0) = dfg.value_def(dfg.resolve_aliases(index)) else { return None };
+    let width_mask = u64::MAX >> (64 - dfg.value_type(index).bits());
+    let constant = |v: ir::Value| {
+        let ir::ValueDef::Result(def, 0) = dfg.value_def(dfg.resolve_aliases(v)) else { return None };
+        match dfg.insts[def] {
+            ir::InstructionData::UnaryImm { opcode: ir::Opcode::Iconst, imm } => Some(imm.bits() as u64 & width_mask),
+            _ => None,
+        }
+    };
+    let (base, c) = match dfg.insts[inst] {
+        ir::InstructionData::Binary { opcode: ir::Opcode::Iadd, args: [a, b] } => match (constant(a), constant(b)) {
+            (_, Some(c)) => (a, c),
+            (Some(c), None) => (b, c),
+            (None, None) => return None,
+        },
+        _ => return None,
+    };
+    (c < kiln_abi::DIRTY_MARK_REACH).then_some((base, c))
+}
+
 /// The Cranelift trap code for a Kiln trap: Cranelift's own codes for the traps its
 /// instructions raise by themselves, a user code equal to Kiln's discriminant for the rest.
 pub fn trap(code: TrapCode) -> ir::TrapCode {
@@ -477,10 +501,13 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
 
     /// Marks the page a plain store of `size` bytes at wasm address `index + memarg.offset`
     /// wrote (emitted at `addr + offset`, see [`Self::mark_stored`]), unless a mark emitted
-    /// since the last control-flow operator, for the same memory and the same index value at
-    /// an offset at most this one's, already reaches all of its bytes: that mark ran before
-    /// this store on every path, and teardown resets `DIRTY_MARK_REACH` bytes from it. (A
-    /// stack frame's stores through one pointer then share a mark.)
+    /// since the last control-flow operator, for the same memory, already reaches all of its
+    /// bytes: that mark ran before this store on every path, and teardown resets
+    /// `DIRTY_MARK_REACH` bytes from it. A mark reaches the store if it was for the same index
+    /// value at an offset at most this one's (a stack frame's stores through one pointer then
+    /// share a mark), or for `base` when the index is `base + c`, a small constant `c` (unrolled
+    /// loops, such as a C library's `memset`, address their stores so). Only marks of plain
+    /// indexes are remembered, never of sums, which may have wrapped.
     pub fn mark_store(
         &mut self,
         builder: &mut FunctionBuilder,
@@ -490,15 +517,26 @@ impl<'a, 'm> FuncEnv<'a, 'm> {
         (addr, offset): (ir::Value, i32),
     ) {
         let memory = memory_index(memarg);
-        let end = memarg.offset.saturating_add(u64::from(size));
-        let covered = self.marks.iter().any(|&(m, value, marked)| {
-            m == memory
-                && value == index
-                && marked <= memarg.offset
-                && end <= marked.saturating_add(kiln_abi::DIRTY_MARK_REACH)
-        });
-        if covered {
+        let reaches = |marks: &[(u32, ir::Value, u64)], value: ir::Value, start: u64| {
+            let end = start.saturating_add(u64::from(size));
+            marks.iter().any(|&(m, marked_value, marked)| {
+                m == memory
+                    && marked_value == value
+                    && marked <= start
+                    && end <= marked.saturating_add(kiln_abi::DIRTY_MARK_REACH)
+            })
+        };
+        if reaches(&self.marks, index, memarg.offset) {
             return;
+        }
+        // `base + c` may have wrapped around a 32-bit index (only in a memory of 4 GiB, since
+        // the store at `base` succeeded): the store then wrote the first `c + offset + size`
+        // bytes of the memory, which teardown resets in such a memory (`HeapState::reset`).
+        if let Some((base, c)) = constant_sum(builder, index) {
+            let start = c + memarg.offset;
+            if start + u64::from(size) <= kiln_abi::WRAPPED_STORE_REACH && reaches(&self.marks, base, start) {
+                return;
+            }
         }
         self.mark_stored(builder, memory, addr, offset);
         if self.marks.len() == REMEMBERED_MARKS {

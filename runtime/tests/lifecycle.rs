@@ -256,6 +256,57 @@ fn stores_sharing_one_dirty_mark_are_reset_across_a_page_boundary() {
     }
 }
 
+/// Stores addressed `base + c` (as an unrolled `memset` addresses them) share the mark of the
+/// store at `base`, across a page boundary too; and where `base + c` wraps around a memory of
+/// 4 GiB, to its first bytes, teardown still resets them.
+#[test]
+fn stores_at_a_pointer_plus_a_constant_share_its_mark_and_are_reset_even_when_they_wrap() {
+    let unrolled = |pages: u32| {
+        format!(
+            r#"(module (memory (export "m") {pages})
+              (func (export "fill") (param $p i32) (param $v i64)
+                (i64.store (local.get $p) (local.get $v))
+                (i64.store (i32.add (local.get $p) (i32.const 24)) (local.get $v))
+                (i64.store offset=8 (i32.add (i32.const 32) (local.get $p)) (local.get $v))
+                (i64.store (i32.add (local.get $p) (i32.const 8)) (local.get $v))
+                (i64.store (i32.add (local.get $p) (i32.const 60)) (local.get $v)))
+              (func (export "peek") (param $at i32) (result i64) (i64.load (local.get $at))))"#
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let small = load(compile(dir.path(), "unrolled", &unrolled(2))).unwrap();
+    let large = load(compile(dir.path(), "unrolled_4g", &unrolled(65536))).unwrap();
+    for keep_resident in [0, 64 * 1024] {
+        let region = Region::new(RegionConfig { slots: 1, keep_resident, ..RegionConfig::default() }).unwrap();
+        for p in [4096 - 1, 4096 - 8, 4096 - 20, 4096 - 31, 100] {
+            let tenant = Instance::new(&region, &small, &[]).unwrap();
+            tenant.call("fill", &[Val::I32(p), Val::I64(-1)]).unwrap();
+            assert_eq!(tenant.call("peek", &[Val::I32(p + 24)]).unwrap(), [Val::I64(-1)]);
+            drop(tenant);
+            let next = Instance::new(&region, &small, &[]).unwrap();
+            let Some(Extern::Memory(memory)) = next.get_export("m") else { panic!("m is not a memory") };
+            let bytes = memory.read(0, 2 * 65536).unwrap();
+            assert!(bytes.iter().all(|&b| b == 0), "keep_resident {keep_resident}, p {p}: a store leaked");
+        }
+        // At the top of 4 GiB, `p + 24` and `(p + 32) + offset 8` wrap to the first bytes of
+        // the memory.
+        let tenant = Instance::new(&region, &large, &[]).unwrap();
+        tenant.call("fill", &[Val::I32(-24), Val::I64(-1)]).unwrap();
+        assert_eq!(tenant.call("peek", &[Val::I32(0)]).unwrap(), [Val::I64(-1)], "the store wrapped");
+        assert_eq!(tenant.call("peek", &[Val::I32(16)]).unwrap(), [Val::I64(-1)], "the store wrapped");
+        assert_eq!(tenant.call("peek", &[Val::I32(36)]).unwrap(), [Val::I64(-1)], "the store wrapped");
+        drop(tenant);
+        let next = Instance::new(&region, &large, &[]).unwrap();
+        for at in [0, 16, 36, -24, -16] {
+            assert_eq!(
+                next.call("peek", &[Val::I32(at)]).unwrap(),
+                [Val::I64(0)],
+                "keep_resident {keep_resident}: {at}"
+            );
+        }
+    }
+}
+
 /// Kiln maps its objects itself, but they stay plain shared objects: the system's `dlopen`
 /// loads one and finds its header.
 #[test]

@@ -159,6 +159,12 @@ pub const DIRTY_PAGE_LOG2: u32 = 12;
 /// that dominates it already reaches all of its bytes (the widest store, `v128`, is 16 bytes).
 pub const DIRTY_MARK_REACH: u64 = 64;
 
+/// How far into a memory a store may reach when the compiler left it to another store's mark
+/// although its 32-bit address `base + c` may have wrapped around (see `FuncEnv::mark_store`):
+/// teardown resets the first page of a memory whose length is within `DIRTY_MARK_REACH` of
+/// 4 GiB, the only kind in which such a sum can wrap after a store at `base` succeeded.
+pub const WRAPPED_STORE_REACH: u64 = 1 << DIRTY_PAGE_LOG2;
+
 /// Bytes in a memory's dirty map: one per page of the reservation.
 pub const DIRTY_MAP_SIZE: u64 = crate::HEAP_RESERVATION >> DIRTY_PAGE_LOG2;
 

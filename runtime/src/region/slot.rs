@@ -122,6 +122,12 @@ impl HeapState {
     ) {
         // Clamped, defensively: `memory.grow` already keeps memories within the reservation.
         self.accessible = self.accessible.max(page_align(len.min(kiln_abi_heap::RESERVATION)));
+        // In a memory of (nearly) 4 GiB, a store the compiler let share another's mark may have
+        // wrapped around to the first page (see `kiln_abi::WRAPPED_STORE_REACH`).
+        if len as u64 > (1 << 32) - kiln_abi::DIRTY_MARK_REACH {
+            // SAFETY: `map` is this heap's map; its first entry is the first page's.
+            unsafe { map.write(1) };
+        }
         let pages = self.accessible / dirty::PAGE;
         let image_bytes = match (&self.image, image) {
             (None, _) => Some(&[][..]),
