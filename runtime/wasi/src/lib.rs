@@ -21,6 +21,27 @@
 //!
 //! `proc_exit` traps with an [`Exit`] error; [`exit_status`] turns the outcome of `_start` into
 //! the program's exit status.
+//!
+//! A server that runs a fresh instance per request makes the functions once, with
+//! [`shared_imports`], and [`attach`]es each request's context to the request's store:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // SAFETY: hello.so was made by `kiln compile` from a module we trust to load.
+//! # let module = unsafe { kiln_runtime::Module::load("hello.so") }?;
+//! # let region = kiln_runtime::Region::new(kiln_runtime::RegionConfig { slots: 1, ..Default::default() })?;
+//! let imports = kiln_wasi::shared_imports(&module)?;
+//! for request_body in [b"one".to_vec(), b"two".to_vec()] {
+//!     let output = kiln_wasi::OutputCapture::new(1 << 20);
+//!     let ctx = kiln_wasi::WasiCtxBuilder::new().arg("handler").stdin_bytes(request_body).stdout_capture(&output);
+//!     let store = kiln_runtime::Store::new();
+//!     kiln_wasi::attach(&store, ctx.build()?)?;
+//!     let instance = kiln_runtime::Instance::new_in_store(&region, &store, &module, &imports)?;
+//!     kiln_wasi::exit_status(instance.call("_start", &[]))?;
+//!     let response: Vec<u8> = output.take();
+//! }
+//! # Ok(()) }
+//! ```
 
 // Bodies take preview1's arguments by name, as many as the ABI has (`path_open`: nine).
 #[allow(clippy::too_many_arguments)]
