@@ -309,6 +309,26 @@ pub fn heap_wasm(size: usize, dense: bool) -> Vec<u8> {
     wat::parse_str(&wat).expect("valid text")
 }
 
+/// A request's deadline in the serving benchmarks' own servers (`kiln serve`'s default).
+pub const SERVE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How the serving benchmarks' own servers (`wasmtime-serve`, `serve-ceiling`) serve: as
+/// `kiln serve --quiet` with its defaults (the benchmarks run it so), only failures logged.
+pub fn serve_config(listen: std::net::SocketAddr, workers: usize, name: String) -> kiln_serve::Config {
+    kiln_serve::Config {
+        listen,
+        workers,
+        queue: 64 * workers,
+        deadline: SERVE_DEADLINE,
+        max_request_body: 1 << 20,
+        max_response: 16 << 20,
+        name,
+        admin: None,
+        read_timeout: Duration::from_secs(10),
+        log_requests: false,
+    }
+}
+
 /// User plus system CPU time the process (all its threads) has used.
 pub fn cpu_time() -> Duration {
     let usage = resource_usage();

@@ -61,13 +61,7 @@ pub fn run(
             engines.push(("wasmtime", command, &mut *wasmtime));
         }
         for (engine, command, results) in engines {
-            let log = out_dir.join(format!("{engine}-{program}.log"));
-            let server = Server::start(command, &log)?;
-            let url = format!("http://{}/", server.addr);
-            // Warm: code paged in, slots and pools filled.
-            wrk(&url, 1)?;
-            let (rps, p99) = wrk(&url, seconds)?;
-            drop(server);
+            let (rps, p99) = load(command, &out_dir.join(format!("{engine}-{program}.log")), seconds)?;
             eprintln!("bench: {engine} {name}: {rps:.0} requests/s, p99 {}", crate::bench::format_ns(p99));
             results.insert(name.to_string(), 1e9 / rps);
             results.insert(format!("{name}_p99"), p99);
@@ -75,13 +69,19 @@ pub fn run(
     }
     let mut command = Command::new(release.join("serve-ceiling"));
     command.arg("127.0.0.1:0").arg(WORKERS.to_string());
-    let server = Server::start(command, &out_dir.join("serve-ceiling.log"))?;
-    let url = format!("http://{}/", server.addr);
-    wrk(&url, 1)?;
-    let (rps, p99) = wrk(&url, seconds)?;
-    drop(server);
+    let (rps, p99) = load(command, &out_dir.join("serve-ceiling.log"), seconds)?;
     eprintln!("bench: the server with no guest: {rps:.0} requests/s, p99 {}", crate::bench::format_ns(p99));
     Ok(Some(Ceiling { ns: 1e9 / rps, p99 }))
+}
+
+/// Starts the server `command` (its stderr in `log`), warms it, loads it for `seconds` with
+/// `wrk` and stops it: requests per second and the p99 latency in ns.
+fn load(command: Command, log: &Path, seconds: u64) -> Result<(f64, f64)> {
+    let server = Server::start(command, log)?;
+    let url = format!("http://{}/", server.addr);
+    // Warm: code paged in, slots and pools filled.
+    wrk(&url, 1)?;
+    wrk(&url, seconds)
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

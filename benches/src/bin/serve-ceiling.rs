@@ -5,7 +5,6 @@
 //! of this server's rate to the Wasmtime peer's bounds what any engine's ratio can be.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kiln_serve::{Outcome, RequestInfo, Stop};
@@ -32,17 +31,6 @@ fn main() -> Result<()> {
     };
     let listen: SocketAddr = listen.parse().context("ADDR")?;
     let workers: usize = workers.parse().context("WORKERS")?;
-    let config = kiln_serve::Config {
-        listen,
-        workers,
-        queue: 64 * workers,
-        deadline: Duration::from_secs(30),
-        max_request_body: 1 << 20,
-        max_response: 16 << 20,
-        name: "no guest (the serving ceiling)".into(),
-        admin: None,
-        read_timeout: Duration::from_secs(10),
-        log_requests: false,
-    };
+    let config = kiln_benches::serve_config(listen, workers, "no guest (the serving ceiling)".into());
     kiln_serve::serve(config, NoGuest)
 }

@@ -18,8 +18,6 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
 /// How often the epoch advances (the deadline's resolution).
 const TICK: Duration = Duration::from_millis(10);
-/// The deadline, as `kiln serve`'s default.
-const DEADLINE: Duration = Duration::from_secs(30);
 
 struct Peer {
     engine: Engine,
@@ -42,7 +40,7 @@ impl kiln_serve::Engine for Peer {
             builder.env(key, value);
         }
         let mut store = Store::new(&self.engine, builder.build_p1());
-        store.set_epoch_deadline((DEADLINE.as_millis() / TICK.as_millis()) as u64);
+        store.set_epoch_deadline((kiln_benches::SERVE_DEADLINE.as_millis() / TICK.as_millis()) as u64);
         store.epoch_deadline_trap();
         let ended = self.pre.instantiate(&mut store).and_then(|instance| {
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
@@ -99,18 +97,6 @@ fn main() -> Result<()> {
         std::thread::sleep(TICK);
         ticker.increment_epoch();
     });
-    let config = kiln_serve::Config {
-        listen,
-        workers,
-        queue: 64 * workers,
-        deadline: DEADLINE,
-        max_request_body: 1 << 20,
-        max_response: 16 << 20,
-        name: module_name,
-        admin: None,
-        read_timeout: Duration::from_secs(10),
-        // As `kiln serve --quiet`, which the benchmarks run: only failures are logged.
-        log_requests: false,
-    };
+    let config = kiln_benches::serve_config(listen, workers, module_name);
     kiln_serve::serve(config, Peer { engine, pre })
 }
